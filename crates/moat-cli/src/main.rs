@@ -1,0 +1,101 @@
+//! The `moat` binary: parses the command line, sets up Ctrl-C handling and maps errors to exit
+//! codes. Each subcommand lives in its own module; this file only dispatches.
+
+/// `println!` that ends the process quietly when stdout is closed (`moat ls | head`), where
+/// the standard one panics.
+macro_rules! println {
+    () => { println!("") };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+mod license;
+mod models;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, Subcommand};
+
+/// Set by the Ctrl-C handler; long copies check it and stop cleanly.
+pub static CANCEL: AtomicBool = AtomicBool::new(false);
+
+/// Exit code for a failed command (a usage error exits 2, from clap).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code after Ctrl-C.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser)]
+#[command(name = "moat", version, about = "The self-hosted stack for open-weights models", long_about = None)]
+struct Cli {
+    /// Data folder (models, database); default $MOAT_HOME or ~/.moat.
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pull a model into the store (default: the default model, SmolLM2-135M-Instruct).
+    Pull(models::PullArgs),
+    /// List the models in the store.
+    #[command(alias = "list")]
+    Ls(models::LsArgs),
+    /// Show what a model is: architecture, size, quantization, context, memory, license.
+    Show(models::ShowArgs),
+    /// Give a model a second name (the files are shared, not copied).
+    Cp(models::CpArgs),
+    /// Remove models; files no other model uses are deleted.
+    Rm(models::RmArgs),
+    /// What a model's license allows for your deployment.
+    License {
+        #[command(subcommand)]
+        command: license::LicenseCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    install_ctrl_c();
+    let home = cli.home.unwrap_or_else(moat_store::Store::default_root);
+    let result = match cli.command {
+        Command::Pull(args) => models::pull(&home, args),
+        Command::Ls(args) => models::ls(&home, args),
+        Command::Show(args) => models::show(&home, args),
+        Command::Cp(args) => models::cp(&home, args),
+        Command::Rm(args) => models::rm(&home, args),
+        Command::License { command } => license::run(&home, command),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            let interrupted = error
+                .downcast_ref::<moat_store::StoreError>()
+                .is_some_and(|e| e.kind() == moat_store::ErrorKind::Interrupted);
+            eprintln!("error: {error:#}");
+            ExitCode::from(if interrupted { EXIT_INTERRUPTED } else { EXIT_ERROR })
+        }
+    }
+}
+
+/// The first Ctrl-C asks running copies to stop and clean up; if the process is still alive
+/// two seconds later (in a download the store does not drive), or on a second Ctrl-C, it
+/// exits. Partial files left then are removed by the next store open.
+fn install_ctrl_c() {
+    let _ = ctrlc::set_handler(|| {
+        if CANCEL.swap(true, Ordering::SeqCst) {
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+        std::thread::spawn(|| {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        });
+    });
+}
