@@ -164,6 +164,10 @@ pub(crate) struct Fetched {
 /// Pulls `source` into `store` and returns the manifest written.
 pub fn pull(store: &Store, source: &Source, options: PullOptions<'_>) -> Result<Manifest> {
     let _pull_lock = store.key_lock(&source.lock_key())?;
+    if let Some(manifest) = already_stored(store, source, options.name.as_ref()) {
+        options.progress.note(&format!("{} is up to date", manifest.name));
+        return Ok(manifest);
+    }
     let mut ctx = FetchContext {
         store,
         cancel: options.cancel,
@@ -240,6 +244,19 @@ pub fn pull(store: &Store, source: &Source, options: PullOptions<'_>) -> Result<
     let blobs = fetched.files.into_iter().map(|(_, blob)| blob).collect();
     store.commit(blobs, &manifest)?;
     Ok(manifest)
+}
+
+/// A recipe whose result is already stored under the name it would get: nothing to fetch.
+fn already_stored(store: &Store, source: &Source, name: Option<&ModelRef>) -> Option<Manifest> {
+    let Source::Recipe(recipe) = source else { return None };
+    let want = recipe.sha256?;
+    let name = match name {
+        Some(name) => name.clone(),
+        None => default_ref(&recipe.model_name).ok()?,
+    };
+    let manifest = store.manifest(&name).ok()?;
+    let weights = manifest.weights()?;
+    (weights.digest == want && store.has_blob(&want)).then_some(manifest)
 }
 
 fn source_text(source: &Source) -> String {
