@@ -81,7 +81,11 @@ pub fn run(home: &Path, command: LicenseCommand) -> Result<u8> {
     match command {
         LicenseCommand::Check(args) => check_command(home, args),
         LicenseCommand::List { json } => list(json),
-        LicenseCommand::Set { model, license, clear } => set(home, &model, license.as_deref(), clear),
+        LicenseCommand::Set {
+            model,
+            license,
+            clear,
+        } => set(home, &model, license.as_deref(), clear),
     }
 }
 
@@ -94,11 +98,17 @@ struct MoatToml {
 fn config_profile(home: &Path, explicit: Option<&Path>) -> Result<DeploymentProfile> {
     let path = match explicit {
         Some(path) => Some(path.to_path_buf()),
-        None => [PathBuf::from("moat.toml"), home.join("moat.toml")].into_iter().find(|p| p.is_file()),
+        None => [PathBuf::from("moat.toml"), home.join("moat.toml")]
+            .into_iter()
+            .find(|p| p.is_file()),
     };
-    let Some(path) = path else { return Ok(DeploymentProfile::default()) };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let parsed: MoatToml = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let Some(path) = path else {
+        return Ok(DeploymentProfile::default());
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let parsed: MoatToml =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     Ok(parsed.deployment.unwrap_or_default())
 }
 
@@ -128,10 +138,18 @@ fn check_command(home: &Path, args: CheckArgs) -> Result<u8> {
 }
 
 fn print_verdict(manifest: &Manifest, verdict: &Verdict) {
-    println!("{}: {}", manifest.name, verdict.outcome.label().to_uppercase());
+    println!(
+        "{}: {}",
+        manifest.name,
+        verdict.outcome.label().to_uppercase()
+    );
     println!("  {}", verdict.summary);
     if let Some(finding) = &verdict.deciding {
-        println!("  deciding: {} -> {}", finding.dimension.describe(), finding.outcome.label());
+        println!(
+            "  deciding: {} -> {}",
+            finding.dimension.describe(),
+            finding.outcome.label()
+        );
         println!("    {}", finding.clause);
         println!("    source: {}", finding.clause.source);
         println!("    {}", finding.explanation);
@@ -139,7 +157,10 @@ fn print_verdict(manifest: &Manifest, verdict: &Verdict) {
     if !verdict.obligations.is_empty() {
         println!("  obligations:");
         for obligation in &verdict.obligations {
-            println!("  - [{:?}] {} (clause {})", obligation.kind, obligation.text, obligation.clause.reference);
+            println!(
+                "  - [{:?}] {} (clause {})",
+                obligation.kind, obligation.text, obligation.clause.reference
+            );
         }
     }
     if let Some(verification) = &verdict.verification {
@@ -156,9 +177,15 @@ fn list(json: bool) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&licenses)?);
         return Ok(0);
     }
-    println!("{:<28} {:<13} {:<14} {:>12}  NAME", "ID", "COMMERCIAL", "CERTAINTY", "MAU CAP");
+    println!(
+        "{:<28} {:<13} {:<14} {:>12}  NAME",
+        "ID", "COMMERCIAL", "CERTAINTY", "MAU CAP"
+    );
     for license in licenses {
-        let cap = license.mau_cap.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+        let cap = license
+            .mau_cap
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into());
         println!(
             "{:<28} {:<13} {:<14} {:>12}  {}",
             license.id.as_str(),
@@ -188,10 +215,13 @@ fn set(home: &Path, model: &ModelRef, license: Option<&str>, clear: bool) -> Res
 
 /// What the model's files (and manifest) say about its license.
 pub fn evidence(store: &Store, manifest: &Manifest, info: &ModelInfo) -> Result<LicenseEvidence> {
-    let manifest_override = match &manifest.license {
-        Some(text) => Some(LicenseId::parse(text).with_context(|| format!("license override in the manifest of {}", manifest.name))?),
-        None => None,
-    };
+    let manifest_override =
+        match &manifest.license {
+            Some(text) => Some(LicenseId::parse(text).with_context(|| {
+                format!("license override in the manifest of {}", manifest.name)
+            })?),
+            None => None,
+        };
     let mut license_file = None;
     let mut model_card = None;
     for file in &manifest.files {
@@ -218,7 +248,9 @@ pub fn evidence(store: &Store, manifest: &Manifest, info: &ModelInfo) -> Result<
 fn read_text(path: &Path) -> Result<String> {
     use std::io::Read;
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?.take(MAX_TEXT_BYTES).read_to_end(&mut bytes)?;
+    std::fs::File::open(path)?
+        .take(MAX_TEXT_BYTES)
+        .read_to_end(&mut bytes)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -239,8 +271,13 @@ impl LicenseShow {
         if let Some(error) = &self.error {
             return format!("unreadable: {error}");
         }
-        let Some(detection) = &self.detection else { return "unknown".into() };
-        let source = detection.source.map(|s| format!(" (from {s})")).unwrap_or_default();
+        let Some(detection) = &self.detection else {
+            return "unknown".into();
+        };
+        let source = detection
+            .source
+            .map(|s| format!(" (from {s})"))
+            .unwrap_or_default();
         match (&self.id, &detection.raw) {
             (Some(id), _) => format!("{id}{source}"),
             (None, Some(raw)) => format!("'{raw}', not in the fact base{source}"),
@@ -260,6 +297,11 @@ pub fn show_license(store: &Store, manifest: &Manifest, info: &ModelInfo) -> Lic
                 error: None,
             }
         }
-        Err(error) => LicenseShow { id: None, fields: info.license.clone(), detection: None, error: Some(format!("{error:#}")) },
+        Err(error) => LicenseShow {
+            id: None,
+            fields: info.license.clone(),
+            detection: None,
+            error: Some(format!("{error:#}")),
+        },
     }
 }

@@ -80,7 +80,11 @@ fn main() -> ExitCode {
                 .downcast_ref::<moat_store::StoreError>()
                 .is_some_and(|e| e.kind() == moat_store::ErrorKind::Interrupted);
             eprintln!("error: {error:#}");
-            ExitCode::from(if interrupted { EXIT_INTERRUPTED } else { EXIT_ERROR })
+            ExitCode::from(if interrupted {
+                EXIT_INTERRUPTED
+            } else {
+                EXIT_ERROR
+            })
         }
     }
 }

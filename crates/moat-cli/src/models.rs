@@ -100,8 +100,16 @@ pub fn pull(home: &Path, args: PullArgs) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&manifest)?);
         return Ok(0);
     }
-    let weights = manifest.weights().map(|w| w.digest.to_string()).unwrap_or_default();
-    println!("pulled {} ({}, {})", manifest.name, human_bytes(manifest.total_size()), weights);
+    let weights = manifest
+        .weights()
+        .map(|w| w.digest.to_string())
+        .unwrap_or_default();
+    println!(
+        "pulled {} ({}, {})",
+        manifest.name,
+        human_bytes(manifest.total_size()),
+        weights
+    );
     let info = inspect::inspect(&store, &manifest)?;
     let estimate = memory::estimate(&info, &MemoryParams::for_model(&info, None, 1));
     print_show(&store, &manifest, &info, &estimate);
@@ -158,10 +166,20 @@ pub fn ls(home: &Path, args: LsArgs) -> Result<u8> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!("{:<36} {:<12} {:>10}  {:<14}  SOURCE", "NAME", "FORMAT", "SIZE", "DIGEST");
+        println!(
+            "{:<36} {:<12} {:>10}  {:<14}  SOURCE",
+            "NAME", "FORMAT", "SIZE", "DIGEST"
+        );
         for row in &rows {
             let short = row.digest.as_deref().map(|d| &d[7..19]).unwrap_or("-");
-            println!("{:<36} {:<12} {:>10}  {:<14}  {}", row.name, row.format, human_bytes(row.size), short, row.source);
+            println!(
+                "{:<36} {:<12} {:>10}  {:<14}  {}",
+                row.name,
+                row.format,
+                human_bytes(row.size),
+                short,
+                row.source
+            );
         }
     }
     Ok(if damaged > 0 { crate::EXIT_ERROR } else { 0 })
@@ -226,22 +244,66 @@ fn print_show(store: &Store, manifest: &Manifest, info: &ModelInfo, estimate: &M
     let opt = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_else(|| "unknown".into());
     let row = |key: &str, value: String| println!("  {key:<18} {value}");
     println!("{}", manifest.name);
-    row("architecture", info.architecture.clone().unwrap_or_else(|| "unknown".into()));
-    row("parameters", format!("{} ({})", human_count(info.parameters), info.parameters));
-    let histogram: Vec<String> =
-        info.tensor_types.iter().map(|(t, s)| format!("{t}: {} tensors", s.tensors)).collect();
-    row("quantization", format!("{} [{}]", info.file_type.as_deref().unwrap_or("unknown"), histogram.join(", ")));
+    row(
+        "architecture",
+        info.architecture
+            .clone()
+            .unwrap_or_else(|| "unknown".into()),
+    );
+    row(
+        "parameters",
+        format!("{} ({})", human_count(info.parameters), info.parameters),
+    );
+    let histogram: Vec<String> = info
+        .tensor_types
+        .iter()
+        .map(|(t, s)| format!("{t}: {} tensors", s.tensors))
+        .collect();
+    row(
+        "quantization",
+        format!(
+            "{} [{}]",
+            info.file_type.as_deref().unwrap_or("unknown"),
+            histogram.join(", ")
+        ),
+    );
     row("context length", opt(info.context_length));
     row("embedding length", opt(info.embedding_length));
     row("layers", opt(info.block_count));
-    row("heads", format!("{} (KV heads {})", opt(info.head_count), opt(info.head_count_kv)));
+    row(
+        "heads",
+        format!(
+            "{} (KV heads {})",
+            opt(info.head_count),
+            opt(info.head_count_kv)
+        ),
+    );
     row("vocabulary", opt(info.vocab_size));
-    row("chat template", if manifest.chat_template.is_some() { "yes (manifest override)".into() } else if info.has_chat_template { "yes".into() } else { "no".into() });
+    row(
+        "chat template",
+        if manifest.chat_template.is_some() {
+            "yes (manifest override)".into()
+        } else if info.has_chat_template {
+            "yes".into()
+        } else {
+            "no".into()
+        },
+    );
     let license = crate::license::show_license(store, manifest, info);
     row("license", license.summary());
-    row("file size", format!("{} ({} bytes)", human_bytes(info.weights_size), info.weights_size));
     row(
-        &format!("memory @ctx {}x{}", estimate.ctx_per_sequence, estimate.parallel),
+        "file size",
+        format!(
+            "{} ({} bytes)",
+            human_bytes(info.weights_size),
+            info.weights_size
+        ),
+    );
+    row(
+        &format!(
+            "memory @ctx {}x{}",
+            estimate.ctx_per_sequence, estimate.parallel
+        ),
         format!(
             "{} (weights {} + KV cache {} + compute {} + output {})",
             human_bytes(estimate.total_bytes),

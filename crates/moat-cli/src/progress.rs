@@ -35,7 +35,11 @@ impl TermProgress {
         let rate = self.done as f64 / elapsed;
         let mut line = format!("{}  {}", self.label, human_bytes(self.done));
         if let Some(total) = self.total {
-            let percent = if total == 0 { 100.0 } else { self.done as f64 * 100.0 / total as f64 };
+            let percent = if total == 0 {
+                100.0
+            } else {
+                self.done as f64 * 100.0 / total as f64
+            };
             line.push_str(&format!(" / {} ({percent:.0}%)", human_bytes(total)));
         }
         line.push_str(&format!("  {}/s", human_bytes(rate as u64)));
@@ -52,7 +56,11 @@ impl TermProgress {
         if self.quiet {
             return;
         }
-        let interval = if self.tty { Duration::from_millis(100) } else { Duration::from_secs(5) };
+        let interval = if self.tty {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(5)
+        };
         let due = self.last_draw.is_none_or(|at| at.elapsed() >= interval);
         if !(force || due) {
             return;

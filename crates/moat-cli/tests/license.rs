@@ -1,6 +1,8 @@
 //! `moat license check|list|set` through the real binary: verdicts with their clauses and
 //! exit codes on the real test models, profiles from flags and from moat.toml, and overrides.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;
@@ -10,7 +12,10 @@ use common::*;
 fn pulled(file: &str, name: &str) -> Option<TempHome> {
     let model = test_model(file)?;
     let home = TempHome::new();
-    ok(home.path(), &["pull", "-q", model.to_str().unwrap(), "--name", name]);
+    ok(
+        home.path(),
+        &["pull", "-q", model.to_str().unwrap(), "--name", name],
+    );
     Some(home)
 }
 
@@ -19,36 +24,58 @@ fn check(home: &Path, args: &[&str]) -> (i32, serde_json::Value) {
     all.extend_from_slice(args);
     all.push("--json");
     let output = run(home, &all);
-    let doc = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{}", stderr(&output)));
+    let doc =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{}", stderr(&output)));
     (output.status.code().unwrap(), doc)
 }
 
 #[test]
 fn smollm2_is_allowed_and_redistribution_brings_apache_obligations() {
-    let Some(home) = pulled(models::SMOLLM2, "smol") else { return };
+    let Some(home) = pulled(models::SMOLLM2, "smol") else {
+        return;
+    };
     let (code, doc) = check(home.path(), &["smol", "--commercial"]);
     assert_eq!((code, doc["outcome"].as_str().unwrap()), (0, "allowed"));
     let (code, doc) = check(home.path(), &["smol", "--redistribute"]);
     assert_eq!(code, 10);
     assert_eq!(doc["outcome"], "allowed_with_obligations");
-    assert!(doc["obligations"].as_array().unwrap().iter().any(|o| o["kind"] == "license_copy" && o["clause"]["ref"] == "4(a)"));
+    assert!(doc["obligations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["kind"] == "license_copy" && o["clause"]["ref"] == "4(a)"));
 }
 
 #[test]
 fn gemma_as_a_public_api_must_pass_the_use_restrictions_on() {
-    let Some(home) = pulled(models::GEMMA3, "gemma") else { return };
+    let Some(home) = pulled(models::GEMMA3, "gemma") else {
+        return;
+    };
     let (code, doc) = check(home.path(), &["gemma", "--commercial", "--api"]);
     assert_eq!(code, 10);
-    let pass_on = doc["obligations"].as_array().unwrap().iter().find(|o| o["kind"] == "use_policy_pass_through").expect("pass-through obligation");
+    let pass_on = doc["obligations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "use_policy_pass_through")
+        .expect("pass-through obligation");
     assert_eq!(pass_on["clause"]["ref"], "3.1.1");
-    assert!(pass_on["clause"]["quote"].as_str().unwrap().contains("enforceable provision"));
+    assert!(pass_on["clause"]["quote"]
+        .as_str()
+        .unwrap()
+        .contains("enforceable provision"));
     let human = stdout(&run(home.path(), &["license", "check", "gemma", "--api"]));
-    assert!(human.contains("ALLOWED WITH OBLIGATIONS") && human.contains("clause 3.1.1"), "{human}");
+    assert!(
+        human.contains("ALLOWED WITH OBLIGATIONS") && human.contains("clause 3.1.1"),
+        "{human}"
+    );
 }
 
 #[test]
 fn qwen_coder_is_unknown_until_its_license_is_set() {
-    let Some(home) = pulled(models::QWEN25_CODER, "qwen") else { return };
+    let Some(home) = pulled(models::QWEN25_CODER, "qwen") else {
+        return;
+    };
     let (code, doc) = check(home.path(), &["qwen", "--commercial"]);
     assert_eq!((code, doc["outcome"].as_str().unwrap()), (30, "unknown"));
     let err = fails(home.path(), &["license", "set", "qwen", "lama3.1"], 1);
@@ -57,7 +84,10 @@ fn qwen_coder_is_unknown_until_its_license_is_set() {
     let (code, doc) = check(home.path(), &["qwen", "--commercial"]);
     assert_eq!(code, 0);
     assert_eq!(doc["overridden"], true);
-    assert_eq!(json(home.path(), &["show", "qwen", "--json"])["settings"]["license_override"], "apache-2.0");
+    assert_eq!(
+        json(home.path(), &["show", "qwen", "--json"])["settings"]["license_override"],
+        "apache-2.0"
+    );
     // A research license with commercial use is forbidden, with the clause quoted.
     ok(home.path(), &["license", "set", "qwen", "qwen-research"]);
     let (code, doc) = check(home.path(), &["qwen", "--commercial"]);
@@ -69,16 +99,26 @@ fn qwen_coder_is_unknown_until_its_license_is_set() {
 
 #[test]
 fn llama_3_1_at_800m_users_is_forbidden_via_moat_toml() {
-    let Some(home) = pulled(models::SMOLLM2, "llama") else { return };
+    let Some(home) = pulled(models::SMOLLM2, "llama") else {
+        return;
+    };
     ok(home.path(), &["license", "set", "llama", "llama3.1"]);
-    std::fs::write(home.path().join("moat.toml"), "[deployment]\ncommercial = true\nmonthly_active_users = 800000000\n").unwrap();
+    std::fs::write(
+        home.path().join("moat.toml"),
+        "[deployment]\ncommercial = true\nmonthly_active_users = 800000000\n",
+    )
+    .unwrap();
     let (code, doc) = check(home.path(), &["llama"]);
     assert_eq!(code, 20);
     assert_eq!(doc["deciding"]["dimension"], "user_cap");
     // Flags win over the file.
     let (code, _) = check(home.path(), &["llama", "--mau", "1000"]);
     assert_eq!(code, 0);
-    std::fs::write(home.path().join("moat.toml"), "[deployment]\ncomercial = true\n").unwrap();
+    std::fs::write(
+        home.path().join("moat.toml"),
+        "[deployment]\ncomercial = true\n",
+    )
+    .unwrap();
     let err = fails(home.path(), &["license", "check", "llama"], 1);
     assert!(err.contains("comercial"), "{err}");
 }
@@ -87,8 +127,20 @@ fn llama_3_1_at_800m_users_is_forbidden_via_moat_toml() {
 fn license_list_names_every_license_in_the_fact_base() {
     let home = TempHome::new();
     let list = json(home.path(), &["license", "list", "--json"]);
-    let ids: Vec<&str> = list.as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
-    for id in ["llama3.1", "gemma", "apache-2.0", "qwen-research", "mrl", "falcon-llm-license"] {
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    for id in [
+        "llama3.1",
+        "gemma",
+        "apache-2.0",
+        "qwen-research",
+        "mrl",
+        "falcon-llm-license",
+    ] {
         assert!(ids.contains(&id), "{id} missing from {ids:?}");
     }
     assert_eq!(ids.len(), 23);

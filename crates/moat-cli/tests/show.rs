@@ -1,6 +1,8 @@
 //! `moat pull FILE` then `moat show NAME --json` on the three real test models: the facts the
 //! issue names (architecture, parameters, quantization, context, license, chat template).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
@@ -8,14 +10,19 @@ use common::*;
 fn pull_and_show(file: &str, name: &str) -> Option<(TempHome, serde_json::Value)> {
     let path = test_model(file)?;
     let home = TempHome::new();
-    ok(home.path(), &["pull", "-q", path.to_str().unwrap(), "--name", name]);
+    ok(
+        home.path(),
+        &["pull", "-q", path.to_str().unwrap(), "--name", name],
+    );
     let doc = json(home.path(), &["show", name, "--json"]);
     Some((home, doc))
 }
 
 #[test]
 fn smollm2_is_llama_q4_1_apache_with_a_chat_template() {
-    let Some((_home, doc)) = pull_and_show(models::SMOLLM2, "smollm2") else { return };
+    let Some((_home, doc)) = pull_and_show(models::SMOLLM2, "smollm2") else {
+        return;
+    };
     let info = &doc["info"];
     assert_eq!(doc["name"], "smollm2:latest");
     assert_eq!(info["architecture"], "llama");
@@ -34,12 +41,17 @@ fn smollm2_is_llama_q4_1_apache_with_a_chat_template() {
     assert_eq!(info["weights_size"], 98_362_432);
     assert_eq!(info["license"]["license"], "apache-2.0");
     assert_eq!(doc["license"]["id"], "apache-2.0");
-    assert!(doc["memory"]["total_bytes"].as_u64().unwrap() > doc["memory"]["weights_bytes"].as_u64().unwrap());
+    assert!(
+        doc["memory"]["total_bytes"].as_u64().unwrap()
+            > doc["memory"]["weights_bytes"].as_u64().unwrap()
+    );
 }
 
 #[test]
 fn gemma3_is_gemma_licensed_without_a_chat_template() {
-    let Some((_home, doc)) = pull_and_show(models::GEMMA3, "gemma3") else { return };
+    let Some((_home, doc)) = pull_and_show(models::GEMMA3, "gemma3") else {
+        return;
+    };
     let info = &doc["info"];
     assert_eq!(info["architecture"], "gemma3");
     assert_eq!(info["file_type"], "Q4_K_M");
@@ -53,11 +65,16 @@ fn gemma3_is_gemma_licensed_without_a_chat_template() {
 
 #[test]
 fn qwen_coder_counts_its_untied_output_layer_and_names_no_license() {
-    let Some((_home, doc)) = pull_and_show(models::QWEN25_CODER, "qwen") else { return };
+    let Some((_home, doc)) = pull_and_show(models::QWEN25_CODER, "qwen") else {
+        return;
+    };
     let info = &doc["info"];
     assert_eq!(info["architecture"], "qwen2");
     let params = info["parameters"].as_u64().unwrap();
-    assert!((625_000_000..635_000_000).contains(&params), "{params} should count output.weight");
+    assert!(
+        (625_000_000..635_000_000).contains(&params),
+        "{params} should count output.weight"
+    );
     assert_eq!(info["head_count"], 14);
     assert_eq!(info["head_count_kv"], 2);
     assert_eq!(info["has_chat_template"], true);
@@ -68,27 +85,41 @@ fn qwen_coder_counts_its_untied_output_layer_and_names_no_license() {
 
 #[test]
 fn show_json_keys_are_the_documented_ones() {
-    let Some((_home, doc)) = pull_and_show(models::SMOLLM2, "m") else { return };
+    let Some((_home, doc)) = pull_and_show(models::SMOLLM2, "m") else {
+        return;
+    };
     let keys = |v: &serde_json::Value| {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
         k.sort();
         k
     };
-    let documented = std::fs::read_to_string(moat_testkit::repo_root().join("docs/show-json.md")).unwrap();
-    for (section, value) in [("top", &doc), ("info", &doc["info"]), ("memory", &doc["memory"])] {
+    let documented =
+        std::fs::read_to_string(moat_testkit::repo_root().join("docs/show-json.md")).unwrap();
+    for (section, value) in [
+        ("top", &doc),
+        ("info", &doc["info"]),
+        ("memory", &doc["memory"]),
+    ] {
         for key in keys(value) {
-            assert!(documented.contains(&format!("`{key}`")), "{section} key `{key}` is not documented in docs/show-json.md");
+            assert!(
+                documented.contains(&format!("`{key}`")),
+                "{section} key `{key}` is not documented in docs/show-json.md"
+            );
         }
     }
 }
 
 #[test]
 fn memory_estimate_grows_with_context_and_parallel_sequences() {
-    let Some((home, _)) = pull_and_show(models::SMOLLM2, "m") else { return };
+    let Some((home, _)) = pull_and_show(models::SMOLLM2, "m") else {
+        return;
+    };
     let kv = |args: &[&str]| {
         let mut all = vec!["show", "m", "--json"];
         all.extend_from_slice(args);
-        json(home.path(), &all)["memory"]["kv_cache_bytes"].as_u64().unwrap()
+        json(home.path(), &all)["memory"]["kv_cache_bytes"]
+            .as_u64()
+            .unwrap()
     };
     let one = kv(&["--ctx", "2048"]);
     assert_eq!(kv(&["--ctx", "4096"]), 2 * one);

@@ -2,6 +2,8 @@
 //! every bad input the issue lists (unknown names, sources and files, truncated downloads, a
 //! full disk, damaged manifests, kills and Ctrl-C mid-pull, two pulls at once).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -23,19 +25,29 @@ fn path_str(path: &Path) -> &str {
 
 #[test]
 fn cp_shares_blobs_and_rm_keeps_them_until_the_last_name_goes() {
-    let Some(model) = test_model(models::SMOLLM2) else { return };
+    let Some(model) = test_model(models::SMOLLM2) else {
+        return;
+    };
     let home = TempHome::new();
     let h = home.path();
     ok(h, &["pull", "-q", path_str(&model), "--name", "a"]);
     ok(h, &["cp", "a", "b:v2"]);
     let listed = json(h, &["ls", "--json"]);
-    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["a:latest", "b:v2"]);
     assert_eq!(blobs(h).len(), 1);
     assert!(fails(h, &["cp", "a", "b:v2"], 1).contains("already exists"));
     ok(h, &["rm", "a"]);
     assert_eq!(blobs(h).len(), 1, "b:v2 still uses the blob");
-    assert_eq!(json(h, &["show", "b:v2", "--json"])["info"]["architecture"], "llama");
+    assert_eq!(
+        json(h, &["show", "b:v2", "--json"])["info"]["architecture"],
+        "llama"
+    );
     ok(h, &["rm", "b:v2"]);
     assert!(blobs(h).is_empty());
     assert!(fails(h, &["rm", "b:v2"], 1).contains("not found"));
@@ -43,12 +55,18 @@ fn cp_shares_blobs_and_rm_keeps_them_until_the_last_name_goes() {
 
 #[test]
 fn unknown_names_sources_and_files_are_clear_errors() {
-    let Some(model) = test_model(models::SMOLLM2) else { return };
+    let Some(model) = test_model(models::SMOLLM2) else {
+        return;
+    };
     let home = TempHome::new();
     let h = home.path();
     ok(h, &["pull", "-q", path_str(&model), "--name", "smollm2"]);
     let err = fails(h, &["show", "smolm2"], 1);
-    assert!(err.contains("model 'smolm2:latest' not found") && err.contains("did you mean smollm2:latest"), "{err}");
+    assert!(
+        err.contains("model 'smolm2:latest' not found")
+            && err.contains("did you mean smollm2:latest"),
+        "{err}"
+    );
     let err = fails(h, &["pull", "s3:bucket/model.gguf"], 1);
     assert!(err.contains("unknown source scheme 's3:'"), "{err}");
     let err = fails(h, &["pull", "./missing/model.gguf"], 1);
@@ -66,7 +84,9 @@ fn unknown_names_sources_and_files_are_clear_errors() {
 
 #[test]
 fn truncated_gguf_is_rejected_and_leaves_the_store_as_it_was() {
-    let Some(model) = test_model(models::SMOLLM2) else { return };
+    let Some(model) = test_model(models::SMOLLM2) else {
+        return;
+    };
     let home = TempHome::new();
     let h = home.path();
     let bytes = std::fs::read(&model).unwrap();
@@ -74,7 +94,10 @@ fn truncated_gguf_is_rejected_and_leaves_the_store_as_it_was() {
         let truncated = h.join(format!("cut-{cut}.gguf"));
         std::fs::write(&truncated, &bytes[..cut]).unwrap();
         let err = fails(h, &["pull", path_str(&truncated)], 1);
-        assert!(err.contains("corrupt or truncated GGUF"), "cut {cut}: {err}");
+        assert!(
+            err.contains("corrupt or truncated GGUF"),
+            "cut {cut}: {err}"
+        );
     }
     assert!(blobs(h).is_empty());
     assert!(tmp_files(h).is_empty());
@@ -83,7 +106,9 @@ fn truncated_gguf_is_rejected_and_leaves_the_store_as_it_was() {
 
 #[test]
 fn full_disk_during_a_pull_fails_cleanly() {
-    let (Some(small), Some(big)) = (test_model(models::SMOLLM2), test_model(models::GEMMA3)) else { return };
+    let (Some(small), Some(big)) = (test_model(models::SMOLLM2), test_model(models::GEMMA3)) else {
+        return;
+    };
     let home = TempHome::new();
     let h = home.path();
     ok(h, &["pull", "-q", path_str(&small), "--name", "kept"]);
@@ -93,24 +118,41 @@ fn full_disk_during_a_pull_fails_cleanly() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("No space left on device"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("No space left on device"),
+        "{}",
+        stderr(&output)
+    );
     assert_eq!(blobs(h).len(), 1);
     assert!(tmp_files(h).is_empty(), "{:?}", tmp_files(h));
-    assert_eq!(json(h, &["show", "kept", "--json"])["info"]["architecture"], "llama");
+    assert_eq!(
+        json(h, &["show", "kept", "--json"])["info"]["architecture"],
+        "llama"
+    );
     fails(h, &["show", "gemma"], 1);
 }
 
 #[test]
 fn a_damaged_manifest_is_reported_and_the_rest_of_the_store_works() {
-    let Some(model) = test_model(models::SMOLLM2) else { return };
+    let Some(model) = test_model(models::SMOLLM2) else {
+        return;
+    };
     let home = TempHome::new();
     let h = home.path();
     ok(h, &["pull", "-q", path_str(&model), "--name", "good"]);
     ok(h, &["cp", "good", "broken"]);
-    std::fs::write(h.join("models/manifests/broken/latest.json"), b"{\"schema\": 1, \"na").unwrap();
+    std::fs::write(
+        h.join("models/manifests/broken/latest.json"),
+        b"{\"schema\": 1, \"na",
+    )
+    .unwrap();
     let output = run(h, &["ls"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("broken/latest.json is damaged"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("broken/latest.json is damaged"),
+        "{}",
+        stderr(&output)
+    );
     assert!(stdout(&output).contains("good:latest"));
     let err = fails(h, &["show", "broken"], 1);
     assert!(err.contains("is damaged"), "{err}");
@@ -127,7 +169,10 @@ fn wait_for_partial(home: &Path, deadline: Duration) -> bool {
             .into_iter()
             .flatten()
             .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".partial") && e.metadata().map(|m| m.len() > 0).unwrap_or(false));
+            .any(|e| {
+                e.file_name().to_string_lossy().ends_with(".partial")
+                    && e.metadata().map(|m| m.len() > 0).unwrap_or(false)
+            });
         if growing {
             return true;
         }
@@ -143,8 +188,14 @@ fn interrupted_pull(signal: &str) -> Option<(TempHome, std::process::ExitStatus)
         .args(["pull", "-q", path_str(&model), "--name", "q"])
         .spawn()
         .unwrap();
-    assert!(wait_for_partial(home.path(), Duration::from_secs(30)), "no partial file appeared");
-    let killed = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    assert!(
+        wait_for_partial(home.path(), Duration::from_secs(30)),
+        "no partial file appeared"
+    );
+    let killed = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let status = child.wait().unwrap();
     Some((home, status))
@@ -152,7 +203,9 @@ fn interrupted_pull(signal: &str) -> Option<(TempHome, std::process::ExitStatus)
 
 #[test]
 fn kill_9_mid_pull_leaves_no_half_file_in_the_store() {
-    let Some((home, status)) = interrupted_pull("-KILL") else { return };
+    let Some((home, status)) = interrupted_pull("-KILL") else {
+        return;
+    };
     let h = home.path();
     assert!(!status.success());
     assert!(blobs(h).is_empty(), "{:?}", blobs(h));
@@ -164,7 +217,9 @@ fn kill_9_mid_pull_leaves_no_half_file_in_the_store() {
 
 #[test]
 fn ctrl_c_mid_pull_exits_130_and_cleans_up() {
-    let Some((home, status)) = interrupted_pull("-INT") else { return };
+    let Some((home, status)) = interrupted_pull("-INT") else {
+        return;
+    };
     let h = home.path();
     assert_eq!(status.code(), Some(130));
     assert!(blobs(h).is_empty());
@@ -173,26 +228,41 @@ fn ctrl_c_mid_pull_exits_130_and_cleans_up() {
 
 #[test]
 fn two_pulls_of_the_same_model_at_once_end_with_one_good_copy() {
-    let Some(model) = test_model(models::QWEN25_CODER) else { return };
+    let Some(model) = test_model(models::QWEN25_CODER) else {
+        return;
+    };
     let home = TempHome::new();
     let h = home.path();
     let children: Vec<_> = (0..2)
-        .map(|_| moat(h).args(["pull", "-q", path_str(&model), "--name", "q"]).spawn().unwrap())
+        .map(|_| {
+            moat(h)
+                .args(["pull", "-q", path_str(&model), "--name", "q"])
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for mut child in children {
         assert!(child.wait().unwrap().success());
     }
     let blob_names = blobs(h);
-    assert_eq!(blob_names, ["sha256-1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"]);
+    assert_eq!(
+        blob_names,
+        ["sha256-1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"]
+    );
     let stored: PathBuf = h.join("models/blobs").join(&blob_names[0]);
     assert_eq!(std::fs::metadata(stored).unwrap().len(), 491_400_064);
     assert!(tmp_files(h).is_empty());
-    assert_eq!(json(h, &["show", "q", "--json"])["info"]["architecture"], "qwen2");
+    assert_eq!(
+        json(h, &["show", "q", "--json"])["info"]["architecture"],
+        "qwen2"
+    );
 }
 
 #[test]
 fn pull_with_a_wrong_sha256_is_refused() {
-    let Some(model) = test_model(models::SMOLLM2) else { return };
+    let Some(model) = test_model(models::SMOLLM2) else {
+        return;
+    };
     let home = TempHome::new();
     let h = home.path();
     let wrong = "0".repeat(64);

@@ -41,13 +41,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn file_stem(path: &Path) -> String {
-    path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// A name no other writer in this or another process uses at the same time.
 pub(crate) fn unique_suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{}-{nanos}-{n}.tmp", std::process::id())
 }
@@ -90,7 +95,8 @@ impl BlobWriter {
             .create_new(true)
             .open(&path)
             .map_err(StoreError::io(format!("creating {}", path.display())))?;
-        file.lock().map_err(StoreError::io(format!("locking {}", path.display())))?;
+        file.lock()
+            .map_err(StoreError::io(format!("locking {}", path.display())))?;
         let fail_after = std::env::var(FAULT_ENV).ok().and_then(|v| v.parse().ok());
         Ok(Self {
             file,
@@ -109,10 +115,17 @@ impl BlobWriter {
 
     /// Flushes to disk and returns the digest; the caller then moves the file into place.
     pub(crate) fn finish(mut self) -> Result<FinishedBlob> {
-        self.file.sync_all().map_err(StoreError::io(format!("syncing {}", self.path.display())))?;
+        self.file
+            .sync_all()
+            .map_err(StoreError::io(format!("syncing {}", self.path.display())))?;
         self.finished = true;
         let digest = Digest::from_bytes(self.hasher.clone().finalize().into());
-        Ok(FinishedBlob { path: self.path.clone(), digest, size: self.written, _lock: self })
+        Ok(FinishedBlob {
+            path: self.path.clone(),
+            digest,
+            size: self.written,
+            _lock: self,
+        })
     }
 }
 
@@ -163,7 +176,9 @@ impl Drop for FinishedBlob {
 
 /// Removes partial files whose writer is gone (its lock is free). Returns how many went.
 pub fn sweep_partials(tmp_dir: &Path) -> usize {
-    let Ok(entries) = fs::read_dir(tmp_dir) else { return 0 };
+    let Ok(entries) = fs::read_dir(tmp_dir) else {
+        return 0;
+    };
     let mut removed = 0;
     for entry in entries.flatten() {
         let path = entry.path();
@@ -172,7 +187,9 @@ pub fn sweep_partials(tmp_dir: &Path) -> usize {
         if !(is_partial || is_stray_tmp) {
             continue;
         }
-        let Ok(file) = OpenOptions::new().write(true).open(&path) else { continue };
+        let Ok(file) = OpenOptions::new().write(true).open(&path) else {
+            continue;
+        };
         if file.try_lock().is_ok() && fs::remove_file(&path).is_ok() {
             removed += 1;
         }
@@ -205,9 +222,17 @@ mod tests {
         }
         assert_eq!(fs::read_dir(dir.path()).expect("ls").count(), 1);
         // A partial left by a killed process has no lock holder.
-        fs::write(dir.path().join(format!("999-0-0.tmp{PARTIAL_SUFFIX}")), b"half").expect("w");
+        fs::write(
+            dir.path().join(format!("999-0-0.tmp{PARTIAL_SUFFIX}")),
+            b"half",
+        )
+        .expect("w");
         assert_eq!(sweep_partials(dir.path()), 1);
-        assert_eq!(fs::read_dir(dir.path()).expect("ls").count(), 1, "live partial kept");
+        assert_eq!(
+            fs::read_dir(dir.path()).expect("ls").count(),
+            1,
+            "live partial kept"
+        );
         let blob = live.finish().expect("finish");
         assert_eq!(blob.size, 3);
         assert_eq!(

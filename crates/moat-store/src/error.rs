@@ -8,19 +8,32 @@ use moat_types::{Digest, ModelRef};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("model '{name}' not found{}", suggestion_text(.suggestions))]
-    ModelNotFound { name: String, suggestions: Vec<String> },
+    ModelNotFound {
+        name: String,
+        suggestions: Vec<String>,
+    },
     #[error("'{0}' already exists; remove it first or choose another name")]
     AlreadyExists(ModelRef),
     #[error(transparent)]
     BadRef(#[from] moat_types::ModelRefError),
     #[error("manifest {path} is damaged: {reason}")]
     DamagedManifest { path: PathBuf, reason: String },
-    #[error("blob {digest} is missing from the store (referenced by '{model}'); pull the model again")]
+    #[error(
+        "blob {digest} is missing from the store (referenced by '{model}'); pull the model again"
+    )]
     MissingBlob { model: String, digest: Digest },
     #[error("checksum mismatch for {what}: expected {expected}, got {actual}")]
-    ChecksumMismatch { what: String, expected: String, actual: String },
+    ChecksumMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
     #[error("size mismatch for {what}: expected {expected} bytes, got {actual}")]
-    SizeMismatch { what: String, expected: u64, actual: u64 },
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("'{0}' is not a model file: {1}")]
     NotAModel(String, String),
     #[error("unknown source '{source_text}': {reason}")]
@@ -34,7 +47,10 @@ pub enum StoreError {
     #[error("recipe {path}: {reason}")]
     BadRecipe { path: String, reason: String },
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 /// A coarse classification of [`StoreError`] for exit codes and HTTP statuses.

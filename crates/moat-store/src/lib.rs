@@ -15,6 +15,8 @@ mod validate;
 pub use atomic::{write_atomic, FAULT_ENV};
 pub use error::{ErrorKind, Result, StoreError};
 pub use fetch::{pull, PullOptions, Source};
-pub use manifest::{Adapter, FileRole, Manifest, ManifestFile, ModelFormat, SourceRecord, MANIFEST_SCHEMA};
+pub use manifest::{
+    Adapter, FileRole, Manifest, ManifestFile, ModelFormat, SourceRecord, MANIFEST_SCHEMA,
+};
 pub use progress::{NoProgress, Progress};
 pub use store::{GcReport, ListEntry, Store, StoreLock};

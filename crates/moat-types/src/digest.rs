@@ -112,7 +112,13 @@ mod tests {
 
     #[test]
     fn rejects_short_long_and_non_hex() {
-        for bad in ["", "sha256:", &HEX[1..], &format!("{HEX}0"), &HEX.replace('b', "g")] {
+        for bad in [
+            "",
+            "sha256:",
+            &HEX[1..],
+            &format!("{HEX}0"),
+            &HEX.replace('b', "g"),
+        ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad:?} accepted");
         }
     }

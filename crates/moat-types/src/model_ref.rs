@@ -66,9 +66,8 @@ fn validate_name(name: &str) -> Result<(), ModelRefError> {
     if name.len() > MAX_NAME_LEN {
         return Err(ModelRefError::NameTooLong(name.into()));
     }
-    let part_ok = |part: &str| {
-        !part.is_empty() && !part.starts_with('.') && part.chars().all(is_plain_char)
-    };
+    let part_ok =
+        |part: &str| !part.is_empty() && !part.starts_with('.') && part.chars().all(is_plain_char);
     if name.split('/').all(part_ok) {
         Ok(())
     } else {
@@ -137,7 +136,9 @@ mod tests {
 
     #[test]
     fn rejects_names_that_escape_the_store() {
-        for bad in ["", "../x", "a/../b", ".hidden", "a//b", "/abs", "a b", "a:", "a:.x", "a:b/c"] {
+        for bad in [
+            "", "../x", "a/../b", ".hidden", "a//b", "/abs", "a b", "a:", "a:.x", "a:b/c",
+        ] {
             assert!(bad.parse::<ModelRef>().is_err(), "{bad:?} accepted");
         }
         assert_eq!(

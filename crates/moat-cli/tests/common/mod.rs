@@ -38,14 +38,25 @@ pub fn stderr(output: &Output) -> String {
 /// Runs `moat ARGS`, asserts success and returns stdout.
 pub fn ok(home: &Path, args: &[&str]) -> String {
     let output = run(home, args);
-    assert!(output.status.success(), "moat {args:?} failed: {}\n{}", stderr(&output), stdout(&output));
+    assert!(
+        output.status.success(),
+        "moat {args:?} failed: {}\n{}",
+        stderr(&output),
+        stdout(&output)
+    );
     stdout(&output)
 }
 
 /// Runs `moat ARGS`, asserts it fails with `code` and returns stderr.
 pub fn fails(home: &Path, args: &[&str], code: i32) -> String {
     let output = run(home, args);
-    assert_eq!(output.status.code(), Some(code), "moat {args:?}: {}\n{}", stderr(&output), stdout(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "moat {args:?}: {}\n{}",
+        stderr(&output),
+        stdout(&output)
+    );
     stderr(&output)
 }
 

@@ -40,7 +40,9 @@ impl HfSource {
         let valid = |part: &str| {
             !part.is_empty()
                 && !part.starts_with('.')
-                && part.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         };
         if !valid(org) || !valid(repo) {
             return Err("expected hf:ORG/REPO[@REVISION][/FILE]".into());
@@ -53,12 +55,19 @@ impl HfSource {
                 return Err(format!("bad file path '{file}'"));
             }
         }
-        Ok(Self { repo_id: format!("{org}/{repo}"), revision, file })
+        Ok(Self {
+            repo_id: format!("{org}/{repo}"),
+            revision,
+            file,
+        })
     }
 
     pub fn uri(&self) -> String {
-        let revision =
-            if self.revision == "main" { String::new() } else { format!("@{}", self.revision) };
+        let revision = if self.revision == "main" {
+            String::new()
+        } else {
+            format!("@{}", self.revision)
+        };
         match &self.file {
             Some(file) => format!("hf:{}{revision}/{file}", self.repo_id),
             None => format!("hf:{}{revision}", self.repo_id),
@@ -72,7 +81,11 @@ impl HfSource {
 
 /// The hub cache folder, resolved as `huggingface_hub` resolves it.
 pub fn hf_cache_dir() -> PathBuf {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(dir) = var("HF_HUB_CACHE") {
         return dir;
     }
@@ -93,7 +106,11 @@ fn offline() -> bool {
 
 pub(crate) fn fetch(ctx: &mut FetchContext<'_>, source: &HfSource) -> Result<Fetched> {
     let cache = Cache::new(hf_cache_dir());
-    let hub = if offline() { Hub::Offline(cache) } else { Hub::online(cache)? };
+    let hub = if offline() {
+        Hub::Offline(cache)
+    } else {
+        Hub::online(cache)?
+    };
     let listing = hub.list(source)?;
     let (files, format) = match &source.file {
         Some(file) => {
@@ -126,13 +143,20 @@ pub(crate) fn fetch(ctx: &mut FetchContext<'_>, source: &HfSource) -> Result<Fet
                 });
             }
         }
-        let path = if format == ModelFormat::Gguf { gguf_file_name(file) } else { file.clone() };
+        let path = if format == ModelFormat::Gguf {
+            gguf_file_name(file)
+        } else {
+            file.clone()
+        };
         fetched.push((path, blob));
     }
     Ok(Fetched {
         format,
         files: fetched,
-        source: SourceRecord { uri: source.uri(), revision: Some(listing.commit) },
+        source: SourceRecord {
+            uri: source.uri(),
+            revision: Some(listing.commit),
+        },
         default_name: source.repo_id.clone(),
     })
 }
@@ -156,7 +180,10 @@ fn announced_sha256(pointer: &Path) -> Option<Digest> {
 }
 
 enum Hub {
-    Online { api: hf_hub::api::sync::Api, cache: Cache },
+    Online {
+        api: hf_hub::api::sync::Api,
+        cache: Cache,
+    },
     Offline(Cache),
 }
 
@@ -172,7 +199,9 @@ impl Hub {
         if let Some(token) = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()) {
             builder = builder.with_token(Some(token));
         }
-        let api = builder.build().map_err(|e| StoreError::Fetch(format!("hub client: {e}")))?;
+        let api = builder
+            .build()
+            .map_err(|e| StoreError::Fetch(format!("hub client: {e}")))?;
         Ok(Self::Online { api, cache })
     }
 
@@ -180,9 +209,15 @@ impl Hub {
     fn list(&self, source: &HfSource) -> Result<Listing> {
         match self {
             Self::Online { api, .. } => {
-                let info = api.repo(source.repo()).info().map_err(|e| hub_error(source, None, e))?;
+                let info = api
+                    .repo(source.repo())
+                    .info()
+                    .map_err(|e| hub_error(source, None, e))?;
                 let files = info.siblings.into_iter().map(|s| s.rfilename).collect();
-                Ok(Listing { commit: info.sha, files })
+                Ok(Listing {
+                    commit: info.sha,
+                    files,
+                })
             }
             Self::Offline(cache) => list_cached(cache, source),
         }
@@ -198,13 +233,22 @@ impl Hub {
         match self {
             Self::Online { api, cache } => {
                 // A file already in the cache for this exact commit is not downloaded again.
-                let snapshot = repo_cache_dir(cache, source).join("snapshots").join(commit).join(file);
+                let snapshot = repo_cache_dir(cache, source)
+                    .join("snapshots")
+                    .join(commit)
+                    .join(file);
                 if snapshot.is_file() {
                     progress.note(&format!("{file}: found in the Hugging Face cache"));
                     return Ok(snapshot);
                 }
-                let adapter = ProgressAdapter { inner: progress, started: false };
-                match api.repo(source.repo()).download_with_progress(file, adapter) {
+                let adapter = ProgressAdapter {
+                    inner: progress,
+                    started: false,
+                };
+                match api
+                    .repo(source.repo())
+                    .download_with_progress(file, adapter)
+                {
                     Ok(path) => Ok(path),
                     Err(error) => {
                         // A hub that cannot be reached still leaves the cache usable.
@@ -235,7 +279,9 @@ struct Listing {
 }
 
 fn repo_cache_dir(cache: &Cache, source: &HfSource) -> PathBuf {
-    cache.path().join(format!("models--{}", source.repo_id.replace('/', "--")))
+    cache
+        .path()
+        .join(format!("models--{}", source.repo_id.replace('/', "--")))
 }
 
 fn list_cached(cache: &Cache, source: &HfSource) -> Result<Listing> {
@@ -254,12 +300,19 @@ fn list_cached(cache: &Cache, source: &HfSource) -> Result<Listing> {
     let mut files = Vec::new();
     let mut stack = vec![snapshot.clone()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(StoreError::io("listing the hub cache"))?.flatten() {
+        for entry in std::fs::read_dir(&dir)
+            .map_err(StoreError::io("listing the hub cache"))?
+            .flatten()
+        {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
             } else if let Ok(relative) = path.strip_prefix(&snapshot) {
-                files.push(relative.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/"));
+                files.push(
+                    relative
+                        .to_string_lossy()
+                        .replace(std::path::MAIN_SEPARATOR, "/"),
+                );
             }
         }
     }
@@ -306,7 +359,8 @@ impl hf_hub::api::Progress for ProgressAdapter<'_> {
             self.inner.end(); // A retry starts the transfer again from where it stopped.
         }
         self.started = true;
-        self.inner.begin(&format!("downloading {filename}"), Some(size as u64));
+        self.inner
+            .begin(&format!("downloading {filename}"), Some(size as u64));
     }
 
     fn update(&mut self, size: usize) {
@@ -327,14 +381,24 @@ mod tests {
     #[test]
     fn parses_repo_revision_and_file() {
         let plain = HfSource::parse("org/repo").expect("plain");
-        assert_eq!((plain.repo_id.as_str(), plain.revision.as_str(), plain.file), ("org/repo", "main", None));
+        assert_eq!(
+            (plain.repo_id.as_str(), plain.revision.as_str(), plain.file),
+            ("org/repo", "main", None)
+        );
         let full = HfSource::parse("org/repo@v1.0/sub/model.Q4_K_M.gguf").expect("full");
         assert_eq!(full.revision, "v1.0");
         assert_eq!(full.file.as_deref(), Some("sub/model.Q4_K_M.gguf"));
         assert_eq!(full.uri(), "hf:org/repo@v1.0/sub/model.Q4_K_M.gguf");
-        for bad in ["", "org", "org/", "/repo", "org/repo/../x", "o rg/repo", "org/repo@"] {
+        for bad in [
+            "",
+            "org",
+            "org/",
+            "/repo",
+            "org/repo/../x",
+            "o rg/repo",
+            "org/repo@",
+        ] {
             assert!(HfSource::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
-
 }

@@ -25,7 +25,10 @@ pub(crate) fn fetch_file(ctx: &mut FetchContext<'_>, path: &Path) -> Result<Fetc
     Ok(Fetched {
         format: ModelFormat::Gguf,
         files: vec![(gguf_file_name(&file_name), blob)],
-        source: SourceRecord { uri: absolute.display().to_string(), revision: None },
+        source: SourceRecord {
+            uri: absolute.display().to_string(),
+            revision: None,
+        },
         default_name: file_name.trim_end_matches(".gguf").to_string(),
     })
 }
@@ -43,7 +46,9 @@ fn check_gguf_magic(path: &Path) -> Result<()> {
     let mut magic = [0u8; 4];
     let mut file =
         fs::File::open(path).map_err(StoreError::io(format!("opening {}", path.display())))?;
-    let read = file.read(&mut magic).map_err(StoreError::io(format!("reading {}", path.display())))?;
+    let read = file
+        .read(&mut magic)
+        .map_err(StoreError::io(format!("reading {}", path.display())))?;
     if read == 4 && &magic == b"GGUF" {
         Ok(())
     } else {
@@ -71,7 +76,10 @@ pub(crate) fn fetch_folder(ctx: &mut FetchContext<'_>, dir: &Path) -> Result<Fet
     Ok(Fetched {
         format: ModelFormat::Safetensors,
         files: fetched,
-        source: SourceRecord { uri: absolute.display().to_string(), revision: None },
+        source: SourceRecord {
+            uri: absolute.display().to_string(),
+            revision: None,
+        },
         default_name,
     })
 }
@@ -93,9 +101,15 @@ pub(crate) fn select_model_files(what: &str, mut files: Vec<String>) -> Result<V
         let hint = if ggufs.is_empty() {
             String::new()
         } else {
-            format!("; it holds GGUF files, name one of them: {}", join_some(&ggufs))
+            format!(
+                "; it holds GGUF files, name one of them: {}",
+                join_some(&ggufs)
+            )
         };
-        return Err(StoreError::NotAModel(what.into(), format!("no *.safetensors weights{hint}")));
+        return Err(StoreError::NotAModel(
+            what.into(),
+            format!("no *.safetensors weights{hint}"),
+        ));
     }
     for required in ["config.json", "tokenizer.json"] {
         if !has(required) {
@@ -124,20 +138,25 @@ fn join_some(names: &[&String]) -> String {
 }
 
 fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<String>) -> Result<()> {
-    let entries = fs::read_dir(dir).map_err(StoreError::io(format!("listing {}", dir.display())))?;
+    let entries =
+        fs::read_dir(dir).map_err(StoreError::io(format!("listing {}", dir.display())))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
             continue;
         }
         let path: PathBuf = entry.path();
-        let file_type = entry.file_type().map_err(StoreError::io("reading a folder entry"))?;
+        let file_type = entry
+            .file_type()
+            .map_err(StoreError::io("reading a folder entry"))?;
         if file_type.is_dir() && depth < MAX_DEPTH {
             walk(root, &path, depth + 1, out)?;
         } else if path.is_file() {
             if let Ok(relative) = path.strip_prefix(root) {
-                let parts: Vec<String> =
-                    relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+                let parts: Vec<String> = relative
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
                 out.push(parts.join("/"));
             }
         }
@@ -166,7 +185,12 @@ mod tests {
         let picked = select_model_files("demo", files).expect("model");
         assert_eq!(
             picked,
-            names(&["model.safetensors", "1_Pooling/config.json", "config.json", "tokenizer.json"])
+            names(&[
+                "model.safetensors",
+                "1_Pooling/config.json",
+                "config.json",
+                "tokenizer.json"
+            ])
         );
     }
 
@@ -175,7 +199,8 @@ mod tests {
         let err = select_model_files("d", names(&["model.safetensors", "config.json"]))
             .expect_err("no tokenizer");
         assert!(err.to_string().contains("tokenizer.json"), "{err}");
-        let err = select_model_files("d", names(&["a.Q4_K_M.gguf", "b.Q8_0.gguf"])).expect_err("gguf");
+        let err =
+            select_model_files("d", names(&["a.Q4_K_M.gguf", "b.Q8_0.gguf"])).expect_err("gguf");
         assert!(err.to_string().contains("a.Q4_K_M.gguf"), "{err}");
     }
 }

