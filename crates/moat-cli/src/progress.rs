@@ -31,7 +31,12 @@ impl TermProgress {
     }
 
     fn line(&self) -> String {
-        let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
+        self.line_after(self.started.elapsed())
+    }
+
+    /// The progress line when `elapsed` has passed since the transfer began.
+    fn line_after(&self, elapsed: Duration) -> String {
+        let elapsed = elapsed.as_secs_f64().max(1e-3);
         let rate = self.done as f64 / elapsed;
         let mut line = format!("{}  {}", self.label, human_bytes(self.done));
         if let Some(total) = self.total {
@@ -145,9 +150,8 @@ mod tests {
     fn line_shows_rate_and_eta() {
         let mut progress = TermProgress::new(true);
         progress.begin("downloading m.gguf", Some(1000));
-        progress.started = Instant::now() - Duration::from_secs(2);
         progress.done = 500;
-        let line = progress.line();
+        let line = progress.line_after(Duration::from_secs(2));
         assert!(line.contains("500 B / 1000 B (50%)"), "{line}");
         assert!(line.contains("250 B/s"), "{line}");
         assert!(line.contains("ETA 2s"), "{line}");
