@@ -33,6 +33,8 @@ pub struct ModelInfo {
     pub tensor_types: BTreeMap<String, TensorTypeStats>,
     pub context_length: Option<u64>,
     pub embedding_length: Option<u64>,
+    /// Width of the feed-forward layer.
+    pub feed_forward_length: Option<u64>,
     pub block_count: Option<u64>,
     pub head_count: Option<u64>,
     pub head_count_kv: Option<u64>,
@@ -143,6 +145,7 @@ fn info_from_gguf(gguf: &GgufFile, weights_size: u64) -> ModelInfo {
         tensor_types,
         context_length: arch("context_length"),
         embedding_length,
+        feed_forward_length: arch("feed_forward_length"),
         block_count: arch("block_count"),
         head_count,
         head_count_kv: arch("attention.head_count_kv").or(head_count),

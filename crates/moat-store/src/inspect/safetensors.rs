@@ -177,6 +177,7 @@ fn apply_config(info: &mut ModelInfo, config: &serde_json::Value) {
     info.context_length = number(&["max_position_embeddings", "n_positions", "max_seq_len"]);
     info.embedding_length = number(&["hidden_size", "d_model", "n_embd"]);
     info.block_count = number(&["num_hidden_layers", "n_layer", "num_layers"]);
+    info.feed_forward_length = number(&["intermediate_size", "n_inner", "ffn_dim"]);
     info.head_count = number(&["num_attention_heads", "n_head"]);
     info.head_count_kv = number(&["num_key_value_heads"]).or(info.head_count);
     info.vocab_size = number(&["vocab_size"]);
