@@ -1,0 +1,83 @@
+//! `ValidGenerate`: the only request that crosses the engine seam. The server builds it from a
+//! wire request after checking every field; backends never re-check ranges.
+
+use std::time::Instant;
+
+/// A token id in the model's vocabulary.
+pub type TokenId = i32;
+
+/// What to generate from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prompt {
+    /// Text the engine tokenizes (special tokens in it are parsed, BOS added per the model).
+    Text(String),
+    /// Tokens as given (the caller tokenized, or a client sent token ids).
+    Tokens(Vec<TokenId>),
+}
+
+/// Sampling settings, already validated. Neutral values turn a stage off.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingParams {
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// 1.0 = off.
+    pub top_p: f32,
+    /// 0 = off.
+    pub top_k: u32,
+    /// 0.0 = off.
+    pub min_p: f32,
+    /// 1.0 = off.
+    pub repeat_penalty: f32,
+    /// 0.0 = off.
+    pub presence_penalty: f32,
+    /// 0.0 = off.
+    pub frequency_penalty: f32,
+    /// How many recent tokens the penalties look at.
+    pub penalty_last_n: u32,
+    /// Added to the logits of these tokens before sampling.
+    pub logit_bias: Vec<(TokenId, f32)>,
+    /// The same seed with the same request gives the same output.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            penalty_last_n: 64,
+            logit_bias: Vec::new(),
+            seed: None,
+        }
+    }
+}
+
+/// When generation ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StopConditions {
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+    /// Generation ends before any of these strings; no part of one is ever streamed.
+    pub stop_strings: Vec<String>,
+    /// Keep going past end-of-generation tokens.
+    pub ignore_eos: bool,
+}
+
+/// A generation request, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidGenerate {
+    pub prompt: Prompt,
+    pub sampling: SamplingParams,
+    pub stop: StopConditions,
+    /// Report the chosen token's logprob and this many alternatives per generated token.
+    pub logprobs: Option<u8>,
+    /// Also report the logprob of every prompt token after the first (completions `echo`).
+    pub prompt_logprobs: bool,
+    /// Give up (finish reason `deadline`) at this instant.
+    pub deadline: Option<Instant>,
+}
