@@ -7,9 +7,26 @@
 mod engine;
 mod error;
 mod event;
+pub mod fake;
+pub mod prefix;
 mod request;
+pub mod scheduler;
+mod stop;
+pub mod template;
+mod utf8;
 
 pub use engine::{Engine, EngineInfo, Health, TokenStream};
 pub use error::EngineError;
 pub use event::{FinishReason, GeneratedToken, GenerationEvent, TokenLogprob, TopLogprob, Usage};
+pub use fake::{FakeConfig, FakeEngine, FakeReply};
 pub use request::{Prompt, SamplingParams, StopConditions, TokenId, ValidGenerate};
+pub use scheduler::{
+    BatchEntry, Ended, KvOp, LogitsKind, LogitsUse, Rejected, RequestId, Sampled, Scheduler,
+    SchedulerConfig, SchedulerConfigError, SchedulerStats, SeqId, StepPlan, SubmitOptions,
+};
+pub use stop::{StopMatcher, StopOutput};
+pub use template::{
+    select_template_source, ChatMessage, ChatTemplate, ContentPart, MessageContent, RenderOptions,
+    TemplateError,
+};
+pub use utf8::Utf8Decoder;
