@@ -1,0 +1,290 @@
+//! Every request field of OpenAI's chat and completions APIs, with what moat does with it:
+//! supported, ignored (accepted, no effect, harmless to drop) or rejected (a 400 that names the
+//! field, because dropping it would change what the client gets). A field in neither table is
+//! rejected as unrecognized, as OpenAI does. docs/openai-compat.md renders these tables; a test
+//! keeps the two in step.
+
+use serde_json::{Map, Value};
+
+use crate::WireError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldSupport {
+    Supported,
+    /// Accepted and dropped: it changes nothing a client can observe from moat.
+    Ignored,
+    /// A 400 naming the field, unless its value is null or asks for the default behaviour.
+    Rejected,
+}
+
+impl FieldSupport {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Supported => "supported",
+            Self::Ignored => "ignored",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// One request field and what moat does with it.
+#[derive(Clone, Copy, Debug)]
+pub struct FieldRule {
+    pub name: &'static str,
+    pub support: FieldSupport,
+    /// Why, or how: for rejected fields this is the error message.
+    pub note: &'static str,
+}
+
+const fn rule(name: &'static str, support: FieldSupport, note: &'static str) -> FieldRule {
+    FieldRule {
+        name,
+        support,
+        note,
+    }
+}
+
+use FieldSupport::{Ignored, Rejected, Supported};
+
+const TOOLS_LATER: &str = "tool calling is not supported yet";
+
+/// `/v1/chat/completions`, sorted by name.
+pub const CHAT_FIELDS: &[FieldRule] = &[
+    rule("audio", Rejected, "audio output is not supported"),
+    rule("frequency_penalty", Supported, "-2.0 to 2.0"),
+    rule("function_call", Rejected, TOOLS_LATER),
+    rule("functions", Rejected, TOOLS_LATER),
+    rule(
+        "logit_bias",
+        Supported,
+        "token id -> -100 to 100; ids must be in the model's vocabulary",
+    ),
+    rule(
+        "logprobs",
+        Supported,
+        "the chosen token's logprob per generated token",
+    ),
+    rule(
+        "max_completion_tokens",
+        Supported,
+        "at least 1; prompt plus completion must fit the context, else 400",
+    ),
+    rule(
+        "max_tokens",
+        Supported,
+        "as max_completion_tokens; when both are given they must agree",
+    ),
+    rule(
+        "messages",
+        Supported,
+        "roles system, developer (as system), user, assistant; text content or text parts",
+    ),
+    rule("metadata", Ignored, "moat stores no completions"),
+    rule("min_p", Supported, "moat extension: 0.0 to 1.0"),
+    rule(
+        "modalities",
+        Rejected,
+        "only [\"text\"] is accepted: audio output is not supported",
+    ),
+    rule("model", Supported, "a model name as listed by /v1/models"),
+    rule("n", Supported, "1 to 16: n generations of the same prompt"),
+    rule("parallel_tool_calls", Rejected, TOOLS_LATER),
+    rule(
+        "prediction",
+        Rejected,
+        "predicted outputs are not supported",
+    ),
+    rule("presence_penalty", Supported, "-2.0 to 2.0"),
+    rule(
+        "prompt_cache_key",
+        Ignored,
+        "moat's prefix cache needs no key",
+    ),
+    rule(
+        "prompt_cache_retention",
+        Ignored,
+        "moat's prefix cache needs no key",
+    ),
+    rule(
+        "reasoning_effort",
+        Rejected,
+        "reasoning effort is not supported",
+    ),
+    rule(
+        "repetition_penalty",
+        Supported,
+        "moat extension: greater than 0.0, up to 10.0; 1.0 is off",
+    ),
+    rule(
+        "response_format",
+        Rejected,
+        "structured output is not supported yet; only {\"type\": \"text\"} is accepted",
+    ),
+    rule("safety_identifier", Ignored, "no effect on generation"),
+    rule(
+        "seed",
+        Supported,
+        "the same seed and request give the same output; choice i of n uses seed + i",
+    ),
+    rule("service_tier", Ignored, "moat has one tier"),
+    rule(
+        "stop",
+        Supported,
+        "a string or up to 16 non-empty strings; never part of the output",
+    ),
+    rule("store", Ignored, "moat stores no completions"),
+    rule(
+        "stream",
+        Supported,
+        "server-sent events ending with data: [DONE]",
+    ),
+    rule(
+        "stream_options",
+        Supported,
+        "include_usage: a last chunk with usage and no choices; only with stream",
+    ),
+    rule("temperature", Supported, "0.0 to 2.0; 0 is greedy"),
+    rule(
+        "tool_choice",
+        Rejected,
+        "tool calling is not supported yet; only \"none\" is accepted",
+    ),
+    rule(
+        "tools",
+        Rejected,
+        "tool calling is not supported yet; only an empty list is accepted",
+    ),
+    rule("top_k", Supported, "moat extension: 0 or -1 is off"),
+    rule("top_logprobs", Supported, "0 to 20, with logprobs: true"),
+    rule("top_p", Supported, "greater than 0.0, up to 1.0"),
+    rule("user", Ignored, "no effect on generation"),
+    rule("verbosity", Rejected, "verbosity is not supported"),
+    rule(
+        "web_search_options",
+        Rejected,
+        "web search is not supported",
+    ),
+];
+
+/// `/v1/completions`, sorted by name.
+pub const COMPLETION_FIELDS: &[FieldRule] = &[
+    rule("best_of", Rejected, "best_of is not supported; only a value equal to n is accepted"),
+    rule("echo", Supported, "the prompt is returned before the completion (with its logprobs when logprobs is set)"),
+    rule("frequency_penalty", Supported, "-2.0 to 2.0"),
+    rule("logit_bias", Supported, "token id -> -100 to 100; ids must be in the model's vocabulary"),
+    rule("logprobs", Supported, "0 to 5 alternatives per token"),
+    rule("max_tokens", Supported, "0 or more, default 16 as in OpenAI (0 with echo scores the prompt); prompt plus completion must fit the context, else 400"),
+    rule("min_p", Supported, "moat extension: 0.0 to 1.0"),
+    rule("model", Supported, "a model name as listed by /v1/models"),
+    rule("n", Supported, "1 to 16 per prompt; prompts times n at most 16"),
+    rule("presence_penalty", Supported, "-2.0 to 2.0"),
+    rule("prompt", Supported, "a string, a list of strings, a list of token ids or a list of such lists"),
+    rule("repetition_penalty", Supported, "moat extension: greater than 0.0, up to 10.0; 1.0 is off"),
+    rule("seed", Supported, "the same seed and request give the same output; choice i of n uses seed + i"),
+    rule("stop", Supported, "a string or up to 16 non-empty strings; never part of the output"),
+    rule("stream", Supported, "server-sent events ending with data: [DONE]"),
+    rule("stream_options", Supported, "include_usage: a last chunk with usage and no choices; only with stream"),
+    rule("suffix", Rejected, "insertion (suffix) is not supported; only an empty string is accepted"),
+    rule("temperature", Supported, "0.0 to 2.0; 0 is greedy"),
+    rule("top_k", Supported, "moat extension: 0 or -1 is off"),
+    rule("top_p", Supported, "greater than 0.0, up to 1.0"),
+    rule("user", Ignored, "no effect on generation"),
+];
+
+/// Whether a rejected field's value asks for what moat does anyway, so accepting it hides
+/// nothing from the client.
+fn asks_for_default(name: &str, value: &Value, body: &Map<String, Value>) -> bool {
+    match name {
+        "tools" | "functions" => value.as_array().is_some_and(Vec::is_empty),
+        "tool_choice" | "function_call" => value.as_str() == Some("none"),
+        "response_format" => value.get("type").and_then(Value::as_str) == Some("text"),
+        "modalities" => value
+            .as_array()
+            .is_some_and(|items| items.iter().all(|item| item.as_str() == Some("text"))),
+        "suffix" => value.as_str() == Some(""),
+        "best_of" => {
+            let n = body.get("n").and_then(Value::as_u64).unwrap_or(1);
+            value.as_u64() == Some(n)
+        }
+        _ => false,
+    }
+}
+
+/// Checks every field of a request body against `rules`: unknown and rejected fields are
+/// errors, ignored ones are removed, so what remains holds only supported fields.
+pub(crate) fn screen(body: &mut Map<String, Value>, rules: &[FieldRule]) -> Result<(), WireError> {
+    let mut drop = Vec::new();
+    for (name, value) in body.iter() {
+        let Some(rule) = rules.iter().find(|rule| rule.name == name) else {
+            return Err(WireError::UnknownField {
+                param: name.clone(),
+            });
+        };
+        match rule.support {
+            Supported => {}
+            Ignored => drop.push(name.clone()),
+            Rejected if value.is_null() || asks_for_default(name, value, body) => {
+                drop.push(name.clone());
+            }
+            Rejected => {
+                return Err(WireError::Unsupported {
+                    param: name.clone(),
+                    reason: rule.note.to_string(),
+                })
+            }
+        }
+    }
+    for name in drop {
+        body.remove(&name);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_sorted_and_unique() {
+        for table in [CHAT_FIELDS, COMPLETION_FIELDS] {
+            for pair in table.windows(2) {
+                assert!(
+                    pair[0].name < pair[1].name,
+                    "{} before {}",
+                    pair[0].name,
+                    pair[1].name
+                );
+            }
+        }
+    }
+
+    fn body(json: &str) -> Map<String, Value> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn screening_rejects_unknown_and_unsupported_and_drops_ignored() {
+        let mut ok = body(
+            r#"{"model":"m","user":"u","tools":[],"tool_choice":"none","response_format":{"type":"text"}}"#,
+        );
+        screen(&mut ok, CHAT_FIELDS).unwrap();
+        assert_eq!(ok.keys().collect::<Vec<_>>(), ["model"]);
+
+        let mut unknown = body(r#"{"model":"m","temprature":1}"#);
+        assert_eq!(
+            screen(&mut unknown, CHAT_FIELDS).unwrap_err().param(),
+            Some("temprature")
+        );
+        let mut tools = body(r#"{"tools":[{"type":"function"}]}"#);
+        assert!(matches!(
+            screen(&mut tools, CHAT_FIELDS),
+            Err(WireError::Unsupported { param, .. }) if param == "tools"
+        ));
+        let mut format = body(r#"{"response_format":{"type":"json_object"}}"#);
+        assert!(screen(&mut format, CHAT_FIELDS).is_err());
+        let mut best_of = body(r#"{"n":2,"best_of":2}"#);
+        screen(&mut best_of, COMPLETION_FIELDS).unwrap();
+        let mut best_of = body(r#"{"best_of":3}"#);
+        assert!(screen(&mut best_of, COMPLETION_FIELDS).is_err());
+    }
+}

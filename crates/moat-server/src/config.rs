@@ -1,0 +1,30 @@
+//! `ServerConfig`: where the server listens and its limits. The defaults live here.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Where to listen; loopback unless the operator says otherwise.
+    pub bind: SocketAddr,
+    /// Larger request bodies get a 413.
+    pub body_limit_bytes: usize,
+    /// After a shutdown signal, how long requests in flight may take before the server stops.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    pub const DEFAULT_PORT: u16 = 8080;
+    pub const DEFAULT_BODY_LIMIT_BYTES: usize = 10 * 1024 * 1024;
+    pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, Self::DEFAULT_PORT)),
+            body_limit_bytes: Self::DEFAULT_BODY_LIMIT_BYTES,
+            shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}

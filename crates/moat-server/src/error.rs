@@ -1,0 +1,211 @@
+//! `ApiError`: every failure the server answers, in OpenAI's error shape with its status. The
+//! mappings from `EngineError` and `WireError` are here and exhaustive, so a new variant must
+//! decide its status in this one place.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use moat_engine::{EngineError, TemplateError};
+use moat_openai::{ErrorBody, ErrorResponse, WireError};
+
+/// How long a client should wait before retrying while a model loads or the server drains.
+const RETRY_AFTER_UNAVAILABLE: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// OpenAI's `type`: `invalid_request_error`, `rate_limit_error`, `server_error`, ….
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+    /// Sent as `Retry-After` (whole seconds, at least 1).
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    pub fn model_not_found(model: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("The model '{model}' does not exist or is not served here; GET /v1/models lists the models"),
+        )
+        .with_param("model")
+        .with_code("model_not_found")
+    }
+
+    pub fn model_loading(model: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            format!("The model '{model}' is still loading; retry shortly"),
+        )
+        .with_code("model_loading")
+        .with_retry_after(RETRY_AFTER_UNAVAILABLE)
+    }
+
+    pub fn model_failed(model: &str, reason: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            format!("The model '{model}' failed to load: {reason}"),
+        )
+        .with_code("model_unavailable")
+    }
+
+    /// A chat request to a model whose chat template is missing or broken.
+    pub fn chat_template(model: &str, error: &TemplateError) -> Self {
+        Self::invalid_request(format!("model '{model}': {error}"))
+            .with_param("messages")
+            .with_code(match error {
+                TemplateError::Missing => "no_chat_template",
+                _ => "chat_template_error",
+            })
+    }
+
+    pub fn body_too_large(limit_bytes: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("The request body is larger than this server's limit of {limit_bytes} bytes"),
+        )
+        .with_code("request_too_large")
+    }
+
+    pub fn draining() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "The server is shutting down and takes no new requests",
+        )
+        .with_code("shutting_down")
+        .with_retry_after(RETRY_AFTER_UNAVAILABLE)
+    }
+
+    pub fn route_not_found(path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("Unknown route: {path}"),
+        )
+        .with_code("unknown_url")
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "This route does not take that HTTP method",
+        )
+        .with_code("method_not_allowed")
+    }
+
+    /// The body OpenAI clients parse.
+    pub fn body(&self) -> ErrorResponse {
+        ErrorResponse {
+            error: ErrorBody {
+                message: self.message.clone(),
+                kind: self.kind.to_string(),
+                param: self.param.clone(),
+                code: self.code.map(str::to_string),
+            },
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        let message = error.to_string();
+        match error {
+            EngineError::Overloaded { retry_after } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+                    .with_code("rate_limit_exceeded")
+                    .with_retry_after(retry_after)
+            }
+            EngineError::PromptTooLong { .. } => Self::invalid_request(message)
+                .with_param("messages")
+                .with_code("context_length_exceeded"),
+            EngineError::InvalidRequest(_) => Self::invalid_request(message),
+            EngineError::Loading => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+                    .with_code("model_loading")
+                    .with_retry_after(RETRY_AFTER_UNAVAILABLE)
+            }
+            EngineError::ShuttingDown => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+                    .with_code("shutting_down")
+                    .with_retry_after(RETRY_AFTER_UNAVAILABLE)
+            }
+            EngineError::ModelLoad(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+                    .with_code("model_unavailable")
+            }
+            EngineError::Internal(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+                    .with_code("internal_error")
+            }
+        }
+    }
+}
+
+impl From<WireError> for ApiError {
+    fn from(error: WireError) -> Self {
+        let mut api = Self::invalid_request(error.to_string());
+        api.param = error.param().map(str::to_string);
+        api.code = error.code();
+        api
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let mut response = (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response();
+        if let Some(after) = self.retry_after {
+            let seconds = after.as_secs_f64().ceil().max(1.0) as u64;
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

@@ -1,0 +1,242 @@
+//! The two APIs' `Format`s: how engine events become chat chunks or completion chunks, and
+//! the whole answers built from the same events.
+
+use moat_engine::{GeneratedToken, GenerationEvent, TokenLogprob};
+use moat_openai::{
+    finish_reason, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatLogprobToken, ChatLogprobs,
+    Completion, CompletionChoice, CompletionLogprobs, ResponseIds, WireUsage,
+};
+
+use crate::generate::Format;
+
+#[derive(Default)]
+struct ChatChoiceState {
+    text: String,
+    logprobs: Vec<ChatLogprobToken>,
+    finish_reason: &'static str,
+}
+
+pub(crate) struct ChatFormat {
+    ids: ResponseIds,
+    with_logprobs: bool,
+    choices: Vec<ChatChoiceState>,
+}
+
+impl ChatFormat {
+    pub(crate) fn new(ids: ResponseIds, n_choices: u32, with_logprobs: bool) -> Self {
+        Self {
+            ids,
+            with_logprobs,
+            choices: (0..n_choices).map(|_| ChatChoiceState::default()).collect(),
+        }
+    }
+}
+
+impl Format for ChatFormat {
+    type Chunk = ChatCompletionChunk;
+    type Whole = ChatCompletion;
+
+    fn on_event(&mut self, index: u32, event: GenerationEvent) -> Vec<ChatCompletionChunk> {
+        let Some(choice) = self.choices.get_mut(index as usize) else {
+            return Vec::new();
+        };
+        match event {
+            GenerationEvent::Started { .. } => vec![ChatCompletionChunk::role(&self.ids, index)],
+            GenerationEvent::Token(GeneratedToken { text, logprob, .. }) => {
+                let logprob = logprob
+                    .filter(|_| self.with_logprobs)
+                    .map(|l| ChatLogprobToken::from(&l));
+                if text.is_empty() && logprob.is_none() {
+                    return Vec::new();
+                }
+                choice.text.push_str(&text);
+                choice.logprobs.extend(logprob.clone());
+                let logprobs = logprob.map(|token| ChatLogprobs {
+                    content: vec![token],
+                    refusal: None,
+                });
+                vec![ChatCompletionChunk::content(
+                    &self.ids, index, text, logprobs,
+                )]
+            }
+            GenerationEvent::Finished { reason, .. } => {
+                choice.finish_reason = finish_reason(reason);
+                vec![ChatCompletionChunk::finish(
+                    &self.ids,
+                    index,
+                    choice.finish_reason,
+                )]
+            }
+        }
+    }
+
+    fn usage_chunk(&self, usage: WireUsage) -> ChatCompletionChunk {
+        ChatCompletionChunk::usage(&self.ids, usage)
+    }
+
+    fn into_whole(self, usage: WireUsage) -> ChatCompletion {
+        let with_logprobs = self.with_logprobs;
+        let choices = self
+            .choices
+            .into_iter()
+            .zip(0..)
+            .map(|(choice, index)| {
+                let logprobs = with_logprobs.then_some(ChatLogprobs {
+                    content: choice.logprobs,
+                    refusal: None,
+                });
+                ChatChoice::new(index, choice.text, logprobs, choice.finish_reason)
+            })
+            .collect();
+        ChatCompletion::new(&self.ids, choices, usage)
+    }
+}
+
+/// What `echo` puts before a completion choice.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Echo {
+    pub text: String,
+    /// Each prompt token's text, when logprobs were asked for too.
+    pub token_texts: Option<Vec<String>>,
+}
+
+#[derive(Default)]
+struct CompletionChoiceState {
+    echo: Option<Echo>,
+    text: String,
+    /// Characters in the token texts so far: where the next token starts (`text_offset`),
+    /// counted over the tokens' texts as in OpenAI's echo, where those include BOS.
+    token_chars: u32,
+    logprobs: CompletionLogprobs,
+    finish_reason: Option<&'static str>,
+}
+
+impl CompletionChoiceState {
+    /// Appends text with its tokens' logprobs, returning the part just added.
+    fn append(
+        &mut self,
+        text: &str,
+        tokens: &[(String, Option<&TokenLogprob>)],
+    ) -> CompletionLogprobs {
+        let mut added = CompletionLogprobs::default();
+        for (token, logprob) in tokens {
+            added.push(token, *logprob, self.token_chars);
+            self.logprobs.push(token, *logprob, self.token_chars);
+            self.token_chars += token.chars().count() as u32;
+        }
+        self.text.push_str(text);
+        added
+    }
+}
+
+pub(crate) struct CompletionFormat {
+    ids: ResponseIds,
+    with_logprobs: bool,
+    choices: Vec<CompletionChoiceState>,
+}
+
+impl CompletionFormat {
+    /// `echoes[i]` is what choice `i` echoes (`None` without `echo`).
+    pub(crate) fn new(ids: ResponseIds, echoes: Vec<Option<Echo>>, with_logprobs: bool) -> Self {
+        Self {
+            ids,
+            with_logprobs,
+            choices: echoes
+                .into_iter()
+                .map(|echo| CompletionChoiceState {
+                    echo,
+                    ..CompletionChoiceState::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn chunk(
+        &self,
+        index: u32,
+        text: String,
+        logprobs: Option<CompletionLogprobs>,
+        finish: Option<&'static str>,
+    ) -> Completion {
+        let choice = CompletionChoice {
+            text,
+            index,
+            logprobs,
+            finish_reason: finish,
+        };
+        Completion::new(&self.ids, vec![choice], None)
+    }
+}
+
+impl Format for CompletionFormat {
+    type Chunk = Completion;
+    type Whole = Completion;
+
+    fn on_event(&mut self, index: u32, event: GenerationEvent) -> Vec<Completion> {
+        let with_logprobs = self.with_logprobs;
+        let Some(choice) = self.choices.get_mut(index as usize) else {
+            return Vec::new();
+        };
+        let (text, added) = match event {
+            GenerationEvent::Started {
+                prompt_logprobs, ..
+            } => {
+                let Some(echo) = choice.echo.take() else {
+                    return Vec::new();
+                };
+                let prompt_logprobs = prompt_logprobs.unwrap_or_default();
+                let tokens: Vec<_> = echo
+                    .token_texts
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .map(|(i, token)| {
+                        (
+                            token.clone(),
+                            prompt_logprobs.get(i).and_then(Option::as_ref),
+                        )
+                    })
+                    .collect();
+                let added = choice.append(&echo.text, &tokens);
+                (echo.text, added)
+            }
+            GenerationEvent::Token(GeneratedToken { text, logprob, .. }) => {
+                let logprob = logprob.filter(|_| with_logprobs);
+                if text.is_empty() && logprob.is_none() {
+                    return Vec::new();
+                }
+                let tokens: Vec<_> = logprob.iter().map(|l| (l.token.clone(), Some(l))).collect();
+                let added = choice.append(&text, &tokens);
+                (text, added)
+            }
+            GenerationEvent::Finished { reason, .. } => {
+                let reason = finish_reason(reason);
+                choice.finish_reason = Some(reason);
+                let logprobs = with_logprobs.then(CompletionLogprobs::default);
+                return vec![self.chunk(index, String::new(), logprobs, Some(reason))];
+            }
+        };
+        let logprobs = with_logprobs.then_some(added);
+        vec![self.chunk(index, text, logprobs, None)]
+    }
+
+    fn usage_chunk(&self, usage: WireUsage) -> Completion {
+        Completion::new(&self.ids, Vec::new(), Some(usage))
+    }
+
+    fn into_whole(self, usage: WireUsage) -> Completion {
+        let with_logprobs = self.with_logprobs;
+        let choices = self
+            .choices
+            .into_iter()
+            .zip(0..)
+            .map(|(choice, index)| CompletionChoice {
+                text: choice.text,
+                index,
+                logprobs: with_logprobs.then_some(choice.logprobs),
+                finish_reason: choice.finish_reason,
+            })
+            .collect();
+        Completion::new(&self.ids, choices, Some(usage))
+    }
+}

@@ -1,0 +1,165 @@
+//! Running a request's generations: start every choice's engine stream (so admission errors
+//! such as 429 or a too-long prompt become the response's status), wait until each has taken
+//! its prompt, then merge their events. `collect` folds them into one whole answer; the SSE
+//! side is in `stream.rs`. Dropping what this returns drops the engine streams, which cancels
+//! their generations.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::stream::{self, SelectAll, Stream, StreamExt};
+use moat_engine::{Engine, EngineError, FinishReason, GenerationEvent, TokenStream, ValidGenerate};
+use moat_openai::{UsageTally, WireUsage};
+use serde::Serialize;
+
+use crate::ApiError;
+
+/// One generation to start: choice `index` of the response.
+pub(crate) struct Job {
+    pub index: u32,
+    /// Choice 0 of its prompt: its prompt tokens count in the usage.
+    pub first_of_prompt: bool,
+    pub request: ValidGenerate,
+}
+
+impl Job {
+    pub(crate) fn new(index: u32, first_of_prompt: bool, request: ValidGenerate) -> Self {
+        Self {
+            index,
+            first_of_prompt,
+            request,
+        }
+    }
+}
+
+/// A generation the engine has admitted and started.
+pub(crate) struct Started {
+    index: u32,
+    first_of_prompt: bool,
+    /// `max_tokens: 0` (scoring a prompt with `echo`): show no generated token.
+    prompt_only: bool,
+    /// The `Started` event, replayed to the format first.
+    started: GenerationEvent,
+    stream: TokenStream,
+}
+
+/// One merged event: which choice, whether it is its prompt's first, what happened.
+pub(crate) type ChoiceEvent = (u32, bool, Result<GenerationEvent, EngineError>);
+pub(crate) type MergedEvents = SelectAll<Pin<Box<dyn Stream<Item = ChoiceEvent> + Send>>>;
+
+/// Turns engine events into an API's chunks, and remembers enough to build the whole answer.
+pub(crate) trait Format: Send + 'static {
+    type Chunk: Serialize + Send;
+    type Whole: Serialize + Send;
+    /// The chunks to stream for one event (none for an event with nothing to show).
+    fn on_event(&mut self, index: u32, event: GenerationEvent) -> Vec<Self::Chunk>;
+    /// The last chunk of a stream with `include_usage`.
+    fn usage_chunk(&self, usage: WireUsage) -> Self::Chunk;
+    fn into_whole(self, usage: WireUsage) -> Self::Whole;
+}
+
+/// Starts every job, then waits for each one's `Started`. Any failure drops the streams
+/// already started, which cancels them.
+pub(crate) async fn start(
+    engine: &Arc<dyn Engine>,
+    jobs: Vec<Job>,
+) -> Result<Vec<Started>, ApiError> {
+    let mut pending = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let prompt_only = job.request.stop.max_tokens == 0;
+        let stream = engine.generate(job.request)?;
+        pending.push((job.index, job.first_of_prompt, prompt_only, stream));
+    }
+    let mut started = Vec::with_capacity(pending.len());
+    for (index, first_of_prompt, prompt_only, mut stream) in pending {
+        let first = match stream.next().await {
+            Some(event) => event?,
+            None => return Err(ended_early().into()),
+        };
+        started.push(Started {
+            index,
+            first_of_prompt,
+            prompt_only,
+            started: first,
+            stream,
+        });
+    }
+    Ok(started)
+}
+
+fn ended_early() -> EngineError {
+    EngineError::Internal("the generation ended without finishing".into())
+}
+
+/// One choice's events: its `Started`, then the rest until `Finished` or an error. A stream
+/// that ends before `Finished` reads as an engine error.
+fn choice_events(choice: Started) -> Pin<Box<dyn Stream<Item = ChoiceEvent> + Send>> {
+    let Started {
+        index,
+        first_of_prompt,
+        prompt_only,
+        started,
+        stream,
+    } = choice;
+    let already_finished = matches!(started, GenerationEvent::Finished { .. });
+    let head = stream::once(async move { Ok(started) });
+    let rest = stream::unfold((!already_finished).then_some(stream), |state| async move {
+        let mut stream = state?;
+        match stream.next().await {
+            Some(Ok(event @ GenerationEvent::Finished { .. })) => Some((Ok(event), None)),
+            Some(Ok(event)) => Some((Ok(event), Some(stream))),
+            Some(Err(error)) => Some((Err(error), None)),
+            None => Some((Err(ended_early()), None)),
+        }
+    });
+    Box::pin(
+        head.chain(rest)
+            .filter_map(move |event| async move { shown(event, prompt_only) })
+            .map(move |event| (index, first_of_prompt, event)),
+    )
+}
+
+/// The engine generates at least one token even for `max_tokens: 0`; for such a choice the
+/// token is hidden and not counted, so a client scoring a prompt sees only the prompt.
+fn shown(
+    event: Result<GenerationEvent, EngineError>,
+    prompt_only: bool,
+) -> Option<Result<GenerationEvent, EngineError>> {
+    match event {
+        Ok(GenerationEvent::Token(_)) if prompt_only => None,
+        Ok(GenerationEvent::Finished { mut usage, .. }) if prompt_only => {
+            usage.completion_tokens = 0;
+            Some(Ok(GenerationEvent::Finished {
+                reason: FinishReason::Length,
+                usage,
+            }))
+        }
+        other => Some(other),
+    }
+}
+
+pub(crate) fn merge(choices: Vec<Started>) -> MergedEvents {
+    stream::select_all(choices.into_iter().map(choice_events))
+}
+
+/// Counts a `Finished` event's usage.
+pub(crate) fn tally_event(tally: &mut UsageTally, first_of_prompt: bool, event: &GenerationEvent) {
+    if let GenerationEvent::Finished { usage, .. } = event {
+        tally.add(usage, first_of_prompt);
+    }
+}
+
+/// Runs every choice to its end and builds the whole answer.
+pub(crate) async fn collect<F: Format>(
+    choices: Vec<Started>,
+    mut format: F,
+) -> Result<F::Whole, ApiError> {
+    let mut tally = UsageTally::default();
+    let mut events = merge(choices);
+    while let Some((index, first_of_prompt, event)) = events.next().await {
+        let event = event?;
+        tally_event(&mut tally, first_of_prompt, &event);
+        format.on_event(index, event);
+    }
+    Ok(format.into_whole(tally.wire()))
+}

@@ -1,0 +1,23 @@
+//! moat's HTTP server: the OpenAI-compatible routes (`/v1/chat/completions`,
+//! `/v1/completions`, `/v1/models`), `/health`, request-body limits, draining on shutdown and
+//! the one mapping from engine and wire errors to HTTP answers. Handlers are thin: parse the
+//! body into a validated request (moat-openai), find the model, render and tokenize the prompt,
+//! start the engine's generations, and stream or collect their events. It knows nothing of the
+//! command line, signals, the model store or how a model is loaded: the caller hands it engines.
+
+mod config;
+mod error;
+mod extract;
+mod format;
+mod generate;
+mod prompt;
+mod routes;
+mod shutdown;
+mod state;
+mod stream;
+
+pub use config::ServerConfig;
+pub use error::ApiError;
+pub use routes::app;
+pub use shutdown::{serve, ShutdownOutcome};
+pub use state::{AppState, ServedModel};

@@ -1,0 +1,127 @@
+//! From a validated request to prompt tokens: render the chat template, tokenize, and for
+//! `echo` the prompt's text and per-token texts. Template rendering and tokenizing are CPU
+//! (and for llama.cpp, FFI) work, so they run on the blocking pool, never on the runtime.
+
+use std::sync::Arc;
+
+use moat_engine::{ChatMessage, Engine, EngineError, RenderOptions, TokenId};
+use moat_openai::PromptInput;
+
+use crate::{ApiError, ServedModel};
+
+/// One completions prompt, tokenized.
+pub(crate) struct PreparedPrompt {
+    pub tokens: Vec<TokenId>,
+    /// The prompt's text, when `echo` wants it back.
+    pub echo_text: Option<String>,
+    /// Each prompt token's text, when `echo` and `logprobs` want them.
+    pub token_texts: Option<Vec<String>>,
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| {
+        ApiError::from(EngineError::Internal(format!(
+            "prompt preparation failed: {error}"
+        )))
+    })?
+}
+
+/// Tokenizes prompt text with special tokens parsed; BOS is added unless the text (a rendered
+/// template, typically) already starts with it.
+fn tokenize(engine: &dyn Engine, text: &str) -> Result<Vec<TokenId>, ApiError> {
+    let starts_with_bos = engine
+        .info()
+        .bos_token
+        .as_deref()
+        .is_some_and(|bos| !bos.is_empty() && text.starts_with(bos));
+    let tokens = engine.tokenize(text, !starts_with_bos, true)?;
+    if tokens.is_empty() {
+        return Err(ApiError::invalid_request("The prompt is empty"));
+    }
+    Ok(tokens)
+}
+
+fn token_text(engine: &dyn Engine, token: TokenId) -> Result<String, ApiError> {
+    Ok(String::from_utf8_lossy(&engine.token_bytes(token)?).into_owned())
+}
+
+/// The prompt tokens of a chat: the model's template with the generation prompt, tokenized.
+pub(crate) async fn chat(
+    model: &Arc<ServedModel>,
+    model_name: &str,
+    messages: Vec<ChatMessage>,
+) -> Result<Vec<TokenId>, ApiError> {
+    let model = Arc::clone(model);
+    let model_name = model_name.to_string();
+    blocking(move || {
+        let template = model
+            .template
+            .as_ref()
+            .map_err(|error| ApiError::chat_template(&model_name, error))?;
+        let options = RenderOptions {
+            add_generation_prompt: true,
+            ..RenderOptions::default()
+        };
+        let text = template
+            .render(&messages, &options)
+            .map_err(|error| ApiError::chat_template(&model_name, &error))?;
+        tokenize(model.engine.as_ref(), &text)
+    })
+    .await
+}
+
+/// The prompts of a completions request, tokenized, with what `echo` needs.
+pub(crate) async fn completions(
+    model: &Arc<ServedModel>,
+    prompts: Vec<PromptInput>,
+    echo: bool,
+    logprobs: bool,
+) -> Result<Vec<PreparedPrompt>, ApiError> {
+    let model = Arc::clone(model);
+    blocking(move || {
+        let engine = model.engine.as_ref();
+        prompts
+            .into_iter()
+            .map(|prompt| {
+                let (tokens, text) = match prompt {
+                    PromptInput::Text(text) => (tokenize(engine, &text)?, Some(text)),
+                    PromptInput::Tokens(tokens) => (tokens, None),
+                };
+                let token_texts = if echo && logprobs {
+                    Some(
+                        tokens
+                            .iter()
+                            .map(|token| token_text(engine, *token))
+                            .collect::<Result<Vec<_>, _>>()?,
+                    )
+                } else {
+                    None
+                };
+                let echo_text = match (echo, text) {
+                    (false, _) => None,
+                    (true, Some(text)) => Some(text),
+                    (true, None) => Some(match &token_texts {
+                        Some(texts) => texts.concat(),
+                        None => detokenize(engine, &tokens)?,
+                    }),
+                };
+                Ok(PreparedPrompt {
+                    tokens,
+                    echo_text,
+                    token_texts,
+                })
+            })
+            .collect()
+    })
+    .await
+}
+
+fn detokenize(engine: &dyn Engine, tokens: &[TokenId]) -> Result<String, ApiError> {
+    let mut bytes = Vec::new();
+    for token in tokens {
+        bytes.extend(engine.token_bytes(*token)?);
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}

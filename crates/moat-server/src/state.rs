@@ -1,0 +1,206 @@
+//! `AppState`: the models the server serves (each an engine, its compiled chat template and
+//! the limits requests are checked against), the configuration, and whether the server is
+//! draining. Models may be added while the server already answers: `/health` says 503 until
+//! every one is ready.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use moat_engine::{select_template_source, ChatTemplate, Engine, TemplateError};
+use moat_openai::{ModelLimits, ResponseIds};
+
+use crate::{ApiError, ServerConfig};
+
+/// A model ready to serve.
+pub struct ServedModel {
+    pub engine: Arc<dyn Engine>,
+    /// The engine's chat template, compiled; the error is what a chat request answers.
+    pub template: Result<ChatTemplate, TemplateError>,
+    pub limits: ModelLimits,
+    /// When it was added, seconds since the Unix epoch (`created` in `/v1/models`).
+    pub created: u64,
+}
+
+impl ServedModel {
+    /// Serves `engine` with its own chat template (`EngineInfo::chat_template`). `limits`
+    /// brings the manifest's sampling defaults and system prompt; its context and vocabulary
+    /// sizes are taken from the engine.
+    pub fn new(engine: Arc<dyn Engine>, mut limits: ModelLimits) -> Self {
+        let info = engine.info();
+        let template =
+            select_template_source(None, info.chat_template.as_deref()).and_then(|source| {
+                ChatTemplate::new(source, info.bos_token.clone(), info.eos_token.clone())
+            });
+        limits.n_ctx = info.n_ctx;
+        limits.n_vocab = info.n_vocab;
+        Self {
+            engine,
+            template,
+            limits,
+            created: unix_now(),
+        }
+    }
+}
+
+enum ModelSlot {
+    Loading,
+    Ready(Arc<ServedModel>),
+    Failed(String),
+}
+
+/// What `/health` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Readiness {
+    Ready,
+    Loading,
+    Failed,
+    Draining,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ServerConfig,
+    models: RwLock<BTreeMap<String, ModelSlot>>,
+    draining: AtomicBool,
+    next_id: AtomicU64,
+    id_base: u64,
+}
+
+impl AppState {
+    pub fn new(config: ServerConfig) -> Self {
+        let id_base = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                models: RwLock::new(BTreeMap::new()),
+                draining: AtomicBool::new(false),
+                next_id: AtomicU64::new(0),
+                id_base,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    fn set(&self, name: &str, slot: ModelSlot) {
+        let mut models = self
+            .inner
+            .models
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        models.insert(name.to_string(), slot);
+    }
+
+    /// Announces a model that is still loading: requests for it get 503, and so does `/health`.
+    pub fn add_loading(&self, name: &str) {
+        self.set(name, ModelSlot::Loading);
+    }
+
+    pub fn add_model(&self, name: &str, model: ServedModel) {
+        self.set(name, ModelSlot::Ready(Arc::new(model)));
+    }
+
+    /// Marks a model that could not be loaded.
+    pub fn set_failed(&self, name: &str, reason: impl Into<String>) {
+        self.set(name, ModelSlot::Failed(reason.into()));
+    }
+
+    /// From now on new requests get 503; those in flight go on.
+    pub fn begin_draining(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// The model named in a request: 404 if it is not served, 503 while it loads.
+    pub(crate) fn model(&self, name: &str) -> Result<Arc<ServedModel>, ApiError> {
+        let models = self
+            .inner
+            .models
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        match models.get(name) {
+            None => Err(ApiError::model_not_found(name)),
+            Some(ModelSlot::Loading) => Err(ApiError::model_loading(name)),
+            Some(ModelSlot::Failed(reason)) => Err(ApiError::model_failed(name, reason)),
+            Some(ModelSlot::Ready(model)) => Ok(Arc::clone(model)),
+        }
+    }
+
+    /// Every model's name and, once loaded, when it was added.
+    pub(crate) fn model_names(&self) -> Vec<(String, Option<u64>)> {
+        let models = self
+            .inner
+            .models
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        models
+            .iter()
+            .map(|(name, slot)| {
+                let created = match slot {
+                    ModelSlot::Ready(model) => Some(model.created),
+                    ModelSlot::Loading | ModelSlot::Failed(_) => None,
+                };
+                (name.clone(), created)
+            })
+            .collect()
+    }
+
+    pub(crate) fn readiness(&self) -> Readiness {
+        if self.is_draining() {
+            return Readiness::Draining;
+        }
+        let models = self
+            .inner
+            .models
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut readiness = Readiness::Ready;
+        for slot in models.values() {
+            let health = match slot {
+                ModelSlot::Loading => moat_engine::Health::Loading,
+                ModelSlot::Failed(_) => moat_engine::Health::Failed,
+                ModelSlot::Ready(model) => model.engine.health(),
+            };
+            match health {
+                moat_engine::Health::Failed => return Readiness::Failed,
+                moat_engine::Health::Loading => readiness = Readiness::Loading,
+                moat_engine::Health::Ready => {}
+            }
+        }
+        if models.is_empty() {
+            return Readiness::Loading;
+        }
+        readiness
+    }
+
+    /// Ids and timestamp for one response: `{prefix}-{unique hex}`.
+    pub(crate) fn response_ids(&self, prefix: &str, model: &str) -> ResponseIds {
+        let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        ResponseIds {
+            id: format!("{prefix}-{:016x}{n:08x}", self.inner.id_base),
+            created: unix_now(),
+            model: model.to_string(),
+        }
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}

@@ -1,0 +1,117 @@
+//! Graceful shutdown over a real socket: after the signal the server takes no new requests,
+//! lets a stream in flight finish, and gives up on it once the grace period has passed.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moat_engine::{FakeConfig, FakeEngine, FakeReply};
+use moat_openai::ModelLimits;
+use moat_server::{serve, AppState, ServedModel, ServerConfig, ShutdownOutcome};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+struct Running {
+    address: std::net::SocketAddr,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<std::io::Result<ShutdownOutcome>>,
+}
+
+async fn start(grace: Duration) -> Running {
+    let engine = FakeEngine::new(FakeConfig {
+        reply: FakeReply::Repeat("ab".into()),
+        step_delay: Duration::from_millis(4),
+        ..FakeConfig::default()
+    })
+    .unwrap();
+    let config = ServerConfig {
+        shutdown_grace: grace,
+        ..ServerConfig::default()
+    };
+    let state = AppState::new(config);
+    state.add_model(
+        "fake",
+        ServedModel::new(Arc::new(engine), ModelLimits::default()),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        address,
+        stop,
+        server,
+    }
+}
+
+/// Sends a streamed chat request and returns the connection once the headers are in.
+async fn open_stream(address: std::net::SocketAddr, max_tokens: u32) -> (TcpStream, String) {
+    let body = format!(
+        r#"{{"model":"fake","messages":[{{"role":"user","content":"hi"}}],"stream":true,"max_tokens":{max_tokens}}}"#
+    );
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buffer = vec![0; 4096];
+    let n = stream.read(&mut buffer).await.unwrap();
+    let head = String::from_utf8_lossy(&buffer[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    (stream, head)
+}
+
+async fn read_to_end(mut stream: TcpStream) -> String {
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest).await;
+    String::from_utf8_lossy(&rest).into_owned()
+}
+
+/// A new request after the signal is refused: the listener is closed, or the answer is 503.
+async fn new_request_is_refused(address: std::net::SocketAddr) {
+    let Ok(mut stream) = TcpStream::connect(address).await else {
+        return;
+    };
+    let request = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return;
+    }
+    let answer = read_to_end(stream).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 503"),
+        "{answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_streams_finish_after_the_signal() {
+    let running = start(Duration::from_secs(30)).await;
+    let (stream, head) = open_stream(running.address, 60).await;
+    running.stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    new_request_is_refused(running.address).await;
+    let rest = read_to_end(stream).await;
+    assert!(
+        format!("{head}{rest}").contains("data: [DONE]"),
+        "{head}{rest}"
+    );
+    let outcome = running.server.await.unwrap().unwrap();
+    assert_eq!(outcome, ShutdownOutcome::Drained);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grace_period_bounds_the_wait() {
+    let running = start(Duration::from_millis(300)).await;
+    let (_stream, _) = open_stream(running.address, 900).await;
+    let signalled = Instant::now();
+    running.stop.send(()).unwrap();
+    let outcome = running.server.await.unwrap().unwrap();
+    assert_eq!(outcome, ShutdownOutcome::DeadlinePassed);
+    assert!(signalled.elapsed() < Duration::from_secs(3));
+}
