@@ -9,7 +9,7 @@ export MOAT_TEST_MODELS="${MOAT_TEST_MODELS:-$HOME/.cache/moat/test-models}"
 VENV="${MOAT_TEST_VENV:-$HOME/.cache/moat/test-venv}"
 
 scripts/fetch-test-models.sh
-if ! "$VENV/bin/python" -c 'import huggingface_hub, pytest' 2>/dev/null; then
+if ! "$VENV/bin/python" -c 'import huggingface_hub, pytest, openai' 2>/dev/null; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi

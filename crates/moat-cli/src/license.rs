@@ -95,7 +95,7 @@ struct MoatToml {
 }
 
 /// The `[deployment]` table of the config file, if there is one.
-fn config_profile(home: &Path, explicit: Option<&Path>) -> Result<DeploymentProfile> {
+pub(crate) fn config_profile(home: &Path, explicit: Option<&Path>) -> Result<DeploymentProfile> {
     let path = match explicit {
         Some(path) => Some(path.to_path_buf()),
         None => [PathBuf::from("moat.toml"), home.join("moat.toml")]

@@ -16,6 +16,8 @@ macro_rules! println {
 mod license;
 mod models;
 mod progress;
+mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,11 +61,19 @@ enum Command {
         #[command(subcommand)]
         command: license::LicenseCommand,
     },
+    /// Serve models over an OpenAI-compatible HTTP API (default: the default model on
+    /// 127.0.0.1:8080).
+    Serve(serve::ServeArgs),
+    /// Chat with a model in the terminal, or answer one prompt (also from stdin).
+    Run(run::RunArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    install_ctrl_c();
+    // The server handles SIGINT itself: it drains requests in flight instead of exiting.
+    if !matches!(cli.command, Command::Serve(_)) {
+        install_ctrl_c();
+    }
     let home = cli.home.unwrap_or_else(moat_store::Store::default_root);
     let result = match cli.command {
         Command::Pull(args) => models::pull(&home, args),
@@ -72,6 +82,8 @@ fn main() -> ExitCode {
         Command::Cp(args) => models::cp(&home, args),
         Command::Rm(args) => models::rm(&home, args),
         Command::License { command } => license::run(&home, command),
+        Command::Serve(args) => serve::run(&home, args),
+        Command::Run(args) => run::run(&home, args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

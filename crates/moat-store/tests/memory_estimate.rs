@@ -21,8 +21,10 @@ fn estimate_matches_llama_cpp_buffers_for_the_test_models() {
         eprintln!("skipping: MOAT_TEST_MODELS is unset");
         return;
     };
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/results/llamacpp-buffers.json");
-    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root).unwrap()).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../bench/results/llamacpp-buffers.json");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root).unwrap()).unwrap();
     let mut checked = 0;
     for case in doc["cases"].as_array().unwrap() {
         let flags = case["extra_flags"].as_str().unwrap();
@@ -32,7 +34,10 @@ fn estimate_matches_llama_cpp_buffers_for_the_test_models() {
             "-ub 1024" => 1024,
             _ => continue, // quantized KV, --swa-full, no mmap: settings moat does not use
         };
-        let (ctx, parallel) = (case["requested_ctx"].as_u64().unwrap(), case["parallel"].as_u64().unwrap());
+        let (ctx, parallel) = (
+            case["requested_ctx"].as_u64().unwrap(),
+            case["parallel"].as_u64().unwrap(),
+        );
         if case["tool"] != "llama-server" || case["status"] != "ok" || ctx % parallel != 0 {
             continue;
         }
@@ -50,15 +55,35 @@ fn estimate_matches_llama_cpp_buffers_for_the_test_models() {
         let got = estimate(&info, &params);
         let measured = &case["measured_components_mib"];
         let id = case["id"].as_str().unwrap();
-        let weights = measured["weights_mib"].as_f64().unwrap() + measured["repack_mib"].as_f64().unwrap();
-        assert!(within(got.weights_bytes, weights, 0.01), "{id}: weights {} vs {weights} MiB", got.weights_bytes as f64 / MIB);
+        let weights =
+            measured["weights_mib"].as_f64().unwrap() + measured["repack_mib"].as_f64().unwrap();
+        assert!(
+            within(got.weights_bytes, weights, 0.01),
+            "{id}: weights {} vs {weights} MiB",
+            got.weights_bytes as f64 / MIB
+        );
         let kv = measured["kv_mib"].as_f64().unwrap();
-        assert!(within(got.kv_cache_bytes, kv, 0.01), "{id}: KV {} vs {kv} MiB", got.kv_cache_bytes as f64 / MIB);
+        assert!(
+            within(got.kv_cache_bytes, kv, 0.01),
+            "{id}: KV {} vs {kv} MiB",
+            got.kv_cache_bytes as f64 / MIB
+        );
         let output = measured["output_mib"].as_f64().unwrap();
-        assert!(within(got.output_bytes, output, 0.01), "{id}: output {} vs {output} MiB", got.output_bytes as f64 / MIB);
+        assert!(
+            within(got.output_bytes, output, 0.01),
+            "{id}: output {} vs {output} MiB",
+            got.output_bytes as f64 / MIB
+        );
         let total = measured["total_mib"].as_f64().unwrap();
-        assert!(within(got.total_bytes, total, 0.10), "{id}: total {} vs {total} MiB", got.total_bytes as f64 / MIB);
-        eprintln!("{id}: total {:.2} MiB estimated, {total:.2} MiB reported", got.total_bytes as f64 / MIB);
+        assert!(
+            within(got.total_bytes, total, 0.10),
+            "{id}: total {} vs {total} MiB",
+            got.total_bytes as f64 / MIB
+        );
+        eprintln!(
+            "{id}: total {:.2} MiB estimated, {total:.2} MiB reported",
+            got.total_bytes as f64 / MIB
+        );
         checked += 1;
     }
     assert!(checked >= 25, "only {checked} cases checked");

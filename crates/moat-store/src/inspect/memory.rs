@@ -106,7 +106,10 @@ fn pad(n: u64, to: u64) -> u64 {
 }
 
 fn kv_layout(info: &ModelInfo, params: &MemoryParams) -> KvLayout {
-    let requested = pad(params.ctx_per_sequence.saturating_mul(params.parallel), KV_PAD);
+    let requested = pad(
+        params.ctx_per_sequence.saturating_mul(params.parallel),
+        KV_PAD,
+    );
     let (cells, streams) = if params.unified_kv || params.parallel == 1 {
         (requested, 1)
     } else {
@@ -115,12 +118,25 @@ fn kv_layout(info: &ModelInfo, params: &MemoryParams) -> KvLayout {
     let (full_layers, swa_layers) = split_layers(info);
     let swa_cells = match info.sliding_window {
         Some(window) if swa_layers > 0 => {
-            let sequences = if params.unified_kv { params.parallel } else { 1 };
-            pad(cells.min(window.saturating_mul(sequences) + params.ubatch), KV_PAD)
+            let sequences = if params.unified_kv {
+                params.parallel
+            } else {
+                1
+            };
+            pad(
+                cells.min(window.saturating_mul(sequences) + params.ubatch),
+                KV_PAD,
+            )
         }
         _ => 0,
     };
-    KvLayout { cells, streams, swa_cells, full_layers, swa_layers }
+    KvLayout {
+        cells,
+        streams,
+        swa_cells,
+        full_layers,
+        swa_layers,
+    }
 }
 
 /// Bytes of K and V for one cell of one layer.
@@ -153,7 +169,11 @@ fn repacked_bytes(info: &ModelInfo) -> u64 {
     if !cfg!(target_arch = "x86_64") {
         return 0;
     }
-    REPACKED_TYPES.iter().filter_map(|t| info.tensor_types.get(*t)).map(|s| s.bytes).sum()
+    REPACKED_TYPES
+        .iter()
+        .filter_map(|t| info.tensor_types.get(*t))
+        .map(|s| s.bytes)
+        .sum()
 }
 
 /// The high-water mark of the worst-case graph: a full micro-batch against a full cache. The
@@ -176,7 +196,11 @@ fn compute_bytes(info: &ModelInfo, params: &MemoryParams, layout: &KvLayout) -> 
     } else {
         let widest = layout.cells.max(layout.swa_cells);
         widest * tokens * 4 * heads
-            + tokens * 4 * (3 * embd + 2 * query_width + 2 * info.head_count_kv.unwrap_or(0) * info.key_length.unwrap_or(0))
+            + tokens
+                * 4
+                * (3 * embd
+                    + 2 * query_width
+                    + 2 * info.head_count_kv.unwrap_or(0) * info.key_length.unwrap_or(0))
     };
     masks + ffn.max(head).max(scores)
 }

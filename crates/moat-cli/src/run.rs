@@ -1,0 +1,251 @@
+//! `moat run MODEL [PROMPT]`: a model in this process, answers streamed to the terminal. With a
+//! prompt (or text piped on stdin, which is appended to it) it answers once; with neither it is
+//! an interactive chat that keeps the conversation's history. No server and no async runtime:
+//! the engine's streams are read with `blocking_next`.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use moat_engine::{
+    ChatMessage, ChatTemplate, Engine, EngineError, GenerationEvent, Prompt, RenderOptions,
+    SamplingParams, StopConditions, TemplateError, TokenId, ValidGenerate,
+};
+use moat_engine_llamacpp::{LlamaEngine, LoadOptions};
+use moat_types::SamplingDefaults;
+
+use crate::models::open_store;
+use crate::serve::{load_engine, model_file, EngineArgs};
+use crate::{CANCEL, EXIT_INTERRUPTED};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The model's name[:tag].
+    model: String,
+    /// The prompt; several words are joined with spaces. Without one: stdin when it is piped,
+    /// else an interactive chat (/clear forgets the conversation, /bye or Ctrl-D ends it).
+    prompt: Vec<String>,
+    /// Context in tokens (prompt plus answer; in a chat, the whole conversation).
+    #[arg(long, default_value_t = LoadOptions::DEFAULT_N_CTX_PER_SEQ)]
+    ctx: u32,
+    /// Compute threads (default: the cores this process may use).
+    #[arg(long)]
+    threads: Option<u32>,
+    /// Sampling temperature, 0 (greedy) to 2. Default: the model's manifest, else 0.7.
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Seed for reproducible answers.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Most tokens per answer (default: until the model stops or the context is full).
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    /// A system prompt (default: the model's manifest, if it sets one).
+    #[arg(long)]
+    system: Option<String>,
+    /// Send the prompt as is, without the chat template.
+    #[arg(long)]
+    raw: bool,
+}
+
+/// Sampling when neither the flags nor the manifest say: mild, like other local runners.
+fn run_sampling(defaults: &SamplingDefaults, args: &RunArgs) -> SamplingParams {
+    SamplingParams {
+        temperature: args.temperature.or(defaults.temperature).unwrap_or(0.7),
+        top_p: defaults.top_p.unwrap_or(0.9),
+        top_k: defaults.top_k.unwrap_or(40),
+        min_p: defaults.min_p.unwrap_or(0.05),
+        repeat_penalty: defaults.repeat_penalty.unwrap_or(1.1),
+        seed: args.seed,
+        ..SamplingParams::default()
+    }
+}
+
+struct Session {
+    engine: LlamaEngine,
+    /// `None` with `--raw`; the error when the model has no usable template.
+    template: Option<Result<ChatTemplate, TemplateError>>,
+    sampling: SamplingParams,
+    max_tokens: Option<u32>,
+    stop: Vec<String>,
+    history: Vec<ChatMessage>,
+}
+
+pub fn run(home: &Path, args: RunArgs) -> Result<u8> {
+    if let Some(t) = args.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            bail!("--temperature must be between 0 and 2");
+        }
+    }
+    let store = open_store(home)?;
+    let model = model_file(&store, &args.model)?;
+    let engine_args = EngineArgs {
+        parallel: 1,
+        ctx: args.ctx,
+        threads: args.threads,
+    };
+    let engine = load_engine(&model, &engine_args, 1)?;
+    engine
+        .wait_until_loaded()
+        .with_context(|| format!("loading {}", model.manifest.name))?;
+    let info = engine.info().clone();
+    let template = (!args.raw).then(|| {
+        moat_engine::select_template_source(None, info.chat_template.as_deref()).and_then(
+            |source| ChatTemplate::new(source, info.bos_token.clone(), info.eos_token.clone()),
+        )
+    });
+    let system = args.system.clone().or(model.manifest.system_prompt.clone());
+    let mut session = Session {
+        engine,
+        template,
+        sampling: run_sampling(&model.manifest.sampling, &args),
+        max_tokens: args.max_tokens.or(model.manifest.sampling.max_tokens),
+        stop: model.manifest.sampling.stop.clone(),
+        history: system
+            .map(|text| ChatMessage::text("system", text))
+            .into_iter()
+            .collect(),
+    };
+    let mut prompt = args.prompt.join(" ");
+    let piped = !std::io::stdin().is_terminal();
+    if piped {
+        let mut input = String::new();
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .context("reading stdin")?;
+        prompt = match (prompt.is_empty(), input.trim_end()) {
+            (true, input) => input.to_string(),
+            (false, "") => prompt,
+            (false, input) => format!("{prompt}\n\n{input}"),
+        };
+    }
+    if !prompt.is_empty() || piped {
+        return session.answer(&prompt).map(|_| 0);
+    }
+    interactive(&mut session)
+}
+
+fn interactive(session: &mut Session) -> Result<u8> {
+    let system_messages = session.history.len();
+    eprintln!(
+        "chatting with {} (/clear forgets the conversation, /bye or Ctrl-D ends it)",
+        session.engine.info().model
+    );
+    let stdin = std::io::stdin();
+    loop {
+        print!(">>> ");
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            println!();
+            return Ok(0);
+        }
+        match line.trim() {
+            "" => continue,
+            "/bye" | "/exit" => return Ok(0),
+            "/clear" => {
+                session.history.truncate(system_messages);
+                continue;
+            }
+            _ => {}
+        }
+        match session.answer(line.trim_end()) {
+            Ok(Some(code)) => return Ok(code),
+            Ok(None) => {}
+            // The conversation no longer fits: say so and let the user clear it.
+            Err(error) => eprintln!("error: {error:#}"),
+        }
+    }
+}
+
+impl Session {
+    /// The prompt tokens for `text` as the next user turn (or as is, raw).
+    fn prompt_tokens(&self, text: &str) -> Result<(Vec<TokenId>, Option<ChatMessage>)> {
+        let engine = &self.engine;
+        let (rendered, message) = match &self.template {
+            None => (text.to_string(), None),
+            Some(Err(error)) => bail!(
+                "{}: {error}; use --raw to send the prompt as is",
+                engine.info().model
+            ),
+            Some(Ok(template)) => {
+                let message = ChatMessage::text("user", text);
+                let mut messages = self.history.clone();
+                messages.push(message.clone());
+                let options = RenderOptions {
+                    add_generation_prompt: true,
+                    ..RenderOptions::default()
+                };
+                (template.render(&messages, &options)?, Some(message))
+            }
+        };
+        let starts_with_bos = engine
+            .info()
+            .bos_token
+            .as_deref()
+            .is_some_and(|bos| !bos.is_empty() && rendered.starts_with(bos));
+        Ok((engine.tokenize(&rendered, !starts_with_bos, true)?, message))
+    }
+
+    /// Streams the answer to stdout; `Some(exit code)` when interrupted.
+    fn answer(&mut self, text: &str) -> Result<Option<u8>> {
+        let (tokens, message) = self.prompt_tokens(text)?;
+        let n_ctx = self.engine.info().n_ctx;
+        let prompt_tokens = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        if prompt_tokens >= n_ctx {
+            let what = if self.history.len() > 1 {
+                "the conversation"
+            } else {
+                "the prompt"
+            };
+            bail!("{what} is {prompt_tokens} tokens; the context holds {n_ctx} (--ctx); /clear starts over");
+        }
+        let room = n_ctx - prompt_tokens;
+        let request = ValidGenerate {
+            prompt: Prompt::Tokens(tokens),
+            sampling: self.sampling.clone(),
+            stop: StopConditions {
+                max_tokens: self.max_tokens.unwrap_or(room).min(room),
+                stop_strings: self.stop.clone(),
+                ignore_eos: false,
+            },
+            logprobs: None,
+            prompt_logprobs: false,
+            deadline: None,
+        };
+        let mut stream = self.engine.generate(request)?;
+        let mut reply = String::new();
+        let mut stdout = std::io::stdout();
+        while let Some(event) = stream.blocking_next() {
+            if CANCEL.load(Ordering::SeqCst) {
+                println!();
+                return Ok(Some(EXIT_INTERRUPTED));
+            }
+            match event.map_err(anyhow_engine)? {
+                GenerationEvent::Token(token) => {
+                    reply.push_str(&token.text);
+                    if write!(stdout, "{}", token.text)
+                        .and_then(|()| stdout.flush())
+                        .is_err()
+                    {
+                        // stdout closed (`moat run m hi | head -c 10`): stop quietly.
+                        return Ok(Some(0));
+                    }
+                }
+                GenerationEvent::Started { .. } | GenerationEvent::Finished { .. } => {}
+            }
+        }
+        println!();
+        if let Some(message) = message {
+            self.history.push(message);
+            self.history.push(ChatMessage::text("assistant", reply));
+        }
+        Ok(None)
+    }
+}
+
+fn anyhow_engine(error: EngineError) -> anyhow::Error {
+    anyhow::Error::new(error).context("generation failed")
+}

@@ -1,0 +1,296 @@
+//! `moat serve [MODEL...]`: the OpenAI-compatible server on 127.0.0.1 by default. It resolves
+//! the models in the store (the default model is pulled when no model is named and it is
+//! missing), refuses a model whose license forbids this deployment unless told otherwise,
+//! answers at once (`/health` is 503 while models load), loads each with llama.cpp off the
+//! runtime, and on SIGTERM or Ctrl-C stops admitting, lets requests in flight finish within
+//! the grace period, then exits. The HTTP side is moat-server's; this file is the glue.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use moat_engine::Engine;
+use moat_engine_llamacpp::{LlamaEngine, LoadOptions};
+use moat_license::{check, detect, DeploymentProfile, LicenseDecisionInput, Outcome};
+use moat_openai::ModelLimits;
+use moat_server::{serve, AppState, ServedModel, ServerConfig, ShutdownOutcome};
+use moat_store::recipe::DEFAULT_RECIPE;
+use moat_store::{ErrorKind, Manifest, ModelFormat, PullOptions, Source, Store};
+use tokio::sync::Notify;
+
+use crate::models::{open_store, recipes_dir};
+use crate::progress::TermProgress;
+use crate::CANCEL;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Models to serve, by name[:tag]. Default: the default model (recipe "smollm2"), pulled
+    /// if it is not in the store yet.
+    models: Vec<String>,
+    /// Address to listen on. Anything but loopback exposes the API to the network.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    host: IpAddr,
+    #[arg(long, default_value_t = ServerConfig::DEFAULT_PORT)]
+    port: u16,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Requests that may wait for a free sequence, per model; past it clients get 429.
+    #[arg(long, default_value_t = LoadOptions::DEFAULT_MAX_QUEUE)]
+    max_queue: u32,
+    /// Largest request body, in bytes (larger ones get 413).
+    #[arg(long, default_value_t = ServerConfig::DEFAULT_BODY_LIMIT_BYTES, value_name = "BYTES")]
+    body_limit: usize,
+    /// After SIGTERM or Ctrl-C, how long requests in flight may run before the server exits.
+    #[arg(long, default_value_t = ServerConfig::DEFAULT_SHUTDOWN_GRACE.as_secs(), value_name = "SECONDS")]
+    shutdown_grace: u64,
+    /// Serve a model even if its license forbids this deployment (see `moat license check`).
+    #[arg(long)]
+    allow_forbidden_license: bool,
+    /// A moat.toml with a [deployment] table (default: ./moat.toml, else $MOAT_HOME/moat.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// How llama.cpp runs a model; shared by `serve` and `run`.
+#[derive(Args, Clone)]
+pub struct EngineArgs {
+    /// Sequences decoded in parallel per model.
+    #[arg(long, default_value_t = LoadOptions::DEFAULT_PARALLEL)]
+    pub parallel: u32,
+    /// Context per sequence, in tokens (prompt plus completion).
+    #[arg(long, default_value_t = LoadOptions::DEFAULT_N_CTX_PER_SEQ)]
+    pub ctx: u32,
+    /// Compute threads (default: the cores this process may use).
+    #[arg(long)]
+    pub threads: Option<u32>,
+}
+
+/// A stored model ready to load: its manifest and GGUF file.
+pub struct ModelFile {
+    pub manifest: Manifest,
+    pub gguf: PathBuf,
+}
+
+/// The GGUF file of a stored model.
+pub fn model_file(store: &Store, name: &str) -> Result<ModelFile> {
+    let manifest = store.resolve(name)?;
+    if manifest.format != ModelFormat::Gguf {
+        bail!(
+            "{} is a {:?} model; moat runs GGUF models",
+            manifest.name,
+            manifest.format
+        );
+    }
+    let weights = manifest
+        .weights()
+        .with_context(|| format!("{} has no weights file", manifest.name))?;
+    let gguf = store.file_path(&manifest, &weights.digest)?;
+    Ok(ModelFile { manifest, gguf })
+}
+
+/// Starts loading `model` with llama.cpp (the manifest's chat template replaces the GGUF's).
+pub fn load_engine(model: &ModelFile, engine: &EngineArgs, max_queue: u32) -> Result<LlamaEngine> {
+    let mut options = LoadOptions::new(model.manifest.name.to_string());
+    options.n_ctx_per_seq = engine.ctx;
+    options.parallel = engine.parallel;
+    if let Some(threads) = engine.threads {
+        options.n_threads = threads;
+    }
+    options.max_queue = max_queue;
+    options.chat_template_override = model.manifest.chat_template.clone();
+    LlamaEngine::load(&model.gguf, options)
+        .with_context(|| format!("loading {}", model.manifest.name))
+}
+
+/// The manifest's settings that apply to requests.
+pub fn model_limits(manifest: &Manifest) -> ModelLimits {
+    ModelLimits {
+        defaults: manifest.sampling.clone(),
+        system_prompt: manifest.system_prompt.clone(),
+        ..ModelLimits::default()
+    }
+}
+
+pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
+    let store = open_store(home)?;
+    let names = if args.models.is_empty() {
+        vec![default_model(home, &store)?]
+    } else {
+        args.models.clone()
+    };
+    let profile = crate::license::config_profile(home, args.config.as_deref())?;
+    let mut models = Vec::new();
+    for name in &names {
+        let model = model_file(&store, name)?;
+        license_gate(
+            &store,
+            &model.manifest,
+            &profile,
+            args.allow_forbidden_license,
+        )?;
+        models.push(model);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(serve_models(models, &args));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// The name of the default model, pulled first if the store lacks it.
+fn default_model(home: &Path, store: &Store) -> Result<String> {
+    let source = Source::parse(DEFAULT_RECIPE, &recipes_dir(home))?;
+    let Source::Recipe(recipe) = &source else {
+        bail!("the default recipe {DEFAULT_RECIPE} is missing");
+    };
+    match store.resolve(&recipe.model_name) {
+        Ok(manifest) => return Ok(manifest.name.to_string()),
+        Err(error) if error.kind() == ErrorKind::NotFound => {}
+        Err(error) => return Err(error.into()),
+    }
+    eprintln!("pulling the default model {}", recipe.model_name);
+    let mut progress = TermProgress::new(false);
+    let options = PullOptions {
+        name: None,
+        expected_sha256: None,
+        cancel: Some(&CANCEL),
+        progress: &mut progress,
+        recipes_dir: recipes_dir(home),
+    };
+    Ok(moat_store::pull(store, &source, options)?.name.to_string())
+}
+
+/// Refuses a model whose license forbids the deployment, unless `allow_forbidden`.
+fn license_gate(
+    store: &Store,
+    manifest: &Manifest,
+    profile: &DeploymentProfile,
+    allow_forbidden: bool,
+) -> Result<()> {
+    let info = moat_store::inspect::inspect(store, manifest)?;
+    let detection = detect(&crate::license::evidence(store, manifest, &info)?);
+    let verdict = check(&LicenseDecisionInput {
+        detection,
+        profile: profile.clone(),
+    });
+    eprintln!(
+        "{}: license {}: {}",
+        manifest.name,
+        verdict.outcome.label(),
+        verdict.summary
+    );
+    if verdict.outcome == Outcome::Forbidden {
+        if let Some(finding) = &verdict.deciding {
+            eprintln!("  deciding clause: {}", finding.clause);
+        }
+        if !allow_forbidden {
+            bail!(
+                "refusing to serve {}: its license forbids this deployment (see `moat license check {}`); \
+                 pass --allow-forbidden-license to serve it anyway",
+                manifest.name,
+                manifest.name
+            );
+        }
+        eprintln!("  serving it anyway (--allow-forbidden-license)");
+    }
+    Ok(())
+}
+
+async fn serve_models(models: Vec<ModelFile>, args: &ServeArgs) -> Result<u8> {
+    let config = ServerConfig {
+        bind: SocketAddr::new(args.host, args.port),
+        body_limit_bytes: args.body_limit,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+    };
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("listening on {}", config.bind))?;
+    let address = listener.local_addr()?;
+    if !address.ip().is_loopback() {
+        eprintln!("warning: listening on {address}: the API has no authentication yet");
+    }
+    let state = AppState::new(config);
+    let fatal = Arc::new(Notify::new());
+    let load_failed = Arc::new(AtomicBool::new(false));
+    for model in models {
+        let name = model.manifest.name.to_string();
+        state.add_loading(&name);
+        let engine = load_engine(&model, &args.engine, args.max_queue)?;
+        let (state, fatal, load_failed) =
+            (state.clone(), Arc::clone(&fatal), Arc::clone(&load_failed));
+        tokio::task::spawn_blocking(move || match engine.wait_until_loaded() {
+            Ok(()) => {
+                let info = engine.info();
+                eprintln!(
+                    "{name}: ready ({} tokens of context x {} sequences)",
+                    info.n_ctx, info.parallel
+                );
+                let limits = model_limits(&model.manifest);
+                state.add_model(&name, ServedModel::new(Arc::new(engine), limits));
+            }
+            Err(error) => {
+                eprintln!("error: {name} failed to load: {error}");
+                state.set_failed(&name, error.to_string());
+                load_failed.store(true, Ordering::SeqCst);
+                fatal.notify_one();
+            }
+        });
+    }
+    eprintln!("moat: OpenAI-compatible API on http://{address}/v1 (health: /health)");
+    let grace = args.shutdown_grace;
+    let shutdown = async move {
+        tokio::select! {
+            () = os_signal() => eprintln!("shutting down: finishing requests in flight (at most {grace} s)"),
+            () = fatal.notified() => eprintln!("shutting down: a model failed to load"),
+        }
+        // A second Ctrl-C does not wait for the grace period.
+        tokio::spawn(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(i32::from(crate::EXIT_INTERRUPTED));
+            }
+        });
+    };
+    let outcome = serve(listener, state, shutdown)
+        .await
+        .context("serving HTTP")?;
+    match outcome {
+        ShutdownOutcome::Drained => eprintln!("stopped"),
+        ShutdownOutcome::DeadlinePassed => {
+            eprintln!("stopped: the grace period passed with requests still running")
+        }
+    }
+    if load_failed.load(Ordering::SeqCst) {
+        bail!("a model failed to load");
+    }
+    Ok(0)
+}
+
+/// SIGTERM or Ctrl-C (SIGINT).
+async fn os_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

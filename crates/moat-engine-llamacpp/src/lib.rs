@@ -1,0 +1,30 @@
+//! The llama.cpp backend of [`moat_engine::Engine`], through the `llama-cpp-2` crate: CPU by
+//! default, with the features `cuda`, `metal` and `vulkan` passing through to llama.cpp's GPU
+//! builds. For AVX-512 and other native CPU kernels build with `RUSTFLAGS="-C target-cpu=native"`
+//! (llama-cpp-sys-2 then sets `GGML_NATIVE`); there is no cargo feature for it.
+//!
+//! Shape: [`LlamaEngine`] is a handle. A worker thread per loaded model owns the llama.cpp
+//! model and context and drives moat-engine's `Scheduler` for continuous batching over
+//! `parallel` sequences in one unified KV cache (shared prompt prefixes, per-sequence seeded
+//! samplers, stop strings, logprobs). The handle talks to it through bounded channels. All
+//! compute in the process, whichever model it is for, runs on one compute thread
+//! ([`run_on_executor`], see `executor.rs`), because two thread pools on the same cores
+//! collapse throughput.
+//!
+//! This crate knows nothing of HTTP or wire formats; it is the only crate that touches llama.cpp.
+//! It has no `unsafe` of its own and keeps the workspace's `forbid(unsafe_code)`: `llama-cpp-2`
+//! holds the FFI, and `self_cell` the one self-reference (a context with its model).
+
+mod engine;
+mod executor;
+mod model_context;
+mod options;
+mod sampling;
+mod shared;
+mod stream;
+mod vocab;
+mod worker;
+
+pub use engine::LlamaEngine;
+pub use executor::{backend, run_on_executor};
+pub use options::{free_cores, FlashAttention, LoadOptions};

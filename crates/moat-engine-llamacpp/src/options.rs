@@ -1,0 +1,78 @@
+//! `LoadOptions`: how a model is loaded and how many sequences it serves. The defaults live here
+//! and nowhere else. It knows nothing of llama.cpp's parameter structs (the worker maps them).
+
+/// How to load a model. Build it with `LoadOptions::new(name)` and change the fields you need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The model's name for `EngineInfo::model` (`smollm2:135m`).
+    pub model_name: String,
+    /// Context per sequence (prompt plus completion). Clamped to the model's training context.
+    pub n_ctx_per_seq: u32,
+    /// Sequences decoded in one batch (continuous batching); 1 to 256.
+    pub parallel: u32,
+    /// Threads for llama.cpp's compute (generation and prompt batches alike).
+    pub n_threads: u32,
+    /// Most tokens in one decode step (prompt chunks plus one token per generating sequence).
+    pub n_batch: u32,
+    /// Reuse the KV entries of a common prompt prefix across requests and sequences.
+    pub prefix_reuse: bool,
+    /// Most requests waiting for a sequence; past this `generate` answers `Overloaded`.
+    pub max_queue: u32,
+    /// A chat template that replaces the GGUF's (the manifest's override).
+    pub chat_template_override: Option<String>,
+    /// Flash attention; `Auto` lets llama.cpp decide (on for CPUs), like its `-fa auto`.
+    pub flash_attention: FlashAttention,
+}
+
+/// llama.cpp's flash-attention policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FlashAttention {
+    #[default]
+    Auto,
+    Enabled,
+    Disabled,
+}
+
+impl LoadOptions {
+    pub const DEFAULT_N_CTX_PER_SEQ: u32 = 4096;
+    pub const DEFAULT_PARALLEL: u32 = 4;
+    pub const DEFAULT_N_BATCH: u32 = 512;
+    pub const DEFAULT_MAX_QUEUE: u32 = 64;
+
+    pub fn new(model_name: impl Into<String>) -> Self {
+        Self {
+            model_name: model_name.into(),
+            n_ctx_per_seq: Self::DEFAULT_N_CTX_PER_SEQ,
+            parallel: Self::DEFAULT_PARALLEL,
+            n_threads: free_cores(),
+            n_batch: Self::DEFAULT_N_BATCH,
+            prefix_reuse: true,
+            max_queue: Self::DEFAULT_MAX_QUEUE,
+            chat_template_override: None,
+            flash_attention: FlashAttention::Auto,
+        }
+    }
+}
+
+/// The cores this process may really use: `available_parallelism` follows the CPU affinity mask
+/// and cgroup quotas, unlike the machine's core count. llama.cpp collapses when its threads
+/// outnumber the free cores, so this is the default, never more.
+pub fn free_cores() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_use_the_free_cores() {
+        let options = LoadOptions::new("m");
+        assert_eq!(options.n_threads, free_cores());
+        assert!(options.n_threads >= 1);
+        assert!(options.prefix_reuse);
+        assert_eq!(options.chat_template_override, None);
+    }
+}

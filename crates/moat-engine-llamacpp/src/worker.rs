@@ -1,0 +1,374 @@
+//! The engine thread: it loads the model, owns the llama.cpp context and drives moat-engine's
+//! `Scheduler` for continuous batching. Commands arrive on a bounded `std::sync::mpsc` channel;
+//! events leave through each request's bounded tokio channel, with `try_send` and a per-stream
+//! backlog (`Stream`), so one client that stops reading never stalls the others.
+//!
+//! One loop turn: hand out events and cancel requests whose clients left, take new commands
+//! (block only when there is nothing to do), ask the scheduler for a plan, run its KV
+//! operations, decode its batch on the process's one compute thread (the context travels there
+//! and back with the batch), sample every sequence that got logits, and commit the samples.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use moat_engine::{
+    EngineError, KvOp, LogitsKind, RequestId, Sampled, Scheduler, SchedulerConfig, StepPlan,
+    SubmitOptions,
+};
+
+use crate::executor::{backend, run_on_executor};
+use crate::model_context::ModelContext;
+use crate::shared::{Loaded, Shared};
+use crate::stream::{Job, Stream};
+use crate::vocab::Vocab;
+use crate::{FlashAttention, LoadOptions};
+
+/// How soon a worker with nothing to decode retries handing events to a lagging client.
+const BACKLOG_WAIT: Duration = Duration::from_millis(2);
+
+pub(crate) enum Command {
+    Generate(Box<Job>),
+    Shutdown,
+}
+
+/// The scheduler settings for these options; moat-engine's defaults for the rest.
+pub(crate) fn scheduler_config(options: &LoadOptions, n_ctx_per_seq: u32) -> SchedulerConfig {
+    SchedulerConfig {
+        parallel: options.parallel,
+        n_ctx_per_seq,
+        n_batch: options.n_batch,
+        max_queue: usize::try_from(options.max_queue).unwrap_or(usize::MAX),
+        prefix_reuse: options.prefix_reuse,
+        ..SchedulerConfig::default()
+    }
+}
+
+/// The thread's body: load, then serve until shutdown. An error is a load failure.
+pub(crate) fn run(
+    path: &Path,
+    options: &LoadOptions,
+    shared: &Shared,
+    commands: &Receiver<Command>,
+) -> Result<(), String> {
+    let backend = backend().map_err(|error| error.to_string())?;
+    let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+        .map_err(|error| format!("llama.cpp could not load {}: {error}", path.display()))?;
+    let model = Arc::new(model);
+    let n_ctx_per_seq = options.n_ctx_per_seq.min(model.n_ctx_train().max(2));
+    let mut config = scheduler_config(options, n_ctx_per_seq);
+    // Recurrent state cannot be cut back to a prefix, so there is nothing to reuse.
+    config.prefix_reuse &= !(model.is_recurrent() || model.is_hybrid());
+    let scheduler = Scheduler::new(config).map_err(|error| error.to_string())?;
+    let params = context_params(options, n_ctx_per_seq)?;
+    let context = ModelContext::try_new(Arc::clone(&model), |model| {
+        model.new_context(backend, params)
+    })
+    .map_err(|error| format!("llama.cpp could not create a context: {error}"))?;
+    let vocab = Vocab::new(&model);
+    shared.set_ready(Loaded {
+        model: Arc::clone(&model),
+        info: vocab.info(options, n_ctx_per_seq),
+    });
+    let n_batch = usize::try_from(options.n_batch).unwrap_or(usize::MAX);
+    Worker {
+        compute: Some(Compute {
+            context,
+            batch: LlamaBatch::new(n_batch, 1),
+        }),
+        vocab,
+        shared,
+        scheduler,
+        streams: HashMap::new(),
+        next_id: 0,
+    }
+    .serve(commands)
+}
+
+fn context_params(options: &LoadOptions, n_ctx_per_seq: u32) -> Result<LlamaContextParams, String> {
+    let n_ctx = n_ctx_per_seq
+        .checked_mul(options.parallel)
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| "n_ctx_per_seq × parallel does not fit in 32 bits".to_owned())?;
+    let n_threads = i32::try_from(options.n_threads).unwrap_or(i32::MAX);
+    let flash_attention = match options.flash_attention {
+        FlashAttention::Auto => -1,
+        FlashAttention::Disabled => 0,
+        FlashAttention::Enabled => 1,
+    };
+    // The unified KV cache is what lets `kv_cache_seq_cp` share part of a sequence: with one
+    // cache per sequence a partial copy aborts the process on a ggml assert.
+    Ok(LlamaContextParams::default()
+        .with_n_ctx(Some(n_ctx))
+        .with_n_batch(options.n_batch)
+        .with_n_ubatch(options.n_batch.min(512))
+        .with_n_seq_max(options.parallel)
+        .with_n_threads(n_threads)
+        .with_n_threads_batch(n_threads)
+        .with_kv_unified(true)
+        .with_flash_attention_policy(flash_attention))
+}
+
+/// What a decode needs, moved to the compute thread and back as one value.
+struct Compute {
+    context: ModelContext,
+    batch: LlamaBatch<'static>,
+}
+
+impl Compute {
+    fn decode(&mut self) -> Result<(), String> {
+        let batch = &mut self.batch;
+        self.context
+            .with_dependent_mut(|_, context| context.decode(batch))
+            .map_err(|error| format!("llama.cpp decode: {error}"))
+    }
+}
+
+struct Worker<'m> {
+    /// `None` only while a decode runs on the compute thread, or for good if that panicked.
+    compute: Option<Compute>,
+    vocab: Vocab<'m>,
+    shared: &'m Shared,
+    scheduler: Scheduler,
+    /// Every request the scheduler holds, plus ended ones whose clients have not taken every
+    /// event yet.
+    streams: HashMap<RequestId, Stream>,
+    next_id: RequestId,
+}
+
+impl Worker<'_> {
+    /// Serves until shutdown; an error when the context was lost (a panic on the compute
+    /// thread), after every request got it.
+    fn serve(mut self, commands: &Receiver<Command>) -> Result<(), String> {
+        loop {
+            self.deliver_all();
+            if !self.receive(commands) {
+                break;
+            }
+            let plan = self.scheduler.plan(Instant::now());
+            self.step(&plan);
+            if self.compute.is_none() {
+                let problem = "the llama.cpp context was lost in a compute step".to_owned();
+                self.shut_down(EngineError::Internal(problem.clone()));
+                return Err(problem);
+            }
+        }
+        self.shut_down(EngineError::ShuttingDown);
+        Ok(())
+    }
+
+    /// Takes every waiting command; blocks only when there is nothing else to do. False on
+    /// shutdown (or when the handle is gone).
+    fn receive(&mut self, commands: &Receiver<Command>) -> bool {
+        let first = if !self.scheduler.is_idle() {
+            match commands.try_recv() {
+                Ok(command) => Some(command),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        } else if self.streams.values().any(Stream::has_backlog) {
+            match commands.recv_timeout(BACKLOG_WAIT) {
+                Ok(command) => Some(command),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        } else {
+            match commands.recv() {
+                Ok(command) => Some(command),
+                Err(_) => return false,
+            }
+        };
+        let mut next = first;
+        while let Some(command) = next {
+            match command {
+                Command::Generate(job) => self.submit(*job),
+                Command::Shutdown => return false,
+            }
+            next = commands.try_recv().ok();
+        }
+        true
+    }
+
+    fn submit(&mut self, job: Job) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut stream = Stream::new(&job, &self.vocab);
+        let options = SubmitOptions {
+            max_tokens: Some(job.request.stop.max_tokens),
+            deadline: job.request.deadline,
+            prompt_logprobs: job.request.prompt_logprobs,
+        };
+        match self.scheduler.submit(id, job.prompt, options) {
+            Ok(()) => {
+                self.streams.insert(id, stream);
+            }
+            Err(rejected) => {
+                stream.end_with(Err(rejected.into()));
+                stream.deliver();
+                self.shared.release(1);
+            }
+        }
+    }
+
+    /// Hands every stream what its channel has room for and forgets finished ones; a request
+    /// whose client dropped its stream is cancelled (its slot frees at the next plan).
+    fn deliver_all(&mut self) {
+        let mut gone = Vec::new();
+        self.streams.retain(|&id, stream| {
+            if !stream.deliver() {
+                gone.push(id);
+                return false;
+            }
+            !stream.is_done()
+        });
+        for id in gone {
+            self.scheduler.cancel(id);
+        }
+    }
+
+    fn step(&mut self, plan: &StepPlan) {
+        for id in &plan.cancelled {
+            self.shared.release(1);
+            if let Some(stream) = self.streams.get_mut(id) {
+                let lost = EngineError::Internal("the engine lost track of this request".into());
+                stream.end_with(Err(lost));
+            }
+        }
+        for ended in &plan.ended {
+            self.shared.release(1);
+            if let Some(stream) = self.streams.get_mut(&ended.request_id) {
+                stream.finish(ended.reason, ended.usage);
+            }
+        }
+        if let Err(problem) = self.apply_kv_ops(&plan.kv_ops) {
+            self.fail_step(&problem);
+            return;
+        }
+        if plan.batch.is_empty() {
+            return;
+        }
+        match self.decode(plan) {
+            Ok(()) => self.sample_and_commit(plan),
+            Err(problem) => self.fail_step(&problem),
+        }
+    }
+
+    /// Runs the plan's KV operations. A refused partial removal (some caches cannot cut a
+    /// sequence) fails the step (the scheduler then clears its sequences): they would otherwise
+    /// hold what the scheduler thinks they do not.
+    fn apply_kv_ops(&mut self, ops: &[KvOp]) -> Result<(), String> {
+        let Some(compute) = self.compute.as_mut() else {
+            return Err("no llama.cpp context".to_owned());
+        };
+        compute.context.with_dependent_mut(|_, context| {
+            for op in ops {
+                let done = match *op {
+                    KvOp::Clear { seq } => context.kv_cache_seq_rm(seq, None, None),
+                    KvOp::Truncate { seq, from } => context.kv_cache_seq_rm(seq, Some(from), None),
+                    KvOp::Copy {
+                        src_seq,
+                        dst_seq,
+                        len,
+                    } => context.kv_cache_seq_cp(src_seq, dst_seq, Some(0), Some(len)),
+                };
+                done.map_err(|error| format!("llama.cpp KV operation {op:?}: {error}"))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Decodes the plan's batch on the compute thread. If that thread panics the context is
+    /// gone with it and `compute` stays `None`.
+    fn decode(&mut self, plan: &StepPlan) -> Result<(), String> {
+        let Some(mut compute) = self.compute.take() else {
+            return Err("no llama.cpp context".to_owned());
+        };
+        compute.batch.clear();
+        for entry in &plan.batch {
+            let position = i32::try_from(entry.pos).unwrap_or(i32::MAX);
+            let added = compute.batch.add(
+                LlamaToken(entry.token),
+                position,
+                &[entry.seq_id],
+                entry.logits,
+            );
+            if let Err(error) = added {
+                self.compute = Some(compute);
+                return Err(format!("batch: {error}"));
+            }
+        }
+        let (compute, result) = run_on_executor(move || {
+            let result = compute.decode();
+            (compute, result)
+        })
+        .map_err(|error| error.to_string())?;
+        self.compute = Some(compute);
+        result
+    }
+
+    fn sample_and_commit(&mut self, plan: &StepPlan) {
+        let Some(compute) = self.compute.as_ref() else {
+            return;
+        };
+        let context = compute.context.borrow_dependent();
+        let mut sampled = Vec::new();
+        for logits in &plan.logits {
+            let Some(stream) = self.streams.get_mut(&logits.request_id) else {
+                continue;
+            };
+            let at = i32::try_from(logits.batch_index).unwrap_or(i32::MAX);
+            match logits.kind {
+                LogitsKind::PromptToken { next } => {
+                    let row = context.get_logits_ith(at);
+                    stream.record_prompt_logprob(next, row, &self.vocab);
+                    continue;
+                }
+                LogitsKind::FirstToken {
+                    prompt_tokens,
+                    cached_tokens,
+                } => stream.start(prompt_tokens, cached_tokens),
+                LogitsKind::NextToken => {}
+            }
+            let sample = stream.sample(context, at, &self.vocab);
+            sampled.push(Sampled {
+                request_id: logits.request_id,
+                token: sample.token,
+                stop: sample.stop,
+            });
+        }
+        for ended in self.scheduler.commit(&sampled) {
+            self.shared.release(1);
+            if let Some(stream) = self.streams.get_mut(&ended.request_id) {
+                stream.finish(ended.reason, ended.usage);
+            }
+        }
+    }
+
+    /// The step's batch could not run: its requests fail and their sequences are cleared.
+    fn fail_step(&mut self, problem: &str) {
+        for id in self.scheduler.fail_step() {
+            self.shared.release(1);
+            if let Some(stream) = self.streams.get_mut(&id) {
+                stream.end_with(Err(EngineError::Internal(problem.to_owned())));
+            }
+        }
+    }
+
+    /// Every request in flight or waiting gets `error`.
+    fn shut_down(&mut self, error: EngineError) {
+        let drained = self.scheduler.drain();
+        self.shared.release(drained.len());
+        for stream in self.streams.values_mut() {
+            stream.end_with(Err(error.clone()));
+            stream.deliver();
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The llama.cpp engine with a real model (SmolLM2-135M): continuous batching, cancellation,
+//! seeds, stop strings, prefix reuse, logprobs, admission limits and load failures. Each test
+//! loads its own engine; all of them share the process's one compute gate.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{collect, generate, next_event, request, smollm2, CHAT_PROMPT};
+use moat_engine::{Engine, EngineError, FinishReason, GenerationEvent, Health, Prompt};
+use moat_engine_llamacpp::{LlamaEngine, LoadOptions};
+
+fn chat(user: &str) -> String {
+    format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
+}
+
+/// A system prompt long enough that sharing it is worth something (about 100 tokens).
+fn long_system_prompt() -> String {
+    let rules =
+        "Answer briefly, cite the source, stay polite, avoid jargon, and never invent facts. ";
+    format!("<|im_start|>system\n{}<|im_end|>\n", rules.repeat(5))
+}
+
+#[tokio::test]
+async fn two_concurrent_generations_both_finish_with_correct_usage() {
+    let Some(engine) = smollm2(|options| options.parallel = 2) else {
+        return;
+    };
+    let prompts = [
+        chat("Name three colors."),
+        chat("Describe the sea in one line."),
+    ];
+    let streams: Vec<_> = prompts
+        .iter()
+        .map(|prompt| engine.generate(request(prompt, 24)).unwrap())
+        .collect();
+    let mut outputs = Vec::new();
+    for stream in streams {
+        outputs.push(collect(stream).await);
+    }
+    for (prompt, output) in prompts.iter().zip(&outputs) {
+        let prompt_tokens = engine.tokenize(prompt, true, true).unwrap().len();
+        assert_eq!(output.reason, FinishReason::Length);
+        assert_eq!(output.usage.prompt_tokens as usize, prompt_tokens);
+        assert_eq!(output.prompt_tokens as usize, prompt_tokens);
+        assert_eq!(output.usage.completion_tokens, 24);
+        assert_eq!(output.tokens.len(), 24);
+        assert!(!output.text().is_empty());
+    }
+    assert_ne!(outputs[0].ids(), outputs[1].ids());
+
+    // Batched with another sequence or alone, greedy output is the same.
+    let alone = generate(&engine, request(&prompts[0], 24)).await;
+    assert_eq!(alone.text(), outputs[0].text());
+}
+
+#[tokio::test]
+async fn dropping_a_stream_frees_its_sequence() {
+    let Some(engine) = smollm2(|options| options.parallel = 1) else {
+        return;
+    };
+    let mut first = engine.generate(request(CHAT_PROMPT, 500)).unwrap();
+    for _ in 0..3 {
+        next_event(&mut first).await.unwrap().unwrap();
+    }
+    drop(first);
+    // The only sequence must come free for this one to run at all.
+    let started = Instant::now();
+    let second = generate(&engine, request(&chat("Say hi."), 8)).await;
+    assert_eq!(second.usage.completion_tokens, 8);
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[tokio::test]
+async fn the_same_seed_gives_the_same_output() {
+    let Some(engine) = smollm2(|options| options.parallel = 2) else {
+        return;
+    };
+    let sampled = |seed| {
+        let mut request = request(&chat("Invent a name for a cat."), 24);
+        request.sampling.temperature = 1.0;
+        request.sampling.top_p = 0.95;
+        request.sampling.seed = Some(seed);
+        request
+    };
+    let first = generate(&engine, sampled(7)).await;
+    let again = generate(&engine, sampled(7)).await;
+    assert_eq!(first.ids(), again.ids());
+    let others: Vec<_> = [8, 9, 10].into_iter().map(sampled).collect();
+    let mut differs = false;
+    for other in others {
+        differs |= generate(&engine, other).await.ids() != first.ids();
+    }
+    assert!(differs, "three other seeds all gave the same 24 tokens");
+}
+
+#[tokio::test]
+async fn a_stop_string_is_never_streamed() {
+    let Some(engine) = smollm2(|options| options.parallel = 1) else {
+        return;
+    };
+    let free = generate(&engine, request(CHAT_PROMPT, 40)).await;
+    // A stop string that starts inside one token and ends inside the next.
+    let (index, _) = free
+        .tokens
+        .iter()
+        .enumerate()
+        .skip(5)
+        .find(|(index, token)| {
+            token.text.chars().count() >= 2 && free.tokens[index + 1].text.chars().count() >= 2
+        })
+        .unwrap();
+    let before: String = free.tokens[..index]
+        .iter()
+        .map(|t| t.text.as_str())
+        .collect();
+    let tail: String = free.tokens[index].text.chars().skip(1).collect();
+    let head: String = free.tokens[index + 1].text.chars().take(1).collect();
+    let stop = format!("{tail}{head}");
+    let full = free.text();
+    let expected = &full[..full.find(&stop).unwrap()];
+    assert!(expected.len() <= before.len() + free.tokens[index].text.len());
+
+    let mut stopped_request = request(CHAT_PROMPT, 40);
+    stopped_request.stop.stop_strings = vec![stop.clone()];
+    let stopped = generate(&engine, stopped_request).await;
+    assert_eq!(stopped.reason, FinishReason::Stop);
+    assert_eq!(stopped.text(), expected);
+    let mut streamed = String::new();
+    for token in &stopped.tokens {
+        streamed.push_str(&token.text);
+        assert!(!streamed.contains(&stop), "the stop string was streamed");
+    }
+    assert!(stopped.usage.completion_tokens < 40);
+}
+
+#[tokio::test]
+async fn end_of_generation_stops_unless_ignored() {
+    let Some(engine) = smollm2(|options| options.parallel = 1) else {
+        return;
+    };
+    let mut ends = request(&chat("What is 2+2? Answer with one number."), 200);
+    ends.stop.ignore_eos = false;
+    let output = generate(&engine, ends).await;
+    assert_eq!(output.reason, FinishReason::Stop);
+    assert!(output.usage.completion_tokens < 200);
+    // The end-of-generation token is counted but not streamed.
+    assert_eq!(
+        output.tokens.len() + 1,
+        output.usage.completion_tokens as usize
+    );
+    assert!(output
+        .tokens
+        .iter()
+        .all(|token| !engine.info().eog_tokens.contains(&token.id)));
+
+    let mut ignored = request(&chat("What is 2+2? Answer with one number."), 40);
+    ignored.stop.ignore_eos = true;
+    let output = generate(&engine, ignored).await;
+    assert_eq!(output.reason, FinishReason::Length);
+    assert_eq!(output.tokens.len(), 40);
+}
+
+#[tokio::test]
+async fn a_shared_prefix_is_reused_across_sequences() {
+    let Some(engine) = smollm2(|options| options.parallel = 2) else {
+        return;
+    };
+    let system = long_system_prompt();
+    let prefix_tokens = engine.tokenize(&system, true, true).unwrap().len();
+    assert!(prefix_tokens > 64, "{prefix_tokens}");
+    let first_prompt = format!("{system}{}", chat("Name a fruit."));
+    let second_prompt = format!("{system}{}", chat("Name a river."));
+
+    // The first request is still generating in its sequence when the second one arrives.
+    let mut first = engine.generate(request(&first_prompt, 200)).unwrap();
+    let Some(Ok(GenerationEvent::Started { cached_tokens, .. })) = next_event(&mut first).await
+    else {
+        panic!("no Started event");
+    };
+    assert_eq!(cached_tokens, 0);
+    next_event(&mut first).await.unwrap().unwrap();
+
+    let second = generate(&engine, request(&second_prompt, 16)).await;
+    assert!(
+        second.usage.cached_tokens as usize >= prefix_tokens,
+        "cached {} of a {prefix_tokens}-token prefix",
+        second.usage.cached_tokens
+    );
+    assert_eq!(second.cached_tokens, second.usage.cached_tokens);
+    drop(first);
+
+    // The shared entries give the same greedy text as computing the prompt from scratch.
+    let Some(fresh_engine) = smollm2(|options| {
+        options.parallel = 1;
+        options.prefix_reuse = false;
+    }) else {
+        return;
+    };
+    let fresh = generate(&fresh_engine, request(&second_prompt, 16)).await;
+    assert_eq!(fresh.usage.cached_tokens, 0);
+    assert_eq!(fresh.text(), second.text());
+
+    // The same prompt again reuses its own sequence's entries: all but the last token.
+    let repeat = generate(&fresh_engine, request(&second_prompt, 4)).await;
+    assert_eq!(repeat.usage.cached_tokens, 0, "prefix reuse is off");
+    let again = generate(&engine, request(&second_prompt, 4)).await;
+    assert_eq!(again.usage.cached_tokens, again.usage.prompt_tokens - 1);
+}
+
+#[tokio::test]
+async fn logprobs_describe_the_chosen_token_and_its_alternatives() {
+    let Some(engine) = smollm2(|options| options.parallel = 1) else {
+        return;
+    };
+    let mut asked = request(CHAT_PROMPT, 8);
+    asked.logprobs = Some(3);
+    asked.prompt_logprobs = true;
+    let output = generate(&engine, asked).await;
+    for token in &output.tokens {
+        let logprob = token.logprob.as_ref().unwrap();
+        assert_eq!(logprob.top.len(), 3);
+        assert!(logprob.logprob <= 0.0);
+        // Greedy: the chosen token is the most likely one.
+        assert_eq!(logprob.top[0].logprob, logprob.logprob);
+        assert_eq!(logprob.top[0].bytes, logprob.bytes);
+        assert!(logprob
+            .top
+            .windows(2)
+            .all(|pair| pair[0].logprob >= pair[1].logprob));
+    }
+    let prompt = output.prompt_logprobs.unwrap();
+    assert_eq!(prompt.len(), output.usage.prompt_tokens as usize);
+    assert!(prompt[0].is_none());
+    assert!(prompt[1..]
+        .iter()
+        .all(|entry| entry.as_ref().is_some_and(|lp| lp.logprob <= 0.0)));
+    assert_eq!(output.usage.cached_tokens, 0);
+}
+
+#[tokio::test]
+async fn requests_beyond_the_queue_are_refused_at_once() {
+    let Some(engine) = smollm2(|options| {
+        options.parallel = 1;
+        options.max_queue = 1;
+    }) else {
+        return;
+    };
+    let mut running = engine.generate(request(CHAT_PROMPT, 400)).unwrap();
+    next_event(&mut running).await.unwrap().unwrap();
+    let _waiting = engine.generate(request(CHAT_PROMPT, 4)).unwrap();
+    let refused = engine.generate(request(CHAT_PROMPT, 4));
+    assert!(
+        matches!(refused, Err(EngineError::Overloaded { .. })),
+        "{:?}",
+        refused.err()
+    );
+}
+
+#[tokio::test]
+async fn a_prompt_that_does_not_fit_is_refused_at_once() {
+    let Some(engine) = smollm2(|options| options.n_ctx_per_seq = 64) else {
+        return;
+    };
+    let long = "word ".repeat(200);
+    let refused = engine.generate(request(&long, 4)).err();
+    let Some(EngineError::PromptTooLong {
+        prompt_tokens,
+        n_ctx,
+    }) = refused
+    else {
+        panic!("{refused:?}");
+    };
+    assert!(prompt_tokens > 64);
+    assert_eq!(n_ctx, 64);
+    assert_eq!(engine.info().n_ctx, 64);
+
+    // A prompt that fits ends with `length` when the context fills up.
+    let output = generate(&engine, request(&"word ".repeat(50), 100)).await;
+    assert_eq!(output.reason, FinishReason::Length);
+    assert_eq!(
+        output.usage.prompt_tokens + output.usage.completion_tokens,
+        64
+    );
+}
+
+#[tokio::test]
+async fn token_prompts_are_checked_against_the_vocabulary() {
+    let Some(engine) = smollm2(|_| {}) else {
+        return;
+    };
+    let mut bad = request("", 4);
+    bad.prompt = Prompt::Tokens(vec![1, 999_999]);
+    assert!(matches!(
+        engine.generate(bad),
+        Err(EngineError::InvalidRequest(_))
+    ));
+    let mut empty = request("", 4);
+    empty.prompt = Prompt::Tokens(Vec::new());
+    assert!(matches!(
+        engine.generate(empty),
+        Err(EngineError::InvalidRequest(_))
+    ));
+    assert!(engine.token_bytes(-1).is_err());
+    assert_eq!(engine.token_bytes(2).unwrap(), b"<|im_end|>");
+
+    let tokens = engine.tokenize(CHAT_PROMPT, true, true).unwrap();
+    let mut by_tokens = request("", 8);
+    by_tokens.prompt = Prompt::Tokens(tokens);
+    let from_tokens = generate(&engine, by_tokens).await;
+    let from_text = generate(&engine, request(CHAT_PROMPT, 8)).await;
+    assert_eq!(from_tokens.ids(), from_text.ids());
+}
+
+#[tokio::test]
+async fn engine_info_comes_from_the_model() {
+    let Some(engine) = smollm2(|options| options.parallel = 3) else {
+        return;
+    };
+    assert_eq!(engine.health(), Health::Ready);
+    let info = engine.info();
+    assert_eq!(info.model, "smollm2:135m");
+    assert_eq!(info.parallel, 3);
+    assert_eq!(info.n_ctx_train, 8192);
+    assert_eq!(info.n_vocab, 49152);
+    assert!(info
+        .chat_template
+        .as_deref()
+        .is_some_and(|t| t.contains("im_start")));
+    assert!(info.eog_tokens.contains(&2));
+}
+
+#[test]
+fn a_file_that_is_not_a_model_fails_to_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("junk.gguf");
+    std::fs::write(&path, b"not a gguf file at all").unwrap();
+    let engine = LlamaEngine::load(&path, LoadOptions::new("junk")).unwrap();
+    assert!(matches!(
+        engine.wait_until_loaded(),
+        Err(EngineError::ModelLoad(_))
+    ));
+    assert_eq!(engine.health(), Health::Failed);
+    assert!(matches!(
+        engine.generate(request("hi", 1)),
+        Err(EngineError::ModelLoad(_))
+    ));
+    assert!(LlamaEngine::load(&dir.path().join("missing.gguf"), LoadOptions::new("m")).is_err());
+}
