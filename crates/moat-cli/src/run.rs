@@ -85,6 +85,7 @@ pub fn run(home: &Path, args: RunArgs) -> Result<u8> {
         parallel: 1,
         ctx: args.ctx,
         threads: args.threads,
+        no_prefix_reuse: false,
     };
     let engine = load_engine(&model, &engine_args, 1)?;
     engine

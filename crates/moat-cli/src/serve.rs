@@ -67,6 +67,10 @@ pub struct EngineArgs {
     /// Compute threads (default: the cores this process may use).
     #[arg(long)]
     pub threads: Option<u32>,
+    /// Recompute every prompt instead of reusing KV entries of a shared prefix (for
+    /// benchmarks and debugging).
+    #[arg(long)]
+    pub no_prefix_reuse: bool,
 }
 
 /// A stored model ready to load: its manifest and GGUF file.
@@ -97,6 +101,7 @@ pub fn load_engine(model: &ModelFile, engine: &EngineArgs, max_queue: u32) -> Re
     let mut options = LoadOptions::new(model.manifest.name.to_string());
     options.n_ctx_per_seq = engine.ctx;
     options.parallel = engine.parallel;
+    options.prefix_reuse = !engine.no_prefix_reuse;
     if let Some(threads) = engine.threads {
         options.n_threads = threads;
     }
