@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Engine and server benchmark: `moat serve` against llama.cpp's own llama-server (and
+# llama-bench), same model, same machine, same thread count, runs alternated.
+#
+#   bench/engine.sh                      # all phases, REPS=5
+#   REPS=3 PHASES="load prefix" bench/engine.sh
+#
+# Phases (PHASES, default "load prefix bench"):
+#   load    for each C in $CONC (default "1 4 8"): one moat serve (--parallel min(C,8)
+#           --ctx 2048) and one llama-server (-np min(C,8) -c min(C,8)*2048 --jinja) up side by
+#           side; a warm-up, then REPS rounds, each running bench/serve_load.py on one server
+#           and then the other (the order flips every round): streaming chat, max_tokens 64,
+#           temperature 0, C concurrent workers x 2 requests. At C=1 each round also runs the
+#           `pp` mode (3 requests, ~512-token distinct prompts, max_tokens 1). With C16=1 the
+#           C=8 servers also get a 16-worker load (queueing behind 8 slots). After the rounds
+#           the peak RSS (VmHWM) of both servers is recorded.
+#   prefix  moat serve --parallel 1 --ctx 2048, the same with --no-prefix-reuse, and
+#           llama-server -np 1 -c 2048 (default cache_prompt); REPS rounds of serve_load.py's
+#           `prefix` mode (warm-up + 8 sequential requests sharing a ~1,000-token system prompt).
+#   bench   llama-bench -p 512 -n 128 -t 2 -r 5 on the peer build (if it has llama-bench).
+#
+# Results: one JSON object per run in $OUT/results.jsonl (default /tmp/moat-engine-bench-*);
+# bench/engine_summary.py turns that into the tables in docs/PERFORMANCE.md.
+# Servers listen on 127.0.0.1 only and are stopped by their PID.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+REPS="${REPS:-5}"
+CONC="${CONC:-1 4 8}"
+C16="${C16:-1}"
+PHASES="${PHASES:-load prefix bench}"
+THREADS="${THREADS:-2}"
+MOAT="${MOAT_BIN:-$REPO/target/release/moat}"
+PEER_BIN="${PEER_BIN:-$HOME/.cache/moat-bench/llama.cpp-0.3.36/build-avx2/bin}"
+MODEL_FILE="${MODEL_FILE:-$HOME/.cache/moat/test-models/smollm2-135m-instruct-q4_1.gguf}"
+PY="${PY:-python3}"
+OUT="${OUT:-$(mktemp -d -t moat-engine-bench-XXXXXX)}"
+PORT_MOAT="${PORT_MOAT:-18801}"
+PORT_MOAT_NR="${PORT_MOAT_NR:-18802}"
+PORT_LLAMA="${PORT_LLAMA:-18803}"
+RES="$OUT/results.jsonl"
+mkdir -p "$OUT"
+export MOAT_HOME="${MOAT_HOME:-$OUT/home}"
+
+log() { echo "[engine.sh $(date +%T)] $*" >&2; }
+
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+if [ ! -d "$MOAT_HOME/models" ] || ! "$MOAT" list 2>/dev/null | grep -q smollm2; then
+    "$MOAT" pull -q "$MODEL_FILE" --name smollm2 >/dev/null
+fi
+
+wait_up() { # port pid
+    for _ in $(seq 1 300); do
+        kill -0 "$2" 2>/dev/null || { log "server on :$1 died"; return 1; }
+        if curl -sf "http://127.0.0.1:$1/v1/models" >/dev/null 2>&1; then return 0; fi
+        sleep 0.2
+    done
+    log "server on :$1 not up"; return 1
+}
+
+start_moat() { # port parallel ctx [extra...]; sets SPID
+    local port=$1 par=$2 ctx=$3; shift 3
+    "$MOAT" serve smollm2 --host 127.0.0.1 --port "$port" --parallel "$par" --ctx "$ctx" \
+        --threads "$THREADS" "$@" >"$OUT/moat-$port-$par$*.log" 2>&1 &
+    SPID=$!; PIDS+=("$SPID")
+    echo "$MOAT serve smollm2 --host 127.0.0.1 --port $port --parallel $par --ctx $ctx --threads $THREADS $*" >>"$OUT/commands.txt"
+    wait_up "$port" "$SPID"
+}
+
+start_llama() { # port np; sets SPID
+    local port=$1 np=$2
+    local args=(-m "$MODEL_FILE" --host 127.0.0.1 --port "$port" -t "$THREADS" -tb "$THREADS"
+                -np "$np" -c $((np * 2048)) --jinja -a smollm2:latest --no-webui)
+    LD_LIBRARY_PATH="$PEER_BIN" "$PEER_BIN/llama-server" "${args[@]}" >"$OUT/llama-$port-$np.log" 2>&1 &
+    SPID=$!; PIDS+=("$SPID")
+    echo "$PEER_BIN/llama-server ${args[*]}" >>"$OUT/commands.txt"
+    wait_up "$port" "$SPID"
+}
+
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+hwm() { # server pid parallel
+    local kb
+    kb=$(awk '/VmHWM/ {print $2}' "/proc/$2/status")
+    echo "{\"mode\": \"hwm\", \"server\": \"$1\", \"parallel\": $3, \"vmhwm_kib\": $kb}" >>"$RES"
+}
+
+load() { # server port C requests rep
+    "$PY" "$HERE/serve_load.py" load --url "http://127.0.0.1:$2" --concurrency "$3" \
+        --requests "$4" --max-tokens 64 --tag "server=$1" --tag "rep=$5" >>"$RES"
+}
+
+pp() { # server port rep
+    "$PY" "$HERE/serve_load.py" pp --url "http://127.0.0.1:$2" --requests 3 \
+        --tag "server=$1" --tag "rep=$3" >>"$RES"
+}
+
+{
+    echo "date: $(date -u +%FT%TZ)"
+    echo "host: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/ {print $2}') GiB"
+    echo "moat: $("$MOAT" --version 2>/dev/null || echo '?'), git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)"
+    echo "peer: $PEER_BIN ($(cat "$PEER_BIN/../../llama-commit.txt" 2>/dev/null || echo '?'))"
+} >"$OUT/env.txt"
+
+for phase in $PHASES; do
+  case "$phase" in
+  load)
+    for c in $CONC; do
+        par=$(( c < 8 ? c : 8 ))
+        log "load C=$c (parallel $par)"
+        start_moat "$PORT_MOAT" "$par" 2048; MP=$SPID
+        start_llama "$PORT_LLAMA" "$par"; LP=$SPID
+        # warm-up (not recorded)
+        "$PY" "$HERE/serve_load.py" load --url "http://127.0.0.1:$PORT_MOAT" --concurrency "$c" --requests 1 --max-tokens 16 >/dev/null
+        "$PY" "$HERE/serve_load.py" load --url "http://127.0.0.1:$PORT_LLAMA" --concurrency "$c" --requests 1 --max-tokens 16 >/dev/null
+        for rep in $(seq 1 "$REPS"); do
+            if [ $((rep % 2)) -eq 1 ]; then order="moat llama"; else order="llama moat"; fi
+            for s in $order; do
+                port=$PORT_MOAT; [ "$s" = llama ] && port=$PORT_LLAMA
+                load "$s" "$port" "$c" 2 "$rep"
+                [ "$c" -eq 1 ] && pp "$s" "$port" "$rep"
+                if [ "$c" -eq 8 ] && [ "$C16" = 1 ]; then load "$s" "$port" 16 1 "$rep"; fi
+            done
+        done
+        hwm moat "$MP" "$par"; hwm llama "$LP" "$par"
+        stop "$MP"; stop "$LP"
+    done
+    ;;
+  prefix)
+    log "prefix"
+    start_moat "$PORT_MOAT" 1 2048; MP=$SPID
+    start_moat "$PORT_MOAT_NR" 1 2048 --no-prefix-reuse; NP=$SPID
+    start_llama "$PORT_LLAMA" 1; LP=$SPID
+    for rep in $(seq 1 "$REPS"); do
+        for s in moat moat-noreuse llama; do
+            case $s in moat) port=$PORT_MOAT;; moat-noreuse) port=$PORT_MOAT_NR;; llama) port=$PORT_LLAMA;; esac
+            "$PY" "$HERE/serve_load.py" prefix --url "http://127.0.0.1:$port" --requests 8 \
+                --max-tokens 8 --tag "server=$s" --tag "rep=$rep" >>"$RES"
+        done
+    done
+    stop "$MP"; stop "$NP"; stop "$LP"
+    ;;
+  bench)
+    if [ -x "$PEER_BIN/llama-bench" ]; then
+        log "llama-bench"
+        cmd=(env LD_LIBRARY_PATH="$PEER_BIN" "$PEER_BIN/llama-bench" -m "$MODEL_FILE" -t "$THREADS" -p 512 -n 128 -r 5 -o jsonl)
+        echo "${cmd[*]}" >>"$OUT/commands.txt"
+        "${cmd[@]}" 2>/dev/null | sed 's/^{/{"mode": "llama-bench", /' >>"$RES"
+    else
+        log "no llama-bench in $PEER_BIN; skipped"
+    fi
+    ;;
+  esac
+done
+log "results in $RES"
+echo "$OUT"

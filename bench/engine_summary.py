@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Markdown tables from bench/engine.sh's results.jsonl (path as the only argument).
+
+Every figure is the median over the rounds (REPS) of the per-round value; a ratio is
+moat's median / llama-server's median (for latencies: llama / moat, so > 1 means moat is
+faster in every column labelled "ratio")."""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def f(x, nd=1):
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def main(path):
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    load = defaultdict(list)
+    pp = defaultdict(list)
+    prefix = defaultdict(list)
+    hwm = {}
+    bench = []
+    for r in rows:
+        m = r.get("mode")
+        if m == "load":
+            load[(r["concurrency"], r["server"])].append(r)
+        elif m == "pp":
+            pp[r["server"]].append(r)
+        elif m == "prefix":
+            prefix[r["server"]].append(r)
+        elif m == "hwm":
+            hwm[(r["parallel"], r["server"])] = r["vmhwm_kib"]
+        elif m == "llama-bench":
+            bench.append(r)
+
+    def lm(c, s, k):
+        return med([r.get(k) for r in load.get((c, s), [])])
+
+    concs = sorted({c for c, _ in load})
+    print("### Server under load (streaming chat, max_tokens 64, temperature 0)\n")
+    print("| streams | parallel | rounds | agg tok/s moat | agg tok/s llama | ratio | "
+          "TTFT p50 moat / llama (ms) | TTFT p95 moat / llama (ms) | "
+          "ITL p50 moat / llama (ms) | ITL p95 moat / llama (ms) | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for c in concs:
+        am, al = lm(c, "moat", "agg_tok_s"), lm(c, "llama", "agg_tok_s")
+        n = min(len(load.get((c, "moat"), [])), len(load.get((c, "llama"), [])))
+        errs = sum(len(r["errors"]) for s in ("moat", "llama") for r in load.get((c, s), []))
+        print(f"| {c} | {min(c, 8)} | {n} | {f(am)} | {f(al)} | "
+              f"{f(am / al if am and al else None, 2)} | "
+              f"{f(lm(c, 'moat', 'ttft_p50_ms'))} / {f(lm(c, 'llama', 'ttft_p50_ms'))} | "
+              f"{f(lm(c, 'moat', 'ttft_p95_ms'))} / {f(lm(c, 'llama', 'ttft_p95_ms'))} | "
+              f"{f(lm(c, 'moat', 'itl_p50_ms'))} / {f(lm(c, 'llama', 'itl_p50_ms'))} | "
+              f"{f(lm(c, 'moat', 'itl_p95_ms'))} / {f(lm(c, 'llama', 'itl_p95_ms'))} | {errs} |")
+    if 1 in concs and 8 in concs:
+        print("\nScaling, aggregate tok/s at 8 streams / at 1 stream: moat "
+              f"{f(lm(8, 'moat', 'agg_tok_s') / lm(1, 'moat', 'agg_tok_s'), 2)}x, llama-server "
+              f"{f(lm(8, 'llama', 'agg_tok_s') / lm(1, 'llama', 'agg_tok_s'), 2)}x")
+
+    if pp or 1 in concs:
+        print("\n### Single stream through the server (concurrency 1)\n")
+        print("| metric | moat | llama-server | ratio moat/llama |")
+        print("|---|---|---|---|")
+        pm = med([r["pp_tok_s_median"] for r in pp.get("moat", [])])
+        pl = med([r["pp_tok_s_median"] for r in pp.get("llama", [])])
+        pt = med([t for r in pp.get("moat", []) for t in r["prompt_tokens"] if t])
+        print(f"| prompt processing tok/s (~{f(pt, 0)}-token prompt, tokens / TTFT) | {f(pm)} | "
+              f"{f(pl)} | {f(pm / pl if pm and pl else None, 2)} |")
+        gm, gl = lm(1, "moat", "stream_tg_tok_s_median"), lm(1, "llama", "stream_tg_tok_s_median")
+        print(f"| generation tok/s (per stream, after the first token) | {f(gm)} | {f(gl)} | "
+              f"{f(gm / gl if gm and gl else None, 2)} |")
+
+    if prefix:
+        print("\n### Shared prefix (~1,000-token system prompt, 8 sequential distinct questions)\n")
+        print("| server | prompt tokens | rounds | TTFT p50 (ms) | vs moat --no-prefix-reuse |")
+        print("|---|---|---|---|---|")
+        base = med([r["ttft_p50_ms"] for r in prefix.get("moat-noreuse", [])])
+        for s in ("moat", "moat-noreuse", "llama"):
+            if s not in prefix:
+                continue
+            t = med([r["ttft_p50_ms"] for r in prefix[s]])
+            name = {"moat": "moat serve (prefix reuse)", "moat-noreuse": "moat serve --no-prefix-reuse",
+                    "llama": "llama-server (cache_prompt default)"}[s]
+            print(f"| {name} | {prefix[s][0]['prompt_tokens']} | {len(prefix[s])} | {f(t)} | "
+                  f"{f(base / t if base and t else None, 2)}x |")
+
+    if hwm:
+        print("\n### Peak resident memory (VmHWM after the load rounds)\n")
+        print("| parallel | ctx | moat serve (MiB) | llama-server (MiB) | ratio moat/llama |")
+        print("|---|---|---|---|---|")
+        for p in sorted({p for p, _ in hwm}):
+            a, b = hwm.get((p, "moat")), hwm.get((p, "llama"))
+            print(f"| {p} | moat {p}x2048, llama {p * 2048} | {f(a / 1024 if a else None)} | "
+                  f"{f(b / 1024 if b else None)} | {f(a / b if a and b else None, 2)} |")
+
+    if bench:
+        print("\n### llama-bench (peer build, -t 2, -r 5)\n")
+        print("| test | tok/s | stddev |")
+        print("|---|---|---|")
+        for b in bench:
+            test = f"pp{b['n_prompt']}" if b.get("n_prompt") else f"tg{b['n_gen']}"
+            print(f"| {test} | {f(b.get('avg_ts'))} | {f(b.get('stddev_ts'))} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""Load client for OpenAI-compatible servers (moat serve, llama-server).
+
+Standard library only (threads + http.client), so it runs with any python3 and adds no
+dependency of its own. Every request is a streaming /v1/chat/completions call with
+temperature 0 and stream_options.include_usage; a token's arrival time is the arrival of the
+SSE chunk that carries its text.
+
+Modes (one JSON object on stdout per run):
+  load    --concurrency C workers, each sending --requests requests back to back (distinct
+          short prompts asking for long answers), --max-tokens each. Reports aggregate
+          generated tokens/s (sum of completion tokens / wall time of the whole run), p50/p95
+          time to first token and p50/p95 inter-token latency (all gaps pooled), and the
+          per-stream generation rate (tokens after the first / time after the first).
+  prefix  one warm-up then --requests sequential requests sharing a ~1,000-token system
+          prompt, each with a short distinct question, max_tokens --max-tokens. Reports the
+          TTFT of every request and their p50.
+  pp      --requests sequential requests with a ~512-token user prompt that differs from its
+          first word on (so no prefix cache helps), max_tokens 1. Reports prompt tokens (from
+          usage) / TTFT = prompt processing tokens/s, median over requests.
+"""
+import argparse
+import http.client
+import json
+import statistics
+import sys
+import threading
+import time
+from urllib.parse import urlparse
+
+TOPICS = [
+    "a lighthouse keeper", "a lost robot", "the history of bread", "a dragon who bakes",
+    "the water cycle", "a journey to Mars", "an old clockmaker", "the ocean floor",
+    "a city of cats", "a winter festival", "a talking tree", "the first airplane",
+    "a desert caravan", "a library at night", "a mountain village", "a pirate's map",
+]
+
+FILLER = (
+    "The committee reviewed the quarterly report on regional rail maintenance, noting that "
+    "track inspections were completed on schedule, signal upgrades were delayed by supply "
+    "issues, and passenger satisfaction improved slightly after the timetable change. "
+)
+
+
+def ms(x):
+    return None if x is None else round(1e3 * x, 2)
+
+
+def percentile(xs, p):
+    if not xs:
+        return None
+    xs = sorted(xs)
+    k = (len(xs) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def stream_chat(url, model, messages, max_tokens, timeout=300):
+    """One streaming chat completion. Returns dict with t0, token times, usage."""
+    u = urlparse(url)
+    body = json.dumps({
+        "model": model,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "seed": 1,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    })
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    t0 = time.perf_counter()
+    conn.request("POST", "/v1/chat/completions", body=body,
+                 headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:300]!r}")
+    times = []
+    usage = None
+    text = []
+    while True:
+        line = resp.readline()
+        if not line:
+            break
+        line = line.strip()
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            break
+        now = time.perf_counter()
+        obj = json.loads(data)
+        if obj.get("usage"):
+            usage = obj["usage"]
+        for ch in obj.get("choices") or []:
+            piece = (ch.get("delta") or {}).get("content")
+            if piece:
+                times.append(now)
+                text.append(piece)
+    conn.close()
+    t_end = time.perf_counter()
+    return {"t0": t0, "times": times, "t_end": t_end, "usage": usage, "text": "".join(text)}
+
+
+def n_completion(r):
+    if r["usage"] and r["usage"].get("completion_tokens") is not None:
+        return r["usage"]["completion_tokens"]
+    return len(r["times"])
+
+
+def mode_load(a):
+    results = []
+    errors = []
+    lock = threading.Lock()
+
+    def worker(w):
+        for i in range(a.requests):
+            topic = TOPICS[(w * a.requests + i) % len(TOPICS)]
+            # A unique opening (a nanosecond clock) keeps every prompt distinct across
+            # workers, requests and rounds, so no prompt cache serves a repeat.
+            msgs = [{"role": "user", "content":
+                     f"{time.time_ns()} {w}-{i}. Write a long, detailed story about {topic}."}]
+            try:
+                r = stream_chat(a.url, a.model, msgs, a.max_tokens)
+                with lock:
+                    results.append(r)
+            except Exception as e:  # noqa: BLE001
+                with lock:
+                    errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(a.concurrency)]
+    t_start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t_start
+    total = sum(n_completion(r) for r in results)
+    ttft = [r["times"][0] - r["t0"] for r in results if r["times"]]
+    itl = []
+    per_stream = []
+    for r in results:
+        ts = r["times"]
+        itl += [b - a_ for a_, b in zip(ts, ts[1:])]
+        if len(ts) > 1:
+            per_stream.append((n_completion(r) - 1) / (ts[-1] - ts[0]))
+    return {
+        "mode": "load", "concurrency": a.concurrency, "requests": len(results),
+        "errors": errors, "wall_s": wall, "completion_tokens": total,
+        "agg_tok_s": total / wall,
+        "ttft_p50_ms": ms(percentile(ttft, 50)), "ttft_p95_ms": ms(percentile(ttft, 95)),
+        "itl_p50_ms": ms(percentile(itl, 50)), "itl_p95_ms": ms(percentile(itl, 95)),
+        "stream_tg_tok_s_median": statistics.median(per_stream) if per_stream else None,
+    }
+
+
+def system_prompt():
+    # ~1,000 tokens with SmolLM2's tokenizer (the filler is ~40 tokens a sentence).
+    return ("You are the assistant of a regional transport authority. Answer briefly. "
+            "Background material follows.\n" + FILLER * 24)
+
+
+QUESTIONS = [
+    "What was delayed?", "What improved?", "Who reviewed the report?", "What was on schedule?",
+    "Why were upgrades delayed?", "Summarise in five words.", "Is the tone positive?",
+    "What changed for passengers?", "Name one risk.", "What is the main topic?",
+    "Give one recommendation.", "What happens next quarter?",
+]
+
+
+def mode_prefix(a):
+    sysmsg = {"role": "system", "content": system_prompt()}
+    warm = stream_chat(a.url, a.model, [sysmsg, {"role": "user", "content": "Hello."}],
+                       a.max_tokens)
+    ttft = []
+    ptoks = None
+    for i in range(a.requests):
+        q = QUESTIONS[i % len(QUESTIONS)]
+        r = stream_chat(a.url, a.model, [sysmsg, {"role": "user", "content": q}], a.max_tokens)
+        end = r["times"][0] if r["times"] else r["t_end"]
+        ttft.append(end - r["t0"])
+        if r["usage"]:
+            ptoks = r["usage"].get("prompt_tokens")
+    return {
+        "mode": "prefix", "requests": len(ttft), "prompt_tokens": ptoks,
+        "warmup_prompt_tokens": (warm["usage"] or {}).get("prompt_tokens"),
+        "ttft_ms": [round(1e3 * t, 1) for t in ttft],
+        "ttft_p50_ms": 1e3 * statistics.median(ttft),
+    }
+
+
+def mode_pp(a):
+    rates = []
+    ttfts = []
+    ptoks = []
+    for i in range(a.requests):
+        # A distinct opening word each time defeats any prompt/prefix cache beyond the
+        # template's few leading tokens.
+        content = (f"{TOPICS[i % len(TOPICS)]} {i} {time.time_ns()}. " + FILLER * 12
+                   + "Summarise the above.")
+        r = stream_chat(a.url, a.model, [{"role": "user", "content": content}], 1)
+        end = r["times"][0] if r["times"] else r["t_end"]
+        t = end - r["t0"]
+        p = (r["usage"] or {}).get("prompt_tokens")
+        ttfts.append(t)
+        ptoks.append(p)
+        if p:
+            rates.append(p / t)
+    return {
+        "mode": "pp", "requests": len(ttfts), "prompt_tokens": ptoks,
+        "ttft_ms": [round(1e3 * t, 1) for t in ttfts],
+        "pp_tok_s_median": statistics.median(rates) if rates else None,
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=["load", "prefix", "pp"])
+    p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--model", default="smollm2:latest")
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--requests", type=int, default=2,
+                   help="load: per worker; prefix/pp: total (sequential)")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra fields copied into the JSON result (repeatable)")
+    a = p.parse_args()
+    out = {"load": mode_load, "prefix": mode_prefix, "pp": mode_pp}[a.mode](a)
+    out["url"] = a.url
+    for t in a.tag:
+        k, _, v = t.partition("=")
+        out[k] = int(v) if v.isdigit() else v
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
