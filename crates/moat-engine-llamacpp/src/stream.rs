@@ -3,22 +3,18 @@
 //! into events; the scheduler decides when the sequence ends. It knows nothing of batches,
 //! slots or the KV cache.
 
-use std::collections::VecDeque;
-
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use moat_engine::{
-    EngineError, FinishReason, GeneratedToken, GenerationEvent, StopMatcher, TokenId, TokenLogprob,
-    TopLogprob, Usage, Utf8Decoder, ValidGenerate,
+    Event, EventOutbox, FinishReason, GeneratedToken, GenerationEvent, TextAssembler, TokenId,
+    TokenLogprob, TopLogprob, Usage, ValidGenerate,
 };
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 
 use crate::sampling::{penalties_active, sampler_chain, LogSoftmax};
 use crate::vocab::Vocab;
 
-pub(crate) type Event = Result<GenerationEvent, EngineError>;
 pub(crate) type EventSender = mpsc::Sender<Event>;
 
 /// A request on its way to the worker: validated, tokenized, with its stream's sender.
@@ -36,20 +32,14 @@ pub(crate) struct Sample {
 }
 
 pub(crate) struct Stream {
-    sender: EventSender,
-    /// Events the client has not taken yet. The worker never blocks on a client: what the
-    /// channel refuses waits here. It is bounded by the request's tokens, which the context
-    /// bounds (`n_ctx_per_seq`), so a client that stops reading costs memory, not throughput.
-    outbox: VecDeque<Event>,
+    /// Events on their way to the client; the worker never blocks on a client.
+    outbox: EventOutbox,
     sampler: LlamaSampler,
-    utf8: Utf8Decoder,
-    stops: StopMatcher,
+    text: TextAssembler,
     ignore_eos: bool,
     logprobs: Option<u8>,
     /// Filled while the prompt is computed, when the request asked for prompt logprobs.
     prompt_logprobs: Option<Vec<Option<TokenLogprob>>>,
-    /// The last event is queued; the stream goes once the client has it.
-    ended: bool,
 }
 
 impl Stream {
@@ -61,60 +51,36 @@ impl Stream {
             sampler.accept_many(job.prompt.iter().map(|&token| LlamaToken(token)));
         }
         Self {
-            sender: job.sender.clone(),
-            outbox: VecDeque::new(),
+            outbox: EventOutbox::new(job.sender.clone()),
             sampler,
-            utf8: Utf8Decoder::new(),
-            stops: StopMatcher::new(request.stop.stop_strings.iter().cloned()),
+            text: TextAssembler::new(request.stop.stop_strings.iter().cloned()),
             ignore_eos: request.stop.ignore_eos,
             logprobs: request.logprobs,
             prompt_logprobs: request.prompt_logprobs.then(|| vec![None]),
-            ended: false,
         }
     }
 
     /// Hands over what the channel has room for; false once the client dropped its stream.
     pub(crate) fn deliver(&mut self) -> bool {
-        while let Some(event) = self.outbox.pop_front() {
-            match self.sender.try_send(event) {
-                Ok(()) => {}
-                Err(TrySendError::Full(event)) => {
-                    self.outbox.push_front(event);
-                    return true;
-                }
-                Err(TrySendError::Closed(_)) => return false,
-            }
-        }
-        !self.sender.is_closed()
+        self.outbox.deliver()
     }
 
     pub(crate) fn has_backlog(&self) -> bool {
-        !self.outbox.is_empty()
+        self.outbox.has_backlog()
     }
 
     /// Nothing more will be sent.
     pub(crate) fn is_done(&self) -> bool {
-        self.ended && self.outbox.is_empty()
+        self.outbox.is_done()
     }
 
     /// Queues the stream's last event (`Finished` or an error); later ones are ignored.
     pub(crate) fn end_with(&mut self, event: Event) {
-        if !self.ended {
-            self.outbox.push_back(event);
-            self.ended = true;
-        }
+        self.outbox.end_with(event);
     }
 
     pub(crate) fn finish(&mut self, reason: FinishReason, usage: Usage) {
-        if reason == FinishReason::Length {
-            // The text held back (an incomplete character, a possible stop string) was not a
-            // stop after all: it goes out with the last token.
-            let tail = self.flush();
-            if let Some(Ok(GenerationEvent::Token(token))) = self.outbox.back_mut() {
-                token.text.push_str(&tail);
-            }
-        }
-        self.end_with(Ok(GenerationEvent::Finished { reason, usage }));
+        self.outbox.finish(reason, usage, &mut self.text);
     }
 
     /// Scores the prompt token that follows a prompt position, from that position's logits.
@@ -133,11 +99,11 @@ impl Stream {
     /// The prompt is in.
     pub(crate) fn start(&mut self, prompt_tokens: u32, cached_tokens: u32) {
         let prompt_logprobs = self.prompt_logprobs.take();
-        self.outbox.push_back(Ok(GenerationEvent::Started {
+        self.outbox.push(GenerationEvent::Started {
             prompt_tokens,
             cached_tokens,
             prompt_logprobs,
-        }));
+        });
     }
 
     /// Samples from the logits at batch index `at` and streams the token's text. An
@@ -151,9 +117,9 @@ impl Stream {
         let token = self.sampler.sample(context, at).0;
         let end_of_generation = !self.ignore_eos && vocab.is_eog(token);
         let (text, stop) = if end_of_generation {
-            (self.flush(), true)
+            (self.text.flush(), true)
         } else {
-            let output = self.stops.push(&self.utf8.push(&vocab.piece(token, false)));
+            let output = self.text.push(&vocab.piece(token, false));
             (output.text, output.stopped)
         };
         if !(end_of_generation && text.is_empty()) {
@@ -161,22 +127,13 @@ impl Stream {
                 let softmax = LogSoftmax::new(context.get_logits_ith(at));
                 token_logprob(token, &softmax, usize::from(n_top), vocab)
             });
-            self.outbox
-                .push_back(Ok(GenerationEvent::Token(GeneratedToken {
-                    id: token,
-                    text,
-                    logprob,
-                })));
+            self.outbox.push(GenerationEvent::Token(GeneratedToken {
+                id: token,
+                text,
+                logprob,
+            }));
         }
         Sample { token, stop }
-    }
-
-    /// Text held back, released because the stream ends without a stop string.
-    fn flush(&mut self) -> String {
-        let tail = self.utf8.finish();
-        let mut text = self.stops.push(&tail).text;
-        text.push_str(&self.stops.finish());
-        text
     }
 }
 

@@ -10,20 +10,20 @@
 //!
 //! Vocabulary: tokens `0..=255` are bytes, [`BOS`] is `<s>`, [`EOS`] is `</s>`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::mpsc;
 
 use crate::scheduler::{
     KvOp, LogitsKind, LogitsUse, RequestId, Sampled, SchedulerStats, SeqId, StepPlan, SubmitOptions,
 };
 use crate::{
-    Engine, EngineError, EngineInfo, FinishReason, GeneratedToken, GenerationEvent, Health, Prompt,
-    Scheduler, SchedulerConfig, StopMatcher, TokenId, TokenLogprob, TokenStream, TopLogprob,
-    Utf8Decoder, ValidGenerate,
+    Engine, EngineError, EngineInfo, Event, EventOutbox, FinishReason, GeneratedToken,
+    GenerationEvent, Health, Prompt, Scheduler, SchedulerConfig, TextAssembler, TokenId,
+    TokenLogprob, TokenStream, TopLogprob, ValidGenerate,
 };
 
 pub const BOS: TokenId = 256;
@@ -272,79 +272,31 @@ fn lock(state: &Mutex<SharedState>) -> MutexGuard<'_, SharedState> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-type Event = Result<GenerationEvent, EngineError>;
-
 /// One request as the engine thread sees it.
 struct Stream {
-    sender: mpsc::Sender<Event>,
     prompt: Vec<TokenId>,
     generated: Vec<TokenId>,
     reply: Vec<TokenId>,
-    utf8: Utf8Decoder,
-    stop: StopMatcher,
+    text: TextAssembler,
     ignore_eos: bool,
     logprobs: Option<u8>,
     /// Gathered while the prompt is prefilled, when asked for.
     prompt_logprobs: Option<Vec<Option<TokenLogprob>>>,
-    /// Events the client has not taken yet. Sending never blocks the engine thread, so a client
-    /// that stops reading cannot stall the other streams; the backlog is bounded by the
-    /// request's tokens, which the context bounds.
-    outbox: VecDeque<Event>,
-    /// The scheduler is done with this request; the stream goes once its outbox is empty.
-    ended: bool,
+    outbox: EventOutbox,
 }
 
 impl Stream {
     fn new(sender: mpsc::Sender<Event>, request: &ValidGenerate, prompt: Vec<TokenId>) -> Self {
         Self {
-            sender,
             prompt,
             generated: Vec::new(),
             reply: Vec::new(),
-            utf8: Utf8Decoder::new(),
-            stop: StopMatcher::new(request.stop.stop_strings.iter().cloned()),
+            text: TextAssembler::new(request.stop.stop_strings.iter().cloned()),
             ignore_eos: request.stop.ignore_eos,
             logprobs: request.logprobs,
             prompt_logprobs: request.prompt_logprobs.then(|| vec![None]),
-            outbox: VecDeque::new(),
-            ended: false,
+            outbox: EventOutbox::new(sender),
         }
-    }
-
-    fn push(&mut self, event: GenerationEvent) {
-        self.outbox.push_back(Ok(event));
-    }
-
-    /// Queues the last event of the stream (`Finished` or an error).
-    fn end_with(&mut self, event: Event) {
-        if !self.ended {
-            self.outbox.push_back(event);
-            self.ended = true;
-        }
-    }
-
-    /// Text held back (an incomplete character, a possible stop string start), released
-    /// because the stream ends without a stop.
-    fn flush(&mut self) -> String {
-        let tail = self.utf8.finish();
-        let mut text = self.stop.push(&tail).text;
-        text.push_str(&self.stop.finish());
-        text
-    }
-
-    /// Moves queued events into the channel while it has room; false when the client is gone.
-    fn deliver(&mut self) -> bool {
-        while let Some(event) = self.outbox.pop_front() {
-            match self.sender.try_send(event) {
-                Ok(()) => {}
-                Err(TrySendError::Full(event)) => {
-                    self.outbox.push_front(event);
-                    return true;
-                }
-                Err(TrySendError::Closed(_)) => return false,
-            }
-        }
-        true
     }
 }
 
@@ -368,8 +320,8 @@ impl Worker {
             self.step(plan);
         }
         for stream in self.streams.values_mut() {
-            stream.end_with(Err(EngineError::ShuttingDown));
-            stream.deliver();
+            stream.outbox.end_with(Err(EngineError::ShuttingDown));
+            stream.outbox.deliver();
         }
     }
 
@@ -388,7 +340,7 @@ impl Worker {
             }
             // A dropped `TokenStream` frees its slot at this step, even if nothing was sent.
             for (&id, stream) in &self.streams {
-                if stream.sender.is_closed() {
+                if stream.outbox.is_closed() {
                     state.scheduler.cancel(id);
                 }
             }
@@ -399,7 +351,7 @@ impl Worker {
             let backlog = self
                 .streams
                 .values()
-                .any(|stream| !stream.outbox.is_empty());
+                .any(|stream| stream.outbox.has_backlog());
             let most = if backlog { BACKLOG_WAIT } else { IDLE_WAIT };
             let wait = state.scheduler.next_deadline().map_or(most, |deadline| {
                 deadline.saturating_duration_since(Instant::now()).min(most)
@@ -415,13 +367,19 @@ impl Worker {
     fn step(&mut self, plan: StepPlan) {
         for id in &plan.cancelled {
             // An ended stream (an error queued) stays until its client has the error.
-            if self.streams.get(id).is_some_and(|stream| !stream.ended) {
+            if self
+                .streams
+                .get(id)
+                .is_some_and(|stream| !stream.outbox.is_ended())
+            {
                 self.streams.remove(id);
             }
         }
         for ended in &plan.ended {
             if let Some(stream) = self.streams.get_mut(&ended.request_id) {
-                stream.end_with(Ok(finished(ended.reason, ended.usage)));
+                stream
+                    .outbox
+                    .end_with(Ok(finished(ended.reason, ended.usage)));
             }
         }
         if let Err(problem) = self.kv.apply(&plan) {
@@ -453,13 +411,9 @@ impl Worker {
             let Some(stream) = self.streams.get_mut(&ended.request_id) else {
                 continue;
             };
-            if ended.reason == FinishReason::Length {
-                let tail = stream.flush();
-                if let Some(Ok(GenerationEvent::Token(token))) = stream.outbox.back_mut() {
-                    token.text.push_str(&tail);
-                }
-            }
-            stream.end_with(Ok(finished(ended.reason, ended.usage)));
+            stream
+                .outbox
+                .finish(ended.reason, ended.usage, &mut stream.text);
         }
     }
 
@@ -468,11 +422,11 @@ impl Worker {
     fn deliver_all(&mut self) -> Vec<RequestId> {
         let mut gone = Vec::new();
         self.streams.retain(|&id, stream| {
-            if !stream.deliver() {
+            if !stream.outbox.deliver() {
                 gone.push(id);
                 return false;
             }
-            !(stream.ended && stream.outbox.is_empty())
+            !stream.outbox.is_done()
         });
         gone
     }
@@ -500,7 +454,7 @@ impl Worker {
                 logits.seq_id,
                 held.len()
             );
-            stream.end_with(Err(EngineError::Internal(problem)));
+            stream.outbox.end_with(Err(EngineError::Internal(problem)));
             return None;
         }
         if let LogitsKind::FirstToken {
@@ -510,7 +464,7 @@ impl Worker {
         {
             stream.reply = script(&self.reply, &held);
             let prompt_logprobs = stream.prompt_logprobs.take();
-            stream.push(GenerationEvent::Started {
+            stream.outbox.push(GenerationEvent::Started {
                 prompt_tokens,
                 cached_tokens,
                 prompt_logprobs,
@@ -519,15 +473,15 @@ impl Worker {
         let token = next_token(&self.reply, &stream.reply, stream.generated.len());
         stream.generated.push(token);
         let (text, stop) = if token == EOS && !stream.ignore_eos {
-            (stream.flush(), true)
+            (stream.text.flush(), true)
         } else {
-            let output = stream.stop.push(&stream.utf8.push(&piece(token)));
+            let output = stream.text.push(&piece(token));
             (output.text, output.stopped)
         };
         // An end-of-generation token is counted but not shown, unless it carries held text.
         if !(token == EOS && stop && text.is_empty()) {
             let logprob = stream.logprobs.map(|top| token_logprob(token, -0.25, top));
-            stream.push(GenerationEvent::Token(GeneratedToken {
+            stream.outbox.push(GenerationEvent::Token(GeneratedToken {
                 id: token,
                 text,
                 logprob,
@@ -549,7 +503,9 @@ impl Worker {
         state.scheduler.drain();
         drop(state);
         for stream in self.streams.values_mut() {
-            stream.end_with(Err(EngineError::Internal(problem.to_string())));
+            stream
+                .outbox
+                .end_with(Err(EngineError::Internal(problem.to_string())));
         }
         self.deliver_all();
     }

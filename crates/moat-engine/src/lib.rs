@@ -8,6 +8,7 @@ mod engine;
 mod error;
 mod event;
 pub mod fake;
+mod outbox;
 pub mod prefix;
 mod request;
 pub mod scheduler;
@@ -19,6 +20,7 @@ pub use engine::{Engine, EngineInfo, Health, TokenStream};
 pub use error::EngineError;
 pub use event::{FinishReason, GeneratedToken, GenerationEvent, TokenLogprob, TopLogprob, Usage};
 pub use fake::{FakeConfig, FakeEngine, FakeReply};
+pub use outbox::{Event, EventOutbox, TextAssembler};
 pub use request::{Prompt, SamplingParams, StopConditions, TokenId, ValidGenerate};
 pub use scheduler::{
     BatchEntry, Ended, KvOp, LogitsKind, LogitsUse, Rejected, RequestId, Sampled, Scheduler,
