@@ -8,7 +8,7 @@
 //! `parallel` sequences in one unified KV cache (shared prompt prefixes, per-sequence seeded
 //! samplers, stop strings, logprobs). The handle talks to it through bounded channels. All
 //! compute in the process, whichever model it is for, runs on one compute thread
-//! ([`run_on_executor`], see `executor.rs`), because two thread pools on the same cores
+//! ([`run_on_executor`], see `moat_engine::compute`), because two thread pools on the same cores
 //! collapse throughput.
 //!
 //! This crate knows nothing of HTTP or wire formats; it is the only crate that touches llama.cpp.
@@ -26,5 +26,6 @@ mod vocab;
 mod worker;
 
 pub use engine::LlamaEngine;
-pub use executor::{backend, run_on_executor};
-pub use options::{free_cores, FlashAttention, LoadOptions};
+pub use executor::backend;
+pub use moat_engine::compute::{free_cores, run_on_executor};
+pub use options::{FlashAttention, LoadOptions};

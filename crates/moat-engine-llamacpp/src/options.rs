@@ -1,6 +1,8 @@
 //! `LoadOptions`: how a model is loaded and how many sequences it serves. The defaults live here
 //! and nowhere else. It knows nothing of llama.cpp's parameter structs (the worker maps them).
 
+use moat_engine::compute::free_cores;
+
 /// How to load a model. Build it with `LoadOptions::new(name)` and change the fields you need.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadOptions {
@@ -52,15 +54,6 @@ impl LoadOptions {
             flash_attention: FlashAttention::Auto,
         }
     }
-}
-
-/// The cores this process may really use: `available_parallelism` follows the CPU affinity mask
-/// and cgroup quotas, unlike the machine's core count. llama.cpp collapses when its threads
-/// outnumber the free cores, so this is the default, never more.
-pub fn free_cores() -> u32 {
-    std::thread::available_parallelism()
-        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
-        .unwrap_or(1)
 }
 
 #[cfg(test)]

@@ -25,7 +25,8 @@ use moat_engine::{
     SubmitOptions,
 };
 
-use crate::executor::{backend, run_on_executor};
+use crate::executor::backend;
+use moat_engine::compute::run_on_executor;
 use crate::model_context::ModelContext;
 use crate::shared::{Loaded, Shared};
 use crate::stream::{Job, Stream};

@@ -4,6 +4,8 @@
 //! chunked prefill), the prefix index, stop-string matching, chat templates and a
 //! [`fake::FakeEngine`] for logic tests. It knows nothing of llama.cpp or HTTP.
 
+pub mod compute;
+mod embed;
 mod engine;
 mod error;
 mod event;
@@ -16,6 +18,7 @@ mod stop;
 pub mod template;
 mod utf8;
 
+pub use embed::{EmbedInput, Embedder, EmbedderInfo, Embeddings};
 pub use engine::{Engine, EngineInfo, Health, TokenStream};
 pub use error::EngineError;
 pub use event::{FinishReason, GeneratedToken, GenerationEvent, TokenLogprob, TopLogprob, Usage};
