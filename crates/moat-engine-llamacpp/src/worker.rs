@@ -336,6 +336,13 @@ impl Worker<'_> {
                     prompt_tokens,
                     cached_tokens,
                 } => stream.start(prompt_tokens, cached_tokens),
+                LogitsKind::PromptDone {
+                    prompt_tokens,
+                    cached_tokens,
+                } => {
+                    stream.start(prompt_tokens, cached_tokens);
+                    continue;
+                }
                 LogitsKind::NextToken => {}
             }
             let sample = stream.sample(context, at, &self.vocab);

@@ -460,6 +460,10 @@ impl Worker {
         if let LogitsKind::FirstToken {
             prompt_tokens,
             cached_tokens,
+        }
+        | LogitsKind::PromptDone {
+            prompt_tokens,
+            cached_tokens,
         } = logits.kind
         {
             stream.reply = script(&self.reply, &held);
@@ -469,6 +473,9 @@ impl Worker {
                 cached_tokens,
                 prompt_logprobs,
             });
+            if matches!(logits.kind, LogitsKind::PromptDone { .. }) {
+                return None;
+            }
         }
         let token = next_token(&self.reply, &stream.reply, stream.generated.len());
         stream.generated.push(token);

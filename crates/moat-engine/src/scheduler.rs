@@ -93,6 +93,9 @@ struct InFlight {
     scheduled: Vec<(usize, Vec<TokenId>)>,
     /// Requests the backend must report a `Sampled` for.
     sampling: Vec<RequestId>,
+    /// Requests whose prompt this step completes and that want no completion (`max_tokens:
+    /// 0`): they end at commit without a sample.
+    prompt_only: Vec<RequestId>,
 }
 
 impl Scheduler {
@@ -248,6 +251,18 @@ impl Scheduler {
             }
         }
         let mut ended = Vec::new();
+        for request_id in in_flight.prompt_only {
+            if let Some(index) = self.active_index(request_id) {
+                if let SlotState::Active(active) = &self.slots[index].state {
+                    ended.push(Ended {
+                        request_id,
+                        reason: FinishReason::Length,
+                        usage: active.usage(),
+                    });
+                }
+                self.release(index);
+            }
+        }
         for sample in sampled
             .iter()
             .filter(|s| in_flight.sampling.contains(&s.request_id))
@@ -369,6 +384,12 @@ impl Scheduler {
             kv_cells_used: self.kv_cells_used(),
             kv_cells_total: self.config.n_ctx_total() as usize,
         }
+    }
+
+    fn active_index(&self, request_id: RequestId) -> Option<usize> {
+        self.slots.iter().position(|slot| {
+            matches!(&slot.state, SlotState::Active(active) if active.request_id == request_id)
+        })
     }
 
     fn active_mut(&mut self, request_id: RequestId) -> Option<&mut Active> {
@@ -557,6 +578,7 @@ impl Scheduler {
         let mut in_flight = InFlight {
             scheduled: Vec::new(),
             sampling: Vec::new(),
+            prompt_only: Vec::new(),
         };
         // Running streams first: one token each keeps every stream flowing every step.
         for (index, slot) in self.slots.iter().enumerate() {
@@ -628,9 +650,18 @@ impl Scheduler {
         for (offset, &token) in chunk.iter().enumerate() {
             let pos = start + offset;
             let kind = if pos + 1 == active.prompt.len() {
-                Some(LogitsKind::FirstToken {
-                    prompt_tokens: to_u32(active.prompt.len()),
-                    cached_tokens: active.cached_tokens,
+                let (prompt_tokens, cached_tokens) =
+                    (to_u32(active.prompt.len()), active.cached_tokens);
+                Some(if active.options.max_tokens == Some(0) {
+                    LogitsKind::PromptDone {
+                        prompt_tokens,
+                        cached_tokens,
+                    }
+                } else {
+                    LogitsKind::FirstToken {
+                        prompt_tokens,
+                        cached_tokens,
+                    }
                 })
             } else if active.options.prompt_logprobs {
                 Some(LogitsKind::PromptToken {
@@ -655,7 +686,11 @@ impl Scheduler {
             });
         }
         if start + len == active.prompt.len() {
-            in_flight.sampling.push(active.request_id);
+            if active.options.max_tokens == Some(0) {
+                in_flight.prompt_only.push(active.request_id);
+            } else {
+                in_flight.sampling.push(active.request_id);
+            }
         }
         in_flight.scheduled.push((index, chunk.to_vec()));
         len
@@ -684,7 +719,7 @@ impl Scheduler {
             return None;
         }
         active.generated += 1;
-        let max_tokens = active.options.max_tokens.unwrap_or(u32::MAX).max(1);
+        let max_tokens = active.options.max_tokens.unwrap_or(u32::MAX);
         let reason = if sample.stop {
             Some(FinishReason::Stop)
         } else if active.generated >= max_tokens

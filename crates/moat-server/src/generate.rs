@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::stream::{self, SelectAll, Stream, StreamExt};
-use moat_engine::{Engine, EngineError, FinishReason, GenerationEvent, TokenStream, ValidGenerate};
+use moat_engine::{Engine, EngineError, GenerationEvent, TokenStream, ValidGenerate};
 use moat_openai::{UsageTally, WireUsage};
 use serde::Serialize;
 
@@ -36,8 +36,6 @@ impl Job {
 pub(crate) struct Started {
     index: u32,
     first_of_prompt: bool,
-    /// `max_tokens: 0` (scoring a prompt with `echo`): show no generated token.
-    prompt_only: bool,
     /// The `Started` event, replayed to the format first.
     started: GenerationEvent,
     stream: TokenStream,
@@ -66,12 +64,11 @@ pub(crate) async fn start(
 ) -> Result<Vec<Started>, ApiError> {
     let mut pending = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let prompt_only = job.request.stop.max_tokens == 0;
         let stream = engine.generate(job.request)?;
-        pending.push((job.index, job.first_of_prompt, prompt_only, stream));
+        pending.push((job.index, job.first_of_prompt, stream));
     }
     let mut started = Vec::with_capacity(pending.len());
-    for (index, first_of_prompt, prompt_only, mut stream) in pending {
+    for (index, first_of_prompt, mut stream) in pending {
         let first = match stream.next().await {
             Some(event) => event?,
             None => return Err(ended_early().into()),
@@ -79,7 +76,6 @@ pub(crate) async fn start(
         started.push(Started {
             index,
             first_of_prompt,
-            prompt_only,
             started: first,
             stream,
         });
@@ -97,7 +93,6 @@ fn choice_events(choice: Started) -> Pin<Box<dyn Stream<Item = ChoiceEvent> + Se
     let Started {
         index,
         first_of_prompt,
-        prompt_only,
         started,
         stream,
     } = choice;
@@ -113,29 +108,8 @@ fn choice_events(choice: Started) -> Pin<Box<dyn Stream<Item = ChoiceEvent> + Se
         }
     });
     Box::pin(
-        head.chain(rest)
-            .filter_map(move |event| async move { shown(event, prompt_only) })
-            .map(move |event| (index, first_of_prompt, event)),
+        head.chain(rest).map(move |event| (index, first_of_prompt, event)),
     )
-}
-
-/// The engine generates at least one token even for `max_tokens: 0`; for such a choice the
-/// token is hidden and not counted, so a client scoring a prompt sees only the prompt.
-fn shown(
-    event: Result<GenerationEvent, EngineError>,
-    prompt_only: bool,
-) -> Option<Result<GenerationEvent, EngineError>> {
-    match event {
-        Ok(GenerationEvent::Token(_)) if prompt_only => None,
-        Ok(GenerationEvent::Finished { mut usage, .. }) if prompt_only => {
-            usage.completion_tokens = 0;
-            Some(Ok(GenerationEvent::Finished {
-                reason: FinishReason::Length,
-                usage,
-            }))
-        }
-        other => Some(other),
-    }
 }
 
 pub(crate) fn merge(choices: Vec<Started>) -> MergedEvents {

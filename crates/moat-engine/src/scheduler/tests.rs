@@ -304,6 +304,47 @@ fn max_tokens_finishes_with_length_and_usage() {
 }
 
 #[test]
+fn max_tokens_zero_scores_the_prompt_without_sampling() {
+    let mut h = Harness::new(config());
+    let options = SubmitOptions {
+        max_tokens: Some(0),
+        prompt_logprobs: true,
+        ..SubmitOptions::default()
+    };
+    h.scheduler
+        .submit(1, prompt(1, 10), options)
+        .expect("admitted");
+    let (plan, ended) = h.step();
+    // Logits for every prompt position after the first: nine scores, then the prompt is done.
+    let kinds: Vec<LogitsKind> = plan.logits.iter().map(|l| l.kind).collect();
+    assert_eq!(kinds.len(), 10);
+    assert!(kinds[..9]
+        .iter()
+        .all(|kind| matches!(kind, LogitsKind::PromptToken { .. })));
+    assert_eq!(
+        kinds[9],
+        LogitsKind::PromptDone {
+            prompt_tokens: 10,
+            cached_tokens: 0
+        }
+    );
+    assert!(plan.logits.iter().all(|l| !l.samples()));
+    assert_eq!(
+        ended,
+        [Ended {
+            request_id: 1,
+            reason: FinishReason::Length,
+            usage: Usage {
+                prompt_tokens: 10,
+                completion_tokens: 0,
+                cached_tokens: 0
+            },
+        }]
+    );
+    assert!(h.scheduler.is_idle());
+}
+
+#[test]
 fn a_full_context_finishes_with_length() {
     let mut h = Harness::new(SchedulerConfig {
         n_ctx_per_seq: 50,

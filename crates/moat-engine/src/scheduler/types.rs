@@ -153,6 +153,13 @@ pub enum LogitsKind {
         prompt_tokens: u32,
         cached_tokens: u32,
     },
+    /// The prompt's last token of a request that asked for no completion (`max_tokens: 0`,
+    /// scoring a prompt): the prompt is in (send `Started`), sample nothing; the request ends
+    /// with `Length` when the step is committed.
+    PromptDone {
+        prompt_tokens: u32,
+        cached_tokens: u32,
+    },
     /// A generated token was decoded: sample the next one.
     NextToken,
     /// Prompt logprobs: these logits score the prompt token `next` that follows.
@@ -172,7 +179,10 @@ pub struct LogitsUse {
 impl LogitsUse {
     /// Whether the backend must sample here and report a [`Sampled`] to `commit`.
     pub fn samples(&self) -> bool {
-        !matches!(self.kind, LogitsKind::PromptToken { .. })
+        !matches!(
+            self.kind,
+            LogitsKind::PromptToken { .. } | LogitsKind::PromptDone { .. }
+        )
     }
 }
 
