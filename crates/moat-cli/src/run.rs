@@ -86,6 +86,7 @@ pub fn run(home: &Path, args: RunArgs) -> Result<u8> {
         ctx: args.ctx,
         threads: args.threads,
         no_prefix_reuse: false,
+        cache_tokens: None,
     };
     let engine = load_engine(&model, &engine_args, 1)?;
     engine

@@ -71,6 +71,11 @@ pub struct EngineArgs {
     /// benchmarks and debugging).
     #[arg(long)]
     pub no_prefix_reuse: bool,
+    /// Tokens of earlier prompts kept in host memory after their sequence was given to other
+    /// work, so a prompt seen before is not recomputed (default: as many as the context,
+    /// parallel × ctx; 0 turns it off).
+    #[arg(long, value_name = "TOKENS")]
+    pub cache_tokens: Option<u32>,
 }
 
 /// A stored model ready to load: its manifest and GGUF file.
@@ -102,6 +107,7 @@ pub fn load_engine(model: &ModelFile, engine: &EngineArgs, max_queue: u32) -> Re
     options.n_ctx_per_seq = engine.ctx;
     options.parallel = engine.parallel;
     options.prefix_reuse = !engine.no_prefix_reuse;
+    options.host_cache_tokens = engine.cache_tokens;
     if let Some(threads) = engine.threads {
         options.n_threads = threads;
     }

@@ -15,6 +15,7 @@
 //! It has no `unsafe` of its own and keeps the workspace's `forbid(unsafe_code)`: `llama-cpp-2`
 //! holds the FFI, and `self_cell` the one self-reference (a context with its model).
 
+mod embedder;
 mod engine;
 mod executor;
 mod model_context;
@@ -25,6 +26,7 @@ mod stream;
 mod vocab;
 mod worker;
 
+pub use embedder::{EmbedderOptions, LlamaEmbedder};
 pub use engine::LlamaEngine;
 pub use executor::backend;
 pub use moat_engine::compute::{free_cores, run_on_executor};

@@ -18,6 +18,11 @@ pub struct LoadOptions {
     pub n_batch: u32,
     /// Reuse the KV entries of a common prompt prefix across requests and sequences.
     pub prefix_reuse: bool,
+    /// Tokens of evicted sequences kept in host memory so that prompts seen before come back
+    /// without recomputing (the prompt cache); `None` holds as many as the context
+    /// (`parallel × n_ctx_per_seq`, so at most as much memory as the KV cache again), `Some(0)`
+    /// turns it off. Only with `prefix_reuse`.
+    pub host_cache_tokens: Option<u32>,
     /// Most requests waiting for a sequence; past this `generate` answers `Overloaded`.
     pub max_queue: u32,
     /// A chat template that replaces the GGUF's (the manifest's override).
@@ -49,6 +54,7 @@ impl LoadOptions {
             n_threads: free_cores(),
             n_batch: Self::DEFAULT_N_BATCH,
             prefix_reuse: true,
+            host_cache_tokens: None,
             max_queue: Self::DEFAULT_MAX_QUEUE,
             chat_template_override: None,
             flash_attention: FlashAttention::Auto,

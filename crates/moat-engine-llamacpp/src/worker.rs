@@ -20,18 +20,19 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
 use moat_engine::{
     EngineError, KvOp, LogitsKind, RequestId, Sampled, Scheduler, SchedulerConfig, StepPlan,
     SubmitOptions,
 };
 
 use crate::executor::backend;
-use moat_engine::compute::run_on_executor;
 use crate::model_context::ModelContext;
 use crate::shared::{Loaded, Shared};
 use crate::stream::{Job, Stream};
 use crate::vocab::Vocab;
 use crate::{FlashAttention, LoadOptions};
+use moat_engine::compute::run_on_executor;
 
 /// How soon a worker with nothing to decode retries handing events to a lagging client.
 const BACKLOG_WAIT: Duration = Duration::from_millis(2);
@@ -49,6 +50,9 @@ pub(crate) fn scheduler_config(options: &LoadOptions, n_ctx_per_seq: u32) -> Sch
         n_batch: options.n_batch,
         max_queue: usize::try_from(options.max_queue).unwrap_or(usize::MAX),
         prefix_reuse: options.prefix_reuse,
+        host_cache_tokens: options
+            .host_cache_tokens
+            .unwrap_or(options.parallel.saturating_mul(n_ctx_per_seq)),
         ..SchedulerConfig::default()
     }
 }
@@ -90,6 +94,7 @@ pub(crate) fn run(
         scheduler,
         streams: HashMap::new(),
         next_id: 0,
+        saved: HashMap::new(),
     }
     .serve(commands)
 }
@@ -143,6 +148,8 @@ struct Worker<'m> {
     /// event yet.
     streams: HashMap<RequestId, Stream>,
     next_id: RequestId,
+    /// The host prompt cache: sequences the scheduler saved (`KvOp::Save`), by entry.
+    saved: HashMap<u64, SeqState>,
 }
 
 impl Worker<'_> {
@@ -269,18 +276,40 @@ impl Worker<'_> {
         let Some(compute) = self.compute.as_mut() else {
             return Err("no llama.cpp context".to_owned());
         };
+        let saved = &mut self.saved;
         compute.context.with_dependent_mut(|_, context| {
             for op in ops {
-                let done = match *op {
-                    KvOp::Clear { seq } => context.kv_cache_seq_rm(seq, None, None),
-                    KvOp::Truncate { seq, from } => context.kv_cache_seq_rm(seq, Some(from), None),
+                let failed = |error: &dyn std::fmt::Display| {
+                    format!("llama.cpp KV operation {op:?}: {error}")
+                };
+                match *op {
+                    KvOp::Clear { seq } => context
+                        .kv_cache_seq_rm(seq, None, None)
+                        .map_err(|e| failed(&e))?,
+                    KvOp::Truncate { seq, from } => context
+                        .kv_cache_seq_rm(seq, Some(from), None)
+                        .map_err(|e| failed(&e))?,
                     KvOp::Copy {
                         src_seq,
                         dst_seq,
                         len,
-                    } => context.kv_cache_seq_cp(src_seq, dst_seq, Some(0), Some(len)),
-                };
-                done.map_err(|error| format!("llama.cpp KV operation {op:?}: {error}"))?;
+                    } => context
+                        .kv_cache_seq_cp(src_seq, dst_seq, Some(0), Some(len))
+                        .map_err(|e| failed(&e))?,
+                    KvOp::Save { seq, entry } => {
+                        let state = context
+                            .state_seq_get(seq, LlamaStateSeqFlags::empty())
+                            .map_err(|e| failed(&e))?;
+                        saved.insert(entry, state);
+                    }
+                    KvOp::Restore { entry, seq } => {
+                        let state = saved.get(&entry).ok_or_else(|| failed(&"not saved"))?;
+                        context.state_seq_set(state, seq).map_err(|e| failed(&e))?;
+                    }
+                    KvOp::Forget { entry } => {
+                        saved.remove(&entry);
+                    }
+                }
             }
             Ok(())
         })

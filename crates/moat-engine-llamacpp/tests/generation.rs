@@ -211,6 +211,36 @@ async fn a_shared_prefix_is_reused_across_sequences() {
 }
 
 #[tokio::test]
+async fn a_prompt_evicted_from_its_sequence_comes_back_from_the_host_cache() {
+    // One sequence: every new prompt evicts the last one, which the host cache keeps.
+    let Some(engine) = smollm2(|options| options.parallel = 1) else {
+        return;
+    };
+    let first_prompt = format!("{}{}", long_system_prompt(), chat("Name three colors."));
+    let other_prompt = chat("Describe the sea in one line, please, in plain words.");
+    let first = generate(&engine, request(&first_prompt, 16)).await;
+    assert_eq!(first.usage.cached_tokens, 0);
+    let other = generate(&engine, request(&other_prompt, 8)).await;
+    assert_eq!(other.usage.cached_tokens, 0, "nothing shared with the first prompt");
+    // The first prompt again: restored from host memory, all but its last token, and the
+    // restored entries give the same greedy text as computing them.
+    let again = generate(&engine, request(&first_prompt, 16)).await;
+    assert_eq!(again.usage.cached_tokens, again.usage.prompt_tokens - 1);
+    assert_eq!(again.text(), first.text());
+
+    let Some(uncached) = smollm2(|options| {
+        options.parallel = 1;
+        options.host_cache_tokens = Some(0);
+    }) else {
+        return;
+    };
+    generate(&uncached, request(&first_prompt, 4)).await;
+    generate(&uncached, request(&other_prompt, 4)).await;
+    let recomputed = generate(&uncached, request(&first_prompt, 4)).await;
+    assert_eq!(recomputed.usage.cached_tokens, 0, "host cache off");
+}
+
+#[tokio::test]
 async fn logprobs_describe_the_chosen_token_and_its_alternatives() {
     let Some(engine) = smollm2(|options| options.parallel = 1) else {
         return;

@@ -67,6 +67,7 @@ impl Default for FakeConfig {
                 prefill_chunk: 32,
                 max_queue: 8,
                 min_prefix: 4,
+                host_cache_tokens: 0,
                 ..SchedulerConfig::default()
             },
             reply: FakeReply::ReversePrompt,
@@ -577,6 +578,8 @@ fn token_logprob(token: TokenId, logprob: f32, top: u8) -> TokenLogprob {
 #[derive(Debug, Default)]
 pub(crate) struct ToyKv {
     sequences: HashMap<SeqId, Vec<TokenId>>,
+    /// The host prompt cache's entries (`KvOp::Save`).
+    saved: HashMap<u64, Vec<TokenId>>,
 }
 
 impl ToyKv {
@@ -639,6 +642,28 @@ impl ToyKv {
                     })?
                     .to_vec();
                 self.sequences.insert(dst_seq, prefix);
+            }
+            KvOp::Save { seq, entry } => {
+                if self.saved.contains_key(&entry) {
+                    return Err(format!("saving entry {entry} twice"));
+                }
+                self.saved.insert(entry, self.tokens(seq).to_vec());
+            }
+            KvOp::Restore { entry, seq } => {
+                if !self.tokens(seq).is_empty() {
+                    return Err(format!("restoring into sequence {seq}, which is not empty"));
+                }
+                let tokens = self
+                    .saved
+                    .get(&entry)
+                    .ok_or_else(|| format!("restoring entry {entry}, which is not saved"))?
+                    .clone();
+                self.sequences.insert(seq, tokens);
+            }
+            KvOp::Forget { entry } => {
+                self.saved
+                    .remove(&entry)
+                    .ok_or_else(|| format!("forgetting entry {entry}, which is not saved"))?;
             }
         }
         Ok(())

@@ -37,6 +37,20 @@ pub struct Scheduler {
     clock: u64,
     /// Names KV cells so that shared prefixes are counted once.
     next_cell: u64,
+    /// The host prompt cache: sequences saved when their slot was taken for other work.
+    saved: Vec<Saved>,
+    /// Tokens over `saved`, at most `host_cache_tokens`.
+    saved_tokens: usize,
+    next_entry: u64,
+}
+
+/// A sequence kept in host memory (`KvOp::Save`).
+#[derive(Debug)]
+struct Saved {
+    entry: u64,
+    tokens: Vec<TokenId>,
+    /// Orders eviction (LRU): the clock at its save or its last restore.
+    used: u64,
 }
 
 #[derive(Debug)]
@@ -132,6 +146,9 @@ impl Scheduler {
             pending: StepPlan::default(),
             clock: 0,
             next_cell: 0,
+            saved: Vec::new(),
+            saved_tokens: 0,
+            next_entry: 0,
         })
     }
 
@@ -471,6 +488,25 @@ impl Scheduler {
         } else {
             None
         };
+        let held = found.map_or(0, |(_, len)| len);
+        let restorable = if reuse {
+            self.find_saved(&request.prompt, held)
+        } else {
+            None
+        };
+        if let Some((position, len)) = restorable {
+            // Marked used first, so making room for a slot cannot evict it.
+            let used = self.tick();
+            self.saved[position].used = used;
+            let entry = self.saved[position].entry;
+            let Some(index) = self.take_free_slot() else {
+                self.queue.push_front(request);
+                return false;
+            };
+            let cached = self.restore(entry, index, len);
+            self.activate(index, request, cached);
+            return true;
+        }
         let (index, cached) = match found {
             Some((index, len)) if !self.slots[index].is_active() => {
                 self.truncate_slot(index, len);
@@ -492,6 +528,12 @@ impl Scheduler {
                 (index, 0)
             }
         };
+        self.activate(index, request, cached);
+        true
+    }
+
+    /// Starts `request` in slot `index`, whose first `cached` positions hold its prompt.
+    fn activate(&mut self, index: usize, request: Queued, cached: usize) {
         let admitted = self.tick();
         self.slots[index].state = SlotState::Active(Active {
             request_id: request.id,
@@ -503,7 +545,100 @@ impl Scheduler {
             admitted,
             end: None,
         });
-        true
+    }
+
+    /// The saved sequence (its position in `saved`) and length of the longest prefix of
+    /// `prompt` it holds, if that beats the `held` tokens a slot already offers by at least
+    /// `min_prefix` (a restore copies the whole entry, so a small gain is not worth it).
+    fn find_saved(&self, prompt: &[TokenId], held: usize) -> Option<(usize, usize)> {
+        let candidates = self
+            .saved
+            .iter()
+            .enumerate()
+            .map(|(position, saved)| (position, saved.tokens.as_slice()));
+        let found = longest_prefix(prompt, candidates, self.config.min_prefix as usize)?;
+        (found.len >= held + self.config.min_prefix as usize).then_some((found.key, found.len))
+    }
+
+    /// Brings saved `entry` back into the empty slot `index`, keeping `len` positions; returns
+    /// the positions the slot now holds.
+    fn restore(&mut self, entry: u64, index: usize, len: usize) -> usize {
+        let Some(saved) = self.saved.iter().find(|saved| saved.entry == entry) else {
+            return 0;
+        };
+        let tokens = saved.tokens.clone();
+        let seq = self.slots[index].seq_id;
+        self.pending.kv_ops.push(KvOp::Restore { entry, seq });
+        let first_cell = self.next_cell;
+        self.next_cell += tokens.len() as u64;
+        let slot = &mut self.slots[index];
+        slot.cells = (first_cell..self.next_cell).collect();
+        slot.tokens = tokens;
+        self.truncate_slot(index, len);
+        len
+    }
+
+    /// Keeps a copy of idle slot `index`'s cells in the host cache before they are dropped,
+    /// unless the cache is off, the sequence is too short to be worth it, or a saved entry
+    /// already holds all of it. Entries it extends are forgotten; the least recently used ones
+    /// make room.
+    fn save_before_dropping(&mut self, index: usize) {
+        let capacity = self.config.host_cache_tokens as usize;
+        let tokens = &self.slots[index].tokens;
+        if !self.config.prefix_reuse
+            || capacity == 0
+            || tokens.len() < self.config.min_prefix as usize
+            || tokens.len() > capacity
+        {
+            return;
+        }
+        let used = self.clock + 1;
+        if let Some(covering) = self
+            .saved
+            .iter_mut()
+            .find(|saved| saved.tokens.starts_with(tokens))
+        {
+            covering.used = used;
+            self.clock = used;
+            return;
+        }
+        let tokens = tokens.clone();
+        let mut kept = Vec::with_capacity(self.saved.len());
+        for saved in std::mem::take(&mut self.saved) {
+            if tokens.starts_with(&saved.tokens) {
+                self.forget(&saved);
+            } else {
+                kept.push(saved);
+            }
+        }
+        self.saved = kept;
+        while self.saved_tokens + tokens.len() > capacity {
+            let Some(oldest) = (0..self.saved.len()).min_by_key(|&i| self.saved[i].used) else {
+                break;
+            };
+            let evicted = self.saved.remove(oldest);
+            self.forget(&evicted);
+        }
+        let entry = self.next_entry;
+        self.next_entry += 1;
+        self.pending.kv_ops.push(KvOp::Save {
+            seq: self.slots[index].seq_id,
+            entry,
+        });
+        self.saved_tokens += tokens.len();
+        self.clock = used;
+        self.saved.push(Saved {
+            entry,
+            tokens,
+            used,
+        });
+    }
+
+    fn forget(&mut self, saved: &Saved) {
+        self.saved_tokens -= saved.tokens.len();
+        self.pending
+            .kv_ops
+            .push(KvOp::Forget { entry: saved.entry });
     }
 
     /// The slot (idle ones first, so a tie takes no copy) and length of the longest reusable
@@ -543,11 +678,20 @@ impl Scheduler {
                 });
             idle.min().map(|(_, index)| index)
         })?;
+        if matches!(self.slots[index].state, SlotState::Idle { .. }) {
+            self.save_before_dropping(index);
+        }
         self.clear_slot(index);
         Some(index)
     }
 
     fn truncate_slot(&mut self, index: usize, len: usize) {
+        let dropped = self.slots[index].tokens.len().saturating_sub(len);
+        if dropped >= self.config.min_prefix as usize
+            && matches!(self.slots[index].state, SlotState::Idle { .. })
+        {
+            self.save_before_dropping(index);
+        }
         let slot = &mut self.slots[index];
         if slot.tokens.len() > len {
             self.pending.kv_ops.push(KvOp::Truncate {

@@ -108,7 +108,8 @@ fn choice_events(choice: Started) -> Pin<Box<dyn Stream<Item = ChoiceEvent> + Se
         }
     });
     Box::pin(
-        head.chain(rest).map(move |event| (index, first_of_prompt, event)),
+        head.chain(rest)
+            .map(move |event| (index, first_of_prompt, event)),
     )
 }
 

@@ -241,6 +241,7 @@ async fn overload_is_a_429_with_retry_after() {
             max_queue: 0,
             n_ctx_per_seq: 1024,
             min_prefix: 4,
+            host_cache_tokens: 0,
             retry_after: Duration::from_secs(3),
             ..SchedulerConfig::default()
         };
@@ -595,6 +596,7 @@ async fn a_client_that_goes_away_frees_its_sequence() {
             max_queue: 0,
             n_ctx_per_seq: 1024,
             min_prefix: 4,
+            host_cache_tokens: 0,
             ..SchedulerConfig::default()
         };
     });

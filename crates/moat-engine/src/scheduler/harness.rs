@@ -16,6 +16,7 @@ pub(super) fn config() -> SchedulerConfig {
         max_queue: 2,
         prefix_reuse: true,
         min_prefix: 16,
+        host_cache_tokens: 0,
         retry_after: Duration::from_secs(3),
     }
 }

@@ -298,3 +298,140 @@ fn stats_count_slots_queue_and_cells() {
         }
     );
 }
+
+// ---- the host prompt cache ----
+
+fn cached_config(host_cache_tokens: u32) -> SchedulerConfig {
+    SchedulerConfig {
+        parallel: 1,
+        host_cache_tokens,
+        ..config()
+    }
+}
+
+fn short(max_tokens: u32) -> SubmitOptions {
+    SubmitOptions {
+        max_tokens: Some(max_tokens),
+        ..SubmitOptions::default()
+    }
+}
+
+/// Submits `prompt` as request `id` and runs it to its end; returns its usage.
+fn run_one(h: &mut Harness, id: RequestId, prompt: Vec<TokenId>) -> Usage {
+    h.scheduler.submit(id, prompt, short(4)).expect("admitted");
+    let ended = h.run_to_completion();
+    ended
+        .iter()
+        .find(|e| e.request_id == id)
+        .map(|e| e.usage)
+        .expect("it ended")
+}
+
+#[test]
+fn an_evicted_prompt_comes_back_from_the_host_cache() {
+    let mut h = Harness::new(cached_config(10_000));
+    let a = prompt(1, 100);
+    assert_eq!(run_one(&mut h, 1, a.clone()).cached_tokens, 0);
+    // B takes the only slot: A's 103 cells (prompt and three decoded tokens) are saved first.
+    h.scheduler.submit(2, prompt(2, 50), short(4)).expect("admitted");
+    let (plan, _) = h.step();
+    assert_eq!(
+        plan.kv_ops,
+        [KvOp::Save { seq: 0, entry: 0 }, KvOp::Clear { seq: 0 }]
+    );
+    h.run_to_completion();
+    // A again: B is saved in turn, A restored and cut to the prompt minus its last token.
+    h.scheduler.submit(3, a.clone(), short(4)).expect("admitted");
+    let (plan, _) = h.step();
+    assert_eq!(
+        plan.kv_ops,
+        [
+            KvOp::Save { seq: 0, entry: 1 },
+            KvOp::Clear { seq: 0 },
+            KvOp::Restore { entry: 0, seq: 0 },
+            KvOp::Truncate { seq: 0, from: 99 },
+        ]
+    );
+    assert_eq!(tokens_for(&plan, 0), [(a[99], 99)], "only the last prompt token");
+    let ended = h.run_to_completion();
+    assert_eq!(ended[0].usage.cached_tokens, 99);
+    // The longer conversation (A, its answer, a new turn) restores the whole of A's entry.
+    let answer = h.kv.tokens(0)[100..].to_vec();
+    let turn_two = concat(&[&a, &answer, &prompt(3, 10)]);
+    h.scheduler.submit(4, prompt(4, 40), short(4)).expect("admitted");
+    h.run_to_completion();
+    assert_eq!(run_one(&mut h, 5, turn_two).cached_tokens, 103);
+}
+
+#[test]
+fn the_host_cache_stays_within_its_tokens_least_recently_used_out() {
+    // Room for two 103-token entries, not three.
+    let mut h = Harness::new(cached_config(250));
+    for id in 1..=4 {
+        run_one(&mut h, id, prompt(id as i32, 100));
+    }
+    // 1, 2 and 3 were saved in turn; saving 3 forgot 1.
+    assert_eq!(h.scheduler.saved_tokens, 206);
+    assert_eq!(h.scheduler.saved.len(), 2);
+    assert_eq!(run_one(&mut h, 5, prompt(1, 100)).cached_tokens, 0, "1 is gone");
+    assert_eq!(run_one(&mut h, 6, prompt(3, 100)).cached_tokens, 99, "3 is kept");
+    assert!(h.scheduler.saved_tokens <= 250);
+}
+
+#[test]
+fn host_cache_skips_a_sequence_an_entry_already_holds() {
+    let mut h = Harness::new(cached_config(10_000));
+    let a = prompt(1, 100);
+    run_one(&mut h, 1, a.clone());
+    run_one(&mut h, 2, prompt(2, 50));
+    // Scoring A's first 60 tokens (max_tokens 0) restores them from A's entry and leaves the
+    // slot holding exactly those 60: a prefix of the entry.
+    let scoring = SubmitOptions {
+        max_tokens: Some(0),
+        ..SubmitOptions::default()
+    };
+    h.scheduler
+        .submit(3, a[..60].to_vec(), scoring)
+        .expect("admitted");
+    let ended = h.run_to_completion();
+    assert_eq!(ended[0].usage.cached_tokens, 59);
+    assert_eq!(h.kv.tokens(0), &a[..60]);
+    let entries = h.scheduler.saved.len();
+    h.scheduler.submit(4, prompt(4, 50), short(4)).expect("admitted");
+    let (plan, _) = h.step();
+    assert_eq!(plan.kv_ops, [KvOp::Clear { seq: 0 }], "no second copy");
+    assert_eq!(h.scheduler.saved.len(), entries);
+}
+
+#[test]
+fn without_a_host_cache_nothing_is_saved() {
+    let mut h = Harness::new(cached_config(0));
+    run_one(&mut h, 1, prompt(1, 100));
+    h.scheduler.submit(2, prompt(2, 50), short(4)).expect("admitted");
+    let (plan, _) = h.step();
+    assert_eq!(plan.kv_ops, [KvOp::Clear { seq: 0 }]);
+    h.run_to_completion();
+    assert_eq!(run_one(&mut h, 3, prompt(1, 100)).cached_tokens, 0);
+}
+
+#[test]
+fn an_idle_slot_cut_for_a_shared_system_prompt_keeps_its_tail_in_the_host_cache() {
+    let mut h = Harness::new(cached_config(10_000));
+    let system = prompt(9, 200);
+    let a = concat(&[&system, &prompt(1, 50)]);
+    run_one(&mut h, 1, a.clone());
+    // B shares the system prompt: the idle slot is cut to it, A's whole sequence is saved.
+    h.scheduler
+        .submit(2, concat(&[&system, &prompt(2, 50)]), short(4))
+        .expect("admitted");
+    let (plan, _) = h.step();
+    assert_eq!(
+        plan.kv_ops,
+        [
+            KvOp::Save { seq: 0, entry: 0 },
+            KvOp::Truncate { seq: 0, from: 200 }
+        ]
+    );
+    h.run_to_completion();
+    assert_eq!(run_one(&mut h, 3, a).cached_tokens, 249);
+}

@@ -30,6 +30,10 @@ pub struct SchedulerConfig {
     pub prefix_reuse: bool,
     /// Shortest prefix worth reusing (a BOS token alone is not).
     pub min_prefix: u32,
+    /// Tokens of evicted sequences kept in host memory (the prompt cache), so that a prompt
+    /// seen before comes back without recomputing even after its slot went to other work; 0
+    /// turns it off. Only with `prefix_reuse`.
+    pub host_cache_tokens: u32,
     /// What `Overloaded` tells clients to wait.
     pub retry_after: Duration,
 }
@@ -44,6 +48,7 @@ impl Default for SchedulerConfig {
             max_queue: 64,
             prefix_reuse: true,
             min_prefix: 16,
+            host_cache_tokens: 0,
             retry_after: Duration::from_secs(1),
         }
     }
@@ -134,6 +139,14 @@ pub enum KvOp {
         dst_seq: SeqId,
         len: u32,
     },
+    /// Keep a copy of every cell of `seq` in host memory as `entry` (`state_seq_get`); `seq` is
+    /// unchanged.
+    Save { seq: SeqId, entry: u64 },
+    /// Put the cells saved as `entry` into `seq`, which is empty (`state_seq_set`); the entry
+    /// stays saved.
+    Restore { entry: u64, seq: SeqId },
+    /// Drop the saved `entry`.
+    Forget { entry: u64 },
 }
 
 /// One token of the batch (`llama_batch_add(token, pos, [seq_id], logits)`).
