@@ -221,7 +221,10 @@ async fn a_prompt_evicted_from_its_sequence_comes_back_from_the_host_cache() {
     let first = generate(&engine, request(&first_prompt, 16)).await;
     assert_eq!(first.usage.cached_tokens, 0);
     let other = generate(&engine, request(&other_prompt, 8)).await;
-    assert_eq!(other.usage.cached_tokens, 0, "nothing shared with the first prompt");
+    assert_eq!(
+        other.usage.cached_tokens, 0,
+        "nothing shared with the first prompt"
+    );
     // The first prompt again: restored from host memory, all but its last token, and the
     // restored entries give the same greedy text as computing them.
     let again = generate(&engine, request(&first_prompt, 16)).await;

@@ -333,7 +333,9 @@ fn an_evicted_prompt_comes_back_from_the_host_cache() {
     let a = prompt(1, 100);
     assert_eq!(run_one(&mut h, 1, a.clone()).cached_tokens, 0);
     // B takes the only slot: A's 103 cells (prompt and three decoded tokens) are saved first.
-    h.scheduler.submit(2, prompt(2, 50), short(4)).expect("admitted");
+    h.scheduler
+        .submit(2, prompt(2, 50), short(4))
+        .expect("admitted");
     let (plan, _) = h.step();
     assert_eq!(
         plan.kv_ops,
@@ -341,7 +343,9 @@ fn an_evicted_prompt_comes_back_from_the_host_cache() {
     );
     h.run_to_completion();
     // A again: B is saved in turn, A restored and cut to the prompt minus its last token.
-    h.scheduler.submit(3, a.clone(), short(4)).expect("admitted");
+    h.scheduler
+        .submit(3, a.clone(), short(4))
+        .expect("admitted");
     let (plan, _) = h.step();
     assert_eq!(
         plan.kv_ops,
@@ -352,13 +356,19 @@ fn an_evicted_prompt_comes_back_from_the_host_cache() {
             KvOp::Truncate { seq: 0, from: 99 },
         ]
     );
-    assert_eq!(tokens_for(&plan, 0), [(a[99], 99)], "only the last prompt token");
+    assert_eq!(
+        tokens_for(&plan, 0),
+        [(a[99], 99)],
+        "only the last prompt token"
+    );
     let ended = h.run_to_completion();
     assert_eq!(ended[0].usage.cached_tokens, 99);
     // The longer conversation (A, its answer, a new turn) restores the whole of A's entry.
     let answer = h.kv.tokens(0)[100..].to_vec();
     let turn_two = concat(&[&a, &answer, &prompt(3, 10)]);
-    h.scheduler.submit(4, prompt(4, 40), short(4)).expect("admitted");
+    h.scheduler
+        .submit(4, prompt(4, 40), short(4))
+        .expect("admitted");
     h.run_to_completion();
     assert_eq!(run_one(&mut h, 5, turn_two).cached_tokens, 103);
 }
@@ -373,8 +383,16 @@ fn the_host_cache_stays_within_its_tokens_least_recently_used_out() {
     // 1, 2 and 3 were saved in turn; saving 3 forgot 1.
     assert_eq!(h.scheduler.saved_tokens, 206);
     assert_eq!(h.scheduler.saved.len(), 2);
-    assert_eq!(run_one(&mut h, 5, prompt(1, 100)).cached_tokens, 0, "1 is gone");
-    assert_eq!(run_one(&mut h, 6, prompt(3, 100)).cached_tokens, 99, "3 is kept");
+    assert_eq!(
+        run_one(&mut h, 5, prompt(1, 100)).cached_tokens,
+        0,
+        "1 is gone"
+    );
+    assert_eq!(
+        run_one(&mut h, 6, prompt(3, 100)).cached_tokens,
+        99,
+        "3 is kept"
+    );
     assert!(h.scheduler.saved_tokens <= 250);
 }
 
@@ -397,7 +415,9 @@ fn host_cache_skips_a_sequence_an_entry_already_holds() {
     assert_eq!(ended[0].usage.cached_tokens, 59);
     assert_eq!(h.kv.tokens(0), &a[..60]);
     let entries = h.scheduler.saved.len();
-    h.scheduler.submit(4, prompt(4, 50), short(4)).expect("admitted");
+    h.scheduler
+        .submit(4, prompt(4, 50), short(4))
+        .expect("admitted");
     let (plan, _) = h.step();
     assert_eq!(plan.kv_ops, [KvOp::Clear { seq: 0 }], "no second copy");
     assert_eq!(h.scheduler.saved.len(), entries);
@@ -407,7 +427,9 @@ fn host_cache_skips_a_sequence_an_entry_already_holds() {
 fn without_a_host_cache_nothing_is_saved() {
     let mut h = Harness::new(cached_config(0));
     run_one(&mut h, 1, prompt(1, 100));
-    h.scheduler.submit(2, prompt(2, 50), short(4)).expect("admitted");
+    h.scheduler
+        .submit(2, prompt(2, 50), short(4))
+        .expect("admitted");
     let (plan, _) = h.step();
     assert_eq!(plan.kv_ops, [KvOp::Clear { seq: 0 }]);
     h.run_to_completion();
