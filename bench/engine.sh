@@ -19,6 +19,9 @@
 #           `prefix` mode (warm-up + 8 sequential requests sharing a ~1,000-token system prompt).
 #   bench   llama-bench -p 512 -n 128 -t 2 -r 5 on the peer build (if it has llama-bench).
 #
+# REPEAT=1 makes the load phase send the same prompts in every round (a prompt cache serves
+# them) instead of unique ones.
+#
 # Results: one JSON object per run in $OUT/results.jsonl (default /tmp/moat-engine-bench-*);
 # bench/engine_summary.py turns that into the tables in docs/PERFORMANCE.md.
 # Servers listen on 127.0.0.1 only and are stopped by their PID.
@@ -92,8 +95,10 @@ hwm() { # server pid parallel
 }
 
 load() { # server port C requests rep
+    local repeat=()
+    [ "${REPEAT:-0}" = 1 ] && repeat=(--repeat --tag prompts=repeated)
     "$PY" "$HERE/serve_load.py" load --url "http://127.0.0.1:$2" --concurrency "$3" \
-        --requests "$4" --max-tokens 64 --tag "server=$1" --tag "rep=$5" >>"$RES"
+        --requests "$4" --max-tokens 64 --tag "server=$1" --tag "rep=$5" "${repeat[@]}" >>"$RES"
 }
 
 pp() { # server port rep

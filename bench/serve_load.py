@@ -117,9 +117,11 @@ def mode_load(a):
         for i in range(a.requests):
             topic = TOPICS[(w * a.requests + i) % len(TOPICS)]
             # A unique opening (a nanosecond clock) keeps every prompt distinct across
-            # workers, requests and rounds, so no prompt cache serves a repeat.
+            # workers, requests and rounds, so no prompt cache serves a repeat; with --repeat
+            # the prompts are the same in every round (what a prompt cache is for).
+            opening = f"Request {w}-{i}" if a.repeat else f"{time.time_ns()} {w}-{i}"
             msgs = [{"role": "user", "content":
-                     f"{time.time_ns()} {w}-{i}. Write a long, detailed story about {topic}."}]
+                     f"{opening}. Write a long, detailed story about {topic}."}]
             try:
                 r = stream_chat(a.url, a.model, msgs, a.max_tokens)
                 with lock:
@@ -223,6 +225,8 @@ def main():
     p.add_argument("--requests", type=int, default=2,
                    help="load: per worker; prefix/pp: total (sequential)")
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--repeat", action="store_true",
+                   help="load: the same prompts in every round instead of unique ones")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
                    help="extra fields copied into the JSON result (repeatable)")
     a = p.parse_args()
