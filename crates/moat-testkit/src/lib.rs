@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod pglite;
 pub mod wheel;
 
 use std::io::{BufRead, BufReader};

@@ -1,6 +1,7 @@
 //! The knowledge store's seam: [`VectorStore`], what every backend of a knowledge base
-//! implements (the embedded SQLite + ANN store, Postgres + pgvector), the records that cross it,
-//! and (to come) `conformance`, the one suite every implementation must pass.
+//! implements (the embedded [`SqliteStore`], Postgres + pgvector in `moat-vector-pg`), the
+//! records that cross it, the checks both share ([`validate`], [`glob`], [`terms`]), and
+//! [`conformance`], the one suite every implementation must pass.
 //!
 //! A store holds knowledge bases (collections). A knowledge base has a fixed embedding model and
 //! dimension; it holds documents (one per source path, with the hash of its content), and each
@@ -14,6 +15,14 @@
 //! point leaves either the old document or the new one, never a mix.
 
 use serde::{Deserialize, Serialize};
+
+pub mod conformance;
+pub mod glob;
+mod sqlite;
+pub mod terms;
+pub mod validate;
+
+pub use sqlite::{IndexStats, SqliteStore};
 
 /// A knowledge base's name: 1-64 characters of `[A-Za-z0-9._-]`, not starting with `.` or `-`.
 pub fn validate_kb_name(name: &str) -> Result<(), VectorError> {
