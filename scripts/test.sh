@@ -11,9 +11,12 @@ export MOAT_TEST_MODELS="${MOAT_TEST_MODELS:-$HOME/.cache/moat/test-models}"
 VENV="${MOAT_TEST_VENV:-$HOME/.cache/moat/test-venv}"
 
 scripts/fetch-test-models.sh
-if ! "$VENV/bin/python" -c 'import huggingface_hub, pytest, openai' 2>/dev/null; then
+# The venv is (re)built whenever tests/python/requirements.txt changes (its sha256 is stamped).
+want="$(sha256sum tests/python/requirements.txt | cut -d' ' -f1)"
+if [ "$(cat "$VENV/.requirements-sha256" 2>/dev/null)" != "$want" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+  echo "$want" >"$VENV/.requirements-sha256"
 fi
 
 scripts/pglite.sh install
