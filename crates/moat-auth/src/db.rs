@@ -1,0 +1,111 @@
+//! Opening `moat.db` for this crate and migrating its tables.
+//!
+//! Several crates share the one database file, so this crate keeps its schema version in its
+//! own table (`moat_auth_schema`) and leaves `PRAGMA user_version` to moat-vector.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::AuthError;
+
+/// The schema version this build writes. A database with a higher one is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE auth_keys (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    prefix TEXT NOT NULL UNIQUE,
+    hash BLOB NOT NULL,
+    models TEXT NOT NULL,
+    admin INTEGER NOT NULL,
+    requests_per_minute INTEGER,
+    tokens_per_minute INTEGER,
+    budget_tokens INTEGER,
+    budget_period TEXT,
+    created_ms INTEGER NOT NULL,
+    revoked_ms INTEGER
+);
+CREATE TABLE auth_budget_spend (
+    key_id INTEGER NOT NULL,
+    period TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    PRIMARY KEY (key_id, period)
+);
+CREATE TABLE auth_usage (
+    key_id INTEGER NOT NULL,
+    day TEXT NOT NULL,
+    model TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    PRIMARY KEY (key_id, day, model)
+);
+";
+
+/// Opens (creating it and its folder if needed) the database at `path` in WAL mode and
+/// migrates this crate's tables.
+pub fn open(path: &Path) -> Result<Connection, AuthError> {
+    let context =
+        |e: rusqlite::Error| AuthError::Storage(format!("cannot open {}: {e}", path.display()));
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| AuthError::Storage(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    let mut conn = Connection::open(path).map_err(context)?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(context)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(context)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(AuthError::Storage(format!(
+            "cannot open {}: journal mode is {mode}, WAL is required",
+            path.display()
+        )));
+    }
+    // In WAL mode NORMAL keeps every committed transaction across a process kill.
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(context)?;
+    migrate(&mut conn).map_err(|e| match e {
+        AuthError::Storage(msg) => AuthError::Storage(format!("{}: {msg}", path.display())),
+        other => other,
+    })?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), AuthError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS moat_auth_schema (version INTEGER NOT NULL)",
+        [],
+    )?;
+    let version: Option<i64> =
+        tx.query_row("SELECT MAX(version) FROM moat_auth_schema", [], |row| {
+            row.get(0)
+        })?;
+    match version {
+        None => {
+            tx.execute_batch(SCHEMA_V1)?;
+            tx.execute(
+                "INSERT INTO moat_auth_schema (version) VALUES (?1)",
+                [SCHEMA_VERSION],
+            )?;
+        }
+        Some(SCHEMA_VERSION) => {}
+        Some(v) if v > SCHEMA_VERSION => {
+            return Err(AuthError::Storage(format!(
+                "auth schema version {v} is newer than this moat understands ({SCHEMA_VERSION})"
+            )))
+        }
+        Some(v) => {
+            return Err(AuthError::Storage(format!(
+                "auth schema version {v} is unknown"
+            )));
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Usage per key: requests and prompt/completion tokens by model and UTC day, in
+//! `auth_usage`. One row per (key, day, model), updated in place, so the table grows with
+//! days × keys × models, not with requests.
+
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Date;
+use crate::keys::{Key, KeyId};
+use crate::{Auth, AuthError};
+
+/// The key id under which requests without a key (a server with no keys) are counted.
+pub const ANONYMOUS: KeyId = KeyId(0);
+
+/// Which usage rows to return. Days are inclusive and in UTC.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageFilter {
+    /// Only this key ([`ANONYMOUS`] for requests without one).
+    pub key: Option<KeyId>,
+    /// Only this model or alias.
+    pub model: Option<String>,
+    /// From this day on.
+    pub since: Option<Date>,
+    /// Up to this day.
+    pub until: Option<Date>,
+}
+
+/// One key's use of one model on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRow {
+    /// The key ([`ANONYMOUS`] for none).
+    pub key: KeyId,
+    /// The day, `YYYY-MM-DD`.
+    pub day: String,
+    /// The model or alias as requested.
+    pub model: String,
+    /// Requests counted.
+    pub requests: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+}
+
+impl Auth {
+    /// Counts one finished request of `key` (`None`: anonymous) on `model` today (UTC).
+    pub fn record_usage(
+        &self,
+        key: Option<&Key>,
+        model: &str,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+    ) -> Result<(), AuthError> {
+        if model.is_empty() || model.len() > 256 {
+            return Err(AuthError::invalid("model", "1 to 256 bytes"));
+        }
+        let day = Date::from_unix_ms(self.clock.now_ms()).iso();
+        let key = key.map_or(ANONYMOUS, |k| k.id);
+        let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.conn().execute(
+            "INSERT INTO auth_usage (key_id, day, model, requests, prompt_tokens, completion_tokens)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5)
+             ON CONFLICT (key_id, day, model) DO UPDATE SET
+                 requests = requests + 1,
+                 prompt_tokens = prompt_tokens + ?4,
+                 completion_tokens = completion_tokens + ?5",
+            params![key.0, day, model, as_i64(prompt_tokens), as_i64(completion_tokens)],
+        )?;
+        Ok(())
+    }
+
+    /// Usage rows matching `filter`, by day, key and model.
+    pub fn usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>, AuthError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT key_id, day, model, requests, prompt_tokens, completion_tokens FROM auth_usage
+             WHERE (?1 IS NULL OR key_id = ?1) AND (?2 IS NULL OR model = ?2)
+               AND (?3 IS NULL OR day >= ?3) AND (?4 IS NULL OR day <= ?4)
+             ORDER BY day, key_id, model",
+        )?;
+        let rows = statement.query_map(
+            params![
+                filter.key.map(|k| k.0),
+                filter.model,
+                filter.since.map(Date::iso),
+                filter.until.map(Date::iso)
+            ],
+            |row| {
+                let count = |i: usize| row.get::<_, i64>(i).map(|n| n.max(0) as u64);
+                Ok(UsageRow {
+                    key: KeyId(row.get(0)?),
+                    day: row.get(1)?,
+                    model: row.get(2)?,
+                    requests: count(3)?,
+                    prompt_tokens: count(4)?,
+                    completion_tokens: count(5)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

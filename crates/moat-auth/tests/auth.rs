@@ -1,0 +1,412 @@
+//! moat-auth against a real SQLite file: keys, bypass attempts, limits under concurrency,
+//! budgets across a restart, usage.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failure should stop the test
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moat_auth::{
+    Admission, Auth, AuthError, AuthErrorKind, Budget, BudgetPeriod, Key, LimitKind, Limits,
+    ManualClock, NewKey, Scopes, UsageFilter, ANONYMOUS,
+};
+
+/// 2026-03-31 23:59:00 UTC: a minute before both a day and a month end.
+const MAR_31_2359: i64 = 1_775_001_540_000;
+
+fn new_key(name: &str, models: &[&str], limits: Limits) -> NewKey {
+    NewKey {
+        name: name.to_owned(),
+        scopes: Scopes {
+            models: models.iter().map(|m| m.to_string()).collect(),
+            admin: false,
+        },
+        limits,
+    }
+}
+
+fn open(dir: &tempfile::TempDir, clock: &Arc<ManualClock>) -> Auth {
+    let clock: Arc<dyn moat_auth::Clock> = clock.clone();
+    Auth::open_with_clock(&dir.path().join("moat.db"), clock).unwrap()
+}
+
+fn admitted(admission: Admission) -> moat_auth::Reservation {
+    match admission {
+        Admission::Admitted(r) => r,
+        Admission::Denied(d) => panic!("denied: {d:?}"),
+    }
+}
+
+fn denied(admission: Admission) -> moat_auth::Denied {
+    match admission {
+        Admission::Denied(d) => d,
+        Admission::Admitted(r) => panic!("admitted: {r:?}"),
+    }
+}
+
+#[test]
+fn keys_are_stored_hashed_and_bypass_attempts_fail_distinctly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("moat.db");
+    let auth = Auth::open(&path).unwrap();
+    assert!(!auth.keys_exist().unwrap());
+
+    let created = auth
+        .create_key(&new_key("alice", &["qwen"], Limits::default()))
+        .unwrap();
+    let secret = created.secret.expose().to_owned();
+    assert!(auth.keys_exist().unwrap());
+    assert!(secret.starts_with(&created.key.prefix));
+    assert_eq!(created.key.prefix.len(), "moat-sk-".len() + 8);
+
+    // The secret is nowhere in the database file, only its hash.
+    drop(auth);
+    let bytes = std::fs::read(&path).unwrap();
+    let wal = std::fs::read(dir.path().join("moat.db-wal")).unwrap_or_default();
+    for haystack in [&bytes, &wal] {
+        assert!(!haystack
+            .windows(secret.len())
+            .any(|w| w == secret.as_bytes()));
+    }
+    let auth = Auth::open(&path).unwrap();
+
+    let key = auth.authenticate(&format!("Bearer {secret}")).unwrap();
+    assert_eq!(key.name, "alice");
+    assert_eq!(key.display_name(), format!("{} alice", created.key.prefix));
+    auth.authorize(&key, "qwen:7b").unwrap();
+    let other_model = auth.authorize(&key, "llama:8b").unwrap_err();
+    assert!(matches!(other_model, AuthError::ModelNotAllowed { .. }));
+    assert_eq!(other_model.kind(), AuthErrorKind::Forbidden);
+    assert!(matches!(
+        auth.require_admin(&key),
+        Err(AuthError::NotAdmin { .. })
+    ));
+
+    // Malformed: no scheme, wrong scheme, the bare key.
+    for header in [
+        "",
+        &secret,
+        &format!("Basic {secret}"),
+        "Bearer moat-sk-short",
+    ] {
+        let err = auth.authenticate(header).unwrap_err();
+        assert!(
+            matches!(err, AuthError::MalformedHeader(_)),
+            "{header:?}: {err}"
+        );
+        assert_eq!(err.kind(), AuthErrorKind::Unauthenticated);
+    }
+    // Well formed but unknown, and a forgery that keeps the real public prefix.
+    let unknown = format!("Bearer moat-sk-{}", "A".repeat(43));
+    assert!(matches!(
+        auth.authenticate(&unknown),
+        Err(AuthError::UnknownKey)
+    ));
+    let mut forged = secret.clone();
+    let last = if forged.ends_with('A') { "B" } else { "A" };
+    forged.replace_range(forged.len() - 1.., last);
+    assert!(matches!(
+        auth.authenticate(&format!("Bearer {forged}")),
+        Err(AuthError::UnknownKey)
+    ));
+
+    // Revoked, from a second handle as `moat keys revoke` would from another process.
+    let cli = Auth::open(&path).unwrap();
+    let revoked = cli.revoke_key(&created.key.prefix).unwrap();
+    assert!(revoked.revoked_ms.is_some());
+    let err = auth.authenticate(&format!("Bearer {secret}")).unwrap_err();
+    assert!(matches!(err, AuthError::RevokedKey { .. }), "{err}");
+    assert_eq!(err.kind(), AuthErrorKind::Unauthenticated);
+    // Revoking the last key keeps the server closed.
+    assert!(auth.keys_exist().unwrap());
+    assert!(matches!(
+        cli.revoke_key("nobody"),
+        Err(AuthError::NotFound(_))
+    ));
+}
+
+#[test]
+fn keys_exist_sees_a_key_created_by_another_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Auth::open(&dir.path().join("moat.db")).unwrap();
+    assert!(!server.keys_exist().unwrap());
+    let cli = Auth::open(&dir.path().join("moat.db")).unwrap();
+    cli.create_key(&new_key("ops", &["*"], Limits::default()))
+        .unwrap();
+    assert!(server.keys_exist().unwrap());
+    let listed = server.list_keys().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].scopes, Scopes::all_models());
+}
+
+#[test]
+fn invalid_key_definitions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = Auth::open(&dir.path().join("moat.db")).unwrap();
+    let zero_rpm = Limits {
+        requests_per_minute: Some(0),
+        ..Limits::default()
+    };
+    for new in [
+        new_key("", &["*"], Limits::default()),
+        new_key("a\nb", &["*"], Limits::default()),
+        new_key("ok", &["bad model"], Limits::default()),
+        new_key("ok", &["*"], zero_rpm),
+    ] {
+        let err = auth.create_key(&new).unwrap_err();
+        assert_eq!(err.kind(), AuthErrorKind::InvalidInput, "{new:?}: {err}");
+    }
+    assert!(!auth.keys_exist().unwrap());
+}
+
+fn hammer(auth: &Arc<Auth>, key: &Key, threads: usize, tries: usize, tokens: u64) -> usize {
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let auth = Arc::clone(auth);
+            let key = key.clone();
+            std::thread::spawn(move || {
+                (0..tries)
+                    .filter(|_| match auth.reserve(&key, tokens).unwrap() {
+                        Admission::Admitted(r) => {
+                            auth.settle(r, tokens).unwrap();
+                            true
+                        }
+                        Admission::Denied(_) => false,
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).sum()
+}
+
+#[test]
+fn concurrent_requests_never_exceed_the_per_minute_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(MAR_31_2359 - 3_600_000));
+    let auth = Arc::new(open(&dir, &clock));
+    let rpm = Limits {
+        requests_per_minute: Some(37),
+        ..Limits::default()
+    };
+    let key = auth.create_key(&new_key("rpm", &["*"], rpm)).unwrap().key;
+    assert_eq!(hammer(&auth, &key, 8, 25, 1), 37);
+
+    let tpm = Limits {
+        tokens_per_minute: Some(1_000),
+        ..Limits::default()
+    };
+    let key = auth.create_key(&new_key("tpm", &["*"], tpm)).unwrap().key;
+    // 7 tokens each: 142 fit in 1000.
+    assert_eq!(hammer(&auth, &key, 8, 40, 7), 142);
+
+    // A minute later the windows are empty again.
+    clock.advance_ms(60_000);
+    assert_eq!(hammer(&auth, &key, 4, 10, 100), 10);
+}
+
+#[test]
+fn concurrent_requests_never_exceed_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(MAR_31_2359 - 3_600_000));
+    let auth = Arc::new(open(&dir, &clock));
+    let limits = Limits {
+        budget: Some(Budget {
+            tokens: 500,
+            period: BudgetPeriod::Day,
+        }),
+        ..Limits::default()
+    };
+    let key = auth
+        .create_key(&new_key("budget", &["*"], limits))
+        .unwrap()
+        .key;
+    assert_eq!(hammer(&auth, &key, 8, 20, 9), 55);
+    assert_eq!(auth.budget_spent(&key).unwrap(), Some(495));
+}
+
+#[test]
+fn settling_returns_the_difference_and_a_restart_keeps_the_days_spend() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(MAR_31_2359 - 60_000));
+    let limits = Limits {
+        tokens_per_minute: Some(10_000),
+        budget: Some(Budget {
+            tokens: 1_000,
+            period: BudgetPeriod::Day,
+        }),
+        ..Limits::default()
+    };
+    let key = {
+        let auth = open(&dir, &clock);
+        let key = auth.create_key(&new_key("b", &["*"], limits)).unwrap().key;
+        let reservation = admitted(auth.reserve(&key, 800).unwrap());
+        assert_eq!(reservation.tokens(), 800);
+        // Only 200 left while 800 are held.
+        let d = denied(auth.reserve(&key, 300).unwrap());
+        assert_eq!(d.limit, LimitKind::DailyBudget);
+        assert_eq!(auth.settle(reservation, 650).unwrap(), 150);
+        assert_eq!(auth.budget_spent(&key).unwrap(), Some(650));
+        key
+    };
+    // A new process: the day's 650 are still spent.
+    let auth = open(&dir, &clock);
+    let d = denied(auth.reserve(&key, 351).unwrap());
+    assert_eq!(d.limit, LimitKind::DailyBudget);
+    // Retry at midnight UTC, two minutes away.
+    assert_eq!(d.retry_after, Some(Duration::from_secs(120)));
+    let last = admitted(auth.reserve(&key, 350).unwrap());
+    // Used more than reserved: charged in full, reported as a negative difference.
+    assert_eq!(auth.settle(last, 360).unwrap(), -10);
+    assert_eq!(auth.budget_spent(&key).unwrap(), Some(1_010));
+    assert_eq!(
+        denied(auth.reserve(&key, 1).unwrap()).limit,
+        LimitKind::DailyBudget
+    );
+    // A request larger than the whole budget can never pass.
+    assert_eq!(denied(auth.reserve(&key, 1_001).unwrap()).retry_after, None);
+
+    // The next UTC day starts from zero.
+    clock.advance_ms(3 * 60_000);
+    let _held = admitted(auth.reserve(&key, 1_000).unwrap());
+}
+
+#[test]
+fn a_monthly_budget_resets_on_the_first_utc() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(MAR_31_2359));
+    let auth = open(&dir, &clock);
+    let limits = Limits {
+        budget: Some(Budget {
+            tokens: 100,
+            period: BudgetPeriod::Month,
+        }),
+        ..Limits::default()
+    };
+    let key = auth.create_key(&new_key("m", &["*"], limits)).unwrap().key;
+    let r = admitted(auth.reserve(&key, 100).unwrap());
+    auth.settle(r, 100).unwrap();
+    let d = denied(auth.reserve(&key, 1).unwrap());
+    assert_eq!(d.limit, LimitKind::MonthlyBudget);
+    assert_eq!(d.retry_after, Some(Duration::from_secs(60)));
+    clock.advance_ms(60_000);
+    let _held = admitted(auth.reserve(&key, 100).unwrap());
+}
+
+#[test]
+fn set_limits_applies_to_the_next_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(MAR_31_2359));
+    let auth = open(&dir, &clock);
+    let key = auth
+        .create_key(&new_key("k", &["*"], Limits::default()))
+        .unwrap()
+        .key;
+    let _held = admitted(auth.reserve(&key, 5).unwrap());
+    let limits = Limits {
+        requests_per_minute: Some(1),
+        ..Limits::default()
+    };
+    let key = auth.set_limits(key.id, &limits).unwrap();
+    let _held = admitted(auth.reserve(&key, 5).unwrap());
+    let d = denied(auth.reserve(&key, 5).unwrap());
+    assert_eq!(d.limit, LimitKind::RequestsPerMinute);
+    assert_eq!(d.retry_after, Some(Duration::from_secs(60)));
+}
+
+#[test]
+fn usage_is_counted_per_key_model_and_utc_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(MAR_31_2359));
+    let auth = open(&dir, &clock);
+    let key = auth
+        .create_key(&new_key("u", &["*"], Limits::default()))
+        .unwrap()
+        .key;
+    auth.record_usage(Some(&key), "qwen", 10, 20).unwrap();
+    auth.record_usage(Some(&key), "qwen", 1, 2).unwrap();
+    auth.record_usage(None, "qwen", 5, 5).unwrap();
+    clock.advance_ms(120_000);
+    auth.record_usage(Some(&key), "llama", 7, 8).unwrap();
+
+    let all = auth.usage(&UsageFilter::default()).unwrap();
+    let summary: Vec<_> = all
+        .iter()
+        .map(|r| {
+            (
+                r.day.as_str(),
+                r.key,
+                r.model.as_str(),
+                r.requests,
+                r.prompt_tokens,
+                r.completion_tokens,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("2026-03-31", ANONYMOUS, "qwen", 1, 5, 5),
+            ("2026-03-31", key.id, "qwen", 2, 11, 22),
+            ("2026-04-01", key.id, "llama", 1, 7, 8),
+        ]
+    );
+    let april = moat_auth::Date::parse("2026-04-01").unwrap();
+    let filter = UsageFilter {
+        key: Some(key.id),
+        since: Some(april),
+        ..UsageFilter::default()
+    };
+    assert_eq!(auth.usage(&filter).unwrap().len(), 1);
+    assert!(auth.record_usage(None, "", 1, 1).is_err());
+}
+
+#[test]
+fn a_database_from_a_newer_moat_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("moat.db");
+    drop(Auth::open(&path).unwrap());
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute("UPDATE moat_auth_schema SET version = 99", [])
+            .unwrap();
+        // moat-vector's version is untouched by this crate.
+        let user_version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(user_version, 0);
+    }
+    let err = Auth::open(&path).err().unwrap();
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[test]
+fn absurd_token_counts_are_denied_or_clamped_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(MAR_31_2359));
+    let auth = open(&dir, &clock);
+    let limits = Limits {
+        tokens_per_minute: Some(100),
+        budget: Some(Budget {
+            tokens: 1_000,
+            period: BudgetPeriod::Month,
+        }),
+        ..Limits::default()
+    };
+    let key = auth.create_key(&new_key("x", &["*"], limits)).unwrap().key;
+    assert_eq!(
+        denied(auth.reserve(&key, u64::MAX).unwrap()).retry_after,
+        None
+    );
+    let r = admitted(auth.reserve(&key, 10).unwrap());
+    assert_eq!(auth.settle(r, u64::MAX).unwrap(), 10 - i64::MAX);
+    let d = denied(auth.reserve(&key, 1).unwrap());
+    assert_eq!(d.limit, LimitKind::TokensPerMinute);
+
+    let unlimited = auth
+        .create_key(&new_key("u", &["*"], Limits::default()))
+        .unwrap()
+        .key;
+    let r = admitted(auth.reserve(&unlimited, u64::MAX).unwrap());
+    assert_eq!(auth.settle(r, 0).unwrap(), i64::MAX);
+}
