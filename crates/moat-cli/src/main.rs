@@ -13,6 +13,9 @@ macro_rules! println {
     }};
 }
 
+mod embed;
+mod kb;
+mod knowledge;
 mod license;
 mod models;
 mod progress;
@@ -66,6 +69,13 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Chat with a model in the terminal, or answer one prompt (also from stdin).
     Run(run::RunArgs),
+    /// Embed texts (arguments, or lines of stdin) and print one JSON vector per line.
+    Embed(embed::EmbedArgs),
+    /// Knowledge bases: create, add documents, list, show, remove, query.
+    Kb {
+        #[command(subcommand)]
+        command: kb::KbCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -84,6 +94,8 @@ fn main() -> ExitCode {
         Command::License { command } => license::run(&home, command),
         Command::Serve(args) => serve::run(&home, args),
         Command::Run(args) => run::run(&home, args),
+        Command::Embed(args) => embed::run(&home, args),
+        Command::Kb { command } => kb::run(&home, command),
     };
     match result {
         Ok(code) => ExitCode::from(code),

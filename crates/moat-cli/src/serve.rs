@@ -17,19 +17,21 @@ use moat_engine::Engine;
 use moat_engine_llamacpp::{LlamaEngine, LoadOptions};
 use moat_license::{check, detect, DeploymentProfile, LicenseDecisionInput, Outcome};
 use moat_openai::ModelLimits;
-use moat_server::{serve, AppState, ServedModel, ServerConfig, ShutdownOutcome};
+use moat_server::{serve, Alias, AppState, Knowledge, ServedModel, ServerConfig, ShutdownOutcome};
 use moat_store::recipe::DEFAULT_RECIPE;
 use moat_store::{ErrorKind, Manifest, ModelFormat, PullOptions, Source, Store};
 use tokio::sync::Notify;
 
+use crate::knowledge::{model_kind, open_vector_store, ModelKind, StoreEmbedders};
 use crate::models::{open_store, recipes_dir};
 use crate::progress::TermProgress;
 use crate::CANCEL;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Models to serve, by name[:tag]. Default: the default model (recipe "smollm2"), pulled
-    /// if it is not in the store yet.
+    /// Models to serve, by name[:tag]: chat models (GGUF) and embedding models (a
+    /// sentence-transformers folder or an embedding GGUF, for /v1/embeddings). Default: the
+    /// default model (recipe "smollm2"), pulled if it is not in the store yet.
     models: Vec<String>,
     /// Address to listen on. Anything but loopback exposes the API to the network.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
@@ -50,7 +52,8 @@ pub struct ServeArgs {
     /// Serve a model even if its license forbids this deployment (see `moat license check`).
     #[arg(long)]
     allow_forbidden_license: bool,
-    /// A moat.toml with a [deployment] table (default: ./moat.toml, else $MOAT_HOME/moat.toml).
+    /// A moat.toml with [deployment], [knowledge] and [aliases.NAME] tables (default:
+    /// ./moat.toml, else $MOAT_HOME/moat.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -135,22 +138,23 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
     };
     let profile = crate::license::config_profile(home, args.config.as_deref())?;
     let mut models = Vec::new();
+    let mut embedding_models = Vec::new();
     for name in &names {
-        let model = model_file(&store, name)?;
-        license_gate(
-            &store,
-            &model.manifest,
-            &profile,
-            args.allow_forbidden_license,
-        )?;
-        models.push(model);
+        let manifest = store.resolve(name)?;
+        license_gate(&store, &manifest, &profile, args.allow_forbidden_license)?;
+        if model_kind(&store, &manifest)? == ModelKind::Embedding {
+            embedding_models.push(manifest.name.to_string());
+            continue;
+        }
+        models.push(model_file(&store, name)?);
     }
+    let knowledge = knowledge(home, &store, args.config.as_deref(), embedding_models)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(serve_models(models, &args));
+    let result = runtime.block_on(serve_models(models, knowledge, &args));
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
@@ -214,7 +218,47 @@ fn license_gate(
     Ok(())
 }
 
-async fn serve_models(models: Vec<ModelFile>, args: &ServeArgs) -> Result<u8> {
+/// The server's knowledge side: the knowledge store, embedders from the model store, the
+/// embedding models named on the command line, and `moat.toml`'s aliases (their models by
+/// their full names, as the server knows them).
+fn knowledge(
+    home: &Path,
+    store: &Store,
+    config: Option<&Path>,
+    embedding_models: Vec<String>,
+) -> Result<Knowledge> {
+    let settings = crate::knowledge::settings(home, config)?;
+    let vector_store = open_vector_store(home, &settings.backend)?;
+    let aliases = settings
+        .aliases
+        .into_iter()
+        .map(|(name, alias)| {
+            let model = store
+                .resolve(&alias.model)
+                .map(|manifest| manifest.name.to_string())
+                .unwrap_or(alias.model);
+            (
+                name,
+                Alias {
+                    model,
+                    knowledge_base: alias.knowledge_base,
+                },
+            )
+        })
+        .collect();
+    Ok(Knowledge {
+        store: Some(vector_store),
+        embedders: Some(Arc::new(StoreEmbedders::new(home))),
+        embedding_models,
+        aliases,
+    })
+}
+
+async fn serve_models(
+    models: Vec<ModelFile>,
+    knowledge: Knowledge,
+    args: &ServeArgs,
+) -> Result<u8> {
     let config = ServerConfig {
         bind: SocketAddr::new(args.host, args.port),
         body_limit_bytes: args.body_limit,
@@ -227,7 +271,10 @@ async fn serve_models(models: Vec<ModelFile>, args: &ServeArgs) -> Result<u8> {
     if !address.ip().is_loopback() {
         eprintln!("warning: listening on {address}: the API has no authentication yet");
     }
-    let state = AppState::new(config);
+    for name in &knowledge.embedding_models {
+        eprintln!("{name}: embedding model (loaded on first use)");
+    }
+    let state = AppState::with_knowledge(config, knowledge);
     let fatal = Arc::new(Notify::new());
     let load_failed = Arc::new(AtomicBool::new(false));
     for model in models {

@@ -55,6 +55,11 @@ pub const CHAT_FIELDS: &[FieldRule] = &[
     rule("function_call", Rejected, TOOLS_LATER),
     rule("functions", Rejected, TOOLS_LATER),
     rule(
+        "knowledge_base",
+        Supported,
+        "moat extension: a knowledge base name or {name, top_k, mode, min_score, path_glob, tags, no_answer}; grounds the answer and adds citations (docs/knowledge.md)",
+    ),
+    rule(
         "logit_bias",
         Supported,
         "token id -> -100 to 100; ids must be in the model's vocabulary",

@@ -8,6 +8,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use moat_engine::{EngineError, TemplateError};
 use moat_openai::{ErrorBody, ErrorResponse, WireError};
+use moat_rag::RagError;
+use moat_vector::VectorError;
+
+use crate::EmbedderLoadError;
 
 /// How long a client should wait before retrying while a model loads or the server drains.
 const RETRY_AFTER_UNAVAILABLE: Duration = Duration::from_secs(5);
@@ -36,12 +40,12 @@ impl ApiError {
         }
     }
 
-    fn with_code(mut self, code: &'static str) -> Self {
+    pub(crate) fn with_code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
         self
     }
 
-    fn with_param(mut self, param: impl Into<String>) -> Self {
+    pub(crate) fn with_param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());
         self
     }
@@ -131,6 +135,35 @@ impl ApiError {
         .with_code("method_not_allowed")
     }
 
+    /// Something the request names that does not exist (not a model: see `model_not_found`).
+    pub fn not_found(message: impl Into<String>, code: &'static str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message).with_code(code)
+    }
+
+    /// A knowledge-base route on a server configured without a knowledge store.
+    pub fn knowledge_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "This server has no knowledge store configured",
+        )
+        .with_code("knowledge_unavailable")
+    }
+
+    /// An embedding model that could not be had: 404 unknown, 400 not an embedding model,
+    /// 503 failed to load.
+    pub fn embedder_load(model: &str, error: EmbedderLoadError) -> Self {
+        match error {
+            EmbedderLoadError::NotFound(_) => Self::model_not_found(model),
+            EmbedderLoadError::NotAnEmbedder(reason) => Self::invalid_request(format!(
+                "The model '{model}' is not an embedding model: {reason}"
+            ))
+            .with_param("model")
+            .with_code("not_an_embedding_model"),
+            EmbedderLoadError::Failed(reason) => Self::model_failed(model, &reason),
+        }
+    }
+
     /// The body OpenAI clients parse.
     pub fn body(&self) -> ErrorResponse {
         ErrorResponse {
@@ -185,6 +218,44 @@ impl From<WireError> for ApiError {
         api.param = error.param().map(str::to_string);
         api.code = error.code();
         api
+    }
+}
+
+impl From<RagError> for ApiError {
+    fn from(error: RagError) -> Self {
+        match error {
+            RagError::Store(store) => store.into(),
+            RagError::Embed(engine) => engine.into(),
+            other @ (RagError::EmbedderMismatch { .. }
+            | RagError::Invalid(_)
+            | RagError::Unsplittable { .. }) => Self::invalid_request(other.to_string()),
+        }
+    }
+}
+
+impl From<VectorError> for ApiError {
+    fn from(error: VectorError) -> Self {
+        let message = error.to_string();
+        match error {
+            VectorError::NoSuchKb(_) => {
+                Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
+                    .with_code("knowledge_base_not_found")
+            }
+            VectorError::KbExists(_) => {
+                Self::new(StatusCode::CONFLICT, "invalid_request_error", message)
+                    .with_param("name")
+                    .with_code("knowledge_base_exists")
+            }
+            VectorError::InvalidName(_) => Self::invalid_request(message).with_param("name"),
+            VectorError::DimensionMismatch { .. } => Self::invalid_request(message)
+                .with_param("vector")
+                .with_code("wrong_dimension"),
+            VectorError::Invalid(_) => Self::invalid_request(message),
+            VectorError::Storage(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+                    .with_code("storage_error")
+            }
+        }
     }
 }
 

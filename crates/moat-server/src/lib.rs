@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod format;
 mod generate;
+mod knowledge;
 mod prompt;
 mod routes;
 mod shutdown;
@@ -18,6 +19,10 @@ mod stream;
 
 pub use config::ServerConfig;
 pub use error::ApiError;
+pub use knowledge::{
+    Alias, EmbedderLoadError, EmbedderSource, GroundingRequest, Knowledge,
+    DEFAULT_GROUNDING_MIN_SCORE, DEFAULT_GROUNDING_TOP_K, MAX_TOP_K,
+};
 pub use routes::app;
 pub use shutdown::{serve, ShutdownOutcome};
 pub use state::{AppState, ServedModel};

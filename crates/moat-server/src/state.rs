@@ -11,7 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use moat_engine::{select_template_source, ChatTemplate, Engine, TemplateError};
 use moat_openai::{ModelLimits, ResponseIds};
 
-use crate::{ApiError, ServerConfig};
+use crate::knowledge::KnowledgeState;
+use crate::{ApiError, Knowledge, ServerConfig};
 
 /// A model ready to serve.
 pub struct ServedModel {
@@ -70,10 +71,17 @@ struct Inner {
     draining: AtomicBool,
     next_id: AtomicU64,
     id_base: u64,
+    knowledge: KnowledgeState,
 }
 
 impl AppState {
+    /// A server without knowledge bases or embedding models.
     pub fn new(config: ServerConfig) -> Self {
+        Self::with_knowledge(config, Knowledge::default())
+    }
+
+    /// A server that also serves embeddings, knowledge bases and aliases as `knowledge` says.
+    pub fn with_knowledge(config: ServerConfig, knowledge: Knowledge) -> Self {
         let id_base = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -85,12 +93,17 @@ impl AppState {
                 draining: AtomicBool::new(false),
                 next_id: AtomicU64::new(0),
                 id_base,
+                knowledge: KnowledgeState::new(knowledge),
             }),
         }
     }
 
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
+    }
+
+    pub(crate) fn knowledge(&self) -> &KnowledgeState {
+        &self.inner.knowledge
     }
 
     fn set(&self, name: &str, slot: ModelSlot) {
@@ -181,7 +194,7 @@ impl AppState {
                 moat_engine::Health::Ready => {}
             }
         }
-        if models.is_empty() {
+        if models.is_empty() && self.inner.knowledge.config.embedding_models.is_empty() {
             return Readiness::Loading;
         }
         readiness

@@ -23,6 +23,16 @@ struct SseState<F> {
     include_usage: bool,
     pending: VecDeque<Event>,
     done: bool,
+    /// A chunk sent after the choices' last chunks, before the usage chunk (chat's
+    /// `citations`).
+    trailer: Option<serde_json::Value>,
+}
+
+/// Events sent as they are, then `[DONE]`: an answer that needs no model.
+pub(crate) fn sse_fixed(events: Vec<serde_json::Value>) -> Response {
+    let mut all: Vec<Result<Event, Infallible>> = events.iter().map(|e| Ok(data(e))).collect();
+    all.push(Ok(Event::default().data("[DONE]")));
+    Sse::new(stream::iter(all)).into_response()
 }
 
 /// One `data:` event. Serializing these plain structs cannot fail; if it ever did, the client
@@ -63,6 +73,9 @@ impl<F: Format> SseState<F> {
     }
 
     fn finish(&mut self, with_usage: bool) {
+        if let Some(trailer) = self.trailer.take() {
+            self.pending.push_back(data(&trailer));
+        }
         if with_usage {
             let chunk = self.format.usage_chunk(self.tally.wire());
             self.pending.push_back(data(&chunk));
@@ -74,6 +87,16 @@ impl<F: Format> SseState<F> {
 
 /// The streamed answer for generations already started.
 pub(crate) fn sse<F: Format>(choices: Vec<Started>, format: F, include_usage: bool) -> Response {
+    sse_with_trailer(choices, format, include_usage, None)
+}
+
+/// As [`sse`], with one more chunk after the choices' last ones (before the usage chunk).
+pub(crate) fn sse_with_trailer<F: Format>(
+    choices: Vec<Started>,
+    format: F,
+    include_usage: bool,
+    trailer: Option<serde_json::Value>,
+) -> Response {
     let state = SseState {
         events: merge(choices),
         format,
@@ -81,6 +104,7 @@ pub(crate) fn sse<F: Format>(choices: Vec<Started>, format: F, include_usage: bo
         include_usage,
         pending: VecDeque::new(),
         done: false,
+        trailer,
     };
     let events = stream::unfold(state, SseState::next_event);
     Sse::new(events)

@@ -1,25 +1,120 @@
-//! `POST /v1/chat/completions`.
+//! `POST /v1/chat/completions`, with grounding: a `knowledge_base` field (a name, or an object
+//! with the retrieval settings) or a model alias that names one makes the server search that
+//! knowledge base for the last user message, put the passages into the prompt as numbered
+//! markers, and return `citations` (in the whole answer's body; in a stream, a chunk with no
+//! choices and a `citations` field after the choices' last chunks, before the usage chunk and
+//! `[DONE]`). When nothing passes `min_score`, the no-answer policy applies: by default the
+//! answer says so without calling the model.
+
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use moat_openai::parse_chat_request;
+use moat_engine::ChatMessage;
+use moat_openai::{
+    parse_chat_request, ChatChoice, ChatCompletion, ChatCompletionChunk, ResponseIds, UsageTally,
+};
+use moat_rag::{ground, query_from_messages, retrieve, Citation, Grounded, IdentityReranker};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::extract::RawBody;
 use crate::format::ChatFormat;
 use crate::generate::{collect, start, Job};
-use crate::stream::sse;
-use crate::{prompt, ApiError, AppState};
+use crate::routes::knowledge::blocking;
+use crate::stream::{sse_fixed, sse_with_trailer};
+use crate::{prompt, ApiError, AppState, GroundingRequest};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/v1/chat/completions", post(chat))
 }
 
+/// A citation as the response carries it.
+#[derive(Serialize)]
+struct WireCitation {
+    marker: u32,
+    /// The document's path in the knowledge base.
+    document: String,
+    location: moat_vector::Location,
+    score: f32,
+    snippet: String,
+}
+
+impl From<Citation> for WireCitation {
+    fn from(citation: Citation) -> Self {
+        Self {
+            marker: citation.marker,
+            document: citation.path,
+            location: citation.location,
+            score: citation.score,
+            snippet: citation.snippet,
+        }
+    }
+}
+
+/// The `knowledge_base` field of the raw body, if any.
+fn knowledge_base_field(body: &[u8]) -> Result<Option<GroundingRequest>, ApiError> {
+    let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(body) else {
+        // parse_chat_request reports malformed bodies.
+        return Ok(None);
+    };
+    match object.remove("knowledge_base") {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => serde_json::from_value(value).map(Some).map_err(|_| {
+            ApiError::invalid_request(
+                "knowledge_base must be a knowledge base name or an object with name and \
+                 optional top_k, mode, min_score, path_glob, tags, no_answer, no_answer_reply",
+            )
+            .with_param("knowledge_base")
+        }),
+    }
+}
+
 async fn chat(State(state): State<AppState>, RawBody(body): RawBody) -> Result<Response, ApiError> {
-    let request = parse_chat_request(&body)?;
+    let field = knowledge_base_field(&body)?;
+    let mut request = parse_chat_request(&body)?;
+    let requested_name = request.model.clone();
+    let alias = state
+        .knowledge()
+        .config
+        .aliases
+        .get(&request.model)
+        .cloned();
+    if let Some(alias) = &alias {
+        request.model.clone_from(&alias.model);
+    }
+    let grounding = match (field, alias.and_then(|a| a.knowledge_base)) {
+        (Some(field), Some(base)) if field.name == base.name => Some(field.over(&base)),
+        (Some(field), _) => Some(field),
+        (None, base) => base,
+    };
     let model = state.model(&request.model)?;
-    let chat = request.validate(&model.limits)?;
+    let mut chat = request.validate(&model.limits)?;
+    chat.model = requested_name;
+    let mut citations = None;
+    if let Some(grounding) = grounding {
+        match ground_messages(&state, &grounding, &chat.messages).await? {
+            Grounded::Prompt {
+                messages,
+                citations: found,
+            } => {
+                chat.messages = messages;
+                citations = Some(found.into_iter().map(WireCitation::from).collect());
+            }
+            Grounded::NoAnswer { reply } => {
+                let ids = state.response_ids("chatcmpl", &chat.model);
+                return Ok(no_answer(
+                    &ids,
+                    &reply,
+                    chat.params.n,
+                    chat.params.stream,
+                    chat.params.include_usage,
+                ));
+            }
+        }
+    }
     let tokens = prompt::chat(&model, &chat.model, chat.messages).await?;
     let params = &chat.params;
     let jobs = (0..params.n)
@@ -30,10 +125,114 @@ async fn chat(State(state): State<AppState>, RawBody(body): RawBody) -> Result<R
         .collect::<Result<Vec<_>, ApiError>>()?;
     let choices = start(&model.engine, jobs).await?;
     let ids = state.response_ids("chatcmpl", &chat.model);
-    let format = ChatFormat::new(ids, params.n, params.logprobs.is_some());
+    let format = ChatFormat::new(ids.clone(), params.n, params.logprobs.is_some());
+    let citations: Option<Vec<WireCitation>> = citations;
     if params.stream {
-        Ok(sse(choices, format, params.include_usage))
+        let trailer = citations.map(|c| citations_chunk(&ids, c));
+        Ok(sse_with_trailer(
+            choices,
+            format,
+            params.include_usage,
+            trailer,
+        ))
     } else {
-        Ok(Json(collect(choices, format).await?).into_response())
+        let whole = collect(choices, format).await?;
+        match citations {
+            None => Ok(Json(whole).into_response()),
+            Some(citations) => Ok(Json(with_citations(&whole, citations)).into_response()),
+        }
     }
+}
+
+/// Retrieves for the last user message and builds the grounded messages.
+async fn ground_messages(
+    state: &AppState,
+    grounding: &GroundingRequest,
+    messages: &[ChatMessage],
+) -> Result<Grounded, ApiError> {
+    let (params, config) = grounding.settings("knowledge_base")?;
+    let query = query_from_messages(messages).ok_or_else(|| {
+        ApiError::invalid_request(
+            "a grounded chat needs a user message with text to search the knowledge base for",
+        )
+        .with_param("messages")
+    })?;
+    let store = state.knowledge().store()?;
+    let lookup = Arc::clone(&store);
+    let name = grounding.name.clone();
+    let info = blocking(move || Ok(lookup.kb(&name)?)).await?;
+    let embedder = state.knowledge().embedder(&info.embed_model).await?;
+    let name = grounding.name.clone();
+    let hits = blocking(move || {
+        Ok(retrieve(
+            store.as_ref(),
+            embedder.as_ref(),
+            &name,
+            &query,
+            &params,
+            &IdentityReranker,
+        )?)
+    })
+    .await?;
+    Ok(ground(messages, &hits, &config))
+}
+
+fn citations_chunk(ids: &ResponseIds, citations: Vec<WireCitation>) -> Value {
+    serde_json::json!({
+        "id": ids.id,
+        "object": "chat.completion.chunk",
+        "created": ids.created,
+        "model": ids.model,
+        "choices": [],
+        "citations": citations,
+    })
+}
+
+fn with_citations(whole: &ChatCompletion, citations: Vec<WireCitation>) -> Value {
+    let mut value = serde_json::to_value(whole).unwrap_or(Value::Null);
+    if let Value::Object(object) = &mut value {
+        object.insert(
+            "citations".into(),
+            serde_json::to_value(citations).unwrap_or_default(),
+        );
+    }
+    value
+}
+
+/// The answer when nothing relevant was found and the policy replies without the model: the
+/// reply as every choice, no usage, and an empty `citations`.
+fn no_answer(
+    ids: &ResponseIds,
+    reply: &str,
+    n: u32,
+    stream: bool,
+    include_usage: bool,
+) -> Response {
+    let usage = UsageTally::default().wire();
+    if !stream {
+        let choices = (0..n)
+            .map(|index| ChatChoice::new(index, reply.to_owned(), None, "stop"))
+            .collect();
+        let whole = ChatCompletion::new(ids, choices, usage);
+        return Json(with_citations(&whole, Vec::new())).into_response();
+    }
+    let mut events = Vec::new();
+    for index in 0..n {
+        let chunks = [
+            ChatCompletionChunk::role(ids, index),
+            ChatCompletionChunk::content(ids, index, reply.to_owned(), None),
+            ChatCompletionChunk::finish(ids, index, "stop"),
+        ];
+        events.extend(
+            chunks
+                .iter()
+                .map(|c| serde_json::to_value(c).unwrap_or_default()),
+        );
+    }
+    events.push(citations_chunk(ids, Vec::new()));
+    if include_usage {
+        let chunk = ChatCompletionChunk::usage(ids, usage);
+        events.push(serde_json::to_value(chunk).unwrap_or_default());
+    }
+    sse_fixed(events)
 }

@@ -3,7 +3,9 @@
 
 mod chat;
 mod completions;
+mod embeddings;
 mod health;
+pub(crate) mod knowledge;
 mod models;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -21,6 +23,8 @@ pub fn app(state: AppState) -> Router {
         .merge(chat::router())
         .merge(completions::router())
         .merge(models::router())
+        .merge(embeddings::router())
+        .merge(knowledge::router())
         .merge(health::router())
         .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

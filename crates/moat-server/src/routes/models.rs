@@ -1,9 +1,12 @@
-//! `GET /v1/models` and `GET /v1/models/{id}` (ids may hold `/` and `:`).
+//! `GET /v1/models` and `GET /v1/models/{id}` (ids may hold `/` and `:`): the chat models, the
+//! embedding models (`"type": "embedding"`) and the aliases (`"type": "alias"`, with the model
+//! they stand for and the knowledge base they are grounded in).
 
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use moat_openai::{Model, ModelList};
+use moat_openai::Model;
+use serde::Serialize;
 
 use crate::state::unix_now;
 use crate::{ApiError, AppState};
@@ -14,26 +17,67 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/models/{*id}", get(one))
 }
 
-fn model(name: String, created: Option<u64>) -> Model {
-    Model::new(name, created.unwrap_or_else(unix_now))
+/// One entry: OpenAI's fields plus what moat adds.
+#[derive(Serialize)]
+struct Listed {
+    #[serde(flatten)]
+    model: Model,
+    /// `chat`, `embedding` or `alias`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alias_of: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    knowledge_base: Option<String>,
 }
 
-async fn list(State(state): State<AppState>) -> Json<ModelList> {
-    let models = state
+#[derive(Serialize)]
+struct Listing {
+    object: &'static str,
+    data: Vec<Listed>,
+}
+
+fn entries(state: &AppState) -> Vec<Listed> {
+    let mut out: Vec<Listed> = state
         .model_names()
         .into_iter()
-        .map(|(name, created)| model(name, created));
-    Json(ModelList::new(models.collect()))
+        .map(|(name, created)| Listed {
+            model: Model::new(name, created.unwrap_or_else(unix_now)),
+            kind: "chat",
+            alias_of: None,
+            knowledge_base: None,
+        })
+        .collect();
+    let knowledge = &state.knowledge().config;
+    out.extend(knowledge.embedding_models.iter().map(|name| Listed {
+        model: Model::new(name.clone(), unix_now()),
+        kind: "embedding",
+        alias_of: None,
+        knowledge_base: None,
+    }));
+    out.extend(knowledge.aliases.iter().map(|(name, alias)| Listed {
+        model: Model::new(name.clone(), unix_now()),
+        kind: "alias",
+        alias_of: Some(alias.model.clone()),
+        knowledge_base: alias.knowledge_base.as_ref().map(|kb| kb.name.clone()),
+    }));
+    out
+}
+
+async fn list(State(state): State<AppState>) -> Json<Listing> {
+    Json(Listing {
+        object: "list",
+        data: entries(&state),
+    })
 }
 
 async fn one(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Model>, ApiError> {
-    state
-        .model_names()
+) -> Result<Json<Listed>, ApiError> {
+    entries(&state)
         .into_iter()
-        .find(|(name, _)| *name == id)
-        .map(|(name, created)| Json(model(name, created)))
+        .find(|entry| entry.model.id == id)
+        .map(Json)
         .ok_or_else(|| ApiError::model_not_found(&id))
 }
