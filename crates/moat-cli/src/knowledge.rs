@@ -4,7 +4,8 @@
 //! - the knowledge store: `$MOAT_HOME/moat.db` with its ANN index files under
 //!   `$MOAT_HOME/vectors/` (the embedded default), or Postgres + pgvector when `moat.toml` says
 //!   `[knowledge] backend = "postgres"` (its `url`, else the `MOAT_PG_URL` environment variable);
-//! - model aliases (`[aliases.NAME] model = "...", knowledge_base = "..."`) for the server;
+//! - model aliases (`[aliases.NAME] model = "...", knowledge_base = "...", guard = "..."`)
+//!   for the server;
 //! - embedders by model format: a stored sentence-transformers safetensors folder is loaded
 //!   with candle ([`moat_embed::SentenceEmbedder`]), a GGUF whose header names a pooling with
 //!   llama.cpp ([`moat_engine_llamacpp::LlamaEmbedder`]); a chat model is refused with a clear
@@ -60,6 +61,8 @@ pub struct AliasToml {
     /// A knowledge base name, or a table with the retrieval settings (`name`, `top_k`, `mode`,
     /// `min_score`, `path_glob`, `tags`, `no_answer`, `no_answer_reply`).
     pub knowledge_base: Option<GroundingRequest>,
+    /// The guard policy (`[guard.policies.NAME]`) for requests to this alias.
+    pub guard: Option<String>,
 }
 
 /// Which knowledge store to open.
@@ -78,7 +81,7 @@ pub struct KnowledgeSettings {
 
 /// The config file: `explicit`, else `./moat.toml`, else `$MOAT_HOME/moat.toml` (as the license
 /// gate finds it).
-fn config_path(home: &Path, explicit: Option<&Path>) -> Option<PathBuf> {
+pub(crate) fn config_path(home: &Path, explicit: Option<&Path>) -> Option<PathBuf> {
     match explicit {
         Some(path) => Some(path.to_path_buf()),
         None => [PathBuf::from("moat.toml"), home.join("moat.toml")]

@@ -13,14 +13,17 @@ macro_rules! println {
     }};
 }
 
+mod audit;
 mod embed;
 mod kb;
+mod keys;
 mod knowledge;
 mod license;
 mod models;
 mod progress;
 mod run;
 mod serve;
+mod trust;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +79,13 @@ enum Command {
         #[command(subcommand)]
         command: kb::KbCommand,
     },
+    /// API keys for the server: create (the secret is shown once), list, revoke.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Query or export (--jsonl) the audit log of API requests.
+    Audit(audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +106,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&home, args),
         Command::Embed(args) => embed::run(&home, args),
         Command::Kb { command } => kb::run(&home, command),
+        Command::Keys { command } => keys::run(&home, command),
+        Command::Audit(args) => audit::run(&home, args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -4,7 +4,12 @@
 //! answers at once (`/health` is 503 while models load), loads each with llama.cpp off the
 //! runtime, and on SIGTERM or Ctrl-C stops admitting, lets requests in flight finish within
 //! the grace period, then exits. The HTTP side is moat-server's; this file is the glue.
+//!
+//! Trust: the keys and audit log in `$MOAT_HOME/moat.db`, `[guard]` and `[audit]` of moat.toml
+//! and each alias's `guard` become the server's `TrustConfig`. A non-loopback `--host` while no
+//! key exists is refused (exit 2) unless `--insecure`; a license override is audited.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,8 +21,12 @@ use clap::Args;
 use moat_engine::Engine;
 use moat_engine_llamacpp::{LlamaEngine, LoadOptions};
 use moat_license::{check, detect, DeploymentProfile, LicenseDecisionInput, Outcome};
+use moat_meter::{AuditEntry, Decision, Meter};
 use moat_openai::ModelLimits;
-use moat_server::{serve, Alias, AppState, Knowledge, ServedModel, ServerConfig, ShutdownOutcome};
+use moat_server::{
+    serve, Alias, AppState, Knowledge, ServedModel, ServerConfig, ShutdownOutcome, Trust,
+    TrustConfig,
+};
 use moat_store::recipe::DEFAULT_RECIPE;
 use moat_store::{ErrorKind, Manifest, ModelFormat, PullOptions, Source, Store};
 use tokio::sync::Notify;
@@ -25,6 +34,7 @@ use tokio::sync::Notify;
 use crate::knowledge::{model_kind, open_vector_store, ModelKind, StoreEmbedders};
 use crate::models::{open_store, recipes_dir};
 use crate::progress::TermProgress;
+use crate::trust::{open_auth, open_meter};
 use crate::CANCEL;
 
 #[derive(Args)]
@@ -49,10 +59,15 @@ pub struct ServeArgs {
     /// After SIGTERM or Ctrl-C, how long requests in flight may run before the server exits.
     #[arg(long, default_value_t = ServerConfig::DEFAULT_SHUTDOWN_GRACE.as_secs(), value_name = "SECONDS")]
     shutdown_grace: u64,
-    /// Serve a model even if its license forbids this deployment (see `moat license check`).
+    /// Serve a model even if its license forbids this deployment (see `moat license check`);
+    /// the override is written to the audit log.
     #[arg(long)]
     allow_forbidden_license: bool,
-    /// A moat.toml with [deployment], [knowledge] and [aliases.NAME] tables (default:
+    /// Listen beyond loopback even though no API key exists, so anyone who can reach the
+    /// port can use the API.
+    #[arg(long)]
+    insecure: bool,
+    /// A moat.toml with [deployment], [knowledge], [aliases.NAME], [guard] and [audit] tables (default:
     /// ./moat.toml, else $MOAT_HOME/moat.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -129,7 +144,36 @@ pub fn model_limits(manifest: &Manifest) -> ModelLimits {
     }
 }
 
+/// Exit code when `moat serve` refuses an unsafe setup (as for a usage error).
+const EXIT_REFUSED: u8 = 2;
+
 pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
+    let auth = Arc::new(open_auth(home)?);
+    if !args.host.is_loopback() && !auth.keys_exist()? {
+        if !args.insecure {
+            eprintln!(
+                "error: refusing to listen on {} without API keys: anyone on the network could use \
+                 the API. Create a key first (`moat keys create`), listen on 127.0.0.1, or pass \
+                 --insecure to serve without keys anyway",
+                args.host
+            );
+            return Ok(EXIT_REFUSED);
+        }
+        eprintln!(
+            "warning: listening on {} without API keys (--insecure): the API is open to anyone \
+             who can reach it",
+            args.host
+        );
+    }
+    let trust_settings = crate::trust::settings(home, args.config.as_deref())?;
+    let retention = trust_settings.audit.retention_days;
+    let meter = Arc::new(open_meter(home, trust_settings.audit.clone())?);
+    if let Some(days) = retention {
+        let removed = meter.retain(days, unix_ms())?;
+        if removed > 0 {
+            eprintln!("audit log: removed {removed} entries older than {days} days");
+        }
+    }
     let store = open_store(home)?;
     let names = if args.models.is_empty() {
         vec![default_model(home, &store)?]
@@ -141,20 +185,42 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
     let mut embedding_models = Vec::new();
     for name in &names {
         let manifest = store.resolve(name)?;
-        license_gate(&store, &manifest, &profile, args.allow_forbidden_license)?;
+        if license_gate(&store, &manifest, &profile, args.allow_forbidden_license)? {
+            audit_license_override(&meter, &manifest.name.to_string())?;
+        }
         if model_kind(&store, &manifest)? == ModelKind::Embedding {
             embedding_models.push(manifest.name.to_string());
             continue;
         }
         models.push(model_file(&store, name)?);
     }
-    let knowledge = knowledge(home, &store, args.config.as_deref(), embedding_models)?;
+    let (knowledge, alias_guards) =
+        knowledge(home, &store, args.config.as_deref(), embedding_models)?;
+    let guard = trust_settings.guard;
+    let classifier_model = guard.classifier_model.map(|name| {
+        store
+            .resolve(&name)
+            .map(|m| m.name.to_string())
+            .unwrap_or(name)
+    });
+    let trust = Trust::new(TrustConfig {
+        auth: Some(auth),
+        meter: Some(meter),
+        record_prompts: trust_settings.audit.record_prompts,
+        policies: guard.policies,
+        default_guard: guard.default,
+        alias_guards,
+        key_guards: Some(crate::trust::key_guards(home)?),
+        restore_redactions: guard.restore_redactions,
+        classifier_model,
+    })
+    .context("the [guard] configuration")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(serve_models(models, knowledge, &args));
+    let result = runtime.block_on(serve_models(models, knowledge, trust, &args));
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
@@ -182,13 +248,43 @@ fn default_model(home: &Path, store: &Store) -> Result<String> {
     Ok(moat_store::pull(store, &source, options)?.name.to_string())
 }
 
-/// Refuses a model whose license forbids the deployment, unless `allow_forbidden`.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Records that the operator served a model its license forbids (`--allow-forbidden-license`).
+fn audit_license_override(meter: &Meter, model: &str) -> Result<()> {
+    let operator = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map_or_else(|| "operator".to_owned(), |u| format!("operator {u}"));
+    meter
+        .audit_append(&AuditEntry {
+            at_ms: unix_ms(),
+            who: operator.chars().take(256).collect(),
+            model: model.chars().take(256).collect(),
+            decision: Decision::Flagged,
+            rails: vec!["license.forbidden_override".into()],
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            request_id: String::new(),
+            prompt: None,
+        })
+        .context("writing the license override to the audit log")?;
+    Ok(())
+}
+
+/// Refuses a model whose license forbids the deployment, unless `allow_forbidden`; returns
+/// whether it was served through the override.
 fn license_gate(
     store: &Store,
     manifest: &Manifest,
     profile: &DeploymentProfile,
     allow_forbidden: bool,
-) -> Result<()> {
+) -> Result<bool> {
     let info = moat_store::inspect::inspect(store, manifest)?;
     let detection = detect(&crate::license::evidence(store, manifest, &info)?);
     let verdict = check(&LicenseDecisionInput {
@@ -213,22 +309,28 @@ fn license_gate(
                 manifest.name
             );
         }
-        eprintln!("  serving it anyway (--allow-forbidden-license)");
+        eprintln!("  serving it anyway (--allow-forbidden-license; recorded in the audit log)");
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 /// The server's knowledge side: the knowledge store, embedders from the model store, the
 /// embedding models named on the command line, and `moat.toml`'s aliases (their models by
-/// their full names, as the server knows them).
+/// their full names, as the server knows them), and the aliases' guard policies.
 fn knowledge(
     home: &Path,
     store: &Store,
     config: Option<&Path>,
     embedding_models: Vec<String>,
-) -> Result<Knowledge> {
+) -> Result<(Knowledge, BTreeMap<String, String>)> {
     let settings = crate::knowledge::settings(home, config)?;
     let vector_store = open_vector_store(home, &settings.backend)?;
+    let alias_guards = settings
+        .aliases
+        .iter()
+        .filter_map(|(name, alias)| Some((name.clone(), alias.guard.clone()?)))
+        .collect();
     let aliases = settings
         .aliases
         .into_iter()
@@ -246,17 +348,19 @@ fn knowledge(
             )
         })
         .collect();
-    Ok(Knowledge {
+    let knowledge = Knowledge {
         store: Some(vector_store),
         embedders: Some(Arc::new(StoreEmbedders::new(home))),
         embedding_models,
         aliases,
-    })
+    };
+    Ok((knowledge, alias_guards))
 }
 
 async fn serve_models(
     models: Vec<ModelFile>,
     knowledge: Knowledge,
+    trust: Trust,
     args: &ServeArgs,
 ) -> Result<u8> {
     let config = ServerConfig {
@@ -268,13 +372,10 @@ async fn serve_models(
         .await
         .with_context(|| format!("listening on {}", config.bind))?;
     let address = listener.local_addr()?;
-    if !address.ip().is_loopback() {
-        eprintln!("warning: listening on {address}: the API has no authentication yet");
-    }
     for name in &knowledge.embedding_models {
         eprintln!("{name}: embedding model (loaded on first use)");
     }
-    let state = AppState::with_knowledge(config, knowledge);
+    let state = AppState::with_trust(config, knowledge, trust);
     let fatal = Arc::new(Notify::new());
     let load_failed = Arc::new(AtomicBool::new(false));
     for model in models {

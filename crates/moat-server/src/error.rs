@@ -26,6 +26,8 @@ pub struct ApiError {
     pub code: Option<&'static str>,
     /// Sent as `Retry-After` (whole seconds, at least 1).
     pub retry_after: Option<Duration>,
+    /// The per-key limit that turned the request away, sent as `x-moat-limit`.
+    pub limit: Option<&'static str>,
 }
 
 impl ApiError {
@@ -37,6 +39,7 @@ impl ApiError {
             param: None,
             code: None,
             retry_after: None,
+            limit: None,
         }
     }
 
@@ -164,6 +167,50 @@ impl ApiError {
         }
     }
 
+    /// No usable API key (absent, malformed, unknown or revoked): 401, as OpenAI answers it.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message)
+            .with_code("invalid_api_key")
+    }
+
+    /// A key whose scopes do not include the model it asked for.
+    pub fn model_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "permission_error", message)
+            .with_param("model")
+            .with_code("model_not_allowed")
+    }
+
+    /// An admin-only route asked with a key that is not admin.
+    pub fn admin_required(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "permission_error", message).with_code("admin_required")
+    }
+
+    /// A per-key limit turned the request away: 429 naming the limit in the message and in
+    /// `x-moat-limit`, with `Retry-After` when waiting can help.
+    pub fn limit_exceeded(denied: &moat_auth::Denied) -> Self {
+        let name = denied.limit.as_str();
+        let message = match denied.retry_after {
+            Some(after) => format!(
+                "Rate limit reached for this API key: {name}; retry in {} s",
+                after.as_secs_f64().ceil().max(1.0) as u64
+            ),
+            None => format!(
+                "This request alone exceeds this API key's {name} limit; waiting will not help"
+            ),
+        };
+        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+            .with_code("rate_limit_exceeded");
+        error.retry_after = denied.retry_after;
+        error.limit = Some(name);
+        error
+    }
+
+    /// A storage failure behind the trust layer (keys, limits, audit).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+            .with_code("internal_error")
+    }
+
     /// The body OpenAI clients parse.
     pub fn body(&self) -> ErrorResponse {
         ErrorResponse {
@@ -259,6 +306,42 @@ impl From<VectorError> for ApiError {
     }
 }
 
+impl From<moat_auth::AuthError> for ApiError {
+    fn from(error: moat_auth::AuthError) -> Self {
+        use moat_auth::{AuthError, AuthErrorKind};
+        let message = error.to_string();
+        match error.kind() {
+            AuthErrorKind::Unauthenticated => Self::unauthenticated(message),
+            AuthErrorKind::Forbidden => match error {
+                AuthError::NotAdmin { .. } => Self::admin_required(message),
+                _ => Self::model_not_allowed(message),
+            },
+            AuthErrorKind::InvalidInput => Self::invalid_request(message),
+            AuthErrorKind::NotFound => Self::not_found(message, "api_key_not_found"),
+            AuthErrorKind::Internal => Self::internal(message),
+        }
+    }
+}
+
+impl From<moat_guard::GuardError> for ApiError {
+    fn from(error: moat_guard::GuardError) -> Self {
+        use moat_guard::GuardErrorKind;
+        let message = error.to_string();
+        match error.kind() {
+            GuardErrorKind::PolicyViolation => {
+                Self::invalid_request(message).with_code("content_policy_violation")
+            }
+            GuardErrorKind::TooLarge => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                message,
+            )
+            .with_code("request_too_large"),
+            GuardErrorKind::Config => Self::internal(message),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.body()).unwrap_or_default();
@@ -276,6 +359,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(limit) = self.limit {
+            response
+                .headers_mut()
+                .insert("x-moat-limit", HeaderValue::from_static(limit));
         }
         response
     }

@@ -12,6 +12,7 @@ use moat_engine::{Engine, EngineError, GenerationEvent, TokenStream, ValidGenera
 use moat_openai::{UsageTally, WireUsage};
 use serde::Serialize;
 
+use crate::guarding::Watch;
 use crate::ApiError;
 
 /// One generation to start: choice `index` of the response.
@@ -39,10 +40,19 @@ pub(crate) struct Started {
     /// The `Started` event, replayed to the format first.
     started: GenerationEvent,
     stream: TokenStream,
+    /// Counts its tokens for the request's account and runs the output rails.
+    watch: Option<Watch>,
+}
+
+impl Started {
+    /// Sets what watches this choice's answer (see `guarding::Watch`).
+    pub(crate) fn watch(&mut self, watch: Watch) {
+        self.watch = Some(watch);
+    }
 }
 
 /// One merged event: which choice, whether it is its prompt's first, what happened.
-pub(crate) type ChoiceEvent = (u32, bool, Result<GenerationEvent, EngineError>);
+pub(crate) type ChoiceEvent = (u32, bool, Result<GenerationEvent, ApiError>);
 pub(crate) type MergedEvents = SelectAll<Pin<Box<dyn Stream<Item = ChoiceEvent> + Send>>>;
 
 /// Turns engine events into an API's chunks, and remembers enough to build the whole answer.
@@ -78,6 +88,7 @@ pub(crate) async fn start(
             first_of_prompt,
             started: first,
             stream,
+            watch: None,
         });
     }
     Ok(started)
@@ -88,13 +99,15 @@ fn ended_early() -> EngineError {
 }
 
 /// One choice's events: its `Started`, then the rest until `Finished` or an error. A stream
-/// that ends before `Finished` reads as an engine error.
+/// that ends before `Finished` reads as an engine error. With a watch, every event passes
+/// through it (it may rewrite token text, add a last token, or end the choice with an error).
 fn choice_events(choice: Started) -> Pin<Box<dyn Stream<Item = ChoiceEvent> + Send>> {
     let Started {
         index,
         first_of_prompt,
         started,
         stream,
+        watch,
     } = choice;
     let already_finished = matches!(started, GenerationEvent::Finished { .. });
     let head = stream::once(async move { Ok(started) });
@@ -107,10 +120,41 @@ fn choice_events(choice: Started) -> Pin<Box<dyn Stream<Item = ChoiceEvent> + Se
             None => Some((Err(ended_early()), None)),
         }
     });
-    Box::pin(
-        head.chain(rest)
-            .map(move |event| (index, first_of_prompt, event)),
-    )
+    let events = head.chain(rest).map(|event| event.map_err(ApiError::from));
+    let watched = stream::unfold(
+        (
+            Box::pin(events),
+            watch,
+            std::collections::VecDeque::new(),
+            false,
+        ),
+        |(mut events, mut watch, mut queue, mut ended)| async move {
+            loop {
+                if let Some(event) = queue.pop_front() {
+                    return Some((event, (events, watch, queue, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                match events.next().await {
+                    None => return None,
+                    Some(Err(error)) => {
+                        ended = true;
+                        queue.push_back(Err(error));
+                    }
+                    Some(Ok(event)) => match &mut watch {
+                        None => queue.push_back(Ok(event)),
+                        Some(watch) => {
+                            let out = watch.on_event(event);
+                            ended = out.iter().any(Result::is_err);
+                            queue.extend(out);
+                        }
+                    },
+                }
+            }
+        },
+    );
+    Box::pin(watched.map(move |event| (index, first_of_prompt, event)))
 }
 
 pub(crate) fn merge(choices: Vec<Started>) -> MergedEvents {

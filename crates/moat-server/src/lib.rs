@@ -4,18 +4,27 @@
 //! body into a validated request (moat-openai), find the model, render and tokenize the prompt,
 //! start the engine's generations, and stream or collect their events. It knows nothing of the
 //! command line, signals, the model store or how a model is loaded: the caller hands it engines.
+//!
+//! Trust (`trust.rs`, `guarding.rs`): once any API key exists every route but `/health` needs
+//! one; keys are scoped to models and limited per minute and per day or month (tokens are
+//! reserved at admission and settled with the real count when the answer ends, however it
+//! ends); guard policies run on requests and, as tokens flow, on answers; `/v1/moderations`
+//! reports the detectors' findings; every request leaves one audit entry.
 
+mod classify;
 mod config;
 mod error;
 mod extract;
 mod format;
 mod generate;
+mod guarding;
 mod knowledge;
 mod prompt;
 mod routes;
 mod shutdown;
 mod state;
 mod stream;
+mod trust;
 
 pub use config::ServerConfig;
 pub use error::ApiError;
@@ -26,3 +35,4 @@ pub use knowledge::{
 pub use routes::app;
 pub use shutdown::{serve, ShutdownOutcome};
 pub use state::{AppState, ServedModel};
+pub use trust::{KeyGuards, Trust, TrustConfig};

@@ -12,6 +12,7 @@ use moat_engine::{select_template_source, ChatTemplate, Engine, TemplateError};
 use moat_openai::{ModelLimits, ResponseIds};
 
 use crate::knowledge::KnowledgeState;
+use crate::trust::Trust;
 use crate::{ApiError, Knowledge, ServerConfig};
 
 /// A model ready to serve.
@@ -72,6 +73,7 @@ struct Inner {
     next_id: AtomicU64,
     id_base: u64,
     knowledge: KnowledgeState,
+    trust: Trust,
 }
 
 impl AppState {
@@ -82,6 +84,12 @@ impl AppState {
 
     /// A server that also serves embeddings, knowledge bases and aliases as `knowledge` says.
     pub fn with_knowledge(config: ServerConfig, knowledge: Knowledge) -> Self {
+        Self::with_trust(config, knowledge, Trust::default())
+    }
+
+    /// As [`AppState::with_knowledge`], with API keys, limits, guardrails and the audit log
+    /// as `trust` says.
+    pub fn with_trust(config: ServerConfig, knowledge: Knowledge, trust: Trust) -> Self {
         let id_base = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -94,12 +102,17 @@ impl AppState {
                 next_id: AtomicU64::new(0),
                 id_base,
                 knowledge: KnowledgeState::new(knowledge),
+                trust,
             }),
         }
     }
 
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
+    }
+
+    pub(crate) fn trust(&self) -> &Trust {
+        &self.inner.trust
     }
 
     pub(crate) fn knowledge(&self) -> &KnowledgeState {

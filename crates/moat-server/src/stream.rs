@@ -14,7 +14,6 @@ use moat_openai::UsageTally;
 use serde::Serialize;
 
 use crate::generate::{merge, tally_event, Format, MergedEvents, Started};
-use crate::ApiError;
 
 struct SseState<F> {
     events: MergedEvents,
@@ -61,7 +60,7 @@ impl<F: Format> SseState<F> {
                 Some((_, _, Err(error))) => {
                     // Dropping the other choices' streams cancels their generations.
                     self.events = SelectAll::new();
-                    self.pending.push_back(data(&ApiError::from(error).body()));
+                    self.pending.push_back(data(&error.body()));
                     self.finish(false);
                 }
                 None => {

@@ -1,6 +1,6 @@
 //! Runs the real `moat` binary in a temporary home, for the integration tests.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::{Command, Output};

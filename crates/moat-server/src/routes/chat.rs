@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::Extension;
 use axum::{Json, Router};
 use moat_engine::ChatMessage;
 use moat_openai::{
@@ -23,8 +24,10 @@ use serde_json::Value;
 use crate::extract::RawBody;
 use crate::format::ChatFormat;
 use crate::generate::{collect, start, Job};
+use crate::guarding::{self, Watch};
 use crate::routes::knowledge::blocking;
 use crate::stream::{sse_fixed, sse_with_trailer};
+use crate::trust::Caller;
 use crate::{prompt, ApiError, AppState, GroundingRequest};
 
 pub(super) fn router() -> Router<AppState> {
@@ -72,7 +75,11 @@ fn knowledge_base_field(body: &[u8]) -> Result<Option<GroundingRequest>, ApiErro
     }
 }
 
-async fn chat(State(state): State<AppState>, RawBody(body): RawBody) -> Result<Response, ApiError> {
+async fn chat(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let field = knowledge_base_field(&body)?;
     let mut request = parse_chat_request(&body)?;
     let requested_name = request.model.clone();
@@ -90,9 +97,22 @@ async fn chat(State(state): State<AppState>, RawBody(body): RawBody) -> Result<R
         (Some(field), _) => Some(field),
         (None, base) => base,
     };
+    caller.authorize(&requested_name, &request.model)?;
+    let guard = state
+        .trust()
+        .guard_for(caller.key.as_ref(), &requested_name)?;
     let model = state.model(&request.model)?;
     let mut chat = request.validate(&model.limits)?;
     chat.model = requested_name;
+    caller.ticket.set_prompt(|| message_texts(&chat.messages));
+    let mut redactions = None;
+    if let Some(guard) = &guard {
+        let map = guarding::chat_input(guard, &mut chat.messages, &caller.ticket)?;
+        crate::classify::input_rail(&state, guard, &chat.messages, &caller.ticket).await?;
+        if state.trust().restore_redactions() {
+            redactions = Some(Arc::new(map));
+        }
+    }
     let mut citations = None;
     if let Some(grounding) = grounding {
         match ground_messages(&state, &grounding, &chat.messages).await? {
@@ -123,7 +143,20 @@ async fn chat(State(state): State<AppState>, RawBody(body): RawBody) -> Result<R
             Ok(Job::new(index, index == 0, request))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let choices = start(&model.engine, jobs).await?;
+    let reserved = tokens.len() as u64
+        + jobs
+            .iter()
+            .map(|job| u64::from(job.request.stop.max_tokens))
+            .sum::<u64>();
+    caller.admit(state.trust(), tokens.len() as u64, reserved)?;
+    let mut choices = start(&model.engine, jobs).await?;
+    for choice in &mut choices {
+        choice.watch(Watch::new(
+            caller.ticket.clone(),
+            guard.as_ref(),
+            redactions.clone(),
+        ));
+    }
     let ids = state.response_ids("chatcmpl", &chat.model);
     let format = ChatFormat::new(ids.clone(), params.n, params.logprobs.is_some());
     let citations: Option<Vec<WireCitation>> = citations;
@@ -142,6 +175,27 @@ async fn chat(State(state): State<AppState>, RawBody(body): RawBody) -> Result<R
             Some(citations) => Ok(Json(with_citations(&whole, citations)).into_response()),
         }
     }
+}
+
+/// The messages' text, one per line, for the audit log (when it records prompts).
+pub(crate) fn message_texts(messages: &[ChatMessage]) -> String {
+    let mut out = String::new();
+    for message in messages {
+        let text = match &message.content {
+            Some(moat_engine::MessageContent::Text(text)) => text.clone(),
+            Some(moat_engine::MessageContent::Parts(parts)) => parts
+                .iter()
+                .filter_map(|part| part.text.as_deref())
+                .collect::<Vec<_>>()
+                .join(" "),
+            None => continue,
+        };
+        out.push_str(&message.role);
+        out.push_str(": ");
+        out.push_str(&text);
+        out.push('\n');
+    }
+    out
 }
 
 /// Retrieves for the last user message and builds the grounded messages.

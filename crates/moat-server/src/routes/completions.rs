@@ -1,16 +1,21 @@
 //! `POST /v1/completions`: each prompt gets `n` choices, numbered prompt by prompt.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::Extension;
 use axum::{Json, Router};
-use moat_openai::{parse_completion_request, GenerationParams};
+use moat_openai::{parse_completion_request, GenerationParams, PromptInput};
 
 use crate::extract::RawBody;
 use crate::format::{CompletionFormat, Echo};
 use crate::generate::{collect, start, Job};
+use crate::guarding::{self, Watch};
 use crate::prompt::{self, PreparedPrompt};
 use crate::stream::sse;
+use crate::trust::Caller;
 use crate::{ApiError, AppState};
 
 pub(super) fn router() -> Router<AppState> {
@@ -19,17 +24,67 @@ pub(super) fn router() -> Router<AppState> {
 
 async fn completions(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let request = parse_completion_request(&body)?;
+    caller.authorize(&request.model, &request.model)?;
+    let guard = state
+        .trust()
+        .guard_for(caller.key.as_ref(), &request.model)?;
     let model = state.model(&request.model)?;
-    let completion = request.validate(&model.limits)?;
+    let mut completion = request.validate(&model.limits)?;
+    caller.ticket.set_prompt(|| {
+        completion
+            .prompts
+            .iter()
+            .filter_map(|p| match p {
+                PromptInput::Text(text) => Some(text.as_str()),
+                PromptInput::Tokens(_) => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    // One placeholder map per prompt, to restore in that prompt's choices.
+    let mut redactions: Vec<Option<Arc<moat_guard::RedactionMap>>> = Vec::new();
+    if let Some(guard) = &guard {
+        for prompt in &mut completion.prompts {
+            let PromptInput::Text(text) = prompt else {
+                return Err(ApiError::invalid_request(
+                    "this model's guard policy checks text: send the prompt as text, not token ids",
+                )
+                .with_param("prompt"));
+            };
+            let map = guarding::prompt_input(guard, text, &caller.ticket)?;
+            redactions.push(state.trust().restore_redactions().then(|| Arc::new(map)));
+        }
+    }
     let params = &completion.params;
     let with_logprobs = params.logprobs.is_some();
     let prompts =
         prompt::completions(&model, completion.prompts, completion.echo, with_logprobs).await?;
     let (jobs, echoes) = jobs(prompts, params, completion.echo && with_logprobs)?;
-    let choices = start(&model.engine, jobs).await?;
+    let prompt_tokens: u64 = jobs
+        .iter()
+        .filter(|job| job.first_of_prompt)
+        .map(|job| match &job.request.prompt {
+            moat_engine::Prompt::Tokens(tokens) => tokens.len() as u64,
+            // Not produced here (prompts are tokenized first); bytes bound the tokens.
+            moat_engine::Prompt::Text(text) => text.len() as u64,
+        })
+        .sum();
+    let reserved = prompt_tokens
+        + jobs
+            .iter()
+            .map(|job| u64::from(job.request.stop.max_tokens))
+            .sum::<u64>();
+    caller.admit(state.trust(), prompt_tokens, reserved)?;
+    let mut choices = start(&model.engine, jobs).await?;
+    let n = params.n.max(1);
+    for (choice, index) in choices.iter_mut().zip(0u32..) {
+        let restore = redactions.get((index / n) as usize).cloned().flatten();
+        choice.watch(Watch::new(caller.ticket.clone(), guard.as_ref(), restore));
+    }
     let ids = state.response_ids("cmpl", &completion.model);
     let format = CompletionFormat::new(ids, echoes, with_logprobs);
     if params.stream {

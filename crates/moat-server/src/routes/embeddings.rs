@@ -8,6 +8,7 @@
 
 use axum::extract::State;
 use axum::routing::post;
+use axum::Extension;
 use axum::{Json, Router};
 use base64::Engine as _;
 use moat_engine::{EmbedInput, TokenId};
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::extract::RawBody;
+use crate::trust::Caller;
 use crate::{ApiError, AppState};
 
 pub(super) fn router() -> Router<AppState> {
@@ -148,10 +150,12 @@ fn encode(vector: Vec<f32>, base64: bool) -> Value {
 
 async fn embeddings(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawBody(body): RawBody,
 ) -> Result<Json<EmbeddingList>, ApiError> {
     let request: EmbeddingRequest = serde_json::from_slice(&body)
         .map_err(|error| ApiError::invalid_request(format!("invalid request body: {error}")))?;
+    caller.authorize(&request.model, &request.model)?;
     let knowledge = state.knowledge();
     if !knowledge.config.embedding_models.contains(&request.model) {
         return Err(match state.model(&request.model) {

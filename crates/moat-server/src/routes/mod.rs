@@ -7,6 +7,7 @@ mod embeddings;
 mod health;
 pub(crate) mod knowledge;
 mod models;
+mod moderations;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::Uri;
@@ -25,10 +26,15 @@ pub fn app(state: AppState) -> Router {
         .merge(models::router())
         .merge(embeddings::router())
         .merge(knowledge::router())
+        .merge(moderations::router())
         .merge(health::router())
         .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::trust::authenticate,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             refuse_while_draining,

@@ -4,11 +4,13 @@
 
 use axum::extract::{Path, State};
 use axum::routing::get;
+use axum::Extension;
 use axum::{Json, Router};
 use moat_openai::Model;
 use serde::Serialize;
 
 use crate::state::unix_now;
+use crate::trust::Caller;
 use crate::{ApiError, AppState};
 
 pub(super) fn router() -> Router<AppState> {
@@ -37,7 +39,14 @@ struct Listing {
     data: Vec<Listed>,
 }
 
-fn entries(state: &AppState) -> Vec<Listed> {
+/// Every entry the caller's key may use (a key scoped to some models sees only those).
+fn entries(state: &AppState, caller: &Caller) -> Vec<Listed> {
+    let mut all = all_entries(state);
+    all.retain(|entry| caller.may_see(&entry.model.id));
+    all
+}
+
+fn all_entries(state: &AppState) -> Vec<Listed> {
     let mut out: Vec<Listed> = state
         .model_names()
         .into_iter()
@@ -64,18 +73,22 @@ fn entries(state: &AppState) -> Vec<Listed> {
     out
 }
 
-async fn list(State(state): State<AppState>) -> Json<Listing> {
+async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Listing> {
     Json(Listing {
         object: "list",
-        data: entries(&state),
+        data: entries(&state, &caller),
     })
 }
 
 async fn one(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Listed>, ApiError> {
-    entries(&state)
+    entries(&state, &caller)
         .into_iter()
         .find(|entry| entry.model.id == id)
         .map(Json)

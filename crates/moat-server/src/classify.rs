@@ -1,0 +1,174 @@
+//! The classifier rail: a served model asked with moat-guard's Llama Guard-style prompt
+//! (greedy, a few tokens) and its answer parsed into a verdict. A model that is missing,
+//! fails, or answers something that does not parse takes the policy's `on_error` action,
+//! which blocks unless configured otherwise (fail closed). No safety model ships with moat;
+//! whichever model is named is asked, and its judgement is only as good as that model.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use moat_engine::{
+    ChatMessage, GenerationEvent, MessageContent, Prompt, SamplingParams, StopConditions,
+    ValidGenerate,
+};
+use moat_guard::classifier::{
+    Classifier, ClassifierError, ClassifierOutcome, ClassifierPolicy, SafetyVerdict, Speaker, Turn,
+};
+use moat_guard::{Action, GuardError, Rail};
+
+use crate::guarding::decision_of;
+use crate::state::ServedModel;
+use crate::trust::{ChosenGuard, Ticket};
+use crate::{prompt, ApiError, AppState};
+
+/// Tokens the classifier may answer with: `unsafe\nS1,S2,...` fits easily.
+const MAX_ANSWER_TOKENS: u32 = 24;
+
+/// A served model as the classifier.
+pub(crate) struct EngineClassifier {
+    name: String,
+    model: Result<Arc<ServedModel>, String>,
+}
+
+impl EngineClassifier {
+    /// The served model `name`; a model that is not served makes every answer an error.
+    pub(crate) fn new(state: &AppState, name: &str) -> EngineClassifier {
+        EngineClassifier {
+            name: name.to_owned(),
+            model: state.model(name).map_err(|error| error.message),
+        }
+    }
+
+    async fn ask(&self, text: String) -> Result<String, ClassifierError> {
+        let model = self
+            .model
+            .as_ref()
+            .map_err(|e| ClassifierError(e.clone()))?;
+        let messages = vec![ChatMessage::text("user", text)];
+        let tokens = prompt::chat(model, &self.name, messages)
+            .await
+            .map_err(|error| ClassifierError(error.message))?;
+        let request = ValidGenerate {
+            prompt: Prompt::Tokens(tokens),
+            sampling: SamplingParams {
+                temperature: 0.0,
+                ..SamplingParams::default()
+            },
+            stop: StopConditions {
+                max_tokens: MAX_ANSWER_TOKENS,
+                stop_strings: Vec::new(),
+                ignore_eos: false,
+            },
+            logprobs: None,
+            prompt_logprobs: false,
+            deadline: None,
+        };
+        let mut stream = model
+            .engine
+            .generate(request)
+            .map_err(|error| ClassifierError(error.to_string()))?;
+        let mut answer = String::new();
+        while let Some(event) = stream.next().await {
+            match event.map_err(|error| ClassifierError(error.to_string()))? {
+                GenerationEvent::Token(token) => answer.push_str(&token.text),
+                GenerationEvent::Finished { .. } => break,
+                GenerationEvent::Started { .. } => {}
+            }
+        }
+        Ok(answer)
+    }
+}
+
+impl Classifier for EngineClassifier {
+    fn complete(
+        &self,
+        prompt: String,
+    ) -> Pin<Box<dyn Future<Output = Result<String, ClassifierError>> + Send + '_>> {
+        Box::pin(self.ask(prompt))
+    }
+}
+
+/// The conversation as the classifier sees it: user and assistant turns with text.
+fn turns(messages: &[ChatMessage]) -> Vec<Turn> {
+    messages
+        .iter()
+        .filter_map(|message| {
+            let speaker = match message.role.as_str() {
+                "user" => Speaker::User,
+                "assistant" => Speaker::Agent,
+                _ => return None,
+            };
+            let text = match &message.content {
+                Some(MessageContent::Text(text)) => text.clone(),
+                Some(MessageContent::Parts(parts)) => parts
+                    .iter()
+                    .filter_map(|part| part.text.as_deref())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                None => return None,
+            };
+            Some(Turn { speaker, text })
+        })
+        .collect()
+}
+
+/// The audit name of an outcome: `classifier.unsafe.S1`, `classifier.error`, ….
+pub(crate) fn outcome_rails(outcome: &ClassifierOutcome) -> Vec<String> {
+    match &outcome.verdict {
+        Ok(SafetyVerdict::Safe) => Vec::new(),
+        Ok(SafetyVerdict::Unsafe { categories }) if categories.is_empty() => {
+            vec!["classifier.unsafe".into()]
+        }
+        Ok(SafetyVerdict::Unsafe { categories }) => categories
+            .iter()
+            .map(|c| format!("classifier.unsafe.S{c}"))
+            .collect(),
+        Err(_) => vec!["classifier.error".into()],
+    }
+}
+
+/// Asks the configured classifier model about `turns`, judging `judged`.
+pub(crate) async fn classify(
+    state: &AppState,
+    model: &str,
+    policy: &ClassifierPolicy,
+    turns: &[Turn],
+    judged: Speaker,
+) -> ClassifierOutcome {
+    let classifier = EngineClassifier::new(state, model);
+    policy.check(&classifier, turns, judged).await
+}
+
+/// The classifier rail on a chat's input, when the request's policy has one and the server
+/// names a classifier model: block → `content_policy_violation`, flag → recorded.
+pub(crate) async fn input_rail(
+    state: &AppState,
+    guard: &ChosenGuard,
+    messages: &[ChatMessage],
+    ticket: &Ticket,
+) -> Result<(), ApiError> {
+    let Some(policy) = &guard.classifier else {
+        return Ok(());
+    };
+    let turns = turns(messages);
+    if turns.is_empty() {
+        return Ok(());
+    }
+    let outcome = match state.trust().classifier_model() {
+        Some(model) => classify(state, model, policy, &turns, Speaker::User).await,
+        // A policy that asks for a classifier on a server without one fails closed too.
+        None => policy.decide(Err(ClassifierError(
+            "no classifier model is configured ([guard] classifier_model)".into(),
+        ))),
+    };
+    ticket.record_rails(decision_of(outcome.action), outcome_rails(&outcome));
+    if outcome.action == Action::Block {
+        return Err(GuardError::Blocked {
+            rail: Rail::Input,
+            classes: outcome_rails(&outcome),
+        }
+        .into());
+    }
+    Ok(())
+}

@@ -1,0 +1,454 @@
+//! Trust at the HTTP edge: API keys, per-key limits, the choice of guard policy, and the audit
+//! log. The middleware authenticates every request but `/health` once any key exists and
+//! opens a [`Ticket`] for it; handlers name the model, reserve tokens and report what the
+//! rails hit on the ticket; when the last holder of the ticket lets go (the whole answer was
+//! sent, the stream ended, or the client went away), the reservation is settled with the
+//! tokens really used, the usage is counted for the key and one audit entry is appended.
+//!
+//! Knows nothing of how keys are stored or audit rows written (moat-auth, moat-meter) or how
+//! text is scanned (moat-guard); it decides which of their answers becomes which HTTP answer.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use moat_auth::{Admission, Auth, Key, Reservation};
+use moat_guard::{GuardConfig, GuardError, RuleGuard};
+use moat_meter::{AuditEntry, Decision, Meter, ANONYMOUS};
+
+use crate::{ApiError, AppState};
+
+/// Which guard policy a key uses, looked up on each request so that a key created while the
+/// server runs gets its policy at once. The CLI keeps this beside the keys in `moat.db`.
+pub trait KeyGuards: Send + Sync {
+    /// The policy name for `key`, if it has one of its own.
+    fn guard_for(&self, key: &Key) -> Option<String>;
+}
+
+/// What the trust layer needs, as the caller (the CLI, from `moat.toml`) assembles it. The
+/// default turns everything off: no keys asked, no audit, no guardrails.
+#[derive(Clone, Default)]
+pub struct TrustConfig {
+    /// API keys and limits; `None` serves without keys.
+    pub auth: Option<Arc<Auth>>,
+    /// The audit log; `None` keeps none.
+    pub meter: Option<Arc<Meter>>,
+    /// Put the prompt text in audit entries (the meter still drops it unless its own
+    /// configuration records prompts).
+    pub record_prompts: bool,
+    /// Guard policies by name (`[guard.policies.NAME]`).
+    pub policies: BTreeMap<String, GuardConfig>,
+    /// The policy for requests that neither their key nor their alias gives one.
+    pub default_guard: Option<String>,
+    /// Policies by model alias or model name (`[aliases.X] guard = "NAME"`).
+    pub alias_guards: BTreeMap<String, String>,
+    /// Policies by key (`moat keys create --guard NAME`).
+    pub key_guards: Option<Arc<dyn KeyGuards>>,
+    /// Put the originals of the request's redacted values back into the answer.
+    pub restore_redactions: bool,
+    /// The served model the classifier rail asks (Llama Guard-style prompt).
+    pub classifier_model: Option<String>,
+}
+
+/// The trust layer, compiled; cheap to clone.
+#[derive(Clone)]
+pub struct Trust {
+    inner: Arc<TrustInner>,
+}
+
+struct TrustInner {
+    auth: Option<Arc<Auth>>,
+    meter: Option<Arc<Meter>>,
+    record_prompts: bool,
+    guards: BTreeMap<String, ChosenGuard>,
+    default_guard: Option<String>,
+    alias_guards: BTreeMap<String, String>,
+    key_guards: Option<Arc<dyn KeyGuards>>,
+    restore_redactions: bool,
+    classifier_model: Option<String>,
+    /// Every detector on, every finding flagged: what `/v1/moderations` reports.
+    moderation: RuleGuard,
+    next_request: AtomicU64,
+}
+
+impl Default for Trust {
+    fn default() -> Self {
+        // The default configuration has no policy that could fail to compile.
+        Trust::new(TrustConfig::default()).unwrap_or_else(|_| unreachable!())
+    }
+}
+
+/// A guard policy chosen for one request.
+#[derive(Clone)]
+pub(crate) struct ChosenGuard {
+    /// Whether the output rail acts on anything (else answers are not held back at all).
+    pub scans_output: bool,
+    pub guard: RuleGuard,
+    pub classifier: Option<moat_guard::classifier::ClassifierPolicy>,
+}
+
+impl Trust {
+    /// Compiles every policy; an invalid one, or a name that no policy has, is an error that
+    /// names it.
+    pub fn new(config: TrustConfig) -> Result<Trust, GuardError> {
+        let mut guards = BTreeMap::new();
+        for (name, policy) in &config.policies {
+            let guard = RuleGuard::new(policy).map_err(|error| match error {
+                GuardError::Config { field, message } => GuardError::Config {
+                    field: format!("guard.policies.{name}.{field}"),
+                    message,
+                },
+                other => other,
+            })?;
+            guards.insert(
+                name.clone(),
+                ChosenGuard {
+                    scans_output: !policy.output.actions.is_empty(),
+                    guard,
+                    classifier: policy.classifier.clone(),
+                },
+            );
+        }
+        let known = |name: &String, field: String| {
+            if guards.contains_key(name) {
+                Ok(())
+            } else {
+                Err(GuardError::Config {
+                    field,
+                    message: format!("no [guard.policies.{name}] is defined"),
+                })
+            }
+        };
+        if let Some(name) = &config.default_guard {
+            known(name, "guard.default".into())?;
+        }
+        for (alias, name) in &config.alias_guards {
+            known(name, format!("aliases.{alias}.guard"))?;
+        }
+        let moderation = RuleGuard::new(&GuardConfig::default())?;
+        Ok(Trust {
+            inner: Arc::new(TrustInner {
+                auth: config.auth,
+                meter: config.meter,
+                record_prompts: config.record_prompts,
+                guards,
+                default_guard: config.default_guard,
+                alias_guards: config.alias_guards,
+                key_guards: config.key_guards,
+                restore_redactions: config.restore_redactions,
+                classifier_model: config.classifier_model,
+                moderation,
+                next_request: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    pub(crate) fn moderation_guard(&self) -> &RuleGuard {
+        &self.inner.moderation
+    }
+
+    pub(crate) fn classifier_model(&self) -> Option<&str> {
+        self.inner.classifier_model.as_deref()
+    }
+
+    pub(crate) fn restore_redactions(&self) -> bool {
+        self.inner.restore_redactions
+    }
+
+    /// Whether requests need a key now (some key exists).
+    fn keys_required(&self) -> Result<Option<&Arc<Auth>>, ApiError> {
+        match &self.inner.auth {
+            Some(auth) if auth.keys_exist()? => Ok(Some(auth)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The policy for a request: the key's own, else the alias's (or model's), else the
+    /// default, else none. A key naming a policy this server does not define is refused
+    /// (fail closed) rather than served unguarded.
+    pub(crate) fn guard_for(
+        &self,
+        key: Option<&Key>,
+        requested: &str,
+    ) -> Result<Option<ChosenGuard>, ApiError> {
+        let from_key = match (key, &self.inner.key_guards) {
+            (Some(key), Some(lookup)) => lookup.guard_for(key),
+            _ => None,
+        };
+        let name = from_key
+            .or_else(|| self.inner.alias_guards.get(requested).cloned())
+            .or_else(|| self.inner.default_guard.clone());
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        match self.inner.guards.get(&name) {
+            Some(chosen) => Ok(Some(chosen.clone())),
+            None => Err(ApiError::internal(format!(
+                "this API key names the guard policy {name:?}, which this server does not define"
+            ))),
+        }
+    }
+
+    fn request_id(&self) -> String {
+        let n = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
+        format!("req-{:x}-{n:x}", unix_ms())
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Who made a request and its ticket, put into the request's extensions by the middleware.
+#[derive(Clone)]
+pub(crate) struct Caller {
+    pub key: Option<Key>,
+    pub ticket: Ticket,
+}
+
+impl Caller {
+    /// Names the model (or alias) the request is for and checks the key may use it: the
+    /// name as requested, or the model an alias stands for.
+    pub(crate) fn authorize(&self, requested: &str, resolved: &str) -> Result<(), ApiError> {
+        self.ticket.update(|t| {
+            t.model = requested.to_owned();
+            t.counts_usage = true;
+        });
+        let Some(key) = &self.key else {
+            return Ok(());
+        };
+        if key.scopes.allows(requested) || key.scopes.allows(resolved) {
+            return Ok(());
+        }
+        self.ticket.deny("auth.model_not_allowed");
+        Err(ApiError::model_not_allowed(format!(
+            "API key {} may not use model {requested:?}",
+            key.prefix
+        )))
+    }
+
+    /// Whether the key (if any) may see `model` in `/v1/models`.
+    pub(crate) fn may_see(&self, model: &str) -> bool {
+        self.key.as_ref().is_none_or(|key| key.scopes.allows(model))
+    }
+
+    /// Reserves `tokens` (prompt + `max_tokens`) under the key's limits; settled when the
+    /// ticket closes.
+    pub(crate) fn admit(
+        &self,
+        trust: &Trust,
+        prompt_tokens: u64,
+        tokens: u64,
+    ) -> Result<(), ApiError> {
+        self.ticket.update(|t| t.prompt_tokens = prompt_tokens);
+        let (Some(key), Some(auth)) = (&self.key, &trust.inner.auth) else {
+            return Ok(());
+        };
+        match auth.reserve(key, tokens)? {
+            Admission::Admitted(reservation) => {
+                self.ticket.update(|t| t.reservation = Some(reservation));
+                Ok(())
+            }
+            Admission::Denied(denied) => {
+                self.ticket
+                    .deny(&format!("limit.{}", denied.limit.as_str()));
+                Err(ApiError::limit_exceeded(&denied))
+            }
+        }
+    }
+}
+
+/// One request's account, shared by the middleware, the handler and the answer's stream.
+/// When the last clone drops, the request is settled, counted and audited (see the module
+/// doc), so a client that disconnects mid-stream is accounted for too.
+#[derive(Clone)]
+pub(crate) struct Ticket(Arc<Mutex<TicketState>>);
+
+struct TicketState {
+    trust: Trust,
+    at_ms: i64,
+    who: String,
+    key: Option<Key>,
+    model: String,
+    /// Only model requests count as usage of the key.
+    counts_usage: bool,
+    decision: Decision,
+    rails: Vec<String>,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    prompt: Option<String>,
+    request_id: String,
+    reservation: Option<Reservation>,
+}
+
+impl Ticket {
+    fn open(trust: &Trust, route: &str) -> Ticket {
+        Ticket(Arc::new(Mutex::new(TicketState {
+            trust: trust.clone(),
+            at_ms: unix_ms(),
+            who: ANONYMOUS.to_owned(),
+            key: None,
+            model: route.chars().take(256).collect(),
+            counts_usage: false,
+            decision: Decision::Allowed,
+            rails: Vec::new(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            prompt: None,
+            request_id: trust.request_id(),
+            reservation: None,
+        })))
+    }
+
+    fn update(&self, change: impl FnOnce(&mut TicketState)) {
+        let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        change(&mut state);
+    }
+
+    /// Records a refusal by something other than a content rail (auth, limits).
+    pub(crate) fn deny(&self, rail: &str) {
+        self.update(|t| {
+            t.decision = Decision::Blocked;
+            t.rails.push(rail.to_owned());
+            t.counts_usage = false;
+        });
+    }
+
+    /// Records what a rail hit and the strongest decision so far.
+    pub(crate) fn record_rails(&self, decision: Decision, rails: impl IntoIterator<Item = String>) {
+        self.update(|t| {
+            if rank(decision) > rank(t.decision) {
+                t.decision = decision;
+            }
+            for rail in rails {
+                if !t.rails.contains(&rail) && t.rails.len() < 64 {
+                    t.rails.push(rail);
+                }
+            }
+        });
+    }
+
+    /// Counts generated tokens.
+    pub(crate) fn add_completion_tokens(&self, n: u64) {
+        self.update(|t| t.completion_tokens = t.completion_tokens.saturating_add(n));
+    }
+
+    /// Keeps the prompt text for the audit log, when the configuration asks for it.
+    pub(crate) fn set_prompt(&self, prompt: impl FnOnce() -> String) {
+        self.update(|t| {
+            if t.trust.inner.record_prompts {
+                t.prompt = Some(prompt());
+            }
+        });
+    }
+}
+
+fn rank(decision: Decision) -> u8 {
+    match decision {
+        Decision::Allowed => 0,
+        Decision::Flagged => 1,
+        Decision::Redacted => 2,
+        Decision::Blocked => 3,
+    }
+}
+
+impl Drop for TicketState {
+    fn drop(&mut self) {
+        let total = self.prompt_tokens.saturating_add(self.completion_tokens);
+        if let Some(auth) = &self.trust.inner.auth {
+            if let Some(reservation) = self.reservation.take() {
+                if let Err(error) = auth.settle(reservation, total) {
+                    eprintln!("moat: settling {}: {error}", self.request_id);
+                }
+            }
+            if self.counts_usage {
+                let counted = auth.record_usage(
+                    self.key.as_ref(),
+                    &self.model,
+                    self.prompt_tokens,
+                    self.completion_tokens,
+                );
+                if let Err(error) = counted {
+                    eprintln!("moat: counting usage of {}: {error}", self.request_id);
+                }
+            }
+        }
+        if let Some(meter) = &self.trust.inner.meter {
+            let entry = AuditEntry {
+                at_ms: self.at_ms,
+                who: std::mem::take(&mut self.who),
+                model: std::mem::take(&mut self.model),
+                decision: self.decision,
+                rails: std::mem::take(&mut self.rails),
+                prompt_tokens: self.prompt_tokens,
+                completion_tokens: self.completion_tokens,
+                request_id: std::mem::take(&mut self.request_id),
+                prompt: self.prompt.take(),
+            };
+            if let Err(error) = meter.audit_append(&entry) {
+                eprintln!("moat: audit log: {error}");
+            }
+        }
+    }
+}
+
+/// The key's form in the audit log: its public prefix and name.
+fn who(key: &Key) -> String {
+    let who = format!("{} {}", key.prefix, key.name);
+    who.chars().take(256).collect()
+}
+
+/// Authenticates every request but `/health` once any key exists (401 otherwise), and opens
+/// its ticket. Routes that are not API routes answer as they are.
+pub(crate) async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let path = request.uri().path().to_owned();
+    if path == "/health" {
+        return Ok(next.run(request).await);
+    }
+    let trust = state.trust();
+    let ticket = Ticket::open(trust, &path);
+    let key = match trust.keys_required()? {
+        None => None,
+        Some(auth) => {
+            let header = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(|value| value.to_str().unwrap_or("\u{fffd}"));
+            let Some(header) = header else {
+                ticket.deny("auth.missing_api_key");
+                return Err(ApiError::unauthenticated(
+                    "This server needs an API key: send `Authorization: Bearer <key>` (see `moat keys create`)",
+                ));
+            };
+            match auth.authenticate(header) {
+                Ok(key) => Some(key),
+                Err(error) => {
+                    ticket.deny("auth.invalid_api_key");
+                    return Err(error.into());
+                }
+            }
+        }
+    };
+    if let Some(key) = &key {
+        let who = who(key);
+        let key = key.clone();
+        ticket.update(|t| {
+            t.who = who;
+            t.key = Some(key);
+        });
+    }
+    request.extensions_mut().insert(Caller { key, ticket });
+    Ok(next.run(request).await)
+}
