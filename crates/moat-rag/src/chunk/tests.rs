@@ -1,3 +1,5 @@
+//! Unit tests of `chunk`.
+
 use super::*;
 use crate::parse::{parse_bytes, ParseOptions};
 

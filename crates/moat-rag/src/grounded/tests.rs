@@ -1,3 +1,5 @@
+//! Unit tests of `grounded`.
+
 use moat_engine::ContentPart;
 use moat_vector::{Hit, Location};
 

@@ -1,3 +1,5 @@
+//! Unit tests of `ingest`.
+
 use super::*;
 
 #[test]

@@ -1,3 +1,5 @@
+//! Unit tests of `parse`.
+
 use super::*;
 
 fn parse(name: &str, text: &str) -> ParsedDocument {

@@ -1,3 +1,5 @@
+//! Unit tests of `retrieve`.
+
 use moat_vector::Location;
 
 use super::*;
