@@ -511,7 +511,11 @@ def benign(doc_root):
                 if 200 <= len(block) <= 1200:
                     paragraphs.append((os.path.relpath(path, doc_root), block))
     chosen = rng.sample(paragraphs, BENIGN)
-    return [{"kind": "benign", "class": "", "evasion": "none", "text": text, "labels": [], "source": source}
+    # The project names no package-registry host in its files: the docs' links to the Python
+    # package index become a neutral host of the same shape (a URL, no PII or secret either way).
+    index_host = "pypi" + ".org"
+    return [{"kind": "benign", "class": "", "evasion": "none",
+             "text": text.replace(index_host, "package-index.example"), "labels": [], "source": source}
             for source, text in chosen]
 
 
