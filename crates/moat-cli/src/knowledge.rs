@@ -39,8 +39,9 @@ pub const PG_URL_ENV: &str = "MOAT_PG_URL";
 struct KnowledgeToml {
     #[serde(default)]
     knowledge: KnowledgeSection,
+    /// Every alias; those with `targets` are the gateway's (crate::gateway) and skipped here.
     #[serde(default)]
-    aliases: BTreeMap<String, AliasToml>,
+    aliases: BTreeMap<String, toml::Value>,
 }
 
 /// `[knowledge]`.
@@ -119,10 +120,15 @@ pub fn settings(home: &Path, explicit: Option<&Path>) -> Result<KnowledgeSetting
             bail!("[knowledge] backend is {other:?}; use \"sqlite\" (the default) or \"postgres\"")
         }
     };
-    Ok(KnowledgeSettings {
-        backend,
-        aliases: parsed.aliases,
-    })
+    let mut aliases = BTreeMap::new();
+    for (name, value) in parsed.aliases {
+        if crate::gateway::is_routed(&value) {
+            continue;
+        }
+        let alias = AliasToml::deserialize(value).with_context(|| format!("[aliases.{name}]"))?;
+        aliases.insert(name, alias);
+    }
+    Ok(KnowledgeSettings { backend, aliases })
 }
 
 /// Opens the knowledge store the settings name. Blocking (the Postgres client is synchronous).

@@ -15,6 +15,7 @@ macro_rules! println {
 
 mod audit;
 mod embed;
+mod gateway;
 mod kb;
 mod keys;
 mod knowledge;

@@ -175,11 +175,28 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
         }
     }
     let store = open_store(home)?;
-    let names = if args.models.is_empty() {
-        vec![default_model(home, &store)?]
-    } else {
-        args.models.clone()
+    let mut gateway = crate::gateway::settings(home, args.config.as_deref())?;
+    if let Some(config) = &mut gateway {
+        crate::gateway::resolve_local_models(config, &store);
+    }
+    let mut names = match (&gateway, args.models.is_empty()) {
+        // A gateway serves what its aliases' local targets name (none for a pure gateway).
+        (Some(_), true) => Vec::new(),
+        (None, true) => vec![default_model(home, &store)?],
+        (_, false) => args.models.clone(),
     };
+    if let Some(config) = &gateway {
+        for model in crate::gateway::local_models(config) {
+            let named = names.iter().any(|name| {
+                store
+                    .resolve(name)
+                    .is_ok_and(|m| m.name.to_string() == model)
+            });
+            if !named {
+                names.push(model);
+            }
+        }
+    }
     let profile = crate::license::config_profile(home, args.config.as_deref())?;
     let mut models = Vec::new();
     let mut embedding_models = Vec::new();
@@ -220,7 +237,17 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(serve_models(models, knowledge, trust, &args));
+    let reload = gateway.as_ref().map(|_| Reload {
+        home: home.to_path_buf(),
+        config: args.config.clone(),
+    });
+    let result = runtime.block_on(serve_models(
+        models,
+        knowledge,
+        trust,
+        gateway.map(|config| (config, reload)),
+        &args,
+    ));
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
@@ -357,10 +384,63 @@ fn knowledge(
     Ok((knowledge, alias_guards))
 }
 
+/// Where `moat serve` re-reads the gateway's routes on SIGHUP.
+struct Reload {
+    home: PathBuf,
+    config: Option<PathBuf>,
+}
+
+impl Reload {
+    /// Reads the routes again and swaps them in; on any error the old routes stay.
+    fn apply(&self, gateway: &moat_gateway::Gateway) -> Result<()> {
+        let mut config =
+            crate::gateway::settings(&self.home, self.config.as_deref())?.unwrap_or_default();
+        let store = open_store(&self.home)?;
+        crate::gateway::resolve_local_models(&mut config, &store);
+        gateway.reload(&config)?;
+        Ok(())
+    }
+}
+
+/// Reloads the gateway's routes on every SIGHUP, for as long as the server runs. Requests in
+/// flight finish on the routes they started with.
+fn reload_on_sighup(gateway: Arc<moat_gateway::Gateway>, reload: Reload) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            eprintln!("warning: cannot listen for SIGHUP; the gateway's routes will not reload");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            let gateway = Arc::clone(&gateway);
+            let reload = Reload {
+                home: reload.home.clone(),
+                config: reload.config.clone(),
+            };
+            let outcome =
+                tokio::task::spawn_blocking(move || reload.apply(&gateway).map(|()| gateway)).await;
+            match outcome {
+                Ok(Ok(gateway)) => eprintln!(
+                    "SIGHUP: gateway routes reloaded ({} aliases)",
+                    gateway.aliases().len()
+                ),
+                Ok(Err(error)) => {
+                    eprintln!("SIGHUP: keeping the old gateway routes: {error:#}")
+                }
+                Err(error) => eprintln!("SIGHUP: reloading failed: {error}"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (gateway, reload);
+}
+
 async fn serve_models(
     models: Vec<ModelFile>,
     knowledge: Knowledge,
     trust: Trust,
+    gateway: Option<(moat_gateway::GatewayConfig, Option<Reload>)>,
     args: &ServeArgs,
 ) -> Result<u8> {
     let config = ServerConfig {
@@ -376,6 +456,17 @@ async fn serve_models(
         eprintln!("{name}: embedding model (loaded on first use)");
     }
     let state = AppState::with_trust(config, knowledge, trust);
+    if let Some((config, reload)) = gateway {
+        let gateway = state
+            .enable_gateway(&config)
+            .context("the gateway's aliases in moat.toml")?;
+        eprintln!("gateway aliases: {}", gateway.aliases().join(", "));
+        // The checker lives as long as the gateway: the task holds only a weak handle.
+        let _ = gateway.spawn_health_checks();
+        if let Some(reload) = reload {
+            reload_on_sighup(Arc::clone(&gateway), reload);
+        }
+    }
     let fatal = Arc::new(Notify::new());
     let load_failed = Arc::new(AtomicBool::new(false));
     for model in models {

@@ -263,9 +263,10 @@ impl ResponseCache {
 }
 
 /// A cached `chat.completion` as stream chunks: one with the role and the whole content, one
-/// with the finish reason. `None` when the answer is not a single plain-text choice (tool calls,
+/// with the finish reason, and with `include_usage` a last one with no choices and the
+/// answer's `usage` (as OpenAI streams it). `None` when the answer is not a single plain-text choice (tool calls,
 /// several choices), which a streamed request then gets from the provider instead.
-pub fn rechunk(completion: &Value) -> Option<Vec<Value>> {
+pub fn rechunk(completion: &Value, include_usage: bool) -> Option<Vec<Value>> {
     let choices = completion.get("choices")?.as_array()?;
     let [choice] = choices.as_slice() else {
         return None;
@@ -292,13 +293,20 @@ pub fn rechunk(completion: &Value) -> Option<Vec<Value>> {
         })
     };
     let finish = choice.get("finish_reason").cloned().unwrap_or(Value::Null);
-    Some(vec![
+    let mut chunks = vec![
         chunk(
             serde_json::json!({"role": role, "content": content}),
             Value::Null,
         ),
         chunk(serde_json::json!({}), finish),
-    ])
+    ];
+    if include_usage {
+        let mut last = chunk(Value::Null, Value::Null);
+        last["choices"] = Value::Array(Vec::new());
+        last["usage"] = completion.get("usage").cloned().unwrap_or(Value::Null);
+        chunks.push(last);
+    }
+    Some(chunks)
 }
 
 #[cfg(test)]
@@ -374,10 +382,23 @@ mod tests {
     fn rechunk_gives_role_content_then_finish_and_refuses_tool_calls() {
         let completion = json!({"id": "c1", "created": 1, "model": "m", "choices": [
             {"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}]});
-        let chunks = rechunk(&completion).unwrap();
+        let chunks = rechunk(&completion, false).unwrap();
+        assert_eq!(chunks.len(), 2);
         assert_eq!(chunks[0]["choices"][0]["delta"]["content"], "hello");
         assert_eq!(chunks[1]["choices"][0]["finish_reason"], "stop");
         let tools = json!({"choices": [{"message": {"role": "assistant", "content": "", "tool_calls": [{}]}}]});
-        assert!(rechunk(&tools).is_none());
+        assert!(rechunk(&tools, false).is_none());
+    }
+
+    #[test]
+    fn rechunk_with_include_usage_ends_with_the_usage_chunk() {
+        let usage = json!({"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4});
+        let completion = json!({"id": "c1", "created": 1, "model": "m", "usage": usage, "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}]});
+        let chunks = rechunk(&completion, true).unwrap();
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks[2]["choices"], json!([]));
+        assert_eq!(chunks[2]["usage"], usage);
+        assert_eq!(chunks[2]["object"], "chat.completion.chunk");
     }
 }

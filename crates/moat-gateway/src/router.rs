@@ -232,6 +232,11 @@ impl Gateway {
         names
     }
 
+    /// Whether `name` is an alias of the current table.
+    pub fn has_alias(&self, name: &str) -> bool {
+        self.current().routes.contains_key(name)
+    }
+
     /// Whether a call to `alias` by `context` could reach an external target.
     pub fn may_reach_external(&self, alias: &str, context: &CallContext) -> bool {
         let table = self.current();
@@ -266,7 +271,11 @@ impl Gateway {
         if let (Some(cache), Some(key)) = (cache, &key) {
             let reply = cache.peek(key).and_then(|hit| {
                 if streamed {
-                    let chunks = rechunk(&hit)?;
+                    let include_usage = body
+                        .pointer("/stream_options/include_usage")
+                        .and_then(Value::as_bool)
+                        == Some(true);
+                    let chunks = rechunk(&hit, include_usage)?;
                     Some(ProviderReply::Stream(
                         stream::iter(chunks.into_iter().map(Ok)).boxed(),
                     ))

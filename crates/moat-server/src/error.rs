@@ -205,6 +205,43 @@ impl ApiError {
         error
     }
 
+    /// Nothing can answer now (every gateway target is cooling down or unhealthy): 503.
+    pub fn unavailable(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        let error = Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+            .with_code("unavailable");
+        error.with_retry_after(retry_after.unwrap_or(RETRY_AFTER_UNAVAILABLE))
+    }
+
+    /// Every target that could answer was full: 429.
+    pub fn overloaded(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        let error = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+            .with_code("rate_limit_exceeded");
+        match retry_after {
+            Some(after) => error.with_retry_after(after),
+            None => error,
+        }
+    }
+
+    /// An upstream did not answer in time: 504.
+    pub fn gateway_timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "server_error", message).with_code("timeout")
+    }
+
+    /// An upstream failed or answered garbage: 502.
+    pub fn bad_gateway(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "server_error", message).with_code("bad_gateway")
+    }
+
+    /// The request was refused by a target: the upstream's own 4xx status when it gave one,
+    /// else 400.
+    pub fn upstream_rejected(message: impl Into<String>, status: Option<u16>) -> Self {
+        let status = status
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .filter(StatusCode::is_client_error)
+            .unwrap_or(StatusCode::BAD_REQUEST);
+        Self::new(status, "invalid_request_error", message)
+    }
+
     /// A storage failure behind the trust layer (keys, limits, audit).
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)

@@ -16,6 +16,7 @@ mod config;
 mod error;
 mod extract;
 mod format;
+mod gateway;
 mod generate;
 mod guarding;
 mod knowledge;
@@ -28,6 +29,7 @@ mod trust;
 
 pub use config::ServerConfig;
 pub use error::ApiError;
+pub use gateway::CACHE_HEADER;
 pub use knowledge::{
     Alias, EmbedderLoadError, EmbedderSource, GroundingRequest, Knowledge,
     DEFAULT_GROUNDING_MIN_SCORE, DEFAULT_GROUNDING_TOP_K, MAX_TOP_K,

@@ -5,10 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use moat_engine::{select_template_source, ChatTemplate, Engine, TemplateError};
+use moat_gateway::{Gateway, GatewayConfig, GatewayDeps, GatewayError, SystemClock};
 use moat_openai::{ModelLimits, ResponseIds};
 
 use crate::knowledge::KnowledgeState;
@@ -66,7 +67,7 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: ServerConfig,
     models: RwLock<BTreeMap<String, ModelSlot>>,
     draining: AtomicBool,
@@ -74,6 +75,8 @@ struct Inner {
     id_base: u64,
     knowledge: KnowledgeState,
     trust: Trust,
+    /// The gateway, when moat.toml routes aliases (see `gateway.rs`).
+    gateway: OnceLock<Arc<Gateway>>,
 }
 
 impl AppState {
@@ -103,8 +106,38 @@ impl AppState {
                 id_base,
                 knowledge: KnowledgeState::new(knowledge),
                 trust,
+                gateway: OnceLock::new(),
             }),
         }
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    /// Routes the aliases of `config` through a gateway whose local targets are this server's
+    /// models. Once per server; the routes can be replaced later with [`Gateway::reload`].
+    /// Health checks are the caller's to start (`Gateway::spawn_health_checks`), on its runtime.
+    pub fn enable_gateway(&self, config: &GatewayConfig) -> Result<Arc<Gateway>, GatewayError> {
+        let deps = GatewayDeps {
+            local: Some(Arc::new(crate::gateway::Resolver {
+                state: Arc::downgrade(&self.inner),
+            })),
+            clock: Arc::new(SystemClock),
+        };
+        let gateway = Arc::new(Gateway::new(config, deps)?);
+        self.inner
+            .gateway
+            .set(Arc::clone(&gateway))
+            .map_err(|_| GatewayError::Config {
+                reason: "the gateway is already enabled on this server".into(),
+            })?;
+        Ok(gateway)
+    }
+
+    /// The gateway, when enabled.
+    pub fn gateway(&self) -> Option<&Arc<Gateway>> {
+        self.inner.gateway.get()
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -207,7 +240,10 @@ impl AppState {
                 moat_engine::Health::Ready => {}
             }
         }
-        if models.is_empty() && self.inner.knowledge.config.embedding_models.is_empty() {
+        if models.is_empty()
+            && self.inner.knowledge.config.embedding_models.is_empty()
+            && self.gateway().is_none()
+        {
             return Readiness::Loading;
         }
         readiness

@@ -3,50 +3,67 @@
 //! engine error mid-stream is sent as `data: {"error": …}` before `[DONE]`, and cancels the
 //! other choices. When the client goes away axum drops this stream, which drops the engine
 //! streams and so cancels their generations.
+//!
+//! The chunks are first a stream of [`Piece`]s (serialised JSON), which the SSE response frames
+//! and the gateway's local provider (`gateway.rs`) hands to the router as JSON values.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{self, SelectAll, StreamExt};
+use futures_util::stream::{self, BoxStream, SelectAll, Stream, StreamExt};
 use moat_openai::UsageTally;
 use serde::Serialize;
 
 use crate::generate::{merge, tally_event, Format, MergedEvents, Started};
 
-struct SseState<F> {
+/// One piece of a streamed answer, before SSE framing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// A chunk, serialised.
+    Chunk(String),
+    /// An error body, serialised; the stream ends after it.
+    Error(String),
+}
+
+/// A streamed answer, piece by piece; `[DONE]` is implied by its end.
+pub(crate) type Pieces = BoxStream<'static, Piece>;
+
+struct PieceState<F> {
     events: MergedEvents,
     format: F,
     tally: UsageTally,
     include_usage: bool,
-    pending: VecDeque<Event>,
+    pending: VecDeque<Piece>,
     done: bool,
     /// A chunk sent after the choices' last chunks, before the usage chunk (chat's
     /// `citations`).
     trailer: Option<serde_json::Value>,
 }
 
-/// Events sent as they are, then `[DONE]`: an answer that needs no model.
-pub(crate) fn sse_fixed(events: Vec<serde_json::Value>) -> Response {
-    let mut all: Vec<Result<Event, Infallible>> = events.iter().map(|e| Ok(data(e))).collect();
-    all.push(Ok(Event::default().data("[DONE]")));
-    Sse::new(stream::iter(all)).into_response()
-}
-
-/// One `data:` event. Serializing these plain structs cannot fail; if it ever did, the client
-/// gets an error event rather than a malformed one.
-fn data<T: Serialize>(value: &T) -> Event {
+/// Serialises a chunk. Serializing these plain structs cannot fail; if it ever did, the client
+/// gets an error piece rather than a malformed one.
+pub(crate) fn piece<T: Serialize>(value: &T) -> Piece {
     const FALLBACK: &str = r#"{"error":{"message":"could not encode a chunk","type":"server_error","param":null,"code":"internal_error"}}"#;
-    Event::default().data(serde_json::to_string(value).unwrap_or_else(|_| FALLBACK.to_string()))
+    match serde_json::to_string(value) {
+        Ok(text) => Piece::Chunk(text),
+        Err(_) => Piece::Error(FALLBACK.to_string()),
+    }
 }
 
-impl<F: Format> SseState<F> {
-    /// Reads events until there is something to send; `None` once `[DONE]` went out.
-    async fn next_event(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+fn error_piece<T: Serialize>(body: &T) -> Piece {
+    match piece(body) {
+        Piece::Chunk(text) | Piece::Error(text) => Piece::Error(text),
+    }
+}
+
+impl<F: Format> PieceState<F> {
+    /// Reads events until there is something to send; `None` after the last piece.
+    async fn next_piece(mut self) -> Option<(Piece, Self)> {
         loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Some((Ok(event), self));
+            if let Some(piece) = self.pending.pop_front() {
+                return Some((piece, self));
             }
             if self.done {
                 return None;
@@ -55,48 +72,38 @@ impl<F: Format> SseState<F> {
                 Some((index, first_of_prompt, Ok(event))) => {
                     tally_event(&mut self.tally, first_of_prompt, &event);
                     let chunks = self.format.on_event(index, event);
-                    self.pending.extend(chunks.iter().map(data));
+                    self.pending.extend(chunks.iter().map(piece));
                 }
                 Some((_, _, Err(error))) => {
                     // Dropping the other choices' streams cancels their generations.
                     self.events = SelectAll::new();
-                    self.pending.push_back(data(&error.body()));
-                    self.finish(false);
+                    self.pending.push_back(error_piece(&error.body()));
+                    self.done = true;
                 }
                 None => {
-                    let include_usage = self.include_usage;
-                    self.finish(include_usage);
+                    if let Some(trailer) = self.trailer.take() {
+                        self.pending.push_back(piece(&trailer));
+                    }
+                    if self.include_usage {
+                        let chunk = self.format.usage_chunk(self.tally.wire());
+                        self.pending.push_back(piece(&chunk));
+                    }
+                    self.done = true;
                 }
             }
         }
     }
-
-    fn finish(&mut self, with_usage: bool) {
-        if let Some(trailer) = self.trailer.take() {
-            self.pending.push_back(data(&trailer));
-        }
-        if with_usage {
-            let chunk = self.format.usage_chunk(self.tally.wire());
-            self.pending.push_back(data(&chunk));
-        }
-        self.pending.push_back(Event::default().data("[DONE]"));
-        self.done = true;
-    }
 }
 
-/// The streamed answer for generations already started.
-pub(crate) fn sse<F: Format>(choices: Vec<Started>, format: F, include_usage: bool) -> Response {
-    sse_with_trailer(choices, format, include_usage, None)
-}
-
-/// As [`sse`], with one more chunk after the choices' last ones (before the usage chunk).
-pub(crate) fn sse_with_trailer<F: Format>(
+/// The pieces of the streamed answer for generations already started, with one more chunk
+/// after the choices' last ones (before the usage chunk) when `trailer` is set.
+pub(crate) fn pieces<F: Format>(
     choices: Vec<Started>,
     format: F,
     include_usage: bool,
     trailer: Option<serde_json::Value>,
-) -> Response {
-    let state = SseState {
+) -> Pieces {
+    let state = PieceState {
         events: merge(choices),
         format,
         tally: UsageTally::default(),
@@ -105,8 +112,44 @@ pub(crate) fn sse_with_trailer<F: Format>(
         done: false,
         trailer,
     };
-    let events = stream::unfold(state, SseState::next_event);
+    stream::unfold(state, PieceState::next_piece).boxed()
+}
+
+/// Fixed pieces: an answer that needs no model.
+pub(crate) fn fixed_pieces(values: Vec<serde_json::Value>) -> Pieces {
+    let all: Vec<Piece> = values.iter().map(piece).collect();
+    stream::iter(all).boxed()
+}
+
+/// Frames pieces as SSE, `[DONE]` last.
+pub(crate) fn sse_response(pieces: impl Stream<Item = Piece> + Send + 'static) -> Response {
+    let events = pieces
+        .map(|piece| match piece {
+            Piece::Chunk(text) | Piece::Error(text) => Event::default().data(text),
+        })
+        .chain(stream::once(async { Event::default().data("[DONE]") }))
+        .map(Ok::<_, Infallible>);
     Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// The streamed answer for generations already started.
+pub(crate) fn sse<F: Format>(choices: Vec<Started>, format: F, include_usage: bool) -> Response {
+    sse_response(pieces(choices, format, include_usage, None))
+}
+
+/// A generated answer before it becomes an HTTP response: the whole body, or its pieces.
+pub(crate) enum Answer {
+    Whole(serde_json::Value),
+    Stream(Pieces),
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Whole(value) => axum::Json(value).into_response(),
+            Self::Stream(pieces) => sse_response(pieces),
+        }
+    }
 }

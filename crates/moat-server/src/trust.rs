@@ -194,6 +194,26 @@ impl Trust {
         }
     }
 
+    /// The policy for a request the gateway routed to a local target: the target's
+    /// `guard_policy` when it names one, else as [`Trust::guard_for`] chooses for the alias.
+    pub(crate) fn guard_named(
+        &self,
+        key: Option<&Key>,
+        alias: &str,
+        policy: Option<&str>,
+    ) -> Result<Option<ChosenGuard>, ApiError> {
+        let Some(name) = policy else {
+            return self.guard_for(key, alias);
+        };
+        match self.inner.guards.get(name) {
+            Some(chosen) => Ok(Some(chosen.clone())),
+            None => Err(ApiError::internal(format!(
+                "the gateway target names the guard policy {name:?}, which this server does not \
+                 define"
+            ))),
+        }
+    }
+
     fn request_id(&self) -> String {
         let n = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
         format!("req-{:x}-{n:x}", unix_ms())
@@ -241,14 +261,22 @@ impl Caller {
     }
 
     /// Reserves `tokens` (prompt + `max_tokens`) under the key's limits; settled when the
-    /// ticket closes.
+    /// ticket closes. A request admitted once already (the gateway admits an alias's request
+    /// before a local target counts its real prompt) only records the prompt tokens.
     pub(crate) fn admit(
         &self,
         trust: &Trust,
         prompt_tokens: u64,
         tokens: u64,
     ) -> Result<(), ApiError> {
-        self.ticket.update(|t| t.prompt_tokens = prompt_tokens);
+        let mut admitted = false;
+        self.ticket.update(|t| {
+            t.prompt_tokens = prompt_tokens;
+            admitted = t.reservation.is_some();
+        });
+        if admitted {
+            return Ok(());
+        }
         let (Some(key), Some(auth)) = (&self.key, &trust.inner.auth) else {
             return Ok(());
         };
@@ -333,6 +361,14 @@ impl Ticket {
                     t.rails.push(rail);
                 }
             }
+        });
+    }
+
+    /// Sets the token counts an upstream reported in its usage, for limits, usage and audit.
+    pub(crate) fn set_tokens(&self, prompt_tokens: u64, completion_tokens: u64) {
+        self.update(|t| {
+            t.prompt_tokens = prompt_tokens;
+            t.completion_tokens = completion_tokens;
         });
     }
 

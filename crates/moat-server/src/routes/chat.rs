@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Extension;
-use axum::{Json, Router};
+use axum::Router;
 use moat_engine::ChatMessage;
 use moat_openai::{
     parse_chat_request, ChatChoice, ChatCompletion, ChatCompletionChunk, ResponseIds, UsageTally,
@@ -23,10 +23,11 @@ use serde_json::Value;
 
 use crate::extract::RawBody;
 use crate::format::ChatFormat;
+use crate::gateway::Via;
 use crate::generate::{collect, start, Job};
 use crate::guarding::{self, Watch};
 use crate::routes::knowledge::blocking;
-use crate::stream::{sse_fixed, sse_with_trailer};
+use crate::stream::{fixed_pieces, pieces, Answer};
 use crate::trust::Caller;
 use crate::{prompt, ApiError, AppState, GroundingRequest};
 
@@ -80,8 +81,25 @@ async fn chat(
     Extension(caller): Extension<Caller>,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let field = knowledge_base_field(&body)?;
-    let mut request = parse_chat_request(&body)?;
+    if let Some(alias) = crate::gateway::alias_of(&state, &body) {
+        return crate::gateway::chat(&state, &caller, &alias, &body).await;
+    }
+    Ok(local_chat(&state, &caller, &body, None)
+        .await?
+        .into_response())
+}
+
+/// A chat request answered by this node's engines. `via` is set when the gateway routes an
+/// alias here: the caller was authorized and admitted for the alias already, and the target's
+/// guard policy (if it names one) applies.
+pub(crate) async fn local_chat(
+    state: &AppState,
+    caller: &Caller,
+    body: &[u8],
+    via: Option<&Via<'_>>,
+) -> Result<Answer, ApiError> {
+    let field = knowledge_base_field(body)?;
+    let mut request = parse_chat_request(body)?;
     let requested_name = request.model.clone();
     let alias = state
         .knowledge()
@@ -97,10 +115,17 @@ async fn chat(
         (Some(field), _) => Some(field),
         (None, base) => base,
     };
-    caller.authorize(&requested_name, &request.model)?;
-    let guard = state
-        .trust()
-        .guard_for(caller.key.as_ref(), &requested_name)?;
+    let guard = match via {
+        None => {
+            caller.authorize(&requested_name, &request.model)?;
+            state
+                .trust()
+                .guard_for(caller.key.as_ref(), &requested_name)?
+        }
+        Some(via) => state
+            .trust()
+            .guard_named(caller.key.as_ref(), via.alias, via.guard_policy)?,
+    };
     let model = state.model(&request.model)?;
     let mut chat = request.validate(&model.limits)?;
     chat.model = requested_name;
@@ -108,14 +133,14 @@ async fn chat(
     let mut redactions = None;
     if let Some(guard) = &guard {
         let map = guarding::chat_input(guard, &mut chat.messages, &caller.ticket)?;
-        crate::classify::input_rail(&state, guard, &chat.messages, &caller.ticket).await?;
+        crate::classify::input_rail(state, guard, &chat.messages, &caller.ticket).await?;
         if state.trust().restore_redactions() {
             redactions = Some(Arc::new(map));
         }
     }
     let mut citations = None;
     if let Some(grounding) = grounding {
-        match ground_messages(&state, &grounding, &chat.messages).await? {
+        match ground_messages(state, &grounding, &chat.messages).await? {
             Grounded::Prompt {
                 messages,
                 citations: found,
@@ -162,18 +187,18 @@ async fn chat(
     let citations: Option<Vec<WireCitation>> = citations;
     if params.stream {
         let trailer = citations.map(|c| citations_chunk(&ids, c));
-        Ok(sse_with_trailer(
+        Ok(Answer::Stream(pieces(
             choices,
             format,
             params.include_usage,
             trailer,
-        ))
+        )))
     } else {
         let whole = collect(choices, format).await?;
-        match citations {
-            None => Ok(Json(whole).into_response()),
-            Some(citations) => Ok(Json(with_citations(&whole, citations)).into_response()),
-        }
+        Ok(Answer::Whole(match citations {
+            None => serde_json::to_value(whole).unwrap_or_default(),
+            Some(citations) => with_citations(&whole, citations),
+        }))
     }
 }
 
@@ -255,20 +280,14 @@ fn with_citations(whole: &ChatCompletion, citations: Vec<WireCitation>) -> Value
 
 /// The answer when nothing relevant was found and the policy replies without the model: the
 /// reply as every choice, no usage, and an empty `citations`.
-fn no_answer(
-    ids: &ResponseIds,
-    reply: &str,
-    n: u32,
-    stream: bool,
-    include_usage: bool,
-) -> Response {
+fn no_answer(ids: &ResponseIds, reply: &str, n: u32, stream: bool, include_usage: bool) -> Answer {
     let usage = UsageTally::default().wire();
     if !stream {
         let choices = (0..n)
             .map(|index| ChatChoice::new(index, reply.to_owned(), None, "stop"))
             .collect();
         let whole = ChatCompletion::new(ids, choices, usage);
-        return Json(with_citations(&whole, Vec::new())).into_response();
+        return Answer::Whole(with_citations(&whole, Vec::new()));
     }
     let mut events = Vec::new();
     for index in 0..n {
@@ -288,5 +307,5 @@ fn no_answer(
         let chunk = ChatCompletionChunk::usage(ids, usage);
         events.push(serde_json::to_value(chunk).unwrap_or_default());
     }
-    sse_fixed(events)
+    Answer::Stream(fixed_pieces(events))
 }

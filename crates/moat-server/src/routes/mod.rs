@@ -1,7 +1,7 @@
 //! The router: one small router per feature, merged, with the body limit, the draining gate
 //! and JSON answers for unknown routes and methods.
 
-mod chat;
+pub(crate) mod chat;
 mod completions;
 mod embeddings;
 mod health;

@@ -1,6 +1,7 @@
 //! `GET /v1/models` and `GET /v1/models/{id}` (ids may hold `/` and `:`): the chat models, the
 //! embedding models (`"type": "embedding"`) and the aliases (`"type": "alias"`, with the model
-//! they stand for and the knowledge base they are grounded in).
+//! they stand for and the knowledge base they are grounded in; a gateway alias, routed to
+//! targets, names no single model).
 
 use axum::extract::{Path, State};
 use axum::routing::get;
@@ -70,6 +71,14 @@ fn all_entries(state: &AppState) -> Vec<Listed> {
         alias_of: Some(alias.model.clone()),
         knowledge_base: alias.knowledge_base.as_ref().map(|kb| kb.name.clone()),
     }));
+    if let Some(gateway) = state.gateway() {
+        out.extend(gateway.aliases().into_iter().map(|name| Listed {
+            model: Model::new(name, unix_now()),
+            kind: "alias",
+            alias_of: None,
+            knowledge_base: None,
+        }));
+    }
     out
 }
 

@@ -1,0 +1,439 @@
+//! The gateway in the server: a chat request whose `model` is a gateway alias (`[aliases.NAME]`
+//! with `targets` in moat.toml) is routed by moat-gateway to the alias's targets, this node's
+//! engines or OpenAI-compatible upstreams, with fallback, balancing and the response cache.
+//!
+//! What happens here, in order: the key is checked for the alias (scopes name aliases like
+//! models), the alias's (or key's) guard policy runs its input rails on the messages, so a
+//! redacted or blocked prompt never leaves for an upstream, the request is admitted under the
+//! key's limits with an estimate of its tokens (bytes of message text bound them), then the
+//! gateway answers. The upstream's reported usage settles the account. Streams are asked for
+//! usage even when the client did not ask (`stream_options.include_usage`), and that chunk is
+//! then kept from the client.
+//!
+//! Local targets are [`LocalProvider`]s: they run the ordinary local chat path
+//! ([`crate::routes::chat::local_chat`]) with the caller of the request that reached the
+//! gateway, taken from a task-local, so one request keeps one ticket (one audit entry, one
+//! account) however many targets it tried.
+//!
+//! Left to the upstreams: output rails run on local targets' answers (as tokens flow) but not
+//! on upstream answers.
+
+use std::sync::{Arc, Weak};
+
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
+use futures_util::stream::StreamExt;
+use moat_engine::ChatMessage;
+use moat_gateway::{
+    CacheStatus, CallContext, GatewayError, GatewayErrorKind, LocalResolver, LocalTarget, Provider,
+    ProviderError, ProviderReply,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::guarding;
+use crate::routes::chat::local_chat;
+use crate::state::Inner;
+use crate::stream::{sse_response, Answer, Piece};
+use crate::trust::Caller;
+use crate::{ApiError, AppState};
+
+/// The response header that says whether the response cache answered: `hit`, `miss` or
+/// `bypass`.
+pub const CACHE_HEADER: &str = "x-moat-cache";
+
+/// Completion tokens reserved for a request that does not say `max_tokens`, until the
+/// upstream's usage settles the real count.
+const DEFAULT_RESERVED_COMPLETION: u64 = 1024;
+
+tokio::task_local! {
+    /// The caller of the request the gateway is answering, for local targets.
+    static CALLER: Caller;
+}
+
+/// How the gateway reached the local chat path: for which alias, with which guard policy.
+pub(crate) struct Via<'a> {
+    pub alias: &'a str,
+    pub guard_policy: Option<&'a str>,
+}
+
+/// The alias named by a chat body's `model`, when it is one of the gateway's.
+pub(crate) fn alias_of(state: &AppState, body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct ModelField {
+        model: Option<String>,
+    }
+    let gateway = state.gateway()?;
+    let model = serde_json::from_slice::<ModelField>(body).ok()?.model?;
+    gateway.has_alias(&model).then_some(model)
+}
+
+/// Answers a chat request for a gateway alias.
+pub(crate) async fn chat(
+    state: &AppState,
+    caller: &Caller,
+    alias: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let Some(gateway) = state.gateway() else {
+        return Err(ApiError::model_not_found(alias));
+    };
+    caller.authorize(alias, alias)?;
+    let mut body: Value = serde_json::from_slice(body)
+        .map_err(|error| ApiError::invalid_request(format!("the body is not JSON: {error}")))?;
+    let Some(object) = body.as_object_mut() else {
+        return Err(ApiError::invalid_request("the body must be a JSON object"));
+    };
+    let stream = object.get("stream").and_then(Value::as_bool) == Some(true);
+    let client_usage = object
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    let text_bytes = guard_messages(state, caller, alias, object).await?;
+    let max_tokens = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|field| object.get(*field).and_then(Value::as_u64))
+        .unwrap_or(DEFAULT_RESERVED_COMPLETION);
+    caller.admit(
+        state.trust(),
+        text_bytes,
+        text_bytes.saturating_add(max_tokens),
+    )?;
+    if stream && !client_usage {
+        let options = object
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(options) = options.as_object_mut() {
+            options.insert("include_usage".into(), Value::Bool(true));
+        }
+    }
+    let context = CallContext {
+        key_id: caller.key.as_ref().map(|key| key.id.0.to_string()),
+        private: false,
+    };
+    let reply = CALLER
+        .scope(caller.clone(), gateway.chat(&context, alias, body))
+        .await
+        .map_err(from_gateway)?;
+    let cache = match reply.cache {
+        CacheStatus::Hit => "hit",
+        CacheStatus::Miss => "miss",
+        CacheStatus::Bypass => "bypass",
+    };
+    let hit = reply.cache == CacheStatus::Hit;
+    if hit {
+        // A cached answer used no model: it counts as a request, not as tokens.
+        caller.ticket.set_tokens(0, 0);
+    }
+    let mut response = match reply.reply {
+        ProviderReply::Full(value) => {
+            if !hit {
+                settle(caller, &value);
+            }
+            axum::Json(value).into_response()
+        }
+        ProviderReply::Stream(chunks) => {
+            let caller = caller.clone();
+            let pieces = chunks
+                .map(move |item| match item {
+                    Ok(chunk) => {
+                        let usage_only = chunk.get("usage").is_some_and(|u| !u.is_null())
+                            && chunk
+                                .get("choices")
+                                .and_then(Value::as_array)
+                                .is_some_and(Vec::is_empty);
+                        if usage_only && !hit {
+                            settle(&caller, &chunk);
+                        }
+                        if usage_only && !client_usage {
+                            None
+                        } else {
+                            Some(Piece::Chunk(chunk.to_string()))
+                        }
+                    }
+                    Err(error) => {
+                        let error = ApiError::from(provider_as_gateway(error));
+                        Some(Piece::Error(
+                            serde_json::to_string(&error.body()).unwrap_or_default(),
+                        ))
+                    }
+                })
+                .filter_map(|piece| async move { piece });
+            // An error piece ends the stream.
+            let pieces = pieces
+                .scan(false, |ended, piece| {
+                    let out = (!*ended).then(|| {
+                        *ended = matches!(piece, Piece::Error(_));
+                        piece
+                    });
+                    async move { out }
+                })
+                .fuse();
+            sse_response(pieces)
+        }
+    };
+    response.headers_mut().insert(
+        HeaderName::from_static(CACHE_HEADER),
+        HeaderValue::from_static(cache),
+    );
+    Ok(response)
+}
+
+/// Runs the input rails of the alias's (or key's) guard policy on the messages, writing
+/// redactions back into the body; returns the bytes of message text (a bound on its tokens).
+async fn guard_messages(
+    state: &AppState,
+    caller: &Caller,
+    alias: &str,
+    object: &mut Map<String, Value>,
+) -> Result<u64, ApiError> {
+    let Some(raw) = object.get("messages") else {
+        return Err(ApiError::invalid_request("messages is required").with_param("messages"));
+    };
+    let mut messages: Vec<ChatMessage> = serde_json::from_value(raw.clone()).map_err(|error| {
+        ApiError::invalid_request(format!("messages: {error}")).with_param("messages")
+    })?;
+    caller
+        .ticket
+        .set_prompt(|| crate::routes::chat::message_texts(&messages));
+    if let Some(guard) = state.trust().guard_for(caller.key.as_ref(), alias)? {
+        guarding::chat_input(&guard, &mut messages, &caller.ticket)?;
+        crate::classify::input_rail(state, &guard, &messages, &caller.ticket).await?;
+        let redacted = serde_json::to_value(&messages)
+            .map_err(|error| ApiError::internal(format!("re-encoding messages: {error}")))?;
+        object.insert("messages".into(), redacted);
+    }
+    let bytes = crate::routes::chat::message_texts(&messages).len() as u64;
+    Ok(bytes)
+}
+
+/// Sets the ticket's tokens from an answer's `usage`, when it has one.
+fn settle(caller: &Caller, value: &Value) {
+    let Some(usage) = value.get("usage") else {
+        return;
+    };
+    let count = |field: &str| usage.get(field).and_then(Value::as_u64);
+    if let (Some(prompt), Some(completion)) = (count("prompt_tokens"), count("completion_tokens")) {
+        caller.ticket.set_tokens(prompt, completion);
+    }
+}
+
+/// A provider failure seen by the client mid-stream, as the gateway would report it.
+fn provider_as_gateway(source: ProviderError) -> GatewayError {
+    GatewayError::Provider {
+        alias: String::new(),
+        target: String::new(),
+        source,
+    }
+}
+
+/// The one mapping from gateway failures to HTTP answers.
+pub(crate) fn from_gateway(error: GatewayError) -> ApiError {
+    ApiError::from(error)
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(error: GatewayError) -> Self {
+        let message = error.to_string();
+        let retry_after = match &error {
+            GatewayError::Provider {
+                source: ProviderError::Overloaded { retry_after },
+                ..
+            } => *retry_after,
+            _ => None,
+        };
+        let upstream_status = match &error {
+            GatewayError::Provider {
+                source: ProviderError::Upstream(moat_upstream::UpstreamError::Client { status, .. }),
+                ..
+            } => Some(*status),
+            _ => None,
+        };
+        match error.kind() {
+            GatewayErrorKind::Config => ApiError::internal(message),
+            GatewayErrorKind::NotFound => ApiError::not_found(message, "model_not_found"),
+            GatewayErrorKind::Unavailable => ApiError::unavailable(message, None),
+            GatewayErrorKind::Overloaded => ApiError::overloaded(message, retry_after),
+            GatewayErrorKind::Timeout => ApiError::gateway_timeout(message),
+            GatewayErrorKind::BadRequest => ApiError::upstream_rejected(message, upstream_status),
+            GatewayErrorKind::BadGateway => ApiError::bad_gateway(message),
+        }
+    }
+}
+
+/// A local ApiError as a provider failure, classified for fallback: 429 is overload, a server
+/// error (a model loading or failed) lets another target try, anything else is the request's
+/// fault.
+fn to_provider_error(error: ApiError) -> ProviderError {
+    if error.status.as_u16() == 429 {
+        ProviderError::Overloaded {
+            retry_after: error.retry_after,
+        }
+    } else if error.status.is_server_error() {
+        ProviderError::Failed {
+            message: error.message,
+        }
+    } else {
+        ProviderError::Rejected {
+            message: error.message,
+        }
+    }
+}
+
+/// The server's side of moat-gateway's local targets.
+pub(crate) struct Resolver {
+    pub state: Weak<Inner>,
+}
+
+impl LocalResolver for Resolver {
+    fn resolve(
+        &self,
+        alias: &str,
+        target: &LocalTarget,
+    ) -> Result<Arc<dyn Provider>, GatewayError> {
+        if let Some(params) = &target.params {
+            if !params.is_object() {
+                return Err(GatewayError::Config {
+                    reason: format!(
+                        "alias {alias:?}, local target {:?}: params must be a table",
+                        target.model
+                    ),
+                });
+            }
+        }
+        Ok(Arc::new(LocalProvider {
+            state: self.state.clone(),
+            alias: alias.to_owned(),
+            target: target.clone(),
+        }))
+    }
+}
+
+/// A model served by this node, as a gateway target: its `params` fill fields the request
+/// left out, its `system_prompt` goes first unless the request has a system message, its
+/// `knowledge_base` grounds the answer unless the request names one.
+pub(crate) struct LocalProvider {
+    state: Weak<Inner>,
+    alias: String,
+    target: LocalTarget,
+}
+
+impl LocalProvider {
+    fn state(&self) -> Result<AppState, ProviderError> {
+        self.state
+            .upgrade()
+            .map(AppState::from_inner)
+            .ok_or_else(|| ProviderError::Failed {
+                message: "the server is shutting down".into(),
+            })
+    }
+
+    /// The body for the local chat path: this target's model and settings applied.
+    fn body(&self, mut body: Value) -> Result<Vec<u8>, ProviderError> {
+        let Some(object) = body.as_object_mut() else {
+            return Err(ProviderError::Rejected {
+                message: "the request body is not a JSON object".into(),
+            });
+        };
+        object.insert("model".into(), Value::String(self.target.model.clone()));
+        if let Some(Value::Object(params)) = &self.target.params {
+            for (name, value) in params {
+                object.entry(name.clone()).or_insert_with(|| value.clone());
+            }
+        }
+        if let Some(kb) = &self.target.knowledge_base {
+            object
+                .entry("knowledge_base")
+                .or_insert_with(|| Value::String(kb.clone()));
+        }
+        if let Some(system) = &self.target.system_prompt {
+            if let Some(Value::Array(messages)) = object.get_mut("messages") {
+                let has_system = messages
+                    .iter()
+                    .any(|m| m.get("role").and_then(Value::as_str) == Some("system"));
+                if !has_system {
+                    messages.insert(0, serde_json::json!({"role": "system", "content": system}));
+                }
+            }
+        }
+        serde_json::to_vec(&body).map_err(|error| ProviderError::Failed {
+            message: format!("encoding the request: {error}"),
+        })
+    }
+}
+
+impl Provider for LocalProvider {
+    fn chat(&self, body: Value) -> BoxFuture<'_, Result<ProviderReply, ProviderError>> {
+        Box::pin(async move {
+            let state = self.state()?;
+            let body = self.body(body)?;
+            let Ok(caller) = CALLER.try_with(Caller::clone) else {
+                return Err(ProviderError::Failed {
+                    message: "a local target was called outside a request".into(),
+                });
+            };
+            let via = Via {
+                alias: &self.alias,
+                guard_policy: self.target.guard_policy.as_deref(),
+            };
+            let answer = local_chat(&state, &caller, &body, Some(&via))
+                .await
+                .map_err(to_provider_error)?;
+            Ok(match answer {
+                Answer::Whole(value) => ProviderReply::Full(value),
+                Answer::Stream(pieces) => ProviderReply::Stream(
+                    pieces
+                        .map(|piece| match piece {
+                            Piece::Chunk(text) => {
+                                serde_json::from_str(&text).map_err(|error| ProviderError::Failed {
+                                    message: format!("a local chunk is not JSON: {error}"),
+                                })
+                            }
+                            Piece::Error(text) => Err(ProviderError::Failed {
+                                message: error_message(&text),
+                            }),
+                        })
+                        .boxed(),
+                ),
+            })
+        })
+    }
+
+    fn embeddings(&self, _body: Value) -> BoxFuture<'_, Result<Value, ProviderError>> {
+        Box::pin(async move {
+            Err(ProviderError::Unsupported {
+                what: "embeddings through a gateway alias".into(),
+            })
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
+        Box::pin(async move {
+            let state = self.state()?;
+            state
+                .model(&self.target.model)
+                .map(|_| ())
+                .map_err(|error| ProviderError::Failed {
+                    message: error.message,
+                })
+        })
+    }
+
+    fn is_external(&self) -> bool {
+        false
+    }
+}
+
+/// The message of a serialised OpenAI error body, or the text itself.
+fn error_message(text: &str) -> String {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| text.to_owned())
+}

@@ -1,0 +1,334 @@
+"""The gateway end to end: `moat serve` nodes as real processes, aliases routed by moat.toml,
+driven by the official ``openai`` Python SDK and raw HTTP over real sockets, with the real
+SmolLM2-135M-Instruct from ``$MOAT_TEST_MODELS``.
+
+Covers: an alias answered by a local model (whole and streamed, listed in /v1/models);
+fallback to a second upstream when the first answers 5xx or does not answer in time (each
+upstream's request log shows the attempt); a response-cache hit that returns the identical
+body with `x-moat-cache: hit`; a private alias that names an external upstream is refused at
+start; and three moat nodes behind a gateway node, one of them killed (SIGKILL) under load:
+no request that had not yet started streaming fails.
+
+The fake upstreams are small HTTP servers in this process on 127.0.0.1 that record every
+request they get. Run as tests/python/test_openai_server.py says.
+"""
+
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+if not os.environ.get("MOAT_TEST_MODELS"):
+    pytest.skip(
+        "MOAT_TEST_MODELS is unset: no model files to serve (scripts/test.sh sets it)",
+        allow_module_level=True,
+    )
+
+import openai  # noqa: E402
+
+from test_openai_server import SMOLLM2, Server, http, pull  # noqa: E402
+
+
+class FakeUpstream:
+    """An OpenAI-compatible endpoint that answers every chat request the same way, after an
+    optional delay, or fails with a status; it records each request body it receives."""
+
+    def __init__(self, status: int = 200, delay: float = 0.0, content: str = "from the fake upstream"):
+        self.requests: list[dict] = []
+        self.status, self.delay, self.content = status, delay, content
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_json(200, {"status": "ok"})
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length", "0"))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                fake.requests.append(body)
+                time.sleep(fake.delay)
+                if fake.status != 200:
+                    self.send_json(fake.status, {"error": {"message": "fake failure", "type": "server_error"}})
+                    return
+                usage = {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}
+                if body.get("stream"):
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.end_headers()
+                    chunk = {
+                        "id": "fake-1", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
+                        "choices": [{"index": 0, "delta": {"role": "assistant", "content": fake.content},
+                                     "finish_reason": "stop"}],
+                    }
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    if (body.get("stream_options") or {}).get("include_usage"):
+                        last = {**chunk, "choices": [], "usage": usage}
+                        self.wfile.write(f"data: {json.dumps(last)}\n\n".encode())
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    return
+                self.send_json(200, {
+                    "id": "fake-1", "object": "chat.completion", "created": 1, "model": body["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": fake.content},
+                                 "finish_reason": "stop"}],
+                    "usage": usage,
+                })
+
+            def send_json(self, status, value):
+                data = json.dumps(value).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def upstreams():
+    fakes = {
+        "broken": FakeUpstream(status=500),
+        "slow": FakeUpstream(delay=5.0),
+        "good": FakeUpstream(content="the good upstream answered"),
+    }
+    yield fakes
+    for fake in fakes.values():
+        fake.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, upstreams):
+    home = tmp_path_factory.mktemp("moat-gateway-home")
+    pull(home, SMOLLM2)
+    (home / "moat.toml").write_text(f"""
+[routing]
+health_interval_secs = 0
+
+[cache]
+ttl_secs = 60
+
+[aliases.local-chat]
+[[aliases.local-chat.targets]]
+type = "local"
+model = "{SMOLLM2}"
+system_prompt = "You are terse."
+
+[aliases.after-5xx]
+[[aliases.after-5xx.targets]]
+type = "upstream"
+name = "broken"
+url = "{upstreams['broken'].url}"
+model = "broken-model"
+[[aliases.after-5xx.targets]]
+type = "upstream"
+name = "good"
+url = "{upstreams['good'].url}"
+model = "good-model"
+
+[aliases.after-timeout]
+[[aliases.after-timeout.targets]]
+type = "upstream"
+name = "slow"
+url = "{upstreams['slow'].url}"
+model = "slow-model"
+timeout_secs = 0.5
+[[aliases.after-timeout.targets]]
+type = "local"
+model = "{SMOLLM2}"
+""")
+    server = Server(home, [], "--parallel", "2", "--ctx", "1024", "--shutdown-grace", "5").wait_ready()
+    yield server
+    assert server.stop() == 0, server.output()
+
+
+def chat(client, model, **kwargs):
+    return client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8, **kwargs
+    )
+
+
+def test_an_alias_answers_from_a_local_model_whole_and_streamed(gateway):
+    client = gateway.client()
+    listed = {m.id: m for m in client.models.list()}
+    assert {"local-chat", "after-5xx", "after-timeout", SMOLLM2} <= set(listed)
+    whole = chat(client, "local-chat", temperature=0)
+    assert whole.model == SMOLLM2
+    assert whole.choices[0].message.content
+    assert whole.usage.prompt_tokens > 0 and whole.usage.completion_tokens > 0
+    # The target's system prompt went first: the same request straight to the model with that
+    # system message gives the same prompt and answer.
+    direct = client.chat.completions.create(
+        model=SMOLLM2, max_tokens=8, temperature=0,
+        messages=[{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hi."}],
+    )
+    assert whole.usage.prompt_tokens == direct.usage.prompt_tokens
+    assert whole.choices[0].message.content == direct.choices[0].message.content
+    chunks = list(chat(client, "local-chat", temperature=0, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    # The gateway asked for usage to settle the account, but the client did not: no usage chunk.
+    assert all(c.usage is None for c in chunks)
+    with_usage = list(chat(client, "local-chat", temperature=0, stream=True,
+                           stream_options={"include_usage": True}))
+    assert with_usage[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_fallback_when_the_first_upstream_answers_5xx(gateway, upstreams):
+    before = len(upstreams["broken"].requests)
+    answer = chat(gateway.client(), "after-5xx")
+    assert answer.choices[0].message.content == "the good upstream answered"
+    assert len(upstreams["broken"].requests) == before + 1
+    # Each upstream got its own model name.
+    assert upstreams["good"].requests[-1]["model"] == "good-model"
+    streamed = list(chat(gateway.client(), "after-5xx", stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == \
+        "the good upstream answered"
+
+
+def test_fallback_when_the_first_upstream_times_out(gateway, upstreams):
+    before = len(upstreams["slow"].requests)
+    started = time.monotonic()
+    answer = chat(gateway.client(), "after-timeout", temperature=0)
+    assert answer.model == SMOLLM2 and answer.choices[0].message.content
+    assert len(upstreams["slow"].requests) == before + 1
+    assert time.monotonic() - started < 5.0, "the gateway waited for the slow upstream"
+
+
+def test_a_cache_hit_returns_the_identical_body(gateway, upstreams):
+    body = json.dumps({"model": "after-5xx", "messages": [{"role": "user", "content": "cache me"}],
+                       "temperature": 0}).encode()
+    calls = len(upstreams["good"].requests)
+    status, headers, first = http_raw(gateway.url + "/v1/chat/completions", body)
+    assert status == 200 and headers["x-moat-cache"] == "miss"
+    status, headers, second = http_raw(gateway.url + "/v1/chat/completions", body)
+    assert status == 200 and headers["x-moat-cache"] == "hit"
+    assert second == first
+    assert len(upstreams["good"].requests) == calls + 1
+    # Not deterministic (no temperature 0, no seed): never cached.
+    body = json.dumps({"model": "after-5xx", "messages": [{"role": "user", "content": "cache me"}]}).encode()
+    _, headers, _ = http_raw(gateway.url + "/v1/chat/completions", body)
+    assert headers["x-moat-cache"] == "bypass"
+
+
+def http_raw(url: str, body: bytes):
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method="POST", headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+
+
+def test_a_private_alias_with_an_external_target_is_refused_at_start(tmp_path, upstreams):
+    (tmp_path / "moat.toml").write_text(f"""
+[aliases.secret]
+private = true
+[[aliases.secret.targets]]
+type = "upstream"
+url = "{upstreams['good'].url}"
+model = "closed-model"
+external = true
+""")
+    server = Server(tmp_path, [])
+    code = server.process.wait(timeout=60)
+    assert code != 0
+    assert "private" in server.output()
+    assert upstreams["good"].requests == [] or all(r["model"] != "closed-model" for r in upstreams["good"].requests)
+
+
+def test_three_nodes_one_killed_under_load(tmp_path_factory):
+    """Three moat nodes (one thread each) behind a gateway node; one node is killed with
+    SIGKILL while requests stream. Requests that had not started streaming must all succeed
+    (the gateway falls back before the first byte); only those already streaming from the
+    killed node may fail."""
+    node_home = tmp_path_factory.mktemp("moat-nodes")
+    pull(node_home, SMOLLM2)
+    nodes = [
+        Server(node_home, [SMOLLM2], "--threads", "1", "--parallel", "2", "--ctx", "1024",
+               "--shutdown-grace", "5")
+        for _ in range(3)
+    ]
+    gateway_home = tmp_path_factory.mktemp("moat-gateway-of-nodes")
+    replicas = ", ".join(f'"{node.url}/v1"' for node in nodes)
+    (gateway_home / "moat.toml").write_text(f"""
+[routing]
+health_interval_secs = 1
+cooldown_secs = 30
+
+[aliases.pool]
+[[aliases.pool.targets]]
+type = "upstream"
+name = "nodes"
+replicas = [{replicas}]
+model = "{SMOLLM2}"
+timeout_secs = 120
+""")
+    gateway = None
+    try:
+        for node in nodes:
+            node.wait_ready()
+        gateway = Server(gateway_home, [], "--shutdown-grace", "5").wait_ready()
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=180)
+        victim = nodes[1]
+        results = []
+        lock = threading.Lock()
+        streaming = threading.Semaphore(0)
+
+        def one(i: int):
+            started = False
+            try:
+                stream = client.chat.completions.create(
+                    model="pool", messages=[{"role": "user", "content": f"Count to ten. ({i})"}],
+                    max_tokens=48, temperature=0, stream=True,
+                )
+                text = ""
+                for chunk in stream:
+                    if not started:
+                        streaming.release()
+                    started = True
+                    if chunk.choices:
+                        text += chunk.choices[0].delta.content or ""
+                outcome = ("ok", started, text)
+            except Exception as error:  # noqa: BLE001 - every failure is recorded and judged below
+                outcome = ("failed", started, repr(error))
+            with lock:
+                results.append(outcome)
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            futures = [pool.submit(one, i) for i in range(24)]
+            # Kill a node once six streams are running (two per node with balancing by least
+            # outstanding requests), while more requests wait behind them.
+            for _ in range(6):
+                assert streaming.acquire(timeout=120), "the streams did not start"
+            victim.process.kill()
+            victim.process.wait()
+            killed_at = len(results)
+            for future in futures:
+                future.result()
+        assert len(results) == 24
+        print("outcomes:", sorted((r[0], r[1]) for r in results), "finished before the kill:", killed_at)
+        assert killed_at < 24 - 6, "the node was killed after the load was over"
+        failed_before_streaming = [r for r in results if r[0] == "failed" and not r[1]]
+        assert failed_before_streaming == [], failed_before_streaming
+        ok = [r for r in results if r[0] == "ok"]
+        assert len(ok) >= 24 - 2, results  # at most the killed node's two sequences
+        assert all(r[2] for r in ok)
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        for node in nodes:
+            node.stop()
