@@ -332,3 +332,49 @@ timeout_secs = 120
             gateway.stop()
         for node in nodes:
             node.stop()
+
+
+def test_a_private_key_never_reaches_an_external_upstream(tmp_path):
+    """An alias whose first target fails and whose second is external: an ordinary key falls
+    back to the external upstream, a key created with --private gets an error instead, and the
+    external upstream's log shows only the ordinary key's request."""
+    broken, external = FakeUpstream(status=500), FakeUpstream(content="from the closed API")
+    try:
+        (tmp_path / "moat.toml").write_text(f"""
+[routing]
+health_interval_secs = 0
+cooldown_secs = 0
+
+[aliases.mixed]
+[[aliases.mixed.targets]]
+type = "upstream"
+url = "{broken.url}"
+model = "internal-model"
+[[aliases.mixed.targets]]
+type = "upstream"
+url = "{external.url}"
+model = "closed-model"
+external = true
+""")
+        from test_trust_server import create_key
+
+        ordinary = create_key(tmp_path, "--name", "ordinary")
+        private = create_key(tmp_path, "--name", "private", "--private")
+        server = Server(tmp_path, []).wait_ready()
+        try:
+            def client(secret):
+                return openai.OpenAI(base_url=server.url + "/v1", api_key=secret, max_retries=0, timeout=60)
+
+            with pytest.raises(openai.APIStatusError) as caught:
+                chat(client(private["secret"]), "mixed")
+            assert caught.value.status_code >= 500
+            assert external.requests == []
+            answer = chat(client(ordinary["secret"]), "mixed")
+            assert answer.choices[0].message.content == "from the closed API"
+            assert [r["model"] for r in external.requests] == ["closed-model"]
+            assert len(broken.requests) == 2
+        finally:
+            assert server.stop() == 0, server.output()
+    finally:
+        broken.close()
+        external.close()

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::AuthError;
 
 /// The schema version this build writes. A database with a higher one is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE auth_keys (
@@ -43,6 +43,13 @@ CREATE TABLE auth_usage (
     completion_tokens INTEGER NOT NULL,
     PRIMARY KEY (key_id, day, model)
 );
+";
+
+/// Version 2: a key's own guard policy and whether it is private. The guard used to live in
+/// moat-cli's `cli_key_guards` table; it moves here (and that table goes).
+const MIGRATE_V1_TO_V2: &str = "
+ALTER TABLE auth_keys ADD COLUMN guard TEXT;
+ALTER TABLE auth_keys ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// Opens (creating it and its folder if needed) the database at `path` in WAL mode and
@@ -89,10 +96,26 @@ fn migrate(conn: &mut Connection) -> Result<(), AuthError> {
     match version {
         None => {
             tx.execute_batch(SCHEMA_V1)?;
+            tx.execute_batch(MIGRATE_V1_TO_V2)?;
             tx.execute(
                 "INSERT INTO moat_auth_schema (version) VALUES (?1)",
                 [SCHEMA_VERSION],
             )?;
+        }
+        Some(1) => {
+            tx.execute_batch(MIGRATE_V1_TO_V2)?;
+            let legacy: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cli_key_guards')",
+                [],
+                |row| row.get(0),
+            )?;
+            if legacy {
+                tx.execute_batch(
+                    "UPDATE auth_keys SET guard = (SELECT guard FROM cli_key_guards g WHERE g.key_id = auth_keys.id);
+                     DROP TABLE cli_key_guards;",
+                )?;
+            }
+            tx.execute("UPDATE moat_auth_schema SET version = ?1", [SCHEMA_VERSION])?;
         }
         Some(SCHEMA_VERSION) => {}
         Some(v) if v > SCHEMA_VERSION => {

@@ -174,6 +174,14 @@ pub struct NewKey {
     /// Its limits; the default is unlimited.
     #[serde(default)]
     pub limits: Limits,
+    /// The guard policy (a `[guard.policies.NAME]` of moat.toml) for its requests, over the
+    /// alias's or the default one. moat-auth stores the name; the server resolves it.
+    #[serde(default)]
+    pub guard: Option<String>,
+    /// A private key's requests never reach an external upstream (a closed API), whatever
+    /// the alias says.
+    #[serde(default)]
+    pub private: bool,
 }
 
 impl NewKey {
@@ -186,6 +194,17 @@ impl NewKey {
                 "key name",
                 "1 to 100 printable characters",
             ));
+        }
+        if let Some(guard) = &self.guard {
+            let guard_ok = !guard.trim().is_empty()
+                && guard.chars().count() <= 100
+                && !guard.chars().any(char::is_control);
+            if !guard_ok {
+                return Err(AuthError::invalid(
+                    "guard policy name",
+                    "1 to 100 printable characters",
+                ));
+            }
         }
         self.scopes.validate()?;
         self.limits.validate()
@@ -211,6 +230,12 @@ pub struct Key {
     pub created_ms: i64,
     /// When it was revoked, if it was.
     pub revoked_ms: Option<i64>,
+    /// Its own guard policy, if it has one.
+    #[serde(default)]
+    pub guard: Option<String>,
+    /// Whether its requests must stay off external upstreams.
+    #[serde(default)]
+    pub private: bool,
 }
 
 impl Key {

@@ -25,7 +25,13 @@
 //! let auth = Auth::open(&dir.path().join("moat.db")).unwrap();
 //! assert!(!auth.keys_exist().unwrap());
 //! let created = auth
-//!     .create_key(&NewKey { name: "ci".into(), scopes: Scopes::all_models(), limits: Limits::default() })
+//!     .create_key(&NewKey {
+//!         name: "ci".into(),
+//!         scopes: Scopes::all_models(),
+//!         limits: Limits::default(),
+//!         guard: None,
+//!         private: false,
+//!     })
 //!     .unwrap();
 //! let header = format!("Bearer {}", created.secret.expose());
 //! let key = auth.authenticate(&header).unwrap();
@@ -74,7 +80,7 @@ pub struct Auth {
 }
 
 const KEY_COLUMNS: &str = "id, name, prefix, models, admin, requests_per_minute, \
-    tokens_per_minute, budget_tokens, budget_period, created_ms, revoked_ms";
+    tokens_per_minute, budget_tokens, budget_period, created_ms, revoked_ms, guard, private";
 
 impl Auth {
     /// Opens (creating if needed) the database at `path` with the system clock.
@@ -115,8 +121,8 @@ impl Auth {
             let prefix = format!("{SECRET_PREFIX}{}", secret.public_prefix());
             let inserted = conn.execute(
                 "INSERT INTO auth_keys (name, prefix, hash, models, admin, requests_per_minute,
-                     tokens_per_minute, budget_tokens, budget_period, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     tokens_per_minute, budget_tokens, budget_period, created_ms, guard, private)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT (prefix) DO NOTHING",
                 params![
                     new.name,
@@ -129,6 +135,8 @@ impl Auth {
                     budget.map(|b| b.tokens as i64),
                     budget.map(|b| b.period.as_str()),
                     self.clock.now_ms(),
+                    new.guard,
+                    new.private,
                 ],
             )?;
             if inserted == 1 {
@@ -435,5 +443,7 @@ fn row_to_key_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Result<
         },
         created_ms: row.get(at + 9)?,
         revoked_ms: row.get(at + 10)?,
+        guard: row.get(at + 11)?,
+        private: row.get(at + 12)?,
     }))
 }

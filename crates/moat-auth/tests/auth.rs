@@ -22,6 +22,8 @@ fn new_key(name: &str, models: &[&str], limits: Limits) -> NewKey {
             admin: false,
         },
         limits,
+        guard: None,
+        private: false,
     }
 }
 
@@ -409,4 +411,70 @@ fn absurd_token_counts_are_denied_or_clamped_never_a_panic() {
         .key;
     let r = admitted(auth.reserve(&unlimited, u64::MAX).unwrap());
     assert_eq!(auth.settle(r, 0).unwrap(), i64::MAX);
+}
+
+/// A database written by the first schema (keys without guard or private columns, key guards
+/// in moat-cli's old `cli_key_guards` table) opens migrated: guards move onto their keys and
+/// the old table goes.
+#[test]
+fn a_version_one_database_migrates_key_guards_onto_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("moat.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE moat_auth_schema (version INTEGER NOT NULL);
+             INSERT INTO moat_auth_schema (version) VALUES (1);
+             CREATE TABLE auth_keys (
+                 id INTEGER PRIMARY KEY, name TEXT NOT NULL, prefix TEXT NOT NULL UNIQUE,
+                 hash BLOB NOT NULL, models TEXT NOT NULL, admin INTEGER NOT NULL,
+                 requests_per_minute INTEGER, tokens_per_minute INTEGER, budget_tokens INTEGER,
+                 budget_period TEXT, created_ms INTEGER NOT NULL, revoked_ms INTEGER);
+             CREATE TABLE auth_budget_spend (key_id INTEGER NOT NULL, period TEXT NOT NULL,
+                 tokens INTEGER NOT NULL, PRIMARY KEY (key_id, period));
+             CREATE TABLE auth_usage (key_id INTEGER NOT NULL, day TEXT NOT NULL,
+                 model TEXT NOT NULL, requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,
+                 completion_tokens INTEGER NOT NULL, PRIMARY KEY (key_id, day, model));
+             INSERT INTO auth_keys (id, name, prefix, hash, models, admin, created_ms)
+                 VALUES (1, 'guarded', 'moat-sk-aaaaaaaa', x'00', '[\"*\"]', 0, 1),
+                        (2, 'plain', 'moat-sk-bbbbbbbb', x'00', '[\"*\"]', 0, 2);
+             CREATE TABLE cli_key_guards (key_id INTEGER PRIMARY KEY, guard TEXT NOT NULL);
+             INSERT INTO cli_key_guards (key_id, guard) VALUES (1, 'strict');",
+        )
+        .unwrap();
+    }
+    let auth = Auth::open(&path).unwrap();
+    let keys = auth.list_keys().unwrap();
+    assert_eq!(keys[0].guard.as_deref(), Some("strict"));
+    assert_eq!(keys[1].guard, None);
+    assert!(!keys[0].private && !keys[1].private);
+    drop(auth);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let legacy: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'cli_key_guards')",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(!legacy);
+    // Opening again is a no-op.
+    assert_eq!(Auth::open(&path).unwrap().list_keys().unwrap(), keys);
+}
+
+#[test]
+fn a_keys_guard_and_privacy_are_stored_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = Auth::open(&dir.path().join("moat.db")).unwrap();
+    let mut new = new_key("p", &["*"], Limits::default());
+    new.guard = Some("strict".into());
+    new.private = true;
+    let created = auth.create_key(&new).unwrap();
+    let found = auth
+        .authenticate(&format!("Bearer {}", created.secret.expose()))
+        .unwrap();
+    assert_eq!(found.guard.as_deref(), Some("strict"));
+    assert!(found.private);
+    new.guard = Some("bad\nname".into());
+    assert!(auth.create_key(&new).is_err());
 }

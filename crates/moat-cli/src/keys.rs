@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use moat_auth::{Budget, BudgetPeriod, Key, Limits, NewKey, Scopes, UsageFilter};
 use serde_json::json;
 
-use crate::trust::{open_auth, settings, KeyGuardTable};
+use crate::trust::{open_auth, settings};
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
@@ -48,6 +48,9 @@ pub struct CreateArgs {
     /// The guard policy (`[guard.policies.NAME]` in moat.toml) for this key's requests.
     #[arg(long, value_name = "NAME")]
     guard: Option<String>,
+    /// Keep this key's requests off external upstreams (closed APIs) whatever alias they use.
+    #[arg(long)]
+    private: bool,
     /// The moat.toml that defines the guard policies (default: ./moat.toml, else
     /// $MOAT_HOME/moat.toml).
     #[arg(long, value_name = "FILE")]
@@ -113,14 +116,13 @@ fn create(home: &Path, args: CreateArgs) -> Result<u8> {
             tokens_per_minute: args.tpm,
             budget,
         },
+        guard: args.guard.clone(),
+        private: args.private,
     };
     let auth = open_auth(home)?;
     let created = auth.create_key(&new).context("creating the key")?;
-    if let Some(guard) = &args.guard {
-        KeyGuardTable::open(home)?.set(created.key.id, guard)?;
-    }
     if args.json {
-        let mut value = key_json(&created.key, args.guard.as_deref(), None);
+        let mut value = key_json(&created.key, None);
         value["secret"] = json!(created.secret.expose());
         println!("{value}");
     } else {
@@ -158,14 +160,15 @@ fn limits_text(limits: &Limits) -> String {
 /// Requests, prompt and completion tokens over the key's whole history.
 type Totals = (u64, u64, u64);
 
-fn key_json(key: &Key, guard: Option<&str>, usage: Option<Totals>) -> serde_json::Value {
+fn key_json(key: &Key, usage: Option<Totals>) -> serde_json::Value {
     let mut value = json!({
         "prefix": key.prefix,
         "name": key.name,
         "models": key.scopes.models,
         "admin": key.scopes.admin,
         "limits": key.limits,
-        "guard": guard,
+        "guard": key.guard,
+        "private": key.private,
         "created_ms": key.created_ms,
         "revoked": key.revoked_ms.is_some(),
         "revoked_ms": key.revoked_ms,
@@ -182,7 +185,6 @@ fn key_json(key: &Key, guard: Option<&str>, usage: Option<Totals>) -> serde_json
 
 fn ls(home: &Path, args: LsArgs) -> Result<u8> {
     let auth = open_auth(home)?;
-    let guards = KeyGuardTable::open(home)?;
     let keys = auth.list_keys()?;
     let mut rows = Vec::new();
     for key in &keys {
@@ -197,12 +199,12 @@ fn ls(home: &Path, args: LsArgs) -> Result<u8> {
                 c + row.completion_tokens,
             )
         });
-        rows.push((key, guards.get(key.id)?, totals));
+        rows.push((key, totals));
     }
     if args.json {
         let all: Vec<_> = rows
             .iter()
-            .map(|(key, guard, totals)| key_json(key, guard.as_deref(), Some(*totals)))
+            .map(|(key, totals)| key_json(key, Some(*totals)))
             .collect();
         println!("{}", serde_json::Value::Array(all));
         return Ok(0);
@@ -215,7 +217,7 @@ fn ls(home: &Path, args: LsArgs) -> Result<u8> {
         "{:<18} {:<16} {:<20} {:<5} {:<28} {:<7} {:<8} USAGE",
         "PREFIX", "NAME", "MODELS", "ADMIN", "LIMITS", "REVOKED", "GUARD"
     );
-    for (key, guard, (requests, prompt, completion)) in rows {
+    for (key, (requests, prompt, completion)) in rows {
         println!(
             "{:<18} {:<16} {:<20} {:<5} {:<28} {:<7} {:<8} {requests} req, {} tok",
             key.prefix,
@@ -228,7 +230,7 @@ fn ls(home: &Path, args: LsArgs) -> Result<u8> {
             } else {
                 "no"
             },
-            guard.as_deref().unwrap_or("-"),
+            key.guard.as_deref().unwrap_or("-"),
             prompt + completion,
         );
     }

@@ -227,7 +227,6 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
         policies: guard.policies,
         default_guard: guard.default,
         alias_guards,
-        key_guards: Some(crate::trust::key_guards(home)?),
         restore_redactions: guard.restore_redactions,
         classifier_model,
     })

@@ -1,6 +1,6 @@
 //! Trust settings shared by `moat keys`, `moat audit` and `moat serve`: the `[guard]` and
-//! `[audit]` tables of `moat.toml`, the keys and audit log in `$MOAT_HOME/moat.db`, and the
-//! table that gives a key its own guard policy (`moat keys create --guard NAME`).
+//! `[audit]` tables of `moat.toml`, and the keys and audit log in `$MOAT_HOME/moat.db` (a key's
+//! own guard policy, `moat keys create --guard NAME`, is stored with the key).
 //!
 //! ```toml
 //! [guard]
@@ -16,14 +16,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, Result};
-use moat_auth::{Auth, Key, KeyId};
+use moat_auth::Auth;
 use moat_guard::GuardConfig;
 use moat_meter::{AuditConfig, Meter};
-use moat_server::KeyGuards;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Deserialize;
 
 /// The parts of `moat.toml` this module reads.
@@ -89,73 +86,4 @@ pub fn open_meter(home: &Path, config: AuditConfig) -> Result<Meter> {
     let path = database(home)?;
     Meter::open(&path, config)
         .with_context(|| format!("opening the audit log in {}", path.display()))
-}
-
-/// Which key uses which guard policy, in `cli_key_guards` beside moat-auth's tables (moat-auth
-/// knows nothing of guards). Read on each request, so a key created while the server runs
-/// gets its policy at once.
-pub struct KeyGuardTable {
-    conn: Mutex<Connection>,
-}
-
-impl KeyGuardTable {
-    pub fn open(home: &Path) -> Result<KeyGuardTable> {
-        let path = database(home)?;
-        let conn =
-            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS cli_key_guards (
-                 key_id INTEGER PRIMARY KEY,
-                 guard TEXT NOT NULL
-             )",
-            [],
-        )
-        .context("creating the key guard table")?;
-        Ok(KeyGuardTable {
-            conn: Mutex::new(conn),
-        })
-    }
-
-    pub fn set(&self, key: KeyId, guard: &str) -> Result<()> {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        conn.execute(
-            "INSERT INTO cli_key_guards (key_id, guard) VALUES (?1, ?2)
-             ON CONFLICT (key_id) DO UPDATE SET guard = ?2",
-            params![key.0, guard],
-        )?;
-        Ok(())
-    }
-
-    pub fn get(&self, key: KeyId) -> Result<Option<String>> {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(conn
-            .query_row(
-                "SELECT guard FROM cli_key_guards WHERE key_id = ?1",
-                [key.0],
-                |row| row.get(0),
-            )
-            .optional()?)
-    }
-}
-
-/// A policy name no server defines: a key whose guard cannot be read is refused by the
-/// server (fail closed) rather than served unguarded.
-const UNREADABLE_GUARD: &str = "<unreadable key guard table>";
-
-impl KeyGuards for KeyGuardTable {
-    fn guard_for(&self, key: &Key) -> Option<String> {
-        match self.get(key.id) {
-            Ok(guard) => guard,
-            Err(error) => {
-                eprintln!("moat: reading the guard of key {}: {error:#}", key.prefix);
-                Some(UNREADABLE_GUARD.to_owned())
-            }
-        }
-    }
-}
-
-/// The key guard table behind the server's seam.
-pub fn key_guards(home: &Path) -> Result<Arc<dyn KeyGuards>> {
-    Ok(Arc::new(KeyGuardTable::open(home)?))
 }

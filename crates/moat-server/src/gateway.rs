@@ -111,7 +111,7 @@ pub(crate) async fn chat(
     }
     let context = CallContext {
         key_id: caller.key.as_ref().map(|key| key.id.0.to_string()),
-        private: false,
+        private: caller.key.as_ref().is_some_and(|key| key.private),
     };
     let reply = CALLER
         .scope(caller.clone(), gateway.chat(&context, alias, body))

@@ -37,4 +37,4 @@ pub use knowledge::{
 pub use routes::app;
 pub use shutdown::{serve, ShutdownOutcome};
 pub use state::{AppState, ServedModel};
-pub use trust::{KeyGuards, Trust, TrustConfig};
+pub use trust::{Trust, TrustConfig};

@@ -23,13 +23,6 @@ use moat_meter::{AuditEntry, Decision, Meter, ANONYMOUS};
 
 use crate::{ApiError, AppState};
 
-/// Which guard policy a key uses, looked up on each request so that a key created while the
-/// server runs gets its policy at once. The CLI keeps this beside the keys in `moat.db`.
-pub trait KeyGuards: Send + Sync {
-    /// The policy name for `key`, if it has one of its own.
-    fn guard_for(&self, key: &Key) -> Option<String>;
-}
-
 /// What the trust layer needs, as the caller (the CLI, from `moat.toml`) assembles it. The
 /// default turns everything off: no keys asked, no audit, no guardrails.
 #[derive(Clone, Default)]
@@ -47,8 +40,6 @@ pub struct TrustConfig {
     pub default_guard: Option<String>,
     /// Policies by model alias or model name (`[aliases.X] guard = "NAME"`).
     pub alias_guards: BTreeMap<String, String>,
-    /// Policies by key (`moat keys create --guard NAME`).
-    pub key_guards: Option<Arc<dyn KeyGuards>>,
     /// Put the originals of the request's redacted values back into the answer.
     pub restore_redactions: bool,
     /// The served model the classifier rail asks (Llama Guard-style prompt).
@@ -68,7 +59,6 @@ struct TrustInner {
     guards: BTreeMap<String, ChosenGuard>,
     default_guard: Option<String>,
     alias_guards: BTreeMap<String, String>,
-    key_guards: Option<Arc<dyn KeyGuards>>,
     restore_redactions: bool,
     classifier_model: Option<String>,
     /// Every detector on, every finding flagged: what `/v1/moderations` reports.
@@ -139,7 +129,6 @@ impl Trust {
                 guards,
                 default_guard: config.default_guard,
                 alias_guards: config.alias_guards,
-                key_guards: config.key_guards,
                 restore_redactions: config.restore_redactions,
                 classifier_model: config.classifier_model,
                 moderation,
@@ -176,10 +165,9 @@ impl Trust {
         key: Option<&Key>,
         requested: &str,
     ) -> Result<Option<ChosenGuard>, ApiError> {
-        let from_key = match (key, &self.inner.key_guards) {
-            (Some(key), Some(lookup)) => lookup.guard_for(key),
-            _ => None,
-        };
+        // A key's own policy (`moat keys create --guard NAME`) is read with the key on every
+        // request, so a key created while the server runs has it at once.
+        let from_key = key.and_then(|key| key.guard.clone());
         let name = from_key
             .or_else(|| self.inner.alias_guards.get(requested).cloned())
             .or_else(|| self.inner.default_guard.clone());

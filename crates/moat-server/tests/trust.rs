@@ -90,6 +90,8 @@ fn key(auth: &Auth, name: &str, models: &[&str], limits: Limits) -> String {
                 admin: false,
             },
             limits,
+            guard: None,
+            private: false,
         })
         .unwrap();
     created.secret.expose().to_owned()
@@ -729,15 +731,6 @@ async fn a_classifier_policy_blocks_chat_input_on_an_unsafe_verdict() {
     assert_eq!(audit(&s.meter)[0].entry.rails, ["classifier.unsafe.S2"]);
 }
 
-/// Keys named `guarded-*` use policy `p`; the rest none.
-struct ByName;
-
-impl moat_server::KeyGuards for ByName {
-    fn guard_for(&self, key: &moat_auth::Key) -> Option<String> {
-        key.name.starts_with("guarded").then(|| "p".to_owned())
-    }
-}
-
 #[tokio::test]
 async fn a_keys_own_guard_policy_applies_to_its_requests_only() {
     let s = setup_with(
@@ -745,10 +738,21 @@ async fn a_keys_own_guard_policy_applies_to_its_requests_only() {
         |config| {
             config.policies =
                 BTreeMap::from([("p".to_owned(), policy("[input.actions]\npii = \"block\"\n"))]);
-            config.key_guards = Some(Arc::new(ByName));
         },
     );
-    let guarded = key(&s.auth, "guarded-1", &["*"], Limits::default());
+    let guarded = s
+        .auth
+        .create_key(&NewKey {
+            name: "guarded".into(),
+            scopes: Scopes::all_models(),
+            limits: Limits::default(),
+            guard: Some("p".into()),
+            private: false,
+        })
+        .unwrap()
+        .secret
+        .expose()
+        .to_owned();
     let free = key(&s.auth, "free", &["*"], Limits::default());
     let body = chat("my card is 4111 1111 1111 1111", json!({}));
     let blocked = post_chat(&s.app, Some(&guarded), body.clone()).await;
