@@ -822,3 +822,64 @@ fn an_undefined_policy_name_is_a_config_error() {
     .unwrap();
     assert!(error.to_string().contains("guard.policies.bad"), "{error}");
 }
+
+#[tokio::test]
+async fn changing_knowledge_bases_needs_an_admin_key_and_querying_any_key() {
+    let s = setup(FakeReply::Fixed("hi".into()));
+    let user = format!("Bearer {}", key(&s.auth, "user", &["*"], Limits::default()));
+    let admin = s
+        .auth
+        .create_key(&NewKey {
+            name: "admin".into(),
+            scopes: Scopes {
+                models: vec!["*".into()],
+                admin: true,
+            },
+            limits: Limits::default(),
+            guard: None,
+            private: false,
+        })
+        .unwrap();
+    let admin = format!("Bearer {}", admin.secret.expose());
+    let create = json!({"name": "kb", "embed_model": "e"});
+    let changes = [
+        ("POST", "/v1/knowledge_bases", Some(create)),
+        ("DELETE", "/v1/knowledge_bases/kb", None),
+        ("POST", "/v1/knowledge_bases/kb/documents", Some(json!([]))),
+        ("DELETE", "/v1/knowledge_bases/kb/documents/a.md", None),
+    ];
+    for (method, uri, body) in changes {
+        let refused = send(&s.app, request(method, uri, Some(&user), body.clone())).await;
+        assert_eq!(
+            refused.error(StatusCode::FORBIDDEN)["code"],
+            "admin_required",
+            "{method} {uri}"
+        );
+        // The admin key gets past the check to the knowledge layer (this server has no
+        // knowledge store: 503; an empty document list is a 400 before that).
+        let admitted = send(&s.app, request(method, uri, Some(&admin), body)).await;
+        assert!(
+            [StatusCode::SERVICE_UNAVAILABLE, StatusCode::BAD_REQUEST].contains(&admitted.status),
+            "{method} {uri}: {} {}",
+            admitted.status,
+            admitted.body
+        );
+    }
+    let query = json!({"query": "q"});
+    for (method, uri, body) in [
+        ("GET", "/v1/knowledge_bases", None),
+        ("GET", "/v1/knowledge_bases/kb", None),
+        ("POST", "/v1/knowledge_bases/kb/query", Some(query)),
+    ] {
+        let read = send(&s.app, request(method, uri, Some(&user), body)).await;
+        assert_eq!(
+            read.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{method} {uri}"
+        );
+    }
+    let denied = audit(&s.meter);
+    assert!(denied
+        .iter()
+        .any(|r| r.entry.rails == ["auth.admin_required"]));
+}

@@ -13,11 +13,16 @@
 //!
 //! A missing knowledge base is a 404; bad parameters and a vector of the wrong dimension 400.
 //! Store and model work runs on the blocking pool.
+//!
+//! Once API keys exist, changing knowledge (creating or deleting a knowledge base, adding or
+//! removing documents) needs an admin key (403 `admin_required` otherwise); listing, showing
+//! and querying need any valid key.
 
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -29,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::extract::RawBody;
 use crate::knowledge::retrieve_params;
+use crate::trust::Caller;
 use crate::{ApiError, AppState};
 
 pub(super) fn router() -> Router<AppState> {
@@ -41,6 +47,28 @@ pub(super) fn router() -> Router<AppState> {
             delete(remove_document),
         )
         .route("/v1/knowledge_bases/{name}/query", post(query))
+        .route_layer(middleware::from_fn(admin_for_changes))
+}
+
+/// Refuses a change to knowledge by a key that is not an admin key.
+async fn admin_for_changes(request: Request, next: Next) -> Result<Response, ApiError> {
+    let changes = matches!(*request.method(), Method::POST | Method::DELETE)
+        && !request.uri().path().ends_with("/query");
+    if changes {
+        let caller = request.extensions().get::<Caller>();
+        if let Some(key) = caller.and_then(|caller| caller.key.as_ref()) {
+            if !key.scopes.admin {
+                if let Some(caller) = caller {
+                    caller.ticket.deny("auth.admin_required");
+                }
+                return Err(ApiError::admin_required(format!(
+                    "API key {} may not change knowledge bases: that needs an admin key",
+                    key.prefix
+                )));
+            }
+        }
+    }
+    Ok(next.run(request).await)
 }
 
 /// Runs store or model work on the blocking pool.
