@@ -102,6 +102,7 @@ async fn chat(
         .trust()
         .guard_for(caller.key.as_ref(), &requested_name)?;
     let model = state.model(&request.model)?;
+    caller.ticket.answered_by(&request.model, true);
     let mut chat = request.validate(&model.limits)?;
     chat.model = requested_name;
     caller.ticket.set_prompt(|| message_texts(&chat.messages));
