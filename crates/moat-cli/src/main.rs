@@ -24,6 +24,7 @@ mod progress;
 mod run;
 mod serve;
 mod trust;
+mod usage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,6 +87,8 @@ enum Command {
     },
     /// Query or export (--jsonl) the audit log of API requests.
     Audit(audit::AuditArgs),
+    /// Usage and cost per key, alias or model; `usage compare` against closed models.
+    Usage(usage::UsageArgs),
 }
 
 fn main() -> ExitCode {
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Command::Kb { command } => kb::run(&home, command),
         Command::Keys { command } => keys::run(&home, command),
         Command::Audit(args) => audit::run(&home, args),
+        Command::Usage(args) => usage::run(&home, args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

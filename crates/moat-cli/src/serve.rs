@@ -213,6 +213,8 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
         key_guards: Some(crate::trust::key_guards(home)?),
         restore_redactions: guard.restore_redactions,
         classifier_model,
+        prices: Some(trust_settings.prices),
+        cost: trust_settings.cost,
     })
     .context("the [guard] configuration")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
