@@ -304,8 +304,8 @@ struct TicketState {
     rails: Vec<String>,
     prompt_tokens: u64,
     completion_tokens: u64,
-    /// The model that answered and whether it is local; unset, the model requested,
-    /// answered locally.
+    /// The model that answered and whether it is local; a request without one (refused, or
+    /// for a model not served) records no usage event.
     answered_by: Option<(String, bool)>,
     /// Measured engine time spent on the request.
     busy: Duration,
@@ -368,11 +368,12 @@ impl Ticket {
         self.update(|t| t.completion_tokens = t.completion_tokens.saturating_add(n));
     }
 
-    /// Names the model that answered (an alias's target, or the upstream's model name) and
+    /// Names the model that answers (an alias's target, or the upstream's model name) and
     /// whether it is a local engine (priced by busy time) or an upstream (priced by its list
-    /// price). Unset, the usage record says the model requested answered locally.
+    /// price). Call it once the model is known to be served: only requests that name one
+    /// record a usage event.
     pub(crate) fn answered_by(&self, model: &str, local: bool) {
-        let model: String = model.chars().take(256).collect();
+        let model = model.to_owned();
         self.update(|t| t.answered_by = Some((model, local)));
     }
 
@@ -395,6 +396,15 @@ impl Ticket {
             }
         });
     }
+}
+
+/// At most 256 bytes (what a usage record keeps), cut at a character boundary.
+fn clip(text: &str) -> &str {
+    let mut end = text.len().min(256);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Milliseconds, rounded to the nearest (usage records keep whole milliseconds).
@@ -433,16 +443,14 @@ impl Drop for TicketState {
             }
         }
         if let Some(meter) = &self.trust.inner.meter {
-            if self.counts_usage {
-                let (model, local) = self
-                    .answered_by
-                    .take()
-                    .unwrap_or_else(|| (self.model.clone(), true));
+            // Only a request that reached a model is usage: the names are then ones the server
+            // serves, so clients cannot fill the table with names of their own.
+            if let (true, Some((model, local))) = (self.counts_usage, self.answered_by.take()) {
                 let event = UsageEvent {
                     at_ms: unix_ms(),
-                    key: self.who.clone(),
-                    alias: self.model.clone(),
-                    model,
+                    key: clip(&self.who).to_owned(),
+                    alias: clip(&self.model).to_owned(),
+                    model: clip(&model).to_owned(),
                     local,
                     prompt_tokens: self.prompt_tokens,
                     completion_tokens: self.completion_tokens,
@@ -521,4 +529,25 @@ pub(crate) async fn authenticate(
     }
     request.extensions_mut().insert(Caller { key, ticket });
     Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_names_are_clipped_at_a_character_boundary() {
+        assert_eq!(clip("qwen:7b"), "qwen:7b");
+        let long = "é".repeat(200);
+        let clipped = clip(&long);
+        assert_eq!(clipped.len(), 256);
+        assert!(clipped.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn busy_time_rounds_to_the_nearest_millisecond() {
+        assert_eq!(rounded_ms(Duration::from_micros(1_499)), 1);
+        assert_eq!(rounded_ms(Duration::from_micros(1_500)), 2);
+        assert_eq!(rounded_ms(Duration::ZERO), 0);
+    }
 }
