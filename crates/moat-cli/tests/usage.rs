@@ -177,7 +177,10 @@ fn usage_json_groups_prices_and_never_prices_the_unknown_at_zero() {
     assert!(table.contains("unpriced"), "{table}");
     let total = table.lines().find(|l| l.contains("TOTAL")).unwrap();
     assert!(total.contains("unpriced"), "{table}");
-    assert!(table.contains("no price for someones-api (15 tokens)"), "{table}");
+    assert!(
+        table.contains("no price for someones-api (15 tokens)"),
+        "{table}"
+    );
 }
 
 #[test]
