@@ -4,8 +4,8 @@
 //! rails hit on the ticket; when the last holder of the ticket lets go (the whole answer was
 //! sent, the stream ended, or the client went away), the reservation is settled with the
 //! tokens really used, the usage is counted for the key, one usage event is recorded for
-//! costing (key, alias, the model that answered, local or not, tokens, measured busy time)
-//! and one audit entry is appended.
+//! costing (key, alias, the model that answered, local or not, tokens, measured busy time;
+//! written on tokio's blocking pool) and one audit entry is appended.
 //!
 //! Knows nothing of how keys are stored or audit rows written (moat-auth, moat-meter) or how
 //! text is scanned (moat-guard); it decides which of their answers becomes which HTTP answer.
@@ -398,6 +398,26 @@ impl Ticket {
     }
 }
 
+/// Records a usage event on tokio's blocking pool when there is a runtime (so the async worker
+/// that drops the last ticket does not wait on SQLite for it), else at once. Only reports
+/// read usage events, and they may lag the answer by this write.
+fn record_off_the_runtime(meter: &Arc<Meter>, event: UsageEvent, request_id: String) {
+    let write = {
+        let meter = Arc::clone(meter);
+        move || {
+            if let Err(error) = meter.record_usage(&event) {
+                eprintln!("moat: usage record of {request_id}: {error}");
+            }
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(write);
+        }
+        Err(_) => write(),
+    }
+}
+
 /// At most 256 bytes (what a usage record keeps), cut at a character boundary.
 fn clip(text: &str) -> &str {
     let mut end = text.len().min(256);
@@ -456,9 +476,7 @@ impl Drop for TicketState {
                     completion_tokens: self.completion_tokens,
                     busy_ms: rounded_ms(self.busy),
                 };
-                if let Err(error) = meter.record_usage(&event) {
-                    eprintln!("moat: usage record of {}: {error}", self.request_id);
-                }
+                record_off_the_runtime(meter, event, self.request_id.clone());
             }
             let entry = AuditEntry {
                 at_ms: self.at_ms,
