@@ -10,9 +10,9 @@
 //! [`usage_report`]; [`CostConfig`] is the `[cost]` section of `moat.toml`.
 //!
 //! Wiring: when a request's ticket closes the server appends an [`AuditEntry`] and records a
-//! [`UsageEvent`] (off the async workers); the CLI reads [`AuditConfig`], [`PricesConfig`]
-//! and [`CostConfig`] from `moat.toml` and runs retention on start when `retention_days` is
-//! set.
+//! [`UsageEvent`] (that one on tokio's blocking pool); the CLI reads [`AuditConfig`],
+//! [`PricesConfig`] and [`CostConfig`] from `moat.toml` and runs retention on start when
+//! `retention_days` is set.
 //!
 //! Knows nothing of HTTP, keys (it takes the key's display form as text) or guard internals
 //! (it takes the decision and rail names).
