@@ -198,6 +198,21 @@ def test_fallback_when_the_first_upstream_answers_5xx(gateway, upstreams):
     streamed = list(chat(gateway.client(), "after-5xx", stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == \
         "the good upstream answered"
+    # Usage records the upstream's model with the tokens it reported (7 + 4 per answer), and
+    # the alias the client asked for.
+    # Usage is written when each request's account closes, off the request path: wait for it.
+    deadline = time.monotonic() + 30
+    while True:
+        status, _, by_model = http("GET", gateway.url + "/v1/usage?group_by=model")
+        assert status == 200, by_model
+        row = next((r for r in by_model["rows"] if r["group"] == "good-model"), None)
+        if (row and row["requests"] >= 2) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert row and row["requests"] >= 2, by_model
+    assert row["prompt_tokens"] == 7 * row["requests"]
+    status, _, by_alias = http("GET", gateway.url + "/v1/usage?group_by=alias")
+    assert any(r["group"] == "after-5xx" for r in by_alias["rows"]), by_alias
 
 
 def test_fallback_when_the_first_upstream_times_out(gateway, upstreams):

@@ -25,6 +25,7 @@ mod progress;
 mod run;
 mod serve;
 mod trust;
+mod usage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,6 +88,8 @@ enum Command {
     },
     /// Query or export (--jsonl) the audit log of API requests.
     Audit(audit::AuditArgs),
+    /// Usage and cost per key, alias or model; `usage compare` against closed models.
+    Usage(usage::UsageArgs),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Command::Kb { command } => kb::run(&home, command),
         Command::Keys { command } => keys::run(&home, command),
         Command::Audit(args) => audit::run(&home, args),
+        Command::Usage(args) => usage::run(&home, args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

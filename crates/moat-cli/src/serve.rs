@@ -229,6 +229,8 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
         alias_guards,
         restore_redactions: guard.restore_redactions,
         classifier_model,
+        prices: Some(trust_settings.prices),
+        cost: trust_settings.cost,
     })
     .context("the [guard] configuration")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,6 +1,7 @@
-//! Trust settings shared by `moat keys`, `moat audit` and `moat serve`: the `[guard]` and
-//! `[audit]` tables of `moat.toml`, and the keys and audit log in `$MOAT_HOME/moat.db` (a key's
-//! own guard policy, `moat keys create --guard NAME`, is stored with the key).
+//! Trust settings shared by `moat keys`, `moat audit`, `moat usage` and `moat serve`: the
+//! `[guard]`, `[audit]`, `[prices]` and `[cost]` tables of `moat.toml`, and the keys and audit
+//! log in `$MOAT_HOME/moat.db` (a key's own guard policy, `moat keys create --guard NAME`, is
+//! stored with the key).
 //!
 //! ```toml
 //! [guard]
@@ -12,6 +13,15 @@
 //! [audit]
 //! record_prompts = false
 //! retention_days = 90
+//! [cost]
+//! machine_usd_per_hour = 1.20     # prices local busy time in usage reports
+//! monthly_hardware_usd = 600      # the fixed cost behind break-even volumes
+//! [prices.models."my-upstream"]   # a list price of your own (moat-meter's PricesConfig)
+//! provider = "acme"
+//! input_usd_per_million = 0.5
+//! output_usd_per_million = 1.5
+//! as_of = "2026-11-01"
+//! source = "our contract"
 //! ```
 
 use std::collections::BTreeMap;
@@ -20,7 +30,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use moat_auth::Auth;
 use moat_guard::GuardConfig;
-use moat_meter::{AuditConfig, Meter};
+use moat_meter::{AuditConfig, CostConfig, Meter, PriceTable, PricesConfig};
 use serde::Deserialize;
 
 /// The parts of `moat.toml` this module reads.
@@ -30,6 +40,10 @@ struct TrustToml {
     guard: GuardSection,
     #[serde(default)]
     audit: AuditConfig,
+    #[serde(default)]
+    prices: PricesConfig,
+    #[serde(default)]
+    cost: CostConfig,
 }
 
 /// `[guard]`.
@@ -53,21 +67,39 @@ pub struct GuardSection {
 pub struct TrustSettings {
     pub guard: GuardSection,
     pub audit: AuditConfig,
+    /// `[prices]`, checked: the price table usage reports use.
+    pub prices: PriceTable,
+    /// `[cost]`, checked.
+    pub cost: CostConfig,
 }
 
-/// Reads `[guard]` and `[audit]` of the config file (defaults when there is none).
+/// Reads `[guard]`, `[audit]`, `[prices]` and `[cost]` of the config file (defaults when
+/// there is none); a price or cost out of range is an error naming the file.
 pub fn settings(home: &Path, explicit: Option<&Path>) -> Result<TrustSettings> {
-    let parsed: TrustToml = match crate::knowledge::config_path(home, explicit) {
+    let path = crate::knowledge::config_path(home, explicit);
+    let parsed: TrustToml = match &path {
         None => TrustToml::default(),
         Some(path) => {
-            let text = std::fs::read_to_string(&path)
+            let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
         }
     };
+    let file = || {
+        path.as_ref()
+            .map_or("moat.toml".into(), |p| p.display().to_string())
+    };
+    let prices = PriceTable::from_config(&parsed.prices)
+        .with_context(|| format!("[prices] in {}", file()))?;
+    parsed
+        .cost
+        .validate()
+        .with_context(|| format!("[cost] in {}", file()))?;
     Ok(TrustSettings {
         guard: parsed.guard,
         audit: parsed.audit,
+        prices,
+        cost: parsed.cost,
     })
 }
 

@@ -264,7 +264,7 @@ impl Worker<'_> {
             return;
         }
         match self.decode(plan) {
-            Ok(()) => self.sample_and_commit(plan),
+            Ok(decoded) => self.sample_and_commit(plan, decoded),
             Err(problem) => self.fail_step(&problem),
         }
     }
@@ -315,9 +315,10 @@ impl Worker<'_> {
         })
     }
 
-    /// Decodes the plan's batch on the compute thread. If that thread panics the context is
-    /// gone with it and `compute` stays `None`.
-    fn decode(&mut self, plan: &StepPlan) -> Result<(), String> {
+    /// Decodes the plan's batch on the compute thread and returns how long the decode itself
+    /// took there (not the wait for the executor, which may be busy with an embedder). If
+    /// that thread panics the context is gone with it and `compute` stays `None`.
+    fn decode(&mut self, plan: &StepPlan) -> Result<Duration, String> {
         let Some(mut compute) = self.compute.take() else {
             return Err("no llama.cpp context".to_owned());
         };
@@ -335,16 +336,20 @@ impl Worker<'_> {
                 return Err(format!("batch: {error}"));
             }
         }
-        let (compute, result) = run_on_executor(move || {
+        let (compute, result, decoded) = run_on_executor(move || {
+            let began = Instant::now();
             let result = compute.decode();
-            (compute, result)
+            (compute, result, began.elapsed())
         })
         .map_err(|error| error.to_string())?;
         self.compute = Some(compute);
-        result
+        result.map(|()| decoded)
     }
 
-    fn sample_and_commit(&mut self, plan: &StepPlan) {
+    /// Samples every sequence that wants a token, charges the step (the decode's time plus
+    /// sampling's) to the batch's requests as busy time, and commits.
+    fn sample_and_commit(&mut self, plan: &StepPlan, decoded: Duration) {
+        let sampling_began = Instant::now();
         let Some(compute) = self.compute.as_ref() else {
             return;
         };
@@ -381,6 +386,8 @@ impl Worker<'_> {
                 stop: sample.stop,
             });
         }
+        self.scheduler
+            .charge_step(decoded.saturating_add(sampling_began.elapsed()));
         for ended in self.scheduler.commit(&sampled) {
             self.shared.release(1);
             if let Some(stream) = self.streams.get_mut(&ended.request_id) {

@@ -42,6 +42,10 @@ pub struct Usage {
     pub completion_tokens: u32,
     /// Prompt tokens whose KV entries were reused rather than computed.
     pub cached_tokens: u32,
+    /// Measured engine time spent on this request: each step's wall time (decode and
+    /// sampling), split across the sequences in that step's batch by the tokens each put in
+    /// it. Zero for a request that never reached a step. What the local cost model prices.
+    pub busy: std::time::Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]

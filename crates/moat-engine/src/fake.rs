@@ -49,7 +49,8 @@ pub struct FakeConfig {
     pub model: String,
     pub scheduler: SchedulerConfig,
     pub reply: FakeReply,
-    /// Time one decode step takes.
+    /// Time one decode step takes (at least; it is charged to the step's requests as busy
+    /// time).
     pub step_delay: Duration,
     /// Events a stream's channel holds; beyond it they wait on the engine thread, which never
     /// blocks on a slow client.
@@ -400,14 +401,21 @@ impl Worker {
     }
 
     /// "Decodes" the batch, samples, and commits.
+    /// The step's wall time is charged to its requests as their busy time, as a real backend
+    /// does.
     fn decode(&mut self, plan: &StepPlan) {
+        let began = Instant::now();
         std::thread::sleep(self.step_delay);
         let sampled: Vec<Sampled> = plan
             .logits
             .iter()
             .filter_map(|logits| self.read_logits(logits))
             .collect();
-        let ended = lock(&self.shared.state).scheduler.commit(&sampled);
+        let ended = {
+            let mut state = lock(&self.shared.state);
+            state.scheduler.charge_step(began.elapsed());
+            state.scheduler.commit(&sampled)
+        };
         for ended in &ended {
             let Some(stream) = self.streams.get_mut(&ended.request_id) else {
                 continue;

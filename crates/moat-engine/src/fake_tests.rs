@@ -66,9 +66,17 @@ fn texts(events: &[GenerationEvent]) -> Vec<String> {
         .collect()
 }
 
+/// How the stream ended and its usage, busy time left out (it is measured, so it varies;
+/// `busy_time_is_each_steps_wall_time` checks it).
 fn finish(events: &[GenerationEvent]) -> (FinishReason, Usage) {
     match events.last() {
-        Some(GenerationEvent::Finished { reason, usage }) => (*reason, *usage),
+        Some(GenerationEvent::Finished { reason, usage }) => (
+            *reason,
+            Usage {
+                busy: Duration::ZERO,
+                ..*usage
+            },
+        ),
         other => panic!("the stream did not end with Finished: {other:?}"),
     }
 }
@@ -102,11 +110,31 @@ async fn streams_started_tokens_and_finished_with_usage() {
         prompt_tokens: 6,
         completion_tokens: 6,
         cached_tokens: 0,
+        ..Usage::default()
     };
     assert_eq!(
         finish(&events),
         (FinishReason::Stop, usage),
         "five bytes and the end token"
+    );
+}
+
+#[tokio::test]
+async fn busy_time_is_each_steps_wall_time() {
+    // Alone in the engine, a request pays for every step it is in: one prefill step that
+    // samples the first token, then one step per further token, each at least `step_delay`.
+    let engine = engine(FakeReply::ReversePrompt, |config| {
+        config.step_delay = Duration::from_millis(3);
+    });
+    let events = ok(collect(engine.generate(request("hello")).expect("accepted")).await);
+    let Some(GenerationEvent::Finished { usage, .. }) = events.last() else {
+        panic!("no Finished: {events:?}");
+    };
+    assert_eq!(usage.completion_tokens, 6);
+    assert!(
+        usage.busy >= Duration::from_millis(3 * 6),
+        "six steps of at least 3 ms, got {:?}",
+        usage.busy
     );
 }
 
@@ -174,7 +202,8 @@ async fn ignore_eos_generates_up_to_max_tokens() {
             Usage {
                 prompt_tokens: 2,
                 completion_tokens: 5,
-                cached_tokens: 0
+                cached_tokens: 0,
+                ..Usage::default()
             }
         )
     );

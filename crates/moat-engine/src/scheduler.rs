@@ -11,7 +11,7 @@
 //! n_ctx_per_seq` cells always suffice (a shared prefix occupies its cells once).
 
 use std::collections::{HashSet, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::prefix::longest_prefix;
 use crate::{FinishReason, TokenId, Usage};
@@ -88,6 +88,8 @@ struct Active {
     options: SubmitOptions,
     cached_tokens: u32,
     generated: u32,
+    /// Engine time charged to it so far (`charge_step`).
+    busy: Duration,
     /// The last sampled token, decoded in the next step.
     next_token: Option<TokenId>,
     admitted: u64,
@@ -251,6 +253,32 @@ impl Scheduler {
         let mut plan = std::mem::take(&mut self.pending);
         self.build_batch(&mut plan);
         plan
+    }
+
+    /// Charges `elapsed`, the measured wall time of the planned step (its decode and
+    /// sampling), to the requests in its batch, split by the tokens each put into it, so a
+    /// long prefill chunk pays for more of the step than one decoded token. The backend calls
+    /// it after the step ran and before `commit`; without a planned step it does nothing.
+    pub fn charge_step(&mut self, elapsed: Duration) {
+        let Some(in_flight) = &self.in_flight else {
+            return;
+        };
+        let total: u128 = in_flight
+            .scheduled
+            .iter()
+            .map(|(_, tokens)| tokens.len() as u128)
+            .sum();
+        if total == 0 {
+            return;
+        }
+        let nanos = elapsed.as_nanos();
+        for (index, tokens) in &in_flight.scheduled {
+            let share = nanos * tokens.len() as u128 / total;
+            let share = Duration::from_nanos(u64::try_from(share).unwrap_or(u64::MAX));
+            if let SlotState::Active(active) = &mut self.slots[*index].state {
+                active.busy = active.busy.saturating_add(share);
+            }
+        }
     }
 
     /// Takes the backend's samples for the planned batch: the batch's tokens are now in the KV
@@ -541,6 +569,7 @@ impl Scheduler {
             options: request.options,
             cached_tokens: to_u32(cached),
             generated: 0,
+            busy: Duration::ZERO,
             next_token: None,
             admitted,
             end: None,
@@ -910,6 +939,7 @@ impl Active {
             prompt_tokens: to_u32(self.prompt.len()),
             completion_tokens: self.generated,
             cached_tokens: self.cached_tokens,
+            busy: self.busy,
         }
     }
 }

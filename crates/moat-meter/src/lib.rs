@@ -6,11 +6,13 @@
 //! retention as the separate call [`Meter::retain`]) and usage records for costing
 //! ([`Meter::record_usage`], [`Meter::usage_records`]). Prices ([`PriceTable`]) and the cost
 //! model ([`report`], [`compare`], [`break_even_tokens_per_month`]) are pure and take
-//! records, so `moat usage` and `GET /v1/usage` can share them.
+//! records, so `moat usage` and `GET /v1/usage` share them, down to the JSON of
+//! [`usage_report`]; [`CostConfig`] is the `[cost]` section of `moat.toml`.
 //!
-//! Expected wiring: after each request the server appends an [`AuditEntry`] and records a
-//! [`UsageEvent`]; the CLI reads [`AuditConfig`] and [`PricesConfig`] from `moat.toml` and
-//! runs retention on start (or on a timer) when `retention_days` is set.
+//! Wiring: when a request's ticket closes the server appends an [`AuditEntry`] and records a
+//! [`UsageEvent`] (that one on tokio's blocking pool); the CLI reads [`AuditConfig`],
+//! [`PricesConfig`] and [`CostConfig`] from `moat.toml` and runs retention on start when
+//! `retention_days` is set.
 //!
 //! Knows nothing of HTTP, keys (it takes the key's display form as text) or guard internals
 //! (it takes the decision and rail names).
@@ -42,6 +44,7 @@ mod cost;
 mod db;
 mod error;
 mod prices;
+mod report;
 mod usage;
 
 use std::path::Path;
@@ -63,6 +66,7 @@ pub use error::{MeterError, MeterErrorKind};
 pub use prices::{
     ModelPrice, Price, PriceTable, PricesConfig, DEFAULT_PRICES_AS_OF, DEFAULT_PRICES_CAVEAT,
 };
+pub use report::{usage_report, CostConfig, ReportScope, UsageReport, UsageRow};
 pub use usage::{UsageEvent, UsageRange};
 
 /// The audit log and usage records over one `moat.db`. Share it behind an `Arc`.

@@ -1,12 +1,26 @@
 //! List prices of closed models per million input and output tokens, and the table that
 //! answers "what does this model cost", overridable from configuration.
 //!
-//! The default table was written without network access, from figures the author is
-//! confident were the providers' public list prices around [`DEFAULT_PRICES_AS_OF`]. They
-//! have not been re-read from the pages named in each entry: prices change, so check them
-//! (and override them in `moat.toml`) before relying on a report. Only the standard tier is
-//! given (no batch discounts, cached-input rates or long-context surcharges; see each
-//! entry's `note`). A model that is not in the table is [`Price::Unpriced`], never free.
+//! The default table was checked on [`DEFAULT_PRICES_AS_OF`] against stored copies of public
+//! pages; every entry names the page it was confirmed on and the date that page shows
+//! (`as_of`), and what was left out was left out because it could not be confirmed:
+//! - **Anthropic** (`claude-*`): confirmed on Anthropic's own pricing pages, which show no
+//!   date (`as_of` is then the day of the check).
+//! - **Google** (`gemini-2.5-*`): confirmed against a verbatim transcription of Google's page
+//!   dated 2026-09-20 for one side of each price and a dated third-party copy of the same page
+//!   for the other (see each `note`). `gemini-2.0-flash` was dropped: it is no longer on
+//!   Google's page.
+//! - **OpenAI** (`gpt-*`): OpenAI's own page was not among the stored pages. The `gpt-5.4` and
+//!   `gpt-5.5` figures agree between a transcription of that page dated 2026-05-04 and a
+//!   third-party table of June 2026; `gpt-4o`, `gpt-4o-mini` and `gpt-4.1` (no longer on
+//!   OpenAI's current page) are confirmed only at second hand, on dated third-party pages that
+//!   quote it.
+//! - **Mistral**: no price could be confirmed, so none is listed.
+//!
+//! Prices change: check them (and override them in `moat.toml`) before relying on a report.
+//! Only the standard tier is given (no batch discounts, cached-input rates or long-context
+//! surcharges; see each entry's `note`). A model that is not in the table is
+//! [`Price::Unpriced`], never free.
 
 use std::collections::BTreeMap;
 
@@ -14,11 +28,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::MeterError;
 
-/// When the default figures were last known to be right (year and month, approximate).
-pub const DEFAULT_PRICES_AS_OF: &str = "2025-06";
+/// The day the default table was checked against stored copies of the providers' pages.
+pub const DEFAULT_PRICES_AS_OF: &str = "2026-11-26";
 /// Said of the default table in every report that uses it.
-pub const DEFAULT_PRICES_CAVEAT: &str = "default list prices as known around 2025-06, \
-    not re-checked against the providers' pages; check them and override in moat.toml";
+pub const DEFAULT_PRICES_CAVEAT: &str = "default list prices checked 2026-11-26 against \
+    stored copies of public pages (each entry names its page and date; OpenAI's gpt-4o, \
+    gpt-4o-mini and gpt-4.1 only at second hand); check them and override in moat.toml";
 
 /// One model's list price.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,70 +124,208 @@ pub struct PriceTable {
     models: BTreeMap<String, ModelPrice>,
 }
 
-fn list(provider: &str, input: f64, output: f64, source: &str, note: &str) -> ModelPrice {
-    ModelPrice {
-        provider: provider.to_owned(),
-        input_usd_per_million: input,
-        output_usd_per_million: output,
-        as_of: DEFAULT_PRICES_AS_OF.to_owned(),
-        source: source.to_owned(),
-        note: note.to_owned(),
-    }
-}
+/// One default entry: `(model, provider, input $/1M, output $/1M, as_of, source, note)`.
+type DefaultEntry = (
+    &'static str,
+    &'static str,
+    f64,
+    f64,
+    &'static str,
+    &'static str,
+    &'static str,
+);
 
-const OPENAI: &str = "https://openai.com/api/pricing/";
-const ANTHROPIC: &str = "https://www.anthropic.com/pricing#api";
+const ANTHROPIC: &str = "https://docs.anthropic.com/en/docs/about-claude/pricing";
+const ANTHROPIC_CURRENT: &str = "https://platform.claude.com/docs/zh-CN/about-claude/pricing";
+const ANTHROPIC_NOTE: &str =
+    "base input rate; the page shows no date, as_of is the day it was read";
 const GOOGLE: &str = "https://ai.google.dev/gemini-api/docs/pricing";
+const OPENAI: &str = "https://developers.openai.com/api/docs/pricing";
+const OPENAI_NOTE: &str = "standard tier; from a transcription of OpenAI's page dated \
+    2026-05-04 (api-evangelist/openai plans), matching morphllm.com/openai-api-pricing (June 2026)";
+const OPENAI_LEGACY_NOTE: &str = "standard tier; second hand: OpenAI's own page was not \
+    available, this dated page quotes it (chatgptpricing-akr.pages.dev/api-pricing agrees)";
+
+/// The default table's entries; see the module documentation for how each was confirmed.
+const DEFAULTS: &[DefaultEntry] = &[
+    (
+        "gpt-5.5",
+        "openai",
+        5.00,
+        30.00,
+        "2026-05-04",
+        OPENAI,
+        OPENAI_NOTE,
+    ),
+    (
+        "gpt-5.4",
+        "openai",
+        2.50,
+        15.00,
+        "2026-05-04",
+        OPENAI,
+        OPENAI_NOTE,
+    ),
+    (
+        "gpt-5.4-mini",
+        "openai",
+        0.75,
+        4.50,
+        "2026-05-04",
+        OPENAI,
+        OPENAI_NOTE,
+    ),
+    (
+        "gpt-5.4-nano",
+        "openai",
+        0.20,
+        1.25,
+        "2026-05-04",
+        OPENAI,
+        OPENAI_NOTE,
+    ),
+    (
+        "gpt-4o",
+        "openai",
+        2.50,
+        10.00,
+        "2026-03",
+        "https://deploybase.ai/articles/openai-pricing",
+        OPENAI_LEGACY_NOTE,
+    ),
+    (
+        "gpt-4o-mini",
+        "openai",
+        0.15,
+        0.60,
+        "2026-03",
+        "https://deploybase.ai/articles/openai-pricing",
+        OPENAI_LEGACY_NOTE,
+    ),
+    (
+        "gpt-4.1",
+        "openai",
+        2.00,
+        8.00,
+        "2026-06-21",
+        "https://tokenmath.io/openai-api-pricing-explained",
+        "standard tier; second hand: the page says it checked OpenAI's model pricing that day",
+    ),
+    (
+        "claude-opus-4",
+        "anthropic",
+        15.00,
+        75.00,
+        DEFAULT_PRICES_AS_OF,
+        ANTHROPIC,
+        ANTHROPIC_NOTE,
+    ),
+    (
+        "claude-opus-4-1",
+        "anthropic",
+        15.00,
+        75.00,
+        DEFAULT_PRICES_AS_OF,
+        ANTHROPIC,
+        ANTHROPIC_NOTE,
+    ),
+    (
+        "claude-sonnet-4",
+        "anthropic",
+        3.00,
+        15.00,
+        DEFAULT_PRICES_AS_OF,
+        ANTHROPIC,
+        "base input rate up to 200k input tokens (above: $6 in, $22.50 out); the page shows \
+         no date, as_of is the day it was read",
+    ),
+    (
+        "claude-3-5-haiku",
+        "anthropic",
+        0.80,
+        4.00,
+        DEFAULT_PRICES_AS_OF,
+        ANTHROPIC,
+        ANTHROPIC_NOTE,
+    ),
+    (
+        "claude-opus-4-5",
+        "anthropic",
+        5.00,
+        25.00,
+        DEFAULT_PRICES_AS_OF,
+        ANTHROPIC_CURRENT,
+        ANTHROPIC_NOTE,
+    ),
+    (
+        "claude-sonnet-4-5",
+        "anthropic",
+        3.00,
+        15.00,
+        DEFAULT_PRICES_AS_OF,
+        ANTHROPIC_CURRENT,
+        ANTHROPIC_NOTE,
+    ),
+    (
+        "claude-haiku-4-5",
+        "anthropic",
+        1.00,
+        5.00,
+        DEFAULT_PRICES_AS_OF,
+        ANTHROPIC_CURRENT,
+        ANTHROPIC_NOTE,
+    ),
+    (
+        "gemini-2.5-pro",
+        "google",
+        1.25,
+        10.00,
+        "2026-09-20",
+        GOOGLE,
+        "paid tier, prompts up to 200k tokens (above: $2.50 in, $15 out); input from a \
+         verbatim transcription of the page dated 2026-09-20 (api-evangelist/gemini), output \
+         as morphllm.com/gemini-api-pricing quotes the page",
+    ),
+    (
+        "gemini-2.5-flash",
+        "google",
+        0.30,
+        2.50,
+        "2026-09-20",
+        GOOGLE,
+        "paid tier, text input; input from a verbatim transcription of the page dated \
+         2026-09-20, output as morphllm.com/gemini-api-pricing quotes the page",
+    ),
+    (
+        "gemini-2.5-flash-lite",
+        "google",
+        0.10,
+        0.40,
+        "2026-09-20",
+        GOOGLE,
+        "paid tier; output from a verbatim transcription of the page dated 2026-09-20, input \
+         as morphllm.com/gemini-api-pricing quotes the page",
+    ),
+];
 
 impl PriceTable {
     /// The default table (see the module documentation for how far to trust it).
     pub fn defaults() -> Self {
-        let entries = [
-            (
-                "gpt-4o",
-                list("openai", 2.50, 10.00, OPENAI, "standard tier"),
-            ),
-            (
-                "gpt-4o-mini",
-                list("openai", 0.15, 0.60, OPENAI, "standard tier"),
-            ),
-            (
-                "gpt-4.1",
-                list("openai", 2.00, 8.00, OPENAI, "standard tier"),
-            ),
-            (
-                "claude-opus-4",
-                list("anthropic", 15.00, 75.00, ANTHROPIC, "base input rate"),
-            ),
-            (
-                "claude-sonnet-4",
-                list("anthropic", 3.00, 15.00, ANTHROPIC, "base input rate"),
-            ),
-            (
-                "claude-3-5-haiku",
-                list("anthropic", 0.80, 4.00, ANTHROPIC, "base input rate"),
-            ),
-            (
-                "gemini-2.0-flash",
-                list("google", 0.10, 0.40, GOOGLE, "paid tier, text input"),
-            ),
-            (
-                "gemini-2.5-pro",
-                list(
-                    "google",
-                    1.25,
-                    10.00,
-                    GOOGLE,
-                    "paid tier, prompts up to 200k tokens",
-                ),
-            ),
-        ];
-        PriceTable {
-            models: entries
-                .into_iter()
-                .map(|(m, p)| (m.to_owned(), p))
-                .collect(),
-        }
+        let models = DEFAULTS
+            .iter()
+            .map(|&(model, provider, input, output, as_of, source, note)| {
+                let price = ModelPrice {
+                    provider: provider.to_owned(),
+                    input_usd_per_million: input,
+                    output_usd_per_million: output,
+                    as_of: as_of.to_owned(),
+                    source: source.to_owned(),
+                    note: note.to_owned(),
+                };
+                (model.to_owned(), price)
+            })
+            .collect();
+        PriceTable { models }
     }
 
     /// The table `config` describes: the defaults (unless turned off) with its prices over
@@ -223,7 +376,10 @@ mod tests {
         );
         for (model, price) in table.models() {
             price.validate(model).unwrap();
-            assert_eq!(price.as_of, DEFAULT_PRICES_AS_OF);
+            // A date the page showed (or the day it was read), never later than the check.
+            assert!(price.as_of.len() >= 7, "{model}");
+            assert!(price.as_of.as_str() <= DEFAULT_PRICES_AS_OF, "{model}");
+            assert!(!price.note.is_empty(), "{model}");
             assert!(price.source.starts_with("https://"), "{model}");
             assert!(
                 price.output_usd_per_million >= price.input_usd_per_million,
@@ -231,6 +387,9 @@ mod tests {
             );
         }
         assert_eq!(table.price("my-local-llama"), Price::Unpriced);
+        // Dropped because no page confirmed it: unpriced, not free.
+        assert_eq!(table.price("gemini-2.0-flash"), Price::Unpriced);
+        assert_eq!(table.price("mistral-large-latest"), Price::Unpriced);
     }
 
     #[test]

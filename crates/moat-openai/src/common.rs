@@ -133,6 +133,7 @@ mod tests {
             prompt_tokens: 10,
             completion_tokens: 3,
             cached_tokens: 4,
+            ..Usage::default()
         };
         tally.add(&usage, true);
         tally.add(&usage, false);

@@ -131,6 +131,7 @@ pub(crate) async fn chat(
         ProviderReply::Full(value) => {
             if !hit {
                 settle(caller, &value);
+                answered(caller, &value);
             }
             axum::Json(value).into_response()
         }
@@ -139,6 +140,9 @@ pub(crate) async fn chat(
             let pieces = chunks
                 .map(move |item| match item {
                     Ok(chunk) => {
+                        if !hit {
+                            answered(&caller, &chunk);
+                        }
                         let usage_only = chunk.get("usage").is_some_and(|u| !u.is_null())
                             && chunk
                                 .get("choices")
@@ -217,6 +221,14 @@ fn settle(caller: &Caller, value: &Value) {
     let count = |field: &str| usage.get(field).and_then(Value::as_u64);
     if let (Some(prompt), Some(completion)) = (count("prompt_tokens"), count("completion_tokens")) {
         caller.ticket.set_tokens(prompt, completion);
+    }
+}
+
+/// Names the model an answer (or chunk) says it came from, for usage, unless a local target
+/// already did.
+fn answered(caller: &Caller, value: &Value) {
+    if let Some(model) = value.get("model").and_then(Value::as_str) {
+        caller.ticket.answered_upstream(model);
     }
 }
 

@@ -1,9 +1,10 @@
 //! The guardrails on one request: the input rail over a chat's messages or a completion's
 //! prompts (block → 400 `content_policy_violation`, redact → the model sees placeholders),
-//! and the watch on each choice's answer: it counts the generated tokens on the request's
-//! ticket, runs the output rail through moat-guard's incremental scanner as tokens flow
-//! (holding back only what a detector still needs; a block ends the choice with an error),
-//! and optionally puts the request's redacted values back in place of their placeholders.
+//! and the watch on each choice's answer: it counts the generated tokens and the engine's
+//! measured busy time on the request's ticket, runs the output rail through moat-guard's
+//! incremental scanner as tokens flow (holding back only what a detector still needs; a
+//! block ends the choice with an error), and optionally puts the request's redacted values
+//! back in place of their placeholders.
 
 use std::sync::Arc;
 
@@ -209,6 +210,7 @@ impl Watch {
                 vec![Ok(GenerationEvent::Token(GeneratedToken { text, ..token }))]
             }
             GenerationEvent::Finished { reason, usage } => {
+                self.ticket.add_busy(usage.busy);
                 let real = u64::from(usage.completion_tokens);
                 self.ticket
                     .add_completion_tokens(real.saturating_sub(self.counted));

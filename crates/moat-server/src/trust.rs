@@ -3,7 +3,9 @@
 //! opens a [`Ticket`] for it; handlers name the model, reserve tokens and report what the
 //! rails hit on the ticket; when the last holder of the ticket lets go (the whole answer was
 //! sent, the stream ended, or the client went away), the reservation is settled with the
-//! tokens really used, the usage is counted for the key and one audit entry is appended.
+//! tokens really used, the usage is counted for the key, one usage event is recorded for
+//! costing (key, alias, the model that answered, local or not, tokens, measured busy time;
+//! written on tokio's blocking pool) and one audit entry is appended.
 //!
 //! Knows nothing of how keys are stored or audit rows written (moat-auth, moat-meter) or how
 //! text is scanned (moat-guard); it decides which of their answers becomes which HTTP answer.
@@ -11,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -19,7 +21,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use moat_auth::{Admission, Auth, Key, Reservation};
 use moat_guard::{GuardConfig, GuardError, RuleGuard};
-use moat_meter::{AuditEntry, Decision, Meter, ANONYMOUS};
+use moat_meter::{AuditEntry, CostConfig, Decision, Meter, PriceTable, UsageEvent, ANONYMOUS};
 
 use crate::{ApiError, AppState};
 
@@ -44,6 +46,10 @@ pub struct TrustConfig {
     pub restore_redactions: bool,
     /// The served model the classifier rail asks (Llama Guard-style prompt).
     pub classifier_model: Option<String>,
+    /// List prices for `GET /v1/usage` (`[prices]`); `None` uses moat-meter's defaults.
+    pub prices: Option<PriceTable>,
+    /// What the local machine costs (`[cost]`), for `GET /v1/usage`.
+    pub cost: CostConfig,
 }
 
 /// The trust layer, compiled; cheap to clone.
@@ -61,6 +67,8 @@ struct TrustInner {
     alias_guards: BTreeMap<String, String>,
     restore_redactions: bool,
     classifier_model: Option<String>,
+    prices: PriceTable,
+    cost: CostConfig,
     /// Every detector on, every finding flagged: what `/v1/moderations` reports.
     moderation: RuleGuard,
     next_request: AtomicU64,
@@ -131,6 +139,8 @@ impl Trust {
                 alias_guards: config.alias_guards,
                 restore_redactions: config.restore_redactions,
                 classifier_model: config.classifier_model,
+                prices: config.prices.unwrap_or_else(PriceTable::defaults),
+                cost: config.cost,
                 moderation,
                 next_request: AtomicU64::new(0),
             }),
@@ -147,6 +157,16 @@ impl Trust {
 
     pub(crate) fn restore_redactions(&self) -> bool {
         self.inner.restore_redactions
+    }
+
+    /// The usage records (`None` when the server keeps none), prices and machine cost that
+    /// `GET /v1/usage` reports from.
+    pub(crate) fn metering(&self) -> (Option<&Arc<Meter>>, &PriceTable, &CostConfig) {
+        (
+            self.inner.meter.as_ref(),
+            &self.inner.prices,
+            &self.inner.cost,
+        )
     }
 
     /// Whether requests need a key now (some key exists).
@@ -300,6 +320,11 @@ struct TicketState {
     rails: Vec<String>,
     prompt_tokens: u64,
     completion_tokens: u64,
+    /// The model that answered and whether it is local; a request without one (refused, or
+    /// for a model not served) records no usage event.
+    answered_by: Option<(String, bool)>,
+    /// Measured engine time spent on the request.
+    busy: Duration,
     prompt: Option<String>,
     request_id: String,
     reservation: Option<Reservation>,
@@ -318,6 +343,8 @@ impl Ticket {
             rails: Vec::new(),
             prompt_tokens: 0,
             completion_tokens: 0,
+            answered_by: None,
+            busy: Duration::ZERO,
             prompt: None,
             request_id: trust.request_id(),
             reservation: None,
@@ -365,6 +392,37 @@ impl Ticket {
         self.update(|t| t.completion_tokens = t.completion_tokens.saturating_add(n));
     }
 
+    /// Names the model that answers (an alias's target, or the upstream's model name) and
+    /// whether it is a local engine (priced by busy time) or an upstream (priced by its list
+    /// price). Call it once the model is known to be served: only requests that name one
+    /// record a usage event.
+    pub(crate) fn answered_by(&self, model: &str, local: bool) {
+        let model = model.to_owned();
+        self.update(|t| t.answered_by = Some((model, local)));
+    }
+
+    /// Names an upstream's model as the one that answered, unless a local target already
+    /// named itself (the gateway calls this for whatever answered an alias).
+    pub(crate) fn answered_upstream(&self, model: &str) {
+        let model = model.chars().take(256).collect::<String>();
+        self.update(|t| {
+            if t.answered_by.is_none() {
+                t.answered_by = Some((model, false));
+            }
+        });
+    }
+
+    /// Adds measured engine time (each engine step's share, from `Usage::busy`, or the wall
+    /// time of an embedding call) to the request's busy time.
+    pub(crate) fn add_busy(&self, busy: Duration) {
+        self.update(|t| t.busy = t.busy.saturating_add(busy));
+    }
+
+    /// Sets the prompt tokens (for a request with no admission step, such as embeddings).
+    pub(crate) fn set_prompt_tokens(&self, n: u64) {
+        self.update(|t| t.prompt_tokens = n);
+    }
+
     /// Keeps the prompt text for the audit log, when the configuration asks for it.
     pub(crate) fn set_prompt(&self, prompt: impl FnOnce() -> String) {
         self.update(|t| {
@@ -373,6 +431,40 @@ impl Ticket {
             }
         });
     }
+}
+
+/// Records a usage event on tokio's blocking pool when there is a runtime (so the async worker
+/// that drops the last ticket does not wait on SQLite for it), else at once. Only reports
+/// read usage events, and they may lag the answer by this write.
+fn record_off_the_runtime(meter: &Arc<Meter>, event: UsageEvent, request_id: String) {
+    let write = {
+        let meter = Arc::clone(meter);
+        move || {
+            if let Err(error) = meter.record_usage(&event) {
+                eprintln!("moat: usage record of {request_id}: {error}");
+            }
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(write);
+        }
+        Err(_) => write(),
+    }
+}
+
+/// At most 256 bytes (what a usage record keeps), cut at a character boundary.
+fn clip(text: &str) -> &str {
+    let mut end = text.len().min(256);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Milliseconds, rounded to the nearest (usage records keep whole milliseconds).
+fn rounded_ms(duration: Duration) -> u64 {
+    u64::try_from((duration.as_micros() + 500) / 1000).unwrap_or(u64::MAX)
 }
 
 fn rank(decision: Decision) -> u8 {
@@ -406,6 +498,21 @@ impl Drop for TicketState {
             }
         }
         if let Some(meter) = &self.trust.inner.meter {
+            // Only a request that reached a model is usage: the names are then ones the server
+            // serves, so clients cannot fill the table with names of their own.
+            if let (true, Some((model, local))) = (self.counts_usage, self.answered_by.take()) {
+                let event = UsageEvent {
+                    at_ms: unix_ms(),
+                    key: clip(&self.who).to_owned(),
+                    alias: clip(&self.model).to_owned(),
+                    model: clip(&model).to_owned(),
+                    local,
+                    prompt_tokens: self.prompt_tokens,
+                    completion_tokens: self.completion_tokens,
+                    busy_ms: rounded_ms(self.busy),
+                };
+                record_off_the_runtime(meter, event, self.request_id.clone());
+            }
             let entry = AuditEntry {
                 at_ms: self.at_ms,
                 who: std::mem::take(&mut self.who),
@@ -424,8 +531,8 @@ impl Drop for TicketState {
     }
 }
 
-/// The key's form in the audit log: its public prefix and name.
-fn who(key: &Key) -> String {
+/// The key's form in the audit log and usage records: its public prefix and name.
+pub(crate) fn who(key: &Key) -> String {
     let who = format!("{} {}", key.prefix, key.name);
     who.chars().take(256).collect()
 }
@@ -475,4 +582,25 @@ pub(crate) async fn authenticate(
     }
     request.extensions_mut().insert(Caller { key, ticket });
     Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_names_are_clipped_at_a_character_boundary() {
+        assert_eq!(clip("qwen:7b"), "qwen:7b");
+        let long = "é".repeat(200);
+        let clipped = clip(&long);
+        assert_eq!(clipped.len(), 256);
+        assert!(clipped.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn busy_time_rounds_to_the_nearest_millisecond() {
+        assert_eq!(rounded_ms(Duration::from_micros(1_499)), 1);
+        assert_eq!(rounded_ms(Duration::from_micros(1_500)), 2);
+        assert_eq!(rounded_ms(Duration::ZERO), 0);
+    }
 }

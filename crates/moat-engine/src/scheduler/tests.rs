@@ -297,7 +297,8 @@ fn max_tokens_finishes_with_length_and_usage() {
             usage: Usage {
                 prompt_tokens: 10,
                 completion_tokens: 3,
-                cached_tokens: 0
+                cached_tokens: 0,
+                ..Usage::default()
             },
         }]
     );
@@ -337,7 +338,8 @@ fn max_tokens_zero_scores_the_prompt_without_sampling() {
             usage: Usage {
                 prompt_tokens: 10,
                 completion_tokens: 0,
-                cached_tokens: 0
+                cached_tokens: 0,
+                ..Usage::default()
             },
         }]
     );
@@ -545,4 +547,41 @@ fn drain_returns_every_request() {
     h.step();
     assert_eq!(h.scheduler.drain(), [2, 1]);
     assert!(h.scheduler.plan(h.now).batch.is_empty());
+}
+
+#[test]
+fn a_step_is_charged_to_its_sequences_by_their_tokens_in_the_batch() {
+    let mut h = Harness::new(config());
+    h.submit(1, prompt(1, 30));
+    h.submit(2, prompt(2, 10));
+    // Step one prefills both prompts whole: 40 tokens, 30 of them request 1's.
+    let plan = h.scheduler.plan(h.now);
+    assert_eq!(plan.batch.len(), 40);
+    h.kv.apply(&plan).expect("applies");
+    h.scheduler.charge_step(Duration::from_millis(400));
+    let sampled: Vec<Sampled> = plan
+        .logits
+        .iter()
+        .filter(|l| l.samples())
+        .map(|l| Sampled {
+            request_id: l.request_id,
+            token: made_up_token(l.request_id, 0),
+            stop: false,
+        })
+        .collect();
+    h.scheduler.commit(&sampled);
+    let busy = |h: &Harness, id| h.scheduler.usage(id).expect("running").busy;
+    assert_eq!(busy(&h, 1), Duration::from_millis(300));
+    assert_eq!(busy(&h, 2), Duration::from_millis(100));
+    // Step two decodes one token each: an even split.
+    let plan = h.scheduler.plan(h.now);
+    assert_eq!(plan.batch.len(), 2);
+    h.scheduler.charge_step(Duration::from_millis(10));
+    assert_eq!(busy(&h, 1), Duration::from_millis(305));
+    assert_eq!(busy(&h, 2), Duration::from_millis(105));
+    // With no step planned there is nothing to charge.
+    h.kv.apply(&plan).expect("applies");
+    h.scheduler.commit(&[]);
+    h.scheduler.charge_step(Duration::from_secs(1));
+    assert_eq!(busy(&h, 1), Duration::from_millis(305));
 }

@@ -127,6 +127,7 @@ pub(crate) async fn local_chat(
             .guard_named(caller.key.as_ref(), via.alias, via.guard_policy)?,
     };
     let model = state.model(&request.model)?;
+    caller.ticket.answered_by(&request.model, true);
     let mut chat = request.validate(&model.limits)?;
     chat.model = requested_name;
     caller.ticket.set_prompt(|| message_texts(&chat.messages));

@@ -33,6 +33,7 @@ async fn completions(
         .trust()
         .guard_for(caller.key.as_ref(), &request.model)?;
     let model = state.model(&request.model)?;
+    caller.ticket.answered_by(&request.model, true);
     let mut completion = request.validate(&model.limits)?;
     caller.ticket.set_prompt(|| {
         completion

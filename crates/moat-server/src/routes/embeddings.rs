@@ -188,6 +188,9 @@ async fn embeddings(
             ));
         }
     }
+    caller.ticket.answered_by(&request.model, true);
+    // The embedder's busy time is the call's wall time: it runs on the compute executor.
+    let began = std::time::Instant::now();
     let embeddings = tokio::task::spawn_blocking(move || embedder.embed(&inputs))
         .await
         .map_err(|error| {
@@ -196,6 +199,8 @@ async fn embeddings(
             )))
         })?
         .map_err(|error| ApiError::from(error).with_param("input"))?;
+    caller.ticket.add_busy(began.elapsed());
+    caller.ticket.set_prompt_tokens(embeddings.prompt_tokens);
     let data = embeddings
         .vectors
         .into_iter()

@@ -8,6 +8,7 @@ mod health;
 pub(crate) mod knowledge;
 mod models;
 mod moderations;
+mod usage;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::Uri;
@@ -27,6 +28,7 @@ pub fn app(state: AppState) -> Router {
         .merge(embeddings::router())
         .merge(knowledge::router())
         .merge(moderations::router())
+        .merge(usage::router())
         .merge(health::router())
         .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
