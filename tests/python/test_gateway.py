@@ -105,6 +105,7 @@ def upstreams():
         "broken": FakeUpstream(status=500),
         "slow": FakeUpstream(delay=5.0),
         "good": FakeUpstream(content="the good upstream answered"),
+        "leaky": FakeUpstream(content="Sure: the card is 4111 1111 1111 1111, keep it safe."),
     }
     yield fakes
     for fake in fakes.values():
@@ -139,6 +140,18 @@ type = "upstream"
 name = "good"
 url = "{upstreams['good'].url}"
 model = "good-model"
+
+[guard.policies.careful.input.actions]
+pii = "redact"
+[guard.policies.careful.output.actions]
+pii = "redact"
+
+[aliases.guarded]
+guard = "careful"
+[[aliases.guarded.targets]]
+type = "upstream"
+url = "{upstreams['leaky'].url}"
+model = "leaky-model"
 
 [aliases.after-timeout]
 [[aliases.after-timeout.targets]]
@@ -238,6 +251,26 @@ def test_a_cache_hit_returns_the_identical_body(gateway, upstreams):
     body = json.dumps({"model": "after-5xx", "messages": [{"role": "user", "content": "cache me"}]}).encode()
     _, headers, _ = http_raw(gateway.url + "/v1/chat/completions", body)
     assert headers["x-moat-cache"] == "bypass"
+
+
+def test_an_aliases_guard_runs_on_the_prompt_and_on_upstream_answers(gateway, upstreams):
+    client = gateway.client()
+    answer = client.chat.completions.create(
+        model="guarded", max_tokens=8,
+        messages=[{"role": "user", "content": "Write to jane.doe@example.com about it."}],
+    )
+    # The prompt left for the upstream with the address redacted.
+    sent = json.dumps(upstreams["leaky"].requests[-1]["messages"])
+    assert "jane.doe@example.com" not in sent and "Write to" in sent
+    # The upstream's card number was redacted on the way back, whole and streamed.
+    text = answer.choices[0].message.content
+    assert "4111" not in text and text.startswith("Sure: the card is ")
+    chunks = list(client.chat.completions.create(
+        model="guarded", max_tokens=8, stream=True,
+        messages=[{"role": "user", "content": "And again."}],
+    ))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == text
 
 
 def http_raw(url: str, body: bytes):
@@ -393,3 +426,54 @@ external = true
     finally:
         broken.close()
         external.close()
+
+
+def test_sighup_reloads_routes_without_dropping_requests_in_flight(tmp_path):
+    import signal
+
+    slow, fresh = FakeUpstream(delay=2.0, content="old route"), FakeUpstream(content="new route")
+    config = tmp_path / "moat.toml"
+
+    def write(alias, upstream):
+        config.write_text(f"""
+[routing]
+health_interval_secs = 0
+[aliases.{alias}]
+[[aliases.{alias}.targets]]
+type = "upstream"
+url = "{upstream.url}"
+model = "m"
+""")
+
+    try:
+        write("before", slow)
+        server = Server(tmp_path, []).wait_ready()
+        try:
+            client = server.client()
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                in_flight = pool.submit(chat, client, "before")
+                while not slow.requests:
+                    time.sleep(0.05)
+                write("after", fresh)
+                server.process.send_signal(signal.SIGHUP)
+                deadline = time.monotonic() + 30
+                while "reloaded" not in server.output():
+                    assert time.monotonic() < deadline, server.output()
+                    time.sleep(0.05)
+                assert in_flight.result().choices[0].message.content == "old route"
+            assert chat(client, "after").choices[0].message.content == "new route"
+            with pytest.raises(openai.NotFoundError):
+                chat(client, "before")
+            # A broken file keeps the routes that work.
+            config.write_text("[aliases.after]\\ntargets = 3\\n")
+            server.process.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            while "keeping the old gateway routes" not in server.output():
+                assert time.monotonic() < deadline, server.output()
+                time.sleep(0.05)
+            assert chat(client, "after").choices[0].message.content == "new route"
+        finally:
+            assert server.stop() == 0, server.output()
+    finally:
+        slow.close()
+        fresh.close()

@@ -211,8 +211,15 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
         }
         models.push(model_file(&store, name)?);
     }
-    let (knowledge, alias_guards) =
+    let (knowledge, mut alias_guards) =
         knowledge(home, &store, args.config.as_deref(), embedding_models)?;
+    if let Some(config) = &gateway {
+        for (name, alias) in &config.aliases {
+            if let Some(guard) = &alias.guard {
+                alias_guards.insert(name.clone(), guard.clone());
+            }
+        }
+    }
     let guard = trust_settings.guard;
     let classifier_model = guard.classifier_model.map(|name| {
         store

@@ -74,6 +74,10 @@ pub struct AliasConfig {
     pub private: bool,
     /// The targets, first preferred.
     pub targets: Vec<TargetConfig>,
+    /// The guard policy the server applies to this alias's requests and answers; a name the
+    /// server understands, passed through untouched.
+    #[serde(default)]
+    pub guard: Option<String>,
 }
 
 /// Where an alias can be answered.

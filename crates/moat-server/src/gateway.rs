@@ -15,8 +15,10 @@
 //! gateway, taken from a task-local, so one request keeps one ticket (one audit entry, one
 //! account) however many targets it tried.
 //!
-//! Left to the upstreams: output rails run on local targets' answers (as tokens flow) but not
-//! on upstream answers.
+//! Output rails run on whatever answers, as it flows: on local targets' tokens in the local
+//! path, and on every answer here, per choice, on the content deltas of a stream or the
+//! message of a whole answer (a block ends a stream with an error event; a whole answer
+//! becomes the 400 `content_policy_violation`).
 
 use std::sync::{Arc, Weak};
 
@@ -29,6 +31,8 @@ use moat_gateway::{
     CacheStatus, CallContext, GatewayError, GatewayErrorKind, LocalResolver, LocalTarget, Provider,
     ProviderError, ProviderReply,
 };
+use moat_guard::{Action, GuardError, OutputScan, OutputScanner};
+use moat_meter::Decision;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -36,7 +40,7 @@ use crate::guarding;
 use crate::routes::chat::local_chat;
 use crate::state::Inner;
 use crate::stream::{sse_response, Answer, Piece};
-use crate::trust::Caller;
+use crate::trust::{Caller, ChosenGuard, Ticket};
 use crate::{ApiError, AppState};
 
 /// The response header that says whether the response cache answered: `hit`, `miss` or
@@ -91,7 +95,8 @@ pub(crate) async fn chat(
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         == Some(true);
-    let text_bytes = guard_messages(state, caller, alias, object).await?;
+    let (text_bytes, guard) = guard_messages(state, caller, alias, object).await?;
+    let mut rail = OutputRail::new(guard, &caller.ticket);
     let max_tokens = ["max_completion_tokens", "max_tokens"]
         .iter()
         .find_map(|field| object.get(*field).and_then(Value::as_u64))
@@ -128,10 +133,14 @@ pub(crate) async fn chat(
         caller.ticket.set_tokens(0, 0);
     }
     let mut response = match reply.reply {
-        ProviderReply::Full(value) => {
+        ProviderReply::Full(mut value) => {
             if !hit {
                 settle(caller, &value);
                 answered(caller, &value);
+            }
+            if let Some(rail) = &mut rail {
+                rail.scan(&mut value, "message", true)?;
+                rail.record();
             }
             axum::Json(value).into_response()
         }
@@ -139,7 +148,14 @@ pub(crate) async fn chat(
             let caller = caller.clone();
             let pieces = chunks
                 .map(move |item| match item {
-                    Ok(chunk) => {
+                    Ok(mut chunk) => {
+                        if let Some(rail) = &mut rail {
+                            if let Err(error) = rail.scan(&mut chunk, "delta", false) {
+                                return Some(Piece::Error(
+                                    serde_json::to_string(&error.body()).unwrap_or_default(),
+                                ));
+                            }
+                        }
                         if !hit {
                             answered(&caller, &chunk);
                         }
@@ -186,13 +202,14 @@ pub(crate) async fn chat(
 }
 
 /// Runs the input rails of the alias's (or key's) guard policy on the messages, writing
-/// redactions back into the body; returns the bytes of message text (a bound on its tokens).
+/// redactions back into the body; returns the bytes of message text (a bound on its tokens)
+/// and the policy, for the output rails.
 async fn guard_messages(
     state: &AppState,
     caller: &Caller,
     alias: &str,
     object: &mut Map<String, Value>,
-) -> Result<u64, ApiError> {
+) -> Result<(u64, Option<ChosenGuard>), ApiError> {
     let Some(raw) = object.get("messages") else {
         return Err(ApiError::invalid_request("messages is required").with_param("messages"));
     };
@@ -202,15 +219,92 @@ async fn guard_messages(
     caller
         .ticket
         .set_prompt(|| crate::routes::chat::message_texts(&messages));
-    if let Some(guard) = state.trust().guard_for(caller.key.as_ref(), alias)? {
-        guarding::chat_input(&guard, &mut messages, &caller.ticket)?;
-        crate::classify::input_rail(state, &guard, &messages, &caller.ticket).await?;
+    let guard = state.trust().guard_for(caller.key.as_ref(), alias)?;
+    if let Some(guard) = &guard {
+        guarding::chat_input(guard, &mut messages, &caller.ticket)?;
+        crate::classify::input_rail(state, guard, &messages, &caller.ticket).await?;
         let redacted = serde_json::to_value(&messages)
             .map_err(|error| ApiError::internal(format!("re-encoding messages: {error}")))?;
         object.insert("messages".into(), redacted);
     }
     let bytes = crate::routes::chat::message_texts(&messages).len() as u64;
-    Ok(bytes)
+    Ok((bytes, guard))
+}
+
+/// The output rail over an answer the gateway passes on: one incremental scanner per choice,
+/// fed each content delta as it arrives (holding back only what a detector still needs) and
+/// flushed at the choice's finish. A local target ran the rail itself, on its tokens; running
+/// it again here on the same text changes nothing that passed.
+struct OutputRail {
+    guard: ChosenGuard,
+    scanners: Vec<(u64, OutputScanner)>,
+    ticket: Ticket,
+}
+
+impl OutputRail {
+    fn new(guard: Option<ChosenGuard>, ticket: &Ticket) -> Option<OutputRail> {
+        guard.filter(|g| g.scans_output).map(|guard| OutputRail {
+            guard,
+            scanners: Vec::new(),
+            ticket: ticket.clone(),
+        })
+    }
+
+    fn scanner(&mut self, index: u64) -> &mut OutputScanner {
+        let at = match self.scanners.iter().position(|(i, _)| *i == index) {
+            Some(at) => at,
+            None => {
+                self.scanners.push((index, self.guard.guard.scanner()));
+                self.scanners.len() - 1
+            }
+        };
+        &mut self.scanners[at].1
+    }
+
+    /// Scans the choices of a chunk (`delta`) or a whole answer (`message`) in place; a
+    /// block is the error to answer with.
+    fn scan(&mut self, value: &mut Value, field: &str, whole: bool) -> Result<(), ApiError> {
+        let Some(choices) = value.get_mut("choices").and_then(Value::as_array_mut) else {
+            return Ok(());
+        };
+        for choice in choices {
+            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let finished = whole || choice.get("finish_reason").is_some_and(|f| !f.is_null());
+            let Some(part) = choice.get_mut(field).and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let text = part.get("content").and_then(Value::as_str).unwrap_or("");
+            let scanner = self.scanner(index);
+            let mut out = scanner.push(text).map_err(|e| self.blocked(e))?;
+            let scanner = self.scanner(index);
+            if finished {
+                out.push_str(&scanner.finish().map_err(|e| self.blocked(e))?);
+            }
+            if part.contains_key("content") || !out.is_empty() {
+                part.insert("content".into(), Value::String(out));
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&self) {
+        for (_, scanner) in &self.scanners {
+            let hits = scanner.hits();
+            let decision = hits.iter().map(|h| h.action).max().unwrap_or(Action::Allow);
+            self.ticket.record_rails(
+                guarding::decision_of(decision),
+                hits.iter().map(guarding::rail_name),
+            );
+        }
+    }
+
+    fn blocked(&self, error: GuardError) -> ApiError {
+        self.record();
+        if let GuardError::Blocked { .. } = &error {
+            self.ticket.record_rails(Decision::Blocked, []);
+        }
+        ApiError::from(error)
+    }
 }
 
 /// Sets the ticket's tokens from an answer's `usage`, when it has one.
