@@ -114,10 +114,7 @@ pub(crate) async fn chat(
             options.insert("include_usage".into(), Value::Bool(true));
         }
     }
-    let context = CallContext {
-        key_id: caller.key.as_ref().map(|key| key.id.0.to_string()),
-        private: caller.key.as_ref().is_some_and(|key| key.private),
-    };
+    let context = call_context(caller);
     let reply = CALLER
         .scope(caller.clone(), gateway.chat(&context, alias, body))
         .await
@@ -199,6 +196,37 @@ pub(crate) async fn chat(
         HeaderValue::from_static(cache),
     );
     Ok(response)
+}
+
+/// Answers an embeddings request for a gateway alias (upstream targets; a local target answers
+/// 400, since local embedding models are served under their own names).
+pub(crate) async fn embeddings(
+    state: &AppState,
+    caller: &Caller,
+    alias: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let Some(gateway) = state.gateway() else {
+        return Err(ApiError::model_not_found(alias));
+    };
+    caller.authorize(alias, alias)?;
+    let body: Value = serde_json::from_slice(body)
+        .map_err(|error| ApiError::invalid_request(format!("the body is not JSON: {error}")))?;
+    let input = body
+        .get("input")
+        .ok_or_else(|| ApiError::invalid_request("input is required").with_param("input"))?;
+    let bytes = input.to_string().len() as u64;
+    caller.admit(state.trust(), bytes, bytes)?;
+    let context = call_context(caller);
+    let value = gateway.embeddings(&context, alias, body).await?;
+    if let Some(prompt) = value
+        .pointer("/usage/prompt_tokens")
+        .and_then(Value::as_u64)
+    {
+        caller.ticket.set_tokens(prompt, 0);
+    }
+    answered(caller, &value);
+    Ok(axum::Json(value).into_response())
 }
 
 /// Runs the input rails of the alias's (or key's) guard policy on the messages, writing
@@ -304,6 +332,14 @@ impl OutputRail {
             self.ticket.record_rails(Decision::Blocked, []);
         }
         ApiError::from(error)
+    }
+}
+
+/// Who calls, as the router cares: the key (the cache is per key) and whether it is private.
+fn call_context(caller: &Caller) -> CallContext {
+    CallContext {
+        key_id: caller.key.as_ref().map(|key| key.id.0.to_string()),
+        private: caller.key.as_ref().is_some_and(|key| key.private),
     }
 }
 

@@ -7,6 +7,7 @@
 //! too-long input is a 400 that names its index.
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Extension;
 use axum::{Json, Router};
@@ -152,8 +153,22 @@ async fn embeddings(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    if let Some(alias) = crate::gateway::alias_of(&state, &body) {
+        return crate::gateway::embeddings(&state, &caller, &alias, &body).await;
+    }
+    Ok(local_embeddings(&state, &caller, &body)
+        .await?
+        .into_response())
+}
+
+/// Embeddings from this node's embedding models.
+async fn local_embeddings(
+    state: &AppState,
+    caller: &Caller,
+    body: &[u8],
 ) -> Result<Json<EmbeddingList>, ApiError> {
-    let request: EmbeddingRequest = serde_json::from_slice(&body)
+    let request: EmbeddingRequest = serde_json::from_slice(body)
         .map_err(|error| ApiError::invalid_request(format!("invalid request body: {error}")))?;
     caller.authorize(&request.model, &request.model)?;
     let knowledge = state.knowledge();
