@@ -88,7 +88,7 @@ start() {
 
 start upstream "$work/upstream.log" \
   "${pin_upstream[@]}" "$BIN/fast_upstream" --port 0 --threads 1 --delay-ms "$DELAY_MS"
-upstream=$address
+upstream=$address upstream_pid=${pids[-1]}
 echo "fast upstream on $upstream (core $CPU_UPSTREAM, delay ${DELAY_MS} ms)"
 
 # The alias as the issue's moat.toml has it; the same file configures gateway_node and moat.
@@ -102,7 +102,7 @@ EOF
 
 start gateway_node "$work/node.log" \
   "${pin_gateway[@]}" "$BIN/gateway_node" --config "$work/moat.toml" --port 0 --threads 1
-node=$address
+node=$address node_pid=${pids[-1]}
 echo "gateway_node on $node (core $CPU_GATEWAY)"
 
 # One chat request through ADDR for the alias; true when it answers 200 with a completion.
@@ -162,6 +162,15 @@ with open(sys.argv[1], "a") as out:
     }) + "\n")
 EOF
 
+# CPU time (user + system, in clock ticks) of a server by its PID; empty for none.
+clk_tck=$(getconf CLK_TCK)
+ticks() {
+  if [ -n "$1" ] && [ -r "/proc/$1/stat" ]; then
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+  fi
+}
+declare -A gateway_pids=([node]="$node_pid" [moat]="${moat_pid:-}")
+
 for round in $(seq "$ROUNDS"); do
   for kind in $STREAMS; do
     stream_flag=()
@@ -174,9 +183,21 @@ for round in $(seq "$ROUNDS"); do
         lib-client) args=(--mode client --url "http://$upstream/v1" --model fast-model) ;;
         lib-gateway) args=(--mode gateway --url "http://$upstream/v1" --model fast-model) ;;
       esac
-      "${pin_load[@]}" "$BIN/gateway_load" "${args[@]}" "${stream_flag[@]}" \
+      up_before=$(ticks "$upstream_pid") gw_before=$(ticks "${gateway_pids[$mode]:-}")
+      line=$("${pin_load[@]}" "$BIN/gateway_load" "${args[@]}" "${stream_flag[@]}" \
         --concurrency "$CONC" --duration "$DURATION" --warmup "$WARMUP" --threads 1 \
-        --label "$mode" --round "$round" | tee -a "$OUT" | cut -c1-160
+        --label "$mode" --round "$round")
+      up_after=$(ticks "$upstream_pid") gw_after=$(ticks "${gateway_pids[$mode]:-}")
+      # The servers' CPU seconds during the run (warm-up included: see warmup_requests).
+      python3 -c '
+import json, sys
+run = json.loads(sys.argv[1])
+tck = float(sys.argv[2])
+delta = lambda a, b: round((int(b) - int(a)) / tck, 3) if a and b else None
+run["cpu_s"] = {"upstream": delta(sys.argv[3], sys.argv[4]), "gateway": delta(sys.argv[5], sys.argv[6]),
+                "load": round(run["cpu_ticks"] / tck, 3) if run.get("cpu_ticks") is not None else None}
+print(json.dumps(run))' "$line" "$clk_tck" "$up_before" "$up_after" "$gw_before" "$gw_after" \
+        | tee -a "$OUT" | cut -c1-160
     done
   done
 done

@@ -59,8 +59,11 @@ def summarise(path):
     for stream in sorted({key[0] for key in groups}):
         kind = "streamed (SSE)" if stream else "whole answers"
         print(f"### {kind}\n")
-        print("| mode | rounds | req/s (median) | p50 ms | p95 ms | p99 ms | TTFB p50 ms | errors |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        print(
+            "| mode | rounds | req/s (median) | p50 ms | p95 ms | p99 ms | TTFB p50 ms | errors "
+            "| CPU µs/request: load, upstream, gateway |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         medians = {}
         for (s, label), group in sorted(groups.items(), key=lambda item: order(item[0][1])):
             if s != stream:
@@ -73,12 +76,14 @@ def summarise(path):
                 "p99": median([r["latency_ms"]["p99"] for r in group if r["latency_ms"]]),
                 "ttfb": median(ttfb),
                 "errors": sum(r["errors"] for r in group),
+                "cpu": [median(cpu_per_request(group, part)) for part in ("load", "upstream", "gateway")],
                 "rounds": {r["round"]: r for r in group},
             }
             medians[label] = m
             print(
                 f"| {label} | {len(group)} | {fmt(m['rps'], 0)} | {fmt(m['p50'])} | {fmt(m['p95'])} "
-                f"| {fmt(m['p99'])} | {fmt(m['ttfb'])} | {m['errors']} |"
+                f"| {fmt(m['p99'])} | {fmt(m['ttfb'])} | {m['errors']} "
+                f"| {', '.join(fmt(c, 0) for c in m['cpu'])} |"
             )
         print()
         rows = []
@@ -105,6 +110,23 @@ def summarise(path):
             print("|---|---:|---:|---:|")
             print("\n".join(rows))
             print()
+
+
+def cpu_per_request(group, part):
+    """CPU microseconds per request of one process over a mode's runs. The servers' CPU time
+    covers the warm-up too, so their count includes the warm-up's requests; the load
+    generator's covers only the measured phase."""
+    values = []
+    for run in group:
+        cpu = (run.get("cpu_s") or {}).get(part)
+        if cpu is None:
+            continue
+        n = run["requests_ok"] + run["errors"]
+        if part != "load":
+            n += run.get("warmup_requests", 0)
+        if n:
+            values.append(cpu * 1e6 / n)
+    return values
 
 
 def order(label):

@@ -2,6 +2,8 @@
 //! answers `POST /v1/chat/completions` at once (or after `--delay-ms`) with a fixed five-word
 //! completion, whole or as SSE chunks, plus `GET /health` and `GET /v1/models`. It parses each
 //! request body as a real server would, and answers a body that is not a chat request with 400.
+//! `--no-nodelay` leaves Nagle's algorithm on for its connections (axum's default), to see what
+//! `TCP_NODELAY` changes for streams.
 //!
 //! ```sh
 //! cargo run --release -p moat-gateway --example fast_upstream -- --port 0 --threads 1
@@ -50,8 +52,10 @@ fn run() -> Result<(), String> {
     let flags = Flags::parse(
         std::env::args().skip(1),
         &["port", "threads", "delay-ms"],
-        &[],
+        &["no-nodelay"],
     )?;
+    // For comparison only: Nagle's algorithm left on, as `axum::serve` does by default.
+    let no_nodelay = flags.switch("no-nodelay");
     let port: u16 = flags.number("port", 0, 0, u16::MAX)?;
     let threads: usize = flags.number("threads", 1, 1, 256)?;
     let delay_ms: u64 = flags.number("delay-ms", 0, 0, 60_000)?;
@@ -64,7 +68,8 @@ fn run() -> Result<(), String> {
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .with_state(state);
-    bench_common::runtime(threads)?.block_on(async move { bench_common::serve(port, app).await })
+    bench_common::runtime(threads)?
+        .block_on(async move { bench_common::serve(port, app, !no_nodelay).await })
 }
 
 async fn chat(State(upstream): State<Arc<Upstream>>, Json(body): Json<Value>) -> Response {

@@ -152,6 +152,7 @@ fn run() -> Result<(), String> {
     let settings = Arc::new(settings()?);
     bench_common::runtime(settings.threads)?.block_on(async move {
         let sender = Arc::new(Sender::new(&settings)?);
+        let mut warmup_requests = 0;
         if !settings.warmup.is_zero() {
             let warmup = Phase {
                 deadline: Some(Instant::now() + settings.warmup),
@@ -163,21 +164,42 @@ fn run() -> Result<(), String> {
             if errors > 0 {
                 eprintln!("gateway_load: {errors} errors during the warm-up");
             }
+            warmup_requests = errors + tallies.iter().map(|t| t.ok).sum::<u64>();
         }
         let measured = Phase {
             deadline: settings.duration.map(|d| Instant::now() + d),
             tickets: settings.requests.map(|n| Arc::new(AtomicU64::new(n))),
             samples_per_client: (settings.max_samples / settings.concurrency).max(1),
         };
+        let cpu_before = cpu_ticks();
         let started = Instant::now();
         let tallies = drive(&settings, &sender, &measured).await?;
-        let report = report(&settings, &tallies, started.elapsed());
+        let mut report = report(&settings, &tallies, started.elapsed());
+        report["warmup_requests"] = json!(warmup_requests);
+        report["cpu_ticks"] = match (cpu_before, cpu_ticks()) {
+            (Some(before), Some(after)) => json!(after.saturating_sub(before)),
+            _ => Value::Null,
+        };
         println!("{report}");
         if report["errors"].as_u64() != Some(0) {
             eprintln!("gateway_load: errors: {}", report["error_kinds"]);
         }
         Ok(())
     })
+}
+
+/// The CPU time this process has used (user plus system), in clock ticks, from
+/// `/proc/self/stat`; `None` where that file is missing or unreadable (not Linux). run.sh turns
+/// ticks into seconds with `getconf CLK_TCK`.
+fn cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line; after the name, field 3 is index 0.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// When a phase stops: a deadline, a number of requests (tickets), or both.

@@ -71,7 +71,7 @@ fn run() -> Result<(), String> {
             .route("/v1/models", get(models))
             .route("/health", get(health))
             .with_state(gateway);
-        bench_common::serve(port, app).await
+        bench_common::serve(port, app, true).await
     })
 }
 

@@ -87,11 +87,11 @@ pub fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
         .map_err(|err| format!("starting the runtime: {err}"))
 }
 
-/// Serves `app` on 127.0.0.1:`port` (0: the OS picks) with `TCP_NODELAY` on every accepted
-/// connection, so small SSE events are not held back by Nagle's algorithm. Prints
-/// `listening on ADDR` as the first line of stdout, which is how bench/gateway/run.sh learns
-/// the port.
-pub async fn serve(port: u16, app: axum::Router) -> Result<(), String> {
+/// Serves `app` on 127.0.0.1:`port` (0: the OS picks). With `nodelay`, every accepted
+/// connection gets `TCP_NODELAY`, so small SSE events are not held back by Nagle's algorithm
+/// (axum's `serve` leaves it off). Prints `listening on ADDR` as the first line of stdout,
+/// which is how bench/gateway/run.sh learns the port.
+pub async fn serve(port: u16, app: axum::Router, nodelay: bool) -> Result<(), String> {
     use axum::serve::ListenerExt;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
@@ -100,8 +100,8 @@ pub async fn serve(port: u16, app: axum::Router) -> Result<(), String> {
         .local_addr()
         .map_err(|err| format!("reading the bound address: {err}"))?;
     println!("listening on {addr}");
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
+    let listener = listener.tap_io(move |tcp| {
+        if let Err(err) = tcp.set_nodelay(nodelay) {
             eprintln!("setting TCP_NODELAY: {err}");
         }
     });
