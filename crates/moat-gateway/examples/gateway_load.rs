@@ -466,7 +466,10 @@ fn check_sse(text: &[u8]) -> Result<(), String> {
         .map(str::trim)
         .filter(|event| !event.is_empty())
         .collect();
-    if events.iter().any(|event| event.contains("\"error\"")) {
+    if events
+        .iter()
+        .any(|event| event.starts_with("data: {\"error\""))
+    {
         return Err("stream_error".to_owned());
     }
     if events.last() != Some(&"data: [DONE]") {
