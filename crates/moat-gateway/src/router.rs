@@ -427,14 +427,18 @@ impl Gateway {
     }
 
     /// Checks every replica of the current table once (`GET /health` for upstreams) and marks
-    /// it up or down; a replica marked down is skipped until a later check passes.
+    /// it up or down; a replica marked down is skipped until a later check passes. External
+    /// targets (closed APIs, which mostly have no `/health`) are not checked: their circuit
+    /// breakers alone take them out after failures.
     pub async fn check_health(&self) {
         let table = self.current();
         let replicas: Vec<Arc<Replica>> = table
             .routes
             .values()
             .flat_map(|route| route.targets.iter())
+            .filter(|target| !target.external)
             .flat_map(|target| target.replicas.iter().cloned())
+            .filter(|replica| !replica.provider.is_external())
             .collect();
         let checks = replicas.iter().map(|replica| async move {
             let healthy = replica.provider.health().await.is_ok();

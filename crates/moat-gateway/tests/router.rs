@@ -336,6 +336,19 @@ async fn health_checks_mark_a_replica_down_and_up_again() {
 }
 
 #[tokio::test]
+async fn external_targets_are_not_health_checked() {
+    // A closed API without /health stays in use; only its circuit breaker can take it out.
+    let a = Fake::start("closed").await;
+    let gw = gateway(&target("smart", &upstream(&a, "external = true")));
+    a.set_healthy(false);
+    gw.check_health().await;
+    assert_eq!(
+        content(&ask(&gw, &CallContext::default(), "smart", "x").await),
+        "from closed"
+    );
+}
+
+#[tokio::test]
 async fn streams_fall_back_before_the_first_chunk_but_not_after() {
     let (a, b) = (Fake::start("a").await, Fake::start("b").await);
     a.set_mode(Mode::Status(502));
