@@ -7,15 +7,23 @@
 - The manifests keep their promises: probes on /health at the container's port, which is the
   port `moat serve` is told to use and the Service's target; non-root pods with no
   capabilities and read-only root filesystems; a grace period longer than the preStop pause
-  plus moat's drain; resources set.
+  plus moat's drain; resources set; a server on 0.0.0.0 either has a key before it starts or
+  runs `--insecure` behind a NetworkPolicy that admits only the gateway.
+- The fleet and its gateway: the fleet is a StatefulSet whose serviceName is the headless
+  Service, with a claim per pod for /data; the gateway loads no model, mounts its moat.toml
+  from its ConfigMap, and that moat.toml lists exactly the StatefulSet's pods (from its
+  replica count and serviceName) as the replicas of an upstream target, with the fleet's
+  model, health checks and a cache.
 - The Dockerfile: multi-stage, tags pinned, the runtime user non-root and the one the
   manifests run as, and hadolint passes. The runtime stage installs the Debian packages that
   provide every library a release `moat` links against (ldd and dpkg on this machine).
 - With the real binary: every moat command line in the manifests and the Dockerfile parses,
   and a pod is played out on loopback: the init container's script pulls the model into a
-  fresh MOAT_HOME (and skips the pull the second time), the server runs with the
-  Deployment's arguments and the ConfigMap's moat.toml until /health is 200, the image's
-  HEALTHCHECK command passes, and SIGTERM ends it cleanly within the grace period.
+  fresh MOAT_HOME (and skips the pull the second time), the first-key script creates one key
+  (and leaves the keys alone the second time), the server runs with the workload's arguments
+  and the ConfigMap's moat.toml until /health is 200, the image's HEALTHCHECK command passes,
+  and SIGTERM ends it cleanly within the grace period. The gateway, with no model, is healthy
+  at once, lists its alias and asks for the key its init container made.
 
 The binary is ``$MOAT_BIN``, else ``$CARGO_TARGET_DIR/release/moat``, else
 ``target/release/moat``. With ``MOAT_TEST_MODELS`` unset the tests that need the binary or a
@@ -27,6 +35,7 @@ Run:
 """
 
 import copy
+import json
 import os
 import re
 import shlex
@@ -36,6 +45,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -108,14 +118,37 @@ def of_kind(kind: str) -> list[tuple[Path, dict]]:
     return [(path, doc) for path, doc in all_documents() if doc.get("kind") == kind]
 
 
-def deployments() -> list[tuple[Path, dict]]:
-    found = of_kind("Deployment")
-    assert len(found) == 2, "expected the single server and the fleet Deployments"
+# The single server, the fleet (a StatefulSet) and the gateway, by name.
+WORKLOADS = ("moat", "moat-fleet", "moat-gateway")
+
+
+def workloads() -> list[tuple[Path, dict]]:
+    found = [(p, d) for p, d in all_documents() if d["kind"] in ("Deployment", "StatefulSet")]
+    assert sorted(d["metadata"]["name"] for _, d in found) == sorted(WORKLOADS)
+    return found
+
+
+def workload(name: str) -> tuple[Path, dict]:
+    (found,) = [(p, d) for p, d in workloads() if d["metadata"]["name"] == name]
     return found
 
 
 def pod_spec(deployment: dict) -> dict:
     return deployment["spec"]["template"]["spec"]
+
+
+def pod_labels(deployment: dict) -> dict:
+    return deployment["spec"]["template"]["metadata"]["labels"]
+
+
+def selects(match_labels: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in match_labels.items())
+
+
+def serves_a_model(deployment: dict) -> bool:
+    """A model on the command line (the gateway names none: its aliases say what it serves)."""
+    args = server_container(deployment)["args"]
+    return len(args) > 1 and not args[1].startswith("-")
 
 
 def all_containers(deployment: dict) -> list[dict]:
@@ -124,14 +157,14 @@ def all_containers(deployment: dict) -> list[dict]:
 
 
 def config_map_for(deployment: dict) -> dict:
-    """The ConfigMap that the Deployment's configMapKeyRefs name (exactly one)."""
+    """The ConfigMap that the workload's configMapKeyRefs and volumes name (exactly one)."""
     names = {
         env["valueFrom"]["configMapKeyRef"]["name"]
         for container in all_containers(deployment)
         for env in container.get("env", [])
         if "configMapKeyRef" in env.get("valueFrom", {})
-    }
-    assert len(names) == 1, f"expected one ConfigMap behind the env, got {names}"
+    } | {v["configMap"]["name"] for v in pod_spec(deployment)["volumes"] if "configMap" in v}
+    assert len(names) == 1, f"expected one ConfigMap behind the env and volumes, got {names}"
     (name,) = names
     found = [doc for _, doc in of_kind("ConfigMap") if doc["metadata"]["name"] == name]
     assert len(found) == 1, f"ConfigMap {name} is not among the manifests"
@@ -277,8 +310,10 @@ def test_every_manifest_is_valid_for_the_pinned_kubernetes_version_offline(no_ne
     assert errors == []
     kinds = sorted(doc["kind"] for _, doc in all_documents())
     assert kinds == sorted(
-        ["Namespace", "ConfigMap", "ConfigMap", "PersistentVolumeClaim", "Deployment",
-         "Deployment", "Service", "Service", "Service", "NetworkPolicy", "PodDisruptionBudget"]
+        ["Namespace", "ConfigMap", "ConfigMap", "ConfigMap", "PersistentVolumeClaim",
+         "PersistentVolumeClaim", "Deployment", "Deployment", "StatefulSet", "Service",
+         "Service", "Service", "Service", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy",
+         "PodDisruptionBudget"]
     )
 
 
@@ -286,7 +321,7 @@ def test_strict_validation_rejects_what_kubernetes_would():
     """The validator used above does fail: an unknown field, a wrong type, an unknown kind."""
     require_kubernetes_validate()
     version = kubernetes_version()
-    _, deployment = deployments()[0]
+    _, deployment = workload("moat")
 
     unknown_field = copy.deepcopy(deployment)
     server_container(unknown_field)["readinessProbes"] = {}
@@ -312,9 +347,9 @@ def test_every_object_is_in_the_moat_namespace():
 # ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("index", [0, 1])
-def test_probes_ask_health_on_the_port_moat_listens_on(index):
-    path, deployment = deployments()[index]
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_probes_ask_health_on_the_port_moat_listens_on(name):
+    path, deployment = workload(name)
     container = server_container(deployment)
     port = container_port(container)
     args = container["args"]
@@ -327,41 +362,38 @@ def test_probes_ask_health_on_the_port_moat_listens_on(index):
         get = container[probe]["httpGet"]
         assert get["path"] == "/health", f"{path}: {probe}"
         assert resolve_port(container, get["port"]) == port, f"{path}: {probe}"
-    # A model loads for a while: the startup probe allows minutes, not seconds, and liveness
-    # takes longer to give up than a drain lasts.
+    # A model loads for a while: the startup probe allows minutes, not seconds (the gateway
+    # loads none and is ready at once), and liveness takes longer to give up than a drain
+    # lasts.
     startup = container["startupProbe"]
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    needed = 300 if serves_a_model(deployment) else 30
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= needed
     liveness = container["livenessProbe"]
     drain = int(flag_value(args, "--shutdown-grace"))
     assert liveness["periodSeconds"] * liveness["failureThreshold"] > drain
 
 
 def test_services_target_the_server_port():
-    pods = {
-        doc["metadata"]["name"]: doc for _, doc in deployments()
-    }
+    pods = [doc for _, doc in workloads()]
     services = of_kind("Service")
-    assert len(services) == 3
+    assert len(services) == 4
     for path, service in services:
         spec = service["spec"]
-        matching = [
-            d for d in pods.values()
-            if all(d["spec"]["template"]["metadata"]["labels"].get(k) == v
-                   for k, v in spec["selector"].items())
-        ]
-        assert len(matching) == 1, f"{path}: the selector must pick one Deployment's pods"
+        matching = [d for d in pods if selects(spec["selector"], pod_labels(d))]
+        assert len(matching) == 1, f"{path}: the selector must pick one workload's pods"
         container = server_container(matching[0])
         (port,) = spec["ports"]
         assert port["port"] == 8080
         assert resolve_port(container, port["targetPort"]) == container_port(container)
-        assert spec.get("type", "ClusterIP") == "ClusterIP", "no API keys yet: stay in-cluster"
+        # Plain HTTP with bearer keys: TLS belongs to an Ingress in front, not to a bare port.
+        assert spec.get("type", "ClusterIP") == "ClusterIP", path
     headless = [s for _, s in services if s["spec"].get("clusterIP") == "None"]
     assert [s["metadata"]["name"] for s in headless] == ["moat-fleet-nodes"]
 
 
-@pytest.mark.parametrize("index", [0, 1])
-def test_pods_run_as_the_image_user_without_privileges(index):
-    path, deployment = deployments()[index]
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_pods_run_as_the_image_user_without_privileges(name):
+    path, deployment = workload(name)
     spec = pod_spec(deployment)
     pod = spec["securityContext"]
     assert pod["runAsNonRoot"] is True, path
@@ -382,9 +414,9 @@ def test_pods_run_as_the_image_user_without_privileges(index):
         assert {"/data", "/tmp"} <= mounts, container["name"]
 
 
-@pytest.mark.parametrize("index", [0, 1])
-def test_grace_period_outlasts_the_prestop_pause_and_the_drain(index):
-    path, deployment = deployments()[index]
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_grace_period_outlasts_the_prestop_pause_and_the_drain(name):
+    path, deployment = workload(name)
     container = server_container(deployment)
     drain = int(flag_value(container["args"], "--shutdown-grace"))
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
@@ -394,9 +426,9 @@ def test_grace_period_outlasts_the_prestop_pause_and_the_drain(index):
     assert grace > pause + drain, f"{path}: {grace} s <= {pause} s + {drain} s"
 
 
-@pytest.mark.parametrize("index", [0, 1])
-def test_every_container_has_requests_and_limits(index):
-    _, deployment = deployments()[index]
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_every_container_has_requests_and_limits(name):
+    _, deployment = workload(name)
     for container in all_containers(deployment):
         resources = container["resources"]
         assert {"cpu", "memory"} <= set(resources["requests"]), container["name"]
@@ -404,12 +436,194 @@ def test_every_container_has_requests_and_limits(index):
 
 
 def test_single_server_keeps_its_data_on_the_claim_and_never_runs_two_pods():
-    (_, deployment), = [(p, d) for p, d in deployments() if d["metadata"]["name"] == "moat"]
+    _, deployment = workload("moat")
+    assert deployment["kind"] == "Deployment"
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
     volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
     claims = [doc["metadata"]["name"] for _, doc in of_kind("PersistentVolumeClaim")]
     assert volumes["data"]["persistentVolumeClaim"]["claimName"] in claims
+
+
+# ----------------------------------------------------------------------------
+# the fleet and its gateway
+# ----------------------------------------------------------------------------
+
+
+def named(kind: str, name: str) -> dict:
+    (found,) = [doc for _, doc in of_kind(kind) if doc["metadata"]["name"] == name]
+    return found
+
+
+def fleet_pod_urls() -> list[str]:
+    """The base URL of every fleet pod, by the stable name its StatefulSet gives it."""
+    _, fleet = workload("moat-fleet")
+    spec = fleet["spec"]
+    namespace = fleet["metadata"]["namespace"]
+    port = container_port(server_container(fleet))
+    return [
+        f"http://{fleet['metadata']['name']}-{i}.{spec['serviceName']}.{namespace}"
+        f".svc.cluster.local:{port}/v1"
+        for i in range(spec["replicas"])
+    ]
+
+
+def gateway_toml() -> dict:
+    _, gateway = workload("moat-gateway")
+    return tomllib.loads(config_map_for(gateway)["data"]["moat.toml"])
+
+
+def test_fleet_is_a_stateful_set_named_through_the_headless_service():
+    _, fleet = workload("moat-fleet")
+    assert fleet["kind"] == "StatefulSet"
+    spec = fleet["spec"]
+    service = named("Service", spec["serviceName"])
+    assert service["spec"]["clusterIP"] == "None", "stable pod names need a headless Service"
+    assert selects(service["spec"]["selector"], pod_labels(fleet))
+    assert selects(spec["selector"]["matchLabels"], pod_labels(fleet))
+    # Pods load independently; ordered start would make pod 2 wait for pods 0 and 1 to load.
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert spec["replicas"] >= 2
+    (pdb,) = [doc for _, doc in of_kind("PodDisruptionBudget")]
+    assert selects(pdb["spec"]["selector"]["matchLabels"], pod_labels(fleet))
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_fleet_pods_keep_their_store_on_a_claim_of_their_own():
+    _, fleet = workload("moat-fleet")
+    (template,) = fleet["spec"]["volumeClaimTemplates"]
+    assert template["metadata"]["name"] == "data"
+    assert template["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "storage" in template["spec"]["resources"]["requests"]
+    # The template is the data volume: no pod volume of the same name shadows it.
+    assert "data" not in {v["name"] for v in pod_spec(fleet)["volumes"]}
+    for container in all_containers(fleet):
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts["data"] == "/data", container["name"]
+
+
+def test_a_server_on_every_address_has_a_key_or_only_the_gateway_reaches_it():
+    """moat refuses a non-loopback --host while no key exists, unless --insecure."""
+    for name in WORKLOADS:
+        _, deployment = workload(name)
+        args = server_container(deployment)["args"]
+        assert flag_value(args, "--host") == "0.0.0.0"
+        inits = [c["name"] for c in pod_spec(deployment).get("initContainers", [])]
+        if name == "moat-fleet":
+            assert "--insecure" in args, "the fleet nodes run without keys behind the gateway"
+            assert "first-key" not in inits
+        else:
+            assert "--insecure" not in args, name
+            assert "first-key" in inits, f"{name}: no key before `moat serve` starts"
+
+
+def network_policies_over(labels: dict) -> list[dict]:
+    return [doc for _, doc in of_kind("NetworkPolicy")
+            if selects(doc["spec"]["podSelector"].get("matchLabels", {}), labels)]
+
+
+def test_only_the_gateway_reaches_the_fleet():
+    _, fleet = workload("moat-fleet")
+    _, gateway = workload("moat-gateway")
+    _, single = workload("moat")
+    port = container_port(server_container(fleet))
+    policies = network_policies_over(pod_labels(fleet))
+    assert policies, "no NetworkPolicy selects the keyless fleet: the namespace reaches it"
+    for policy in policies:
+        assert "Ingress" in policy["spec"]["policyTypes"]
+        for rule in policy["spec"].get("ingress", []):
+            assert [p["port"] for p in rule["ports"]] == [port]
+            for peer in rule["from"]:
+                assert set(peer) == {"podSelector"}, f"{policy['metadata']['name']}: {peer}"
+                match = peer["podSelector"].get("matchLabels", {})
+                assert selects(match, pod_labels(gateway))
+                assert not selects(match, pod_labels(fleet))
+                assert not selects(match, pod_labels(single))
+
+
+def test_every_workload_is_behind_a_network_policy():
+    for name in WORKLOADS:
+        _, deployment = workload(name)
+        assert network_policies_over(pod_labels(deployment)), name
+
+
+def test_gateway_loads_no_model_and_reads_its_config_map():
+    _, gateway = workload("moat-gateway")
+    spec = pod_spec(gateway)
+    assert not serves_a_model(gateway)
+    assert "pull-model" not in [c["name"] for c in spec.get("initContainers", [])]
+    container = server_container(gateway)
+    # The config file is the ConfigMap's moat.toml, mounted where --config points.
+    config_path = Path(flag_value(container["args"], "--config"))
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "config"]
+    assert mount["readOnly"] is True and Path(mount["mountPath"]) == config_path.parent
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "config"]
+    assert volume["configMap"]["name"] == config_map_for(gateway)["metadata"]["name"]
+    assert volume["configMap"]["items"] == [{"key": "moat.toml", "path": config_path.name}]
+    # No model volume: the data claim holds moat.db only, and is small.
+    (data,) = [v for v in spec["volumes"] if v["name"] == "data"]
+    claim = named("PersistentVolumeClaim", data["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["resources"]["requests"]["storage"] in ("1Gi", "512Mi", "256Mi")
+    # One writer of moat.db (keys, usage, audit).
+    assert gateway["spec"]["replicas"] == 1
+    assert gateway["spec"]["strategy"]["type"] == "Recreate"
+    # Small requests: no engine.
+    _, fleet = workload("moat-fleet")
+    for resource in ("cpu", "memory"):
+        ours = container["resources"]["requests"][resource]
+        theirs = server_container(fleet)["resources"]["requests"][resource]
+        assert quantity(ours) * 4 <= quantity(theirs), resource
+    # Its Service is the only one over its pods, for clients.
+    services = [doc for _, doc in of_kind("Service")
+                if selects(doc["spec"]["selector"], pod_labels(gateway))]
+    assert [s["metadata"]["name"] for s in services] == ["moat-gateway"]
+
+
+def quantity(text: str) -> float:
+    """A Kubernetes quantity such as 250m, 2, 256Mi or 2Gi as a number."""
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+def test_gateway_lists_exactly_the_fleet_pods_as_replicas():
+    config = gateway_toml()
+    urls = fleet_pod_urls()
+    fleet_targets = [
+        target
+        for alias in config["aliases"].values()
+        for target in alias.get("targets", [])
+        if target["type"] == "upstream"
+        and any(".moat-fleet-nodes." in u for u in target.get("replicas", [target.get("url")]))
+    ]
+    assert fleet_targets, "no upstream target over the fleet"
+    _, fleet = workload("moat-fleet")
+    fleet_model = config_map_for(fleet)["data"]["MOAT_MODEL"]
+    for target in fleet_targets:
+        assert target["replicas"] == urls
+        assert target["model"] == fleet_model, "the gateway asks for a model the fleet lacks"
+        assert "api_key_env" not in target, "the fleet nodes run without keys"
+        assert not target.get("external", False)
+
+
+def test_gateway_checks_health_within_the_fleet_drain_and_caches():
+    config = gateway_toml()
+    _, fleet = workload("moat-fleet")
+    container = server_container(fleet)
+    pause = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    drain = int(flag_value(container["args"], "--shutdown-grace"))
+    interval = config["routing"]["health_interval_secs"]
+    # A draining node must leave the rotation before it stops answering.
+    assert 0 < interval < pause + drain
+    assert config["cache"]["max_bytes"] > 0
+    _, gateway = workload("moat-gateway")
+    limit = quantity(server_container(gateway)["resources"]["limits"]["memory"])
+    assert config["cache"]["max_bytes"] * 4 <= limit, "the cache crowds the memory limit"
+    for name, alias in config["aliases"].items():
+        if alias.get("private"):
+            assert not any(t.get("external") for t in alias["targets"]), name
 
 
 # ----------------------------------------------------------------------------
@@ -547,7 +761,7 @@ def test_runtime_stage_installs_what_the_binary_links_against():
 def command_lines() -> list[list[str]]:
     """Every moat command line the manifests and the Dockerfile run, $(VAR)s expanded."""
     lines = []
-    for _, deployment in deployments():
+    for _, deployment in workloads():
         config_map = config_map_for(deployment)
         for container in all_containers(deployment):
             env = container_env(container, config_map)
@@ -555,7 +769,7 @@ def command_lines() -> list[list[str]]:
                 lines.append([expand(a, env) for a in container["args"]])
             else:  # the init container's script: each `moat ...` call in it
                 for script_line in container["command"][2].splitlines():
-                    call = re.search(r"\bmoat (.*?)(?:\s*(?:>|;|\bthen\b)|$)", script_line)
+                    call = re.search(r"\bmoat (.*?)(?:\s*(?:>|;|\)|\bthen\b)|$)", script_line)
                     if call:
                         text = call.group(1)
                         for name, value in env.items():
@@ -569,7 +783,7 @@ def test_every_command_line_parses():
     """clap checks flags and their values up to `--help`, which then prints and exits 0."""
     binary = moat_binary()
     lines = command_lines()
-    assert len(lines) >= 5
+    assert len(lines) >= 9
     for line in lines:
         assert line, "an empty command line"
         result = subprocess.run([str(binary), *line, "--help"], capture_output=True, text=True,
@@ -603,16 +817,56 @@ def run_init_script(script: str, env: dict) -> subprocess.CompletedProcess:
                           timeout=300, stdin=subprocess.DEVNULL)
 
 
-@pytest.mark.parametrize("index", [0, 1])
-def test_a_pod_played_out_on_loopback(index, tmp_path):
-    """The init container's script and the server's arguments, run as the pod would run them,
+def api_get(url: str, key: str | None = None) -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def play_init_containers(deployment: dict, config_map: dict, base_env: dict,
+                         model_file: Path) -> None:
+    """Each init container's script twice, as a first start and a restart would run it."""
+    home = Path(base_env["MOAT_HOME"])
+    for init in pod_spec(deployment)["initContainers"]:
+        assert init["command"][:2] == ["sh", "-c"], init["name"]
+        script = init["command"][2]
+        init_env = {**base_env, **container_env(init, config_map)}
+        if init["name"] == "pull-model":
+            init_env["MOAT_PULL_SOURCE"] = str(model_file)
+        first = run_init_script(script, init_env)
+        assert first.returncode == 0, f"{init['name']}: {first.stderr}"
+        second = run_init_script(script, init_env)
+        assert second.returncode == 0, f"{init['name']}: {second.stderr}"
+        if init["name"] == "pull-model":
+            assert "is in the store" not in first.stdout
+            assert f"{config_map['data']['MOAT_MODEL']} is in the store" in second.stdout
+        elif init["name"] == "first-key":
+            key_file = home / "first-key.json"
+            assert (key_file.stat().st_mode & 0o777) == 0o600, "the secret is readable by others"
+            secret = json.loads(key_file.read_text())["secret"]
+            assert secret and secret not in first.stdout + first.stderr, "the secret in the log"
+            assert "the gateway has API keys" in second.stdout
+            keys = subprocess.run([str(moat_binary()), "keys", "ls", "--json"], env=base_env,
+                                  capture_output=True, text=True, check=True).stdout
+            assert len(json.loads(keys)) == 1, "the second start made another key"
+        else:
+            pytest.fail(f"no play-out for the init container {init['name']}")
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_a_pod_played_out_on_loopback(name, tmp_path):
+    """The init containers' scripts and the server's arguments, run as the pod would run them,
     with three substitutions a container would not need: the model comes from the local test
     file instead of the network, the server binds 127.0.0.1 on a free port, and moat.toml is
     a temporary copy of the ConfigMap's."""
     binary = moat_binary()
     model_file = Path(MODELS_DIR) / SMOLLM2_FILE
     assert model_file.is_file(), f"MOAT_TEST_MODELS is set but {model_file} is missing"
-    _, deployment = deployments()[index]
+    _, deployment = workload(name)
     config_map = config_map_for(deployment)
     home = tmp_path / "data"
     home.mkdir()
@@ -621,17 +875,7 @@ def test_a_pod_played_out_on_loopback(index, tmp_path):
         "HOME": str(tmp_path),
         "MOAT_HOME": str(home),  # the image's ENV
     }
-
-    (init,) = pod_spec(deployment)["initContainers"]
-    assert init["command"][:2] == ["sh", "-c"]
-    init_env = {**base_env, **container_env(init, config_map),
-                "MOAT_PULL_SOURCE": str(model_file)}
-    first = run_init_script(init["command"][2], init_env)
-    assert first.returncode == 0, first.stderr
-    assert "is in the store" not in first.stdout
-    second = run_init_script(init["command"][2], init_env)
-    assert second.returncode == 0, second.stderr
-    assert f"{config_map['data']['MOAT_MODEL']} is in the store" in second.stdout
+    play_init_containers(deployment, config_map, base_env, model_file)
 
     container = server_container(deployment)
     config = tmp_path / "moat.toml"
@@ -654,6 +898,15 @@ def test_a_pod_played_out_on_loopback(index, tmp_path):
         check = subprocess.run(healthcheck_command(), env={**base_env, "MOAT_HEALTH_URL": url},
                                capture_output=True, text=True, timeout=30)
         assert check.returncode == 0, check.stderr
+        if name == "moat-gateway":
+            # Its aliases are what it serves, behind the key its init container made.
+            models = f"http://127.0.0.1:{port}/v1/models"
+            assert api_get(models)[0] == 401
+            key = json.loads((home / "first-key.json").read_text())["secret"]
+            status, body = api_get(models, key)
+            assert status == 200, body
+            listed = {m["id"]: m.get("type") for m in json.loads(body)["data"]}
+            assert listed == {"chat": "alias"}, listed
 
         server.send_signal(signal.SIGTERM)
         grace = pod_spec(deployment)["terminationGracePeriodSeconds"]
@@ -663,7 +916,11 @@ def test_a_pod_played_out_on_loopback(index, tmp_path):
             server.kill()
             server.wait()
     output = log.read_text()
-    assert "license" in output and "stopped" in output, output
+    assert "stopped" in output, output
+    if serves_a_model(deployment):
+        assert "license" in output, output
+    else:
+        assert "gateway aliases: chat" in output, output
     after = subprocess.run(healthcheck_command(), env={**base_env, "MOAT_HEALTH_URL": url},
                            capture_output=True, text=True, timeout=30)
     assert after.returncode != 0, "the HEALTHCHECK passed with no server"

@@ -5,6 +5,7 @@
 
 use std::future::{Future, IntoFuture};
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -34,6 +35,13 @@ pub async fn serve(
         draining.begin_draining();
         let _ = began_tx.send(());
     };
+    // Small writes go out at once: an SSE chunk must not wait for the previous one's ACK
+    // (Nagle's algorithm against delayed ACKs holds each for up to 40 ms).
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            eprintln!("moat: cannot set TCP_NODELAY on a connection: {error}");
+        }
+    });
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(signal);
     let mut server = tokio::spawn(server.into_future());
     tokio::select! {
