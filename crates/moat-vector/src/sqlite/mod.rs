@@ -236,8 +236,10 @@ impl SqliteStore {
     }
 
     /// While `held` is true, background loads and builds wait before they start; searches go
-    /// on answering exactly meanwhile. Lets a test observe the store while an index is missing
-    /// or stale, whatever the speed of the machine.
+    /// on answering exactly meanwhile. Lets a test or a benchmark observe the store while an
+    /// index is missing or stale, whatever the speed of the machine. Release the hold before
+    /// calling [`Self::build_index`] (which waits for a background build of the same knowledge
+    /// base) or dropping the store (a held thread waits until released).
     pub fn hold_index_builds(&self, held: bool) {
         lock(&self.indexes.state).held = held;
         self.indexes.changed.notify_all();
