@@ -18,21 +18,23 @@
 //!
 //! It knows nothing of embedders, chunking or retrieval fusion.
 
+mod build;
 mod index;
 mod query;
 mod schema;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use self::index::{AnnIndex, IndexKey};
+use self::build::{finish_build, load_or_build, BuildJob, Indexes};
+use self::index::AnnIndex;
 use self::query::{
-    admitted_documents, decode_vector, exact_scores, lookup_hits, sort_best_first, Admitted,
+    admitted_documents, exact_scores, lookup_hits, searched_terms, sort_best_first, Admitted,
 };
 use crate::glob::Glob;
 use crate::terms::query_terms;
@@ -74,41 +76,6 @@ pub struct SqliteStore {
     index_dir: PathBuf,
     store_id: String,
     indexes: Arc<Indexes>,
-}
-
-/// The in-memory indexes of the knowledge bases and the builds under way, shared by the store
-/// and its background build threads.
-#[derive(Default)]
-struct Indexes {
-    state: Mutex<IndexState>,
-    /// Signalled whenever a build finishes or `held` changes.
-    changed: Condvar,
-    rebuilds: AtomicU64,
-    loads: AtomicU64,
-    exact_answers: AtomicU64,
-    last_write_error: Mutex<Option<String>>,
-    last_build_error: Mutex<Option<String>>,
-}
-
-#[derive(Default)]
-struct IndexState {
-    /// The index each knowledge base searches with, by id.
-    ready: HashMap<i64, Arc<AnnIndex>>,
-    /// Knowledge bases whose index is being loaded or built.
-    building: HashSet<i64>,
-    /// While true, background builds wait before starting (see
-    /// [`SqliteStore::hold_index_builds`]).
-    held: bool,
-}
-
-/// What a build needs to find its knowledge base's data, owned so it can move to a thread.
-#[derive(Clone)]
-struct BuildJob {
-    db_path: PathBuf,
-    index_file: PathBuf,
-    store_id: String,
-    kb_id: i64,
-    dimension: u32,
 }
 
 /// A knowledge base's row.
@@ -413,158 +380,6 @@ impl SqliteStore {
         let dead = (index.len() as u64).saturating_sub(live);
         Ok(tail > tail_limit(index.len()) || dead > dead_limit(index.len()))
     }
-}
-
-/// Swaps a finished build in (unless a newer index got there first), records a failure, and
-/// wakes whoever waits for builds.
-fn finish_build(
-    indexes: &Indexes,
-    kb_id: i64,
-    result: Result<AnnIndex, VectorError>,
-) -> Result<(), VectorError> {
-    let mut state = lock(&indexes.state);
-    state.building.remove(&kb_id);
-    let outcome = match result {
-        Ok(index) => {
-            let newer = state
-                .ready
-                .get(&kb_id)
-                .is_none_or(|old| old.key.generation <= index.key.generation);
-            if newer {
-                state.ready.insert(kb_id, Arc::new(index));
-            }
-            Ok(())
-        }
-        Err(error) => {
-            *lock(&indexes.last_build_error) = Some(error.to_string());
-            Err(error)
-        }
-    };
-    drop(state);
-    indexes.changed.notify_all();
-    outcome
-}
-
-/// The index of `job`'s knowledge base at the database's current generation: its file when
-/// that is current, else built from SQLite and written. Runs on its own connection, so the
-/// store's searches and writes go on meanwhile (WAL: the build reads one snapshot).
-fn load_or_build(indexes: &Indexes, job: &BuildJob) -> Result<AnnIndex, VectorError> {
-    // Read-write without create: a database removed since the store opened is an error, not
-    // a new empty file.
-    let mut conn = Connection::open_with_flags(
-        &job.db_path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| {
-        VectorError::Storage(format!(
-            "index build: cannot open {}: {e}",
-            job.db_path.display()
-        ))
-    })?;
-    conn.busy_timeout(Duration::from_secs(10))
-        .map_err(storage)?;
-    let key = |generation| IndexKey {
-        store_id: job.store_id.clone(),
-        kb_id: job.kb_id,
-        dimension: job.dimension,
-        generation,
-    };
-    // One read transaction: the vectors and the generation come from the same snapshot.
-    let tx = conn.transaction().map_err(storage)?;
-    let generation: i64 = tx
-        .query_row(
-            "SELECT generation FROM kbs WHERE id = ?1",
-            [job.kb_id],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(storage)?
-        .ok_or_else(|| {
-            VectorError::Storage(format!(
-                "index build: knowledge base {} was deleted",
-                job.kb_id
-            ))
-        })?;
-    if let Ok(index) = AnnIndex::read(&job.index_file, &key(generation)) {
-        indexes.loads.fetch_add(1, Ordering::Relaxed);
-        return Ok(index);
-    }
-    let rows = {
-        let mut statement = tx
-            .prepare("SELECT id, embedding FROM chunks WHERE kb_id = ?1 ORDER BY id")
-            .map_err(storage)?;
-        let mut rows = Vec::new();
-        let mut cursor = statement.query([job.kb_id]).map_err(storage)?;
-        while let Some(r) = cursor.next().map_err(storage)? {
-            let id: i64 = r.get(0).map_err(storage)?;
-            let bytes: Vec<u8> = r.get(1).map_err(storage)?;
-            rows.push((id, normalized(&decode_vector(id, &bytes, job.dimension)?)));
-        }
-        rows
-    };
-    // End the read transaction before the long build, so it does not hold the WAL back.
-    drop(tx);
-    let index = AnnIndex::build(key(generation), rows);
-    indexes.rebuilds.fetch_add(1, Ordering::Relaxed);
-    let written = index.write(&job.index_file);
-    *lock(&indexes.last_write_error) = written
-        .err()
-        .map(|e| format!("cannot write {}: {e}", job.index_file.display()));
-    Ok(index)
-}
-
-/// The terms of a keyword query worth the cost of searching: `terms` without those in half or
-/// more of the knowledge base's chunks, unless that would leave none.
-///
-/// A keyword query is an OR of its terms, and FTS5 scores and sorts every chunk that matches
-/// any of them, so a common word ("the", "in", "for") makes the query touch most of the
-/// knowledge base (80 ms of a 99 ms hybrid query at 100k chunks). Such a term weighs nothing:
-/// FTS5's BM25 clamps the IDF of a term in half or more of the rows to 1e-6, so dropping it
-/// leaves the ranking of every chunk that matches another term unchanged. Dropping stop words
-/// by a list was tried and rejected: in a small knowledge base "how" or "my" can be as rare as
-/// a topical word and weigh as much, and dropping them cost the Rust-book benchmark a question
-/// at hybrid recall@5.
-fn searched_terms(
-    conn: &Connection,
-    kb_id: i64,
-    terms: Vec<String>,
-) -> Result<Vec<String>, VectorError> {
-    if terms.len() < 2 {
-        return Ok(terms);
-    }
-    let vocabulary = format!("fts_vocab_kb_{kb_id}");
-    // The vocabulary view is virtual (nothing stored) and lives in this connection's temp schema.
-    conn.execute_batch(&format!(
-        "CREATE VIRTUAL TABLE IF NOT EXISTS temp.{vocabulary} \
-         USING fts5vocab(main, {}, 'row')",
-        schema::fts_table(kb_id)
-    ))
-    .map_err(storage)?;
-    let total: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM chunks WHERE kb_id = ?1",
-            [kb_id],
-            |r| r.get(0),
-        )
-        .map_err(storage)?;
-    let mut statement = conn
-        .prepare_cached(&format!(
-            "SELECT doc FROM temp.{vocabulary} WHERE term = ?1"
-        ))
-        .map_err(storage)?;
-    let mut kept = Vec::with_capacity(terms.len());
-    for term in &terms {
-        let documents: i64 = statement
-            .query_row([term], |r| r.get(0))
-            .optional()
-            .map_err(storage)?
-            .unwrap_or(0);
-        // FTS5's IDF is ln((N - n + 0.5) / (n + 0.5)), clamped when not positive: n >= N / 2.
-        if documents * 2 < total {
-            kept.push(term.clone());
-        }
-    }
-    Ok(if kept.is_empty() { terms } else { kept })
 }
 
 /// The row of knowledge base `name`, or `NoSuchKb`.
