@@ -10,7 +10,8 @@
 # Knobs: RUNS (ingest runs, 3), PASSES (latency passes, 3), TOTAL (100000), REAL (real
 # chunks among them, 3000; rust-doc's manuals hold 7798), QUERIES (200), WORK (corpus copies
 # and the 100k knowledge base, reused between runs; default ~/.cache/moat-bench/rag),
-# RESULTS (bench/results), TAG (file name suffix; the date).
+# RESULTS (bench/results), TAG (file name suffix; the date), REUSE_INDEX (1: the latency part
+# loads the index file of an earlier run instead of timing a rebuild, minutes at 100k chunks).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -52,7 +53,7 @@ for part in "${parts[@]}"; do
         done
         "$bin" latency "${sources[@]}" --questions bench/rag/questions.jsonl \
             --work "$work/latency" --total "${TOTAL:-100000}" --real "${REAL:-3000}" \
-            --queries "${QUERIES:-200}" --passes "${PASSES:-3}" \
+            --queries "${QUERIES:-200}" --passes "${PASSES:-3}" --reuse-index "${REUSE_INDEX:-0}" \
             --out "$results/rag-latency-$tag.json"
         ;;
     *)

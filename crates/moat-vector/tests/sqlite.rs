@@ -1,7 +1,7 @@
 //! The embedded store: the conformance suite against a real SQLite file in a temp folder, then
 //! what only this store has: the persisted HNSW index (loaded when current, rebuilt when
-//! missing, damaged or stale), the exact/ANN agreement, crash safety with a real SIGKILL, and
-//! the schema guard.
+//! missing, damaged or stale, in the background while searches are answered exactly), the
+//! exact/ANN agreement, crash safety with a real SIGKILL, and the schema guard.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use moat_vector::conformance;
 use moat_vector::{
@@ -67,6 +68,15 @@ fn create(store: &SqliteStore, name: &str, dimension: u32) {
         .unwrap();
 }
 
+/// Waits for the store's background index builds (a deadline against a hang, not a timing
+/// assertion: the builds here take milliseconds).
+fn settle(store: &SqliteStore) {
+    assert!(
+        store.wait_for_index_builds(Duration::from_secs(120)),
+        "a background index build never finished"
+    );
+}
+
 fn top_texts(store: &SqliteStore, query: &[f32], k: usize) -> Vec<String> {
     store
         .search_vector("kb", query, k, &Filter::default())
@@ -107,6 +117,7 @@ fn store_is_send_and_sync_and_serves_threads() {
             });
         }
     });
+    settle(&store);
     assert_eq!(store.index_stats().rebuilds, 1, "threads share one index");
 }
 
@@ -121,7 +132,13 @@ fn index_is_loaded_when_current_and_rebuilt_when_missing_or_damaged() {
             .replace_document("kb", &document("a", &[]), &chunks("a", vectors(2, 200, 16)))
             .unwrap();
         let texts = top_texts(&store, &query, 10);
+        settle(&store);
         assert_eq!(store.index_stats().rebuilds, 1);
+        assert_eq!(
+            top_texts(&store, &query, 10),
+            texts,
+            "ANN agrees with exact"
+        );
         assert!(
             store.index_path("kb").unwrap().exists(),
             "the index was persisted"
@@ -131,6 +148,7 @@ fn index_is_loaded_when_current_and_rebuilt_when_missing_or_damaged() {
     // A current file is loaded, not rebuilt.
     let store = open(dir.path());
     assert_eq!(top_texts(&store, &query, 10), expected);
+    settle(&store);
     let stats = store.index_stats();
     assert_eq!((stats.loads, stats.rebuilds), (1, 0));
     let path = store.index_path("kb").unwrap();
@@ -140,6 +158,7 @@ fn index_is_loaded_when_current_and_rebuilt_when_missing_or_damaged() {
     std::fs::remove_file(&path).unwrap();
     let store = open(dir.path());
     assert_eq!(top_texts(&store, &query, 10), expected);
+    settle(&store);
     assert_eq!(store.index_stats().rebuilds, 1);
     assert!(path.exists());
     drop(store);
@@ -151,6 +170,7 @@ fn index_is_loaded_when_current_and_rebuilt_when_missing_or_damaged() {
     std::fs::write(&path, &bytes).unwrap();
     let store = open(dir.path());
     assert_eq!(top_texts(&store, &query, 10), expected);
+    settle(&store);
     assert_eq!(
         (store.index_stats().loads, store.index_stats().rebuilds),
         (0, 1)
@@ -165,6 +185,7 @@ fn index_is_loaded_when_current_and_rebuilt_when_missing_or_damaged() {
         .unwrap();
     let store = open(dir.path());
     assert_eq!(top_texts(&store, &query, 10), expected);
+    settle(&store);
     assert_eq!(store.index_stats().rebuilds, 1);
     assert_eq!(store.index_stats().last_write_error, None);
 }
@@ -180,6 +201,7 @@ fn index_is_rebuilt_when_the_database_changed_behind_it() {
             .replace_document("kb", &document("a", &[]), &chunks("a", vectors(3, 100, 8)))
             .unwrap();
         top_texts(&store, &far, 1);
+        settle(&store);
         assert_eq!(store.index_stats().rebuilds, 1);
     }
     {
@@ -207,6 +229,7 @@ fn index_is_rebuilt_when_the_database_changed_behind_it() {
         "deleted chunks are gone"
     );
     assert_eq!(hits.len(), 101);
+    settle(&store);
     let stats = store.index_stats();
     assert_eq!(
         (stats.loads, stats.rebuilds),
@@ -229,6 +252,7 @@ fn writes_after_the_index_was_built_are_searched_until_it_is_rebuilt() {
         .unwrap();
     let target = vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0];
     top_texts(&store, &target, 1);
+    settle(&store);
     assert_eq!(store.index_stats().rebuilds, 1);
 
     // A new chunk is found at once (the tail is searched exactly), without a rebuild.
@@ -261,6 +285,7 @@ fn writes_after_the_index_was_built_are_searched_until_it_is_rebuilt() {
         )
         .unwrap();
     assert_eq!(top_texts(&store, &target, 100).len(), 10);
+    settle(&store);
     assert_eq!(store.index_stats().rebuilds, 2);
 
     // So does a tail longer than the limit (1,000 chunks for a small index).
@@ -272,6 +297,7 @@ fn writes_after_the_index_was_built_are_searched_until_it_is_rebuilt() {
         )
         .unwrap();
     assert_eq!(top_texts(&store, &target, 5).len(), 5);
+    settle(&store);
     assert_eq!(store.index_stats().rebuilds, 3);
 }
 
@@ -296,6 +322,7 @@ fn build_index_lets_the_next_process_load_instead_of_rebuilding() {
     };
     let store = open(dir.path());
     assert_eq!(top_texts(&store, &query, 10), expected);
+    settle(&store);
     let stats = store.index_stats();
     assert_eq!((stats.loads, stats.rebuilds), (1, 0));
     assert!(matches!(
@@ -322,6 +349,7 @@ fn ann_search_agrees_with_exact_search() {
             )
             .unwrap();
     }
+    store.build_index("kb").unwrap();
     let filtered = Filter {
         path_glob: None,
         tags: vec!["common".into()],
@@ -348,7 +376,101 @@ fn ann_search_agrees_with_exact_search() {
         let recall = found as f64 / 300.0;
         assert!(recall >= 0.9, "recall@10 {recall} with filter {filter:?}");
     }
+    let stats = store.index_stats();
+    assert_eq!(
+        (stats.rebuilds, stats.exact_answers),
+        (1, 0),
+        "the graph answered"
+    );
+}
+
+/// Regression (benchmarks of issue 4): a search used to rebuild a missing or stale index
+/// inline, six minutes at 100k chunks. Now it answers exactly at once and the index is built
+/// in the background. Builds are held here, so the test sees the stale state on any machine.
+#[test]
+fn a_missing_or_stale_index_answers_exactly_at_once_and_ann_after_the_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    create(&store, "kb", 16);
+    let all = vectors(21, 3000, 16);
+    for (i, part) in all.chunks(1000).enumerate() {
+        store
+            .replace_document(
+                "kb",
+                &document(&format!("part{i}"), &[]),
+                &chunks(&format!("p{i}"), part.to_vec()),
+            )
+            .unwrap();
+    }
+    let queries = vectors(22, 20, 16);
+    let ids =
+        |hits: Vec<moat_vector::Hit>| hits.into_iter().map(|h| h.chunk_id).collect::<Vec<_>>();
+    let exact = |query: &[f32]| {
+        ids(store
+            .search_exact("kb", query, 10, &Filter::default())
+            .unwrap())
+    };
+    let search = |query: &[f32]| {
+        ids(store
+            .search_vector("kb", query, 10, &Filter::default())
+            .unwrap())
+    };
+
+    // No index: every answer is the exact one, and nothing was built while answering.
+    store.hold_index_builds(true);
+    for query in &queries {
+        assert_eq!(search(query), exact(query));
+    }
+    let stats = store.index_stats();
+    assert_eq!((stats.rebuilds, stats.exact_answers), (0, 20));
+
+    // Released, the build finishes and swaps in; later searches use the graph.
+    store.hold_index_builds(false);
+    settle(&store);
     assert_eq!(store.index_stats().rebuilds, 1);
+    let mut found = 0;
+    for query in &queries {
+        let expected = exact(query);
+        found += search(query)
+            .iter()
+            .filter(|id| expected.contains(id))
+            .count();
+    }
+    assert!(found >= 180, "ANN recall@10 {found}/200");
+    assert_eq!(store.index_stats().exact_answers, 20, "the graph answered");
+
+    // Stale: most indexed chunks replaced. Answers are exact (the new chunks, none of the
+    // deleted ones) while the rebuild is held, then the rebuilt graph answers.
+    store.hold_index_builds(true);
+    let replacement = vectors(23, 1000, 16);
+    for i in 0..2 {
+        store
+            .replace_document(
+                "kb",
+                &document(&format!("part{i}"), &[]),
+                &chunks(&format!("n{i}"), replacement.clone()),
+            )
+            .unwrap();
+    }
+    for query in &queries {
+        let hits = store
+            .search_vector("kb", query, 10, &Filter::default())
+            .unwrap();
+        assert_eq!(ids(hits.clone()), exact(query));
+        assert!(hits
+            .iter()
+            .all(|h| !h.text.starts_with("p0 ") && !h.text.starts_with("p1 ")));
+    }
+    assert_eq!(store.index_stats().exact_answers, 40);
+    assert_eq!(store.index_stats().rebuilds, 1);
+    store.hold_index_builds(false);
+    settle(&store);
+    assert_eq!(store.index_stats().rebuilds, 2);
+    for query in &queries {
+        search(query);
+    }
+    assert_eq!(store.index_stats().exact_answers, 40);
+    assert!(store.index_path("kb").unwrap().exists());
 }
 
 /// A child process (this test binary) writes documents in a loop and reports each commit; the
@@ -503,5 +625,72 @@ fn an_unwritable_index_folder_does_not_fail_searches() {
     std::fs::remove_dir_all(&index_dir).unwrap();
     std::fs::write(&index_dir, b"not a folder").unwrap();
     assert_eq!(top_texts(&store, &[1.0; 4], 3).len(), 3);
+    settle(&store);
+    assert_eq!(top_texts(&store, &[1.0; 4], 3).len(), 3);
     assert!(store.index_stats().last_write_error.is_some());
+}
+
+/// Regression (benchmarks of issue 4): keyword search spent most of a hybrid query scoring
+/// every chunk that held "the" or "in". Words in half or more of the chunks (which FTS5's BM25
+/// weighs at almost zero) are left out of the query when other words remain, without changing
+/// the ranking or the scores of the chunks the other words match.
+#[test]
+fn keyword_search_leaves_out_words_in_half_the_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    create(&store, "kb", 4);
+    let texts = [
+        "the rust compiler checks the borrow rules",
+        "the rust book explains borrow and borrow again",
+        "the rust toolchain ships cargo",
+        "the rust standard library",
+        "the rust reference in detail",
+        "the rust nomicon",
+        "the weather is nice",
+        "the cat sat on the mat",
+        "the end",
+        "a borrow checker story without the language name",
+        "cargo builds crates",
+        "crates are packages",
+    ];
+    let chunks: Vec<NewChunk> = texts
+        .iter()
+        .zip(vectors(31, texts.len(), 4))
+        .enumerate()
+        .map(|(i, (text, embedding))| NewChunk {
+            ordinal: i as u32,
+            text: (*text).into(),
+            location: Location::default(),
+            embedding,
+        })
+        .collect();
+    store
+        .replace_document("kb", &document("a", &[]), &chunks)
+        .unwrap();
+    let search = |query: &str| {
+        store
+            .search_text("kb", query, 10, &Filter::default())
+            .unwrap()
+            .into_iter()
+            .map(|h| (h.text, h.score))
+            .collect::<Vec<_>>()
+    };
+    let borrow = search("borrow");
+    assert_eq!(borrow.len(), 3);
+    // "the" is in 10 of 12 chunks, "rust" in 6, "how" and "does" in none: the same ranking and
+    // scores as "borrow" alone, and no chunk that only matches "the" or "rust".
+    assert_eq!(search("How does the Rust borrow?"), borrow);
+    // With nothing else left, such words are searched as typed.
+    assert_eq!(search("rust").len(), 6);
+    assert_eq!(search("the").len(), 10);
+    // A word in fewer than half of the chunks is kept and counts.
+    let cat = search("the cat borrow");
+    assert_eq!(cat.len(), 4);
+    assert!(cat.iter().any(|(text, _)| text.contains("cat")));
+    // A stop word in fewer than half of the chunks (1 of 12) is kept and counts.
+    let weather = search("borrow is");
+    assert_eq!(weather.len(), 4);
+    assert!(weather
+        .iter()
+        .any(|(text, _)| text == "the weather is nice"));
 }

@@ -8,7 +8,7 @@
 //! the first 10). "chunk hit@5" is what a grounded answer sees: whether any of the 5 chunks of
 //! a default retrieval (`top_k = 5`) comes from a labeled document.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use moat_rag::{ingest, retrieve, IdentityReranker, IngestOptions, RetrieveParams, SearchMode};
@@ -32,14 +32,22 @@ const DOC_TOP_K: usize = 50;
 const MRR_DEPTH: usize = 10;
 
 pub fn run(argv: &[String]) -> Result<(), BenchError> {
-    let args = Args::parse(argv, &["corpus", "questions", "out", "model", "label"])?;
+    let args = Args::parse(
+        argv,
+        &["corpus", "questions", "out", "model", "label", "store"],
+    )?;
     let corpus = args.path("corpus")?;
     let questions = read_questions(&args.path("questions")?)?;
     let out = args.path("out")?;
     let embedder = load_embedder(&model_dir(args.get("model"))?)?;
 
+    // `--store DIR` keeps the knowledge base between runs: ingestion is incremental, so a
+    // second run over the same corpus and parser only asks the questions.
     let work = tempfile::tempdir()?;
-    let store = open_store(work.path(), &embedder)?;
+    let store_dir = args
+        .get("store")
+        .map_or_else(|| work.path().to_path_buf(), PathBuf::from);
+    let store = open_store(&store_dir, &embedder)?;
     let started = Instant::now();
     let report = ingest(
         &store,

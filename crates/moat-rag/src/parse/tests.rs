@@ -94,6 +94,68 @@ fn html_keeps_headings_and_paragraphs_and_drops_scripts() {
     assert_eq!(blocks[6].2, "Manual > Part");
 }
 
+/// Regression (benchmarks of issue 4): mdBook's sidebar, menu bar, search box and page
+/// navigation were 22% of the Rust book's chunks. Only the chapter inside `<main>` is kept.
+#[test]
+fn html_of_an_mdbook_page_keeps_the_chapter_and_drops_the_chrome() {
+    let html = include_str!("../../tests/fixtures/html/mdbook-page.html");
+    let blocks = summary(&parse("ch04-01-what-is-ownership.html", html));
+    let texts: Vec<&str> = blocks.iter().map(|b| b.3.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "What Is Ownership?",
+            "Ownership is a set of rules that governs how a Rust program manages memory.",
+            "The Stack and the Heap",
+            "Both the stack and the heap are parts of memory available to your code.",
+            "Ownership Rules",
+            "Each value in Rust has an owner.",
+            "When the owner goes out of scope, the value will be dropped.",
+            "fn main() {\n    let s = String::from(\"hello\");\n}",
+        ]
+    );
+    // The book's title in the menu bar is chrome, not a heading above the chapter.
+    assert_eq!(blocks[0].2, "What Is Ownership?");
+    assert_eq!(blocks[6].2, "What Is Ownership? > Ownership Rules");
+    assert_eq!(blocks[7].0, BlockKind::Code);
+}
+
+#[test]
+fn html_without_main_drops_navigation_banners_and_hidden_elements() {
+    let html = r#"<html><body>
+        <header><a href="/">Site name</a><p>Tagline</p></header>
+        <div role="navigation"><a href="/a">Menu entry</a></div>
+        <div class="crumbs" role="banner">Banner text</div>
+        <h1>Guide</h1>
+        <p>Real text<span aria-hidden="true"> icon</span>.</p>
+        <div hidden>Hidden text</div>
+        <aside>Related links</aside>
+        <form><label>Search</label><input name="q"></form>
+        <article><header><h2>Post</h2></header><p>Body.</p><footer>Post footer</footer></article>
+        <template><p>Template text</p></template>
+        <div id="sidebar">Sidebar text</div>
+        <footer>Copyright</footer>
+        </body></html>"#;
+    let blocks = summary(&parse("g.html", html));
+    let texts: Vec<&str> = blocks.iter().map(|b| b.3.as_str()).collect();
+    // An article's own header and footer are its content; the page's are not.
+    assert_eq!(
+        texts,
+        ["Guide", "Real text.", "Post", "Body.", "Post footer"]
+    );
+    assert_eq!(blocks[3].2, "Guide > Post");
+}
+
+#[test]
+fn html_with_an_empty_main_reads_the_whole_page() {
+    let html = "<body><main></main><h1>Title</h1><p>Text outside main.</p></body>";
+    let texts: Vec<String> = summary(&parse("e.html", html))
+        .into_iter()
+        .map(|b| b.3)
+        .collect();
+    assert_eq!(texts, ["Title", "Text outside main."]);
+}
+
 #[test]
 fn deeply_nested_html_neither_overflows_the_stack_nor_hangs() {
     let html = format!("{}deep{}", "<div>".repeat(3_000), "</div>".repeat(3_000));

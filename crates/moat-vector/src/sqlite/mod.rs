@@ -3,27 +3,38 @@
 //!
 //! Every write is one transaction that also bumps the knowledge base's generation; a kill at any
 //! point leaves SQLite consistent, and an index file whose generation no longer matches is
-//! rebuilt on first use. Within a process the in-memory index is not rebuilt on every write:
-//! newer chunks are searched exactly and deleted ones are dropped when candidates are looked up,
-//! until either grows past a limit (see [`tail_limit`] and [`dead_limit`]).
+//! rebuilt. Within a process the in-memory index is not rebuilt on every write: newer chunks
+//! are searched exactly and deleted ones are dropped when candidates are looked up, until either
+//! grows past a limit (see [`tail_limit`] and [`dead_limit`]).
+//!
+//! A search never waits for an index: building one takes minutes at 100k chunks. While a
+//! knowledge base has no usable index in memory (none loaded yet, or too far behind), a vector
+//! search is answered by exact search over the vectors in SQLite, which is correct and takes a
+//! fraction of a second at that size, and a background thread loads the current file or
+//! rebuilds the index from SQLite (with its own connection) and then swaps it in atomically
+//! (one `Arc` replaced under a lock; searches already running keep the index they started
+//! with). [`SqliteStore::build_index`] does the same work in the caller's thread, for the end
+//! of an ingest.
 //!
 //! It knows nothing of embedders, chunking or retrieval fusion.
 
+mod build;
 mod index;
 mod query;
 mod schema;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use self::index::{AnnIndex, IndexKey};
+use self::build::{finish_build, load_or_build, BuildJob, Indexes};
+use self::index::AnnIndex;
 use self::query::{
-    admitted_documents, decode_vector, exact_scores, lookup_hits, sort_best_first, Admitted,
+    admitted_documents, exact_scores, lookup_hits, searched_terms, sort_best_first, Admitted,
 };
 use crate::glob::Glob;
 use crate::terms::query_terms;
@@ -46,20 +57,25 @@ pub struct IndexStats {
     pub rebuilds: u64,
     /// Indexes read from a current file.
     pub loads: u64,
+    /// Vector searches answered by exact search because no usable index was in memory (one
+    /// was being loaded or built in the background).
+    pub exact_answers: u64,
     /// The last failure to write an index file, if any. The index is only a cache, so such a
     /// failure does not fail the search; the next process rebuilds instead of loading.
     pub last_write_error: Option<String>,
+    /// The last failure of a background load or build, if any (searches stay exact, and the
+    /// next search that needs the index starts another).
+    pub last_build_error: Option<String>,
 }
 
-/// The embedded store. `Send + Sync`: one connection behind a mutex, indexes behind another.
+/// The embedded store. `Send + Sync`: one connection behind a mutex; the indexes are shared
+/// with the background threads that build them.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    db_path: PathBuf,
     index_dir: PathBuf,
     store_id: String,
-    indexes: Mutex<HashMap<i64, Arc<AnnIndex>>>,
-    rebuilds: AtomicU64,
-    loads: AtomicU64,
-    last_write_error: Mutex<Option<String>>,
+    indexes: Arc<Indexes>,
 }
 
 /// A knowledge base's row.
@@ -147,22 +163,53 @@ impl SqliteStore {
         })?;
         Ok(Self {
             conn: Mutex::new(conn),
+            db_path: db_path.to_path_buf(),
             index_dir: index_dir.to_path_buf(),
             store_id,
-            indexes: Mutex::new(HashMap::new()),
-            rebuilds: AtomicU64::new(0),
-            loads: AtomicU64::new(0),
-            last_write_error: Mutex::new(None),
+            indexes: Arc::new(Indexes::default()),
         })
     }
 
     /// What the store did with its indexes so far.
     pub fn index_stats(&self) -> IndexStats {
+        let indexes = &self.indexes;
         IndexStats {
-            rebuilds: self.rebuilds.load(Ordering::Relaxed),
-            loads: self.loads.load(Ordering::Relaxed),
-            last_write_error: lock(&self.last_write_error).clone(),
+            rebuilds: indexes.rebuilds.load(Ordering::Relaxed),
+            loads: indexes.loads.load(Ordering::Relaxed),
+            exact_answers: indexes.exact_answers.load(Ordering::Relaxed),
+            last_write_error: lock(&indexes.last_write_error).clone(),
+            last_build_error: lock(&indexes.last_build_error).clone(),
         }
+    }
+
+    /// Waits until no background index load or build is under way, at most `timeout`; true
+    /// when none is. For tests, benchmarks and a clean shutdown: searches never need it.
+    pub fn wait_for_index_builds(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = lock(&self.indexes.state);
+        while !state.building.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .indexes
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    /// While `held` is true, background loads and builds wait before they start; searches go
+    /// on answering exactly meanwhile. Lets a test or a benchmark observe the store while an
+    /// index is missing or stale, whatever the speed of the machine. Release the hold before
+    /// calling [`Self::build_index`] (which waits for a background build of the same knowledge
+    /// base) or dropping the store (a held thread waits until released).
+    pub fn hold_index_builds(&self, held: bool) {
+        lock(&self.indexes.state).held = held;
+        self.indexes.changed.notify_all();
     }
 
     /// Where the index file of knowledge base `kb` lives (it may not exist yet).
@@ -231,61 +278,93 @@ impl SqliteStore {
         lookup_hits(&conn, row.id, &scored, admitted, k)
     }
 
-    /// Makes the index of `kb` current and its file written, rebuilding it if needed.
-    /// Ingestion calls this when it finishes, so the next process (a query from the command
-    /// line, a restarted server) loads the index instead of rebuilding it.
+    /// Makes the index of `kb` current and its file written, loading or rebuilding it in this
+    /// thread if needed (after any background build of it finishes). Ingestion calls this when
+    /// it finishes, so searches use the index at once and the next process (a query from the
+    /// command line, a restarted server) loads it instead of rebuilding it.
     pub fn build_index(&self, kb: &str) -> Result<(), VectorError> {
         validate_kb_name(kb)?;
         let row = kb_row(&lock(&self.conn), kb)?;
-        let mut indexes = lock(&self.indexes);
-        let current = indexes
-            .get(&row.id)
-            .is_some_and(|index| index.key.generation == row.generation);
-        if !current {
-            let index = match self.read_current(&row) {
-                Some(index) => index,
-                None => self.rebuild(&row)?,
-            };
-            indexes.insert(row.id, Arc::new(index));
-        }
-        Ok(())
-    }
-
-    /// The index of `row`, current enough to use: the in-memory one, else a current file, else
-    /// one rebuilt from SQLite.
-    fn usable_index(&self, row: &KbRow) -> Result<Arc<AnnIndex>, VectorError> {
-        let mut indexes = lock(&self.indexes);
-        let loaded = match indexes.get(&row.id) {
-            Some(index) => {
-                if index.key.generation == row.generation || !self.too_far_behind(row, index)? {
-                    return Ok(Arc::clone(index));
+        {
+            let mut state = lock(&self.indexes.state);
+            loop {
+                let current = state
+                    .ready
+                    .get(&row.id)
+                    .is_some_and(|index| index.key.generation >= row.generation);
+                if current {
+                    return Ok(());
                 }
-                None
+                if !state.building.contains(&row.id) {
+                    state.building.insert(row.id);
+                    break;
+                }
+                state = self
+                    .indexes
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
-            None => self.read_current(row),
-        };
-        let index = Arc::new(match loaded {
-            Some(index) => index,
-            None => self.rebuild(row)?,
-        });
-        indexes.insert(row.id, Arc::clone(&index));
-        Ok(index)
+        }
+        let result = load_or_build(&self.indexes, &self.build_job(&row));
+        finish_build(&self.indexes, row.id, result).map(drop)
     }
 
-    /// The index file of `row` if it was built at the database's current generation.
-    fn read_current(&self, row: &KbRow) -> Option<AnnIndex> {
-        let expected = self.index_key(row, row.generation);
-        let index = AnnIndex::read(&self.index_file(row.id), &expected).ok()?;
-        self.loads.fetch_add(1, Ordering::Relaxed);
-        Some(index)
-    }
-
-    fn index_key(&self, row: &KbRow, generation: i64) -> IndexKey {
-        IndexKey {
+    fn build_job(&self, row: &KbRow) -> BuildJob {
+        BuildJob {
+            db_path: self.db_path.clone(),
+            index_file: self.index_file(row.id),
             store_id: self.store_id.clone(),
             kb_id: row.id,
             dimension: row.dimension,
-            generation,
+        }
+    }
+
+    /// The in-memory index of `row` if it is current enough to search with: built at the
+    /// database's generation, or behind it by few enough chunks (the tail is searched exactly).
+    /// `None` starts a background load or build, unless one is under way.
+    fn usable_index(&self, row: &KbRow) -> Result<Option<Arc<AnnIndex>>, VectorError> {
+        let ready = lock(&self.indexes.state).ready.get(&row.id).cloned();
+        if let Some(index) = ready {
+            if index.key.generation == row.generation || !self.too_far_behind(row, &index)? {
+                return Ok(Some(index));
+            }
+        }
+        self.start_background_build(row);
+        Ok(None)
+    }
+
+    /// Starts a thread that loads or rebuilds the index of `row` and swaps it in.
+    fn start_background_build(&self, row: &KbRow) {
+        {
+            let mut state = lock(&self.indexes.state);
+            if !state.building.insert(row.id) {
+                return;
+            }
+        }
+        let indexes = Arc::clone(&self.indexes);
+        let job = self.build_job(row);
+        let spawned = std::thread::Builder::new()
+            .name(format!("moat-index-kb-{}", row.id))
+            .spawn(move || {
+                {
+                    let mut state = lock(&indexes.state);
+                    while state.held {
+                        state = indexes
+                            .changed
+                            .wait(state)
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    }
+                }
+                let result = load_or_build(&indexes, &job);
+                // The error is kept in the stats; searches stay exact until a build succeeds.
+                let _ = finish_build(&indexes, job.kb_id, result);
+            });
+        if let Err(error) = spawned {
+            *lock(&self.indexes.last_build_error) =
+                Some(format!("cannot start an index build thread: {error}"));
+            lock(&self.indexes.state).building.remove(&row.id);
+            self.indexes.changed.notify_all();
         }
     }
 
@@ -300,38 +379,6 @@ impl SqliteStore {
         let live = count("SELECT count(*) FROM chunks WHERE kb_id = ?1 AND id <= ?2")?;
         let dead = (index.len() as u64).saturating_sub(live);
         Ok(tail > tail_limit(index.len()) || dead > dead_limit(index.len()))
-    }
-
-    /// Builds the index from SQLite and writes its file.
-    fn rebuild(&self, row: &KbRow) -> Result<AnnIndex, VectorError> {
-        let (generation, rows) = {
-            let mut conn = lock(&self.conn);
-            // One read transaction: the vectors and the generation come from the same snapshot.
-            let tx = conn.transaction().map_err(storage)?;
-            let generation: i64 = tx
-                .query_row("SELECT generation FROM kbs WHERE id = ?1", [row.id], |r| {
-                    r.get(0)
-                })
-                .map_err(storage)?;
-            let mut statement = tx
-                .prepare("SELECT id, embedding FROM chunks WHERE kb_id = ?1 ORDER BY id")
-                .map_err(storage)?;
-            let mut rows = Vec::new();
-            let mut cursor = statement.query([row.id]).map_err(storage)?;
-            while let Some(r) = cursor.next().map_err(storage)? {
-                let id: i64 = r.get(0).map_err(storage)?;
-                let bytes: Vec<u8> = r.get(1).map_err(storage)?;
-                rows.push((id, normalized(&decode_vector(id, &bytes, row.dimension)?)));
-            }
-            (generation, rows)
-        };
-        let index = AnnIndex::build(self.index_key(row, generation), rows);
-        self.rebuilds.fetch_add(1, Ordering::Relaxed);
-        let written = index.write(&self.index_file(row.id));
-        *lock(&self.last_write_error) = written
-            .err()
-            .map(|e| format!("cannot write {}: {e}", self.index_file(row.id).display()));
-        Ok(index)
     }
 }
 
@@ -504,14 +551,18 @@ impl VectorStore for SqliteStore {
             .map_err(storage)?;
             tx.execute("DELETE FROM documents WHERE kb_id = ?1", [row.id])
                 .map_err(storage)?;
-            tx.execute_batch(&format!("DROP TABLE {}", schema::fts_table(row.id)))
-                .map_err(storage)?;
+            tx.execute_batch(&format!(
+                "DROP TABLE IF EXISTS temp.fts_vocab_kb_{}; DROP TABLE {}",
+                row.id,
+                schema::fts_table(row.id)
+            ))
+            .map_err(storage)?;
             tx.execute("DELETE FROM kbs WHERE id = ?1", [row.id])
                 .map_err(storage)?;
             tx.commit().map_err(storage)?;
             row.id
         };
-        lock(&self.indexes).remove(&kb_id);
+        lock(&self.indexes.state).ready.remove(&kb_id);
         // The file is only a cache keyed by the (never reused) id; a leftover is harmless.
         let _ = std::fs::remove_file(self.index_file(kb_id));
         Ok(())
@@ -668,7 +719,11 @@ impl VectorStore for SqliteStore {
         {
             return self.exact(&row, &unit, k, admitted.as_ref());
         }
-        let index = self.usable_index(&row)?;
+        let Some(index) = self.usable_index(&row)? else {
+            // No usable index yet: one is being loaded or built in the background.
+            self.indexes.exact_answers.fetch_add(1, Ordering::Relaxed);
+            return self.exact(&row, &unit, k, admitted.as_ref());
+        };
         let mut candidates = index.search(&unit);
         let (hits, admitted_total) = {
             let conn = lock(&self.conn);
@@ -722,6 +777,7 @@ impl VectorStore for SqliteStore {
         if admitted.as_ref().is_some_and(|a| a.chunks == 0) {
             return Ok(Vec::new());
         }
+        let terms = searched_terms(&conn, row.id, terms)?;
         // Each word quoted (words hold only letters and digits, so no quote can occur inside),
         // joined by OR: FTS5 sees no operator the user typed.
         let fts_query = terms
