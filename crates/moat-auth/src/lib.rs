@@ -228,11 +228,10 @@ impl Auth {
         if self.keys_seen.load(Ordering::SeqCst) {
             return Ok(true);
         }
-        let exists: bool =
-            self.conn()
-                .query_row("SELECT EXISTS (SELECT 1 FROM auth_keys)", [], |row| {
-                    row.get(0)
-                })?;
+        let exists: bool = self
+            .conn()
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM auth_keys)")?
+            .query_row([], |row| row.get(0))?;
         if exists {
             self.keys_seen.store(true, Ordering::SeqCst);
         }
@@ -249,15 +248,16 @@ impl Auth {
         let prefix = format!("{SECRET_PREFIX}{}", presented.prefix);
         let found = {
             let conn = self.conn();
-            conn.query_row(
-                &format!("SELECT hash, {KEY_COLUMNS} FROM auth_keys WHERE prefix = ?1"),
-                [&prefix],
-                |row| {
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT hash, {KEY_COLUMNS} FROM auth_keys WHERE prefix = ?1"
+            ))?;
+            let found = statement
+                .query_row([&prefix], |row| {
                     let hash: Vec<u8> = row.get(0)?;
                     Ok((hash, row_to_key_at(row, 1)?))
-                },
-            )
-            .optional()?
+                })
+                .optional()?;
+            found
         };
         let Some((stored_hash, key)) = found else {
             return Err(AuthError::UnknownKey);
@@ -379,23 +379,23 @@ impl Auth {
     }
 
     fn load_spend(&self, id: KeyId, period: &str) -> Result<u64, AuthError> {
-        let spent: Option<i64> = self
-            .conn()
-            .query_row(
+        let conn = self.conn();
+        let spent: Option<i64> = conn
+            .prepare_cached(
                 "SELECT tokens FROM auth_budget_spend WHERE key_id = ?1 AND period = ?2",
-                params![id.0, period],
-                |row| row.get(0),
-            )
+            )?
+            .query_row(params![id.0, period], |row| row.get(0))
             .optional()?;
         Ok(spent.unwrap_or(0).max(0) as u64)
     }
 
     fn add_spend(&self, id: KeyId, period: &str, delta: i64) -> Result<(), AuthError> {
-        self.conn().execute(
-            "INSERT INTO auth_budget_spend (key_id, period, tokens) VALUES (?1, ?2, MAX(?3, 0))
-             ON CONFLICT (key_id, period) DO UPDATE SET tokens = MAX(tokens + ?3, 0)",
-            params![id.0, period, delta],
-        )?;
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO auth_budget_spend (key_id, period, tokens) VALUES (?1, ?2, MAX(?3, 0))
+                 ON CONFLICT (key_id, period) DO UPDATE SET tokens = MAX(tokens + ?3, 0)",
+            )?
+            .execute(params![id.0, period, delta])?;
         Ok(())
     }
 }

@@ -57,15 +57,16 @@ impl Auth {
         let day = Date::from_unix_ms(self.clock.now_ms()).iso();
         let key = key.map_or(ANONYMOUS, |k| k.id);
         let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        self.conn().execute(
+        self.conn()
+            .prepare_cached(
             "INSERT INTO auth_usage (key_id, day, model, requests, prompt_tokens, completion_tokens)
              VALUES (?1, ?2, ?3, 1, ?4, ?5)
              ON CONFLICT (key_id, day, model) DO UPDATE SET
                  requests = requests + 1,
                  prompt_tokens = prompt_tokens + ?4,
                  completion_tokens = completion_tokens + ?5",
-            params![key.0, day, model, as_i64(prompt_tokens), as_i64(completion_tokens)],
-        )?;
+            )?
+            .execute(params![key.0, day, model, as_i64(prompt_tokens), as_i64(completion_tokens)])?;
         Ok(())
     }
 

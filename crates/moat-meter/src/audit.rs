@@ -208,23 +208,24 @@ impl Meter {
         let rails = serde_json::to_string(&entry.rails)
             .map_err(|e| MeterError::Storage(format!("cannot encode rails: {e}")))?;
         let conn = self.conn();
-        conn.execute(
+        // Cached: parsing the statement cost more than running it, once per request.
+        conn.prepare_cached(
             "INSERT INTO meter_audit (at_ms, who, model, decision, rails, prompt_tokens,
                  completion_tokens, request_id, prompt, prompt_truncated)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                entry.at_ms,
-                entry.who,
-                entry.model,
-                entry.decision.as_str(),
-                rails,
-                entry.prompt_tokens as i64,
-                entry.completion_tokens as i64,
-                entry.request_id,
-                prompt,
-                truncated,
-            ],
-        )?;
+        )?
+        .execute(params![
+            entry.at_ms,
+            entry.who,
+            entry.model,
+            entry.decision.as_str(),
+            rails,
+            entry.prompt_tokens as i64,
+            entry.completion_tokens as i64,
+            entry.request_id,
+            prompt,
+            truncated,
+        ])?;
         Ok(conn.last_insert_rowid())
     }
 

@@ -70,8 +70,9 @@ impl Meter {
         let as_i64 = |n: u64| {
             i64::try_from(n).map_err(|_| MeterError::invalid("usage event", "count out of range"))
         };
-        self.conn().execute(
-            "INSERT INTO meter_usage (day, key, alias, model, local, requests, prompt_tokens,
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO meter_usage (day, key, alias, model, local, requests, prompt_tokens,
                  completion_tokens, busy_ms)
              VALUES (date(?1, 'unixepoch'), ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8)
              ON CONFLICT (day, key, alias, model, local) DO UPDATE SET
@@ -79,7 +80,8 @@ impl Meter {
                  prompt_tokens = prompt_tokens + ?6,
                  completion_tokens = completion_tokens + ?7,
                  busy_ms = busy_ms + ?8",
-            params![
+            )?
+            .execute(params![
                 event.at_ms.div_euclid(1000),
                 event.key,
                 event.alias,
@@ -88,8 +90,7 @@ impl Meter {
                 as_i64(event.prompt_tokens)?,
                 as_i64(event.completion_tokens)?,
                 as_i64(event.busy_ms)?,
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
