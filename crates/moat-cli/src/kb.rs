@@ -199,6 +199,14 @@ fn add(home: &Path, store: &dyn VectorStore, args: AddArgs) -> Result<u8> {
         &mut |p| progress.update(p),
     )?;
     progress.end();
+    if report.chunks > 0 || report.removed > 0 {
+        if !args.quiet {
+            eprintln!("building the search index of {}", args.name);
+        }
+        store
+            .finish_indexing(&args.name)
+            .context("building the search index (the knowledge base itself is complete)")?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report_json(&report))?);
     } else {

@@ -105,6 +105,13 @@ fn kb_ingests_incrementally_reports_bad_files_and_answers_queries() {
     let report = add_json(home, &["docs", corpus_arg]);
     assert_eq!(report["added"], 5, "{report}");
     assert_eq!(report["updated"], 0);
+    // The ingest ended by writing the search index, so the next process loads it.
+    let indexes: Vec<_> = std::fs::read_dir(home.join("vectors"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".hnsw"))
+        .collect();
+    assert_eq!(indexes.len(), 1, "{indexes:?}");
     let failed: Vec<(String, String)> = report["failed"]
         .as_array()
         .unwrap()

@@ -185,4 +185,12 @@ pub trait VectorStore: Send + Sync {
         k: usize,
         filter: &Filter,
     ) -> Result<Vec<Hit>, VectorError>;
+
+    /// Brings `kb`'s approximate-nearest-neighbour index up to date now, so the next search
+    /// (in this process or the next) uses it instead of exact search or a background build.
+    /// Ingestion ends with it. Stores whose index keeps itself current do nothing.
+    fn finish_indexing(&self, kb: &str) -> Result<(), VectorError> {
+        let _ = kb;
+        Ok(())
+    }
 }

@@ -480,6 +480,10 @@ fn document_id(
 }
 
 impl VectorStore for SqliteStore {
+    fn finish_indexing(&self, kb: &str) -> Result<(), VectorError> {
+        self.build_index(kb)
+    }
+
     fn create_kb(&self, spec: &KbSpec) -> Result<KbInfo, VectorError> {
         validate_kb_name(&spec.name)?;
         validate::check_dimension(spec.dimension)?;
