@@ -251,13 +251,12 @@ impl Auth {
             let mut statement = conn.prepare_cached(&format!(
                 "SELECT hash, {KEY_COLUMNS} FROM auth_keys WHERE prefix = ?1"
             ))?;
-            let found = statement
+            statement
                 .query_row([&prefix], |row| {
                     let hash: Vec<u8> = row.get(0)?;
                     Ok((hash, row_to_key_at(row, 1)?))
                 })
-                .optional()?;
-            found
+                .optional()?
         };
         let Some((stored_hash, key)) = found else {
             return Err(AuthError::UnknownKey);
