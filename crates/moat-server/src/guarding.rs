@@ -54,6 +54,9 @@ fn check_texts(
         .collect::<Vec<_>>()
         .join(SEPARATOR);
     let verdict = guard.guard.check_input(&joined)?;
+    if let Some(record) = ticket.record() {
+        record.count_guard_hits("input", &verdict.hits);
+    }
     ticket.record_rails(
         decision_of(verdict.decision),
         verdict.hits.iter().map(rail_name),
@@ -161,6 +164,11 @@ impl Watch {
         }
     }
 
+    /// The request's ticket (the generation path times choices through its record).
+    pub(crate) fn ticket(&self) -> &Ticket {
+        &self.ticket
+    }
+
     fn release(&mut self, text: String) -> String {
         match &mut self.restore {
             Some(restore) => restore.push(&text),
@@ -176,6 +184,9 @@ impl Watch {
                 .map(|hit| hit.action)
                 .max()
                 .unwrap_or(Action::Allow);
+            if let Some(record) = self.ticket.record() {
+                record.count_guard_hits("output", hits);
+            }
             self.ticket
                 .record_rails(decision_of(decision), hits.iter().map(rail_name));
         }

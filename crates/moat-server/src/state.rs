@@ -12,6 +12,7 @@ use moat_engine::{select_template_source, ChatTemplate, Engine, TemplateError};
 use moat_openai::{ModelLimits, ResponseIds};
 
 use crate::knowledge::KnowledgeState;
+use crate::observe::Observability;
 use crate::trust::Trust;
 use crate::{ApiError, Knowledge, ServerConfig};
 
@@ -74,6 +75,8 @@ struct Inner {
     id_base: u64,
     knowledge: KnowledgeState,
     trust: Trust,
+    /// Metrics and the request log (`observe.rs`, `metrics.rs`).
+    observe: Observability,
 }
 
 impl AppState {
@@ -94,6 +97,7 @@ impl AppState {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or_default();
+        let observe = Observability::new(config.log_format);
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -103,6 +107,7 @@ impl AppState {
                 id_base,
                 knowledge: KnowledgeState::new(knowledge),
                 trust,
+                observe,
             }),
         }
     }
@@ -117,6 +122,10 @@ impl AppState {
 
     pub(crate) fn knowledge(&self) -> &KnowledgeState {
         &self.inner.knowledge
+    }
+
+    pub(crate) fn observability(&self) -> &Observability {
+        &self.inner.observe
     }
 
     fn set(&self, name: &str, slot: ModelSlot) {
