@@ -276,7 +276,7 @@ fn render_engines(engines: &[EngineGauges], out: &mut String) {
             |s| s.kv_cells_used as f64,
         ),
         (
-            "moat_engine_kv_cells_total",
+            "moat_engine_kv_cells_capacity",
             "KV-cache cells in the context, over every sequence.",
             |s| s.kv_cells_total as f64,
         ),

@@ -265,7 +265,7 @@ pub(crate) async fn observe(
         status: response.status().as_u16(),
     };
     let (parts, body) = response.into_parts();
-    Response::from_parts(parts, Body::new(ObservedBody { body, done }))
+    Response::from_parts(parts, Body::new(ObservedBody { body, _done: done }))
 }
 
 /// The response body, passed through; when it is dropped (sent, or the client went away),
@@ -273,7 +273,8 @@ pub(crate) async fn observe(
 /// already put the token counts in the record.
 struct ObservedBody {
     body: Body,
-    done: Done,
+    /// Held only for its `Drop`; declared after `body`, so dropped after it.
+    _done: Done,
 }
 
 impl HttpBody for ObservedBody {

@@ -359,7 +359,7 @@ async fn counters_move_with_requests() {
     // The fake engine reports its load; idle now, with its KV cells counted.
     assert_eq!(get(r#"moat_engine_running_sequences{model="fake"}"#), 0.0);
     assert_eq!(get(r#"moat_engine_queue_depth{model="fake"}"#), 0.0);
-    assert!(get(r#"moat_engine_kv_cells_total{model="fake"}"#) > 0.0);
+    assert!(get(r#"moat_engine_kv_cells_capacity{model="fake"}"#) > 0.0);
     assert!(get(r#"moat_engine_kv_cells_used{model="fake"}"#) >= 0.0);
 
     // A second whole answer moves the counters by exactly its usage.
@@ -648,7 +648,7 @@ async fn promtool_accepts_the_exposition() {
         "moat_engine_prefilling_sequences",
         "moat_engine_queue_depth",
         "moat_engine_kv_cells_used",
-        "moat_engine_kv_cells_total",
+        "moat_engine_kv_cells_capacity",
         "moat_engine_kv_cache_usage_ratio",
     ] {
         assert!(
