@@ -436,7 +436,8 @@ fn who(key: &Key) -> String {
 }
 
 /// Authenticates every request but `/health` (and `/metrics` when the configuration makes
-/// it public) once any key exists (401 otherwise), and opens its ticket. Routes that are not API routes answer as they are.
+/// it public) once any key exists (401 otherwise), and opens its ticket with the request's id.
+/// Routes that are not API routes answer as they are.
 pub(crate) async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
