@@ -263,6 +263,16 @@ def test_a_cache_hit_returns_the_identical_body(gateway, upstreams):
     assert status == 200 and headers["x-moat-cache"] == "hit"
     assert second == first
     assert len(upstreams["good"].requests) == calls + 1
+    # The scrape counts the hit and the fallbacks (the alias's first target always fails).
+    import urllib.request
+
+    with urllib.request.urlopen(gateway.url + "/metrics", timeout=30) as response:
+        metrics = response.read().decode()
+    hits = [l for l in metrics.splitlines() if l.startswith("moat_gateway_cache_hits_total")]
+    assert hits and float(hits[0].split()[-1]) >= 1, metrics
+    fallbacks = [l for l in metrics.splitlines()
+                 if l.startswith("moat_gateway_fallbacks_total") and 'alias="after-5xx"' in l]
+    assert fallbacks and float(fallbacks[0].split()[-1]) >= 1, metrics
     # Not deterministic (no temperature 0, no seed): never cached.
     body = json.dumps({"model": "after-5xx", "messages": [{"role": "user", "content": "cache me"}]}).encode()
     _, headers, _ = http_raw(gateway.url + "/v1/chat/completions", body)

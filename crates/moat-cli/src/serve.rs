@@ -24,8 +24,8 @@ use moat_license::{check, detect, DeploymentProfile, LicenseDecisionInput, Outco
 use moat_meter::{AuditEntry, Decision, Meter};
 use moat_openai::ModelLimits;
 use moat_server::{
-    serve, Alias, AppState, Knowledge, ServedModel, ServerConfig, ShutdownOutcome, Trust,
-    TrustConfig,
+    serve, Alias, AppState, Knowledge, LogFormat, ServedModel, ServerConfig, ShutdownOutcome,
+    Trust, TrustConfig,
 };
 use moat_store::recipe::DEFAULT_RECIPE;
 use moat_store::{ErrorKind, Manifest, ModelFormat, PullOptions, Source, Store};
@@ -67,10 +67,33 @@ pub struct ServeArgs {
     /// port can use the API.
     #[arg(long)]
     insecure: bool,
+    /// Serve /metrics without an API key even once keys exist (by default it then needs an
+    /// admin key).
+    #[arg(long)]
+    metrics_public: bool,
+    /// The request log on stderr: one text line per request, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
+    log_format: LogFormatArg,
     /// A moat.toml with [deployment], [knowledge], [aliases.NAME], [guard] and [audit] tables (default:
     /// ./moat.toml, else $MOAT_HOME/moat.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(format: LogFormatArg) -> Self {
+        match format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
 }
 
 /// How llama.cpp runs a model; shared by `serve` and `run`.
@@ -455,6 +478,8 @@ async fn serve_models(
         bind: SocketAddr::new(args.host, args.port),
         body_limit_bytes: args.body_limit,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        metrics_public: args.metrics_public,
+        log_format: args.log_format.into(),
     };
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await

@@ -10,7 +10,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use moat_engine::{
-    Engine, EngineError, EngineInfo, Health, Prompt, Scheduler, TokenId, TokenStream, ValidGenerate,
+    Engine, EngineError, EngineInfo, EngineStats, Health, Prompt, Scheduler, TokenId, TokenStream,
+    ValidGenerate,
 };
 use tokio::sync::mpsc as tokio_mpsc;
 
@@ -133,6 +134,11 @@ impl Engine for LlamaEngine {
         let vocab = self.vocab()?;
         vocab.check(token)?;
         Ok(vocab.piece(token, true))
+    }
+
+    /// The counts the worker thread published after its last step.
+    fn stats(&self) -> Option<EngineStats> {
+        self.shared.stats()
     }
 
     fn generate(&self, request: ValidGenerate) -> Result<TokenStream, EngineError> {

@@ -1,12 +1,13 @@
 //! What the engine handle and its worker thread share: the load state (with a condition variable
 //! to wait on), the loaded model for tokenizing on callers' threads, and the admission-queue
-//! count. Nothing here blocks for long: the worker holds the mutex only to change state.
+//! count, and the scheduler's counts as of the worker's last step. Nothing here blocks for long:
+//! the worker holds each mutex only to change state or copy its counts in.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use llama_cpp_2::model::LlamaModel;
-use moat_engine::{EngineError, EngineInfo, Health};
+use moat_engine::{EngineError, EngineInfo, EngineStats, Health, SchedulerStats};
 
 /// The model once loaded: the vocabulary is read from callers' threads, compute stays on the
 /// worker.
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     loaded: OnceLock<Loaded>,
     /// Requests accepted by `generate` that the scheduler has not let go of (queued or running).
     in_flight: AtomicUsize,
+    /// What the worker published after its last step (`None` until it first does).
+    stats: Mutex<Option<EngineStats>>,
 }
 
 impl Shared {
@@ -37,6 +40,7 @@ impl Shared {
             state_changed: Condvar::new(),
             loaded: OnceLock::new(),
             in_flight: AtomicUsize::new(0),
+            stats: Mutex::new(None),
         }
     }
 
@@ -105,6 +109,16 @@ impl Shared {
                 (n < limit).then_some(n + 1)
             })
             .is_ok()
+    }
+
+    /// The worker's copy of its scheduler's counts, made after each step.
+    pub(crate) fn publish_stats(&self, stats: SchedulerStats) {
+        *self.stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats.into());
+    }
+
+    /// The counts as of the worker's last step; never waits for a step.
+    pub(crate) fn stats(&self) -> Option<EngineStats> {
+        *self.stats.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The scheduler let go of `n` requests (finished, cancelled, failed or refused).

@@ -158,11 +158,15 @@ impl Worker<'_> {
     fn serve(mut self, commands: &Receiver<Command>) -> Result<(), String> {
         loop {
             self.deliver_all();
+            // Published before `receive`, which may block while idle, so a scrape then sees
+            // the idle state rather than the last busy step.
+            self.shared.publish_stats(self.scheduler.stats());
             if !self.receive(commands) {
                 break;
             }
             let plan = self.scheduler.plan(Instant::now());
             self.step(&plan);
+            self.shared.publish_stats(self.scheduler.stats());
             if self.compute.is_none() {
                 let problem = "the llama.cpp context was lost in a compute step".to_owned();
                 self.shut_down(EngineError::Internal(problem.clone()));

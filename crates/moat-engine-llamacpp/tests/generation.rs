@@ -382,3 +382,39 @@ fn a_file_that_is_not_a_model_fails_to_load() {
     ));
     assert!(LlamaEngine::load(&dir.path().join("missing.gguf"), LoadOptions::new("m")).is_err());
 }
+
+#[tokio::test]
+async fn stats_show_a_running_sequence_and_the_queue_then_idle() {
+    let Some(engine) = smollm2(|options| options.parallel = 1) else {
+        return;
+    };
+    let mut first = engine.generate(request(CHAT_PROMPT, 500)).unwrap();
+    let second = engine.generate(request(&chat("Say hi."), 4)).unwrap();
+    next_event(&mut first).await.unwrap().unwrap();
+    // The worker publishes after every step; wait for the step that shows both.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = engine.stats().expect("a loaded engine reports its load");
+        if stats.running == 1 && stats.queued == 1 {
+            assert!(stats.kv_cells_used > 0 && stats.kv_cells_used <= stats.kv_cells_total);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw 1 running, 1 queued: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(first);
+    collect(second).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = engine.stats().expect("a loaded engine reports its load");
+        if stats.running == 0 && stats.queued == 0 {
+            assert!(stats.kv_cells_total > 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never idle again: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -2,7 +2,7 @@
 
 use tokio::sync::mpsc;
 
-use crate::{EngineError, GenerationEvent, TokenId, ValidGenerate};
+use crate::{EngineError, GenerationEvent, SchedulerStats, TokenId, ValidGenerate};
 
 /// What a loaded model is, for the server.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,6 +21,37 @@ pub struct EngineInfo {
     pub eos_token: Option<String>,
     /// Tokens that end generation.
     pub eog_tokens: Vec<TokenId>,
+}
+
+/// A backend's load at one moment, for the server's metrics (read at scrape time). A copy the
+/// backend published after its last step, so reading it never waits for a step to end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Sequences with a request (prefilling or generating).
+    pub running: usize,
+    /// Of those, still taking their prompt.
+    pub prefilling: usize,
+    /// Requests admitted and waiting for a free sequence.
+    pub queued: usize,
+    /// Free sequences whose KV cells stay cached for prompt reuse.
+    pub idle_cached: usize,
+    /// Distinct KV cells in use (a prefix shared by sequences counts once).
+    pub kv_cells_used: usize,
+    /// KV cells in the context, over every sequence.
+    pub kv_cells_total: usize,
+}
+
+impl From<SchedulerStats> for EngineStats {
+    fn from(stats: SchedulerStats) -> Self {
+        Self {
+            running: stats.running,
+            prefilling: stats.prefilling,
+            queued: stats.queued,
+            idle_cached: stats.idle_cached,
+            kv_cells_used: stats.kv_cells_used,
+            kv_cells_total: stats.kv_cells_total,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,4 +101,9 @@ pub trait Engine: Send + Sync + 'static {
     /// Queues a generation. Fails at once with `Overloaded` when the admission queue is full,
     /// or `PromptTooLong` when the prompt does not fit the context.
     fn generate(&self, request: ValidGenerate) -> Result<TokenStream, EngineError>;
+    /// The engine's load as of its last step, for metrics; `None` for a backend that does not
+    /// report it (or before its model is loaded). Never blocks on a running step.
+    fn stats(&self) -> Option<EngineStats> {
+        None
+    }
 }

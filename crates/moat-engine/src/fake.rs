@@ -21,7 +21,7 @@ use crate::scheduler::{
     KvOp, LogitsKind, LogitsUse, RequestId, Sampled, SchedulerStats, SeqId, StepPlan, SubmitOptions,
 };
 use crate::{
-    Engine, EngineError, EngineInfo, Event, EventOutbox, FinishReason, GeneratedToken,
+    Engine, EngineError, EngineInfo, EngineStats, Event, EventOutbox, FinishReason, GeneratedToken,
     GenerationEvent, Health, Prompt, Scheduler, SchedulerConfig, TextAssembler, TokenId,
     TokenLogprob, TokenStream, TopLogprob, ValidGenerate,
 };
@@ -192,6 +192,12 @@ impl Engine for FakeEngine {
                 EngineError::InvalidRequest(format!("token {token} is not in the vocabulary"))
             }),
         }
+    }
+
+    /// The scheduler's counts; the fake's engine thread holds the lock only for scheduler
+    /// calls, so this waits at most for one of those.
+    fn stats(&self) -> Option<EngineStats> {
+        Some(FakeEngine::stats(self).into())
     }
 
     fn generate(&self, request: ValidGenerate) -> Result<TokenStream, EngineError> {

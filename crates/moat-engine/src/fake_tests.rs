@@ -227,6 +227,30 @@ async fn a_full_queue_answers_overloaded_at_once() {
 }
 
 #[tokio::test]
+async fn engine_stats_count_running_and_queued_requests() {
+    let engine = engine(FakeReply::Repeat("z".into()), |config| {
+        config.scheduler.parallel = 1;
+        config.scheduler.max_queue = 2;
+        config.step_delay = Duration::from_millis(5);
+    });
+    let idle = Engine::stats(&engine).expect("the fake reports its load");
+    assert_eq!((idle.running, idle.queued, idle.kv_cells_used), (0, 0, 0));
+    assert!(idle.kv_cells_total > 0);
+    let mut first = engine.generate(request("a")).expect("runs");
+    let _second = engine.generate(request("b")).expect("waits");
+    assert!(matches!(
+        first.next().await,
+        Some(Ok(GenerationEvent::Started { .. }))
+    ));
+    until("one running and one queued", || {
+        Engine::stats(&engine).is_some_and(|s| s.running == 1 && s.queued == 1)
+    })
+    .await;
+    let busy = Engine::stats(&engine).expect("the fake reports its load");
+    assert!(busy.kv_cells_used > 0 && busy.kv_cells_used <= busy.kv_cells_total);
+}
+
+#[tokio::test]
 async fn dropping_a_stream_frees_its_slot() {
     let engine = engine(FakeReply::Repeat("z".into()), |config| {
         config.scheduler.parallel = 1;

@@ -19,7 +19,7 @@ pub mod template;
 mod utf8;
 
 pub use embed::{EmbedInput, Embedder, EmbedderInfo, Embeddings};
-pub use engine::{Engine, EngineInfo, Health, TokenStream};
+pub use engine::{Engine, EngineInfo, EngineStats, Health, TokenStream};
 pub use error::EngineError;
 pub use event::{FinishReason, GeneratedToken, GenerationEvent, TokenLogprob, TopLogprob, Usage};
 pub use fake::{FakeConfig, FakeEngine, FakeReply};

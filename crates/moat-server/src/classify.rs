@@ -163,6 +163,9 @@ pub(crate) async fn input_rail(
         ))),
     };
     ticket.record_rails(decision_of(outcome.action), outcome_rails(&outcome));
+    if let Some(record) = ticket.record() {
+        record.count_classifier(outcome.action);
+    }
     if outcome.action == Action::Block {
         return Err(GuardError::Blocked {
             rail: Rail::Input,

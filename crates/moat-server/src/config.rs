@@ -11,6 +11,21 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// After a shutdown signal, how long requests in flight may take before the server stops.
     pub shutdown_grace: Duration,
+    /// Serve `/metrics` without an API key even once keys exist (by default it needs an
+    /// admin key then).
+    pub metrics_public: bool,
+    /// How the one log line per request is written on stderr.
+    pub log_format: LogFormat,
+}
+
+/// The request log's format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per request (`ts level id method path status model=…`).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 impl ServerConfig {
@@ -25,6 +40,8 @@ impl Default for ServerConfig {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, Self::DEFAULT_PORT)),
             body_limit_bytes: Self::DEFAULT_BODY_LIMIT_BYTES,
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
+            metrics_public: false,
+            log_format: LogFormat::Text,
         }
     }
 }

@@ -2,10 +2,12 @@
 //! such as 429 or a too-long prompt become the response's status), wait until each has taken
 //! its prompt, then merge their events. `collect` folds them into one whole answer; the SSE
 //! side is in `stream.rs`. Dropping what this returns drops the engine streams, which cancels
-//! their generations.
+//! their generations. Each choice's events pass a `Probe` (when the request has an observation
+//! record) that times them for the metrics, for streamed and whole answers alike.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::stream::{self, SelectAll, Stream, StreamExt};
 use moat_engine::{Engine, EngineError, GenerationEvent, TokenStream, ValidGenerate};
@@ -40,6 +42,8 @@ pub(crate) struct Started {
     /// The `Started` event, replayed to the format first.
     started: GenerationEvent,
     stream: TokenStream,
+    /// When `start` received the `Started` event (the end of the choice's queue time).
+    started_at: Instant,
     /// Counts its tokens for the request's account and runs the output rails.
     watch: Option<Watch>,
 }
@@ -88,6 +92,7 @@ pub(crate) async fn start(
             first_of_prompt,
             started: first,
             stream,
+            started_at: Instant::now(),
             watch: None,
         });
     }
@@ -107,8 +112,13 @@ fn choice_events(choice: Started) -> Pin<Box<dyn Stream<Item = ChoiceEvent> + Se
         first_of_prompt,
         started,
         stream,
+        started_at,
         watch,
     } = choice;
+    let mut probe = watch
+        .as_ref()
+        .and_then(|watch| watch.ticket().record())
+        .map(|record| record.probe(started_at));
     let already_finished = matches!(started, GenerationEvent::Finished { .. });
     let head = stream::once(async move { Ok(started) });
     let rest = stream::unfold((!already_finished).then_some(stream), |state| async move {
@@ -120,7 +130,12 @@ fn choice_events(choice: Started) -> Pin<Box<dyn Stream<Item = ChoiceEvent> + Se
             None => Some((Err(ended_early()), None)),
         }
     });
-    let events = head.chain(rest).map(|event| event.map_err(ApiError::from));
+    let events = head.chain(rest).map(move |event| {
+        if let (Some(probe), Ok(event)) = (&mut probe, &event) {
+            probe.on_event(first_of_prompt, event);
+        }
+        event.map_err(ApiError::from)
+    });
     let watched = stream::unfold(
         (
             Box::pin(events),

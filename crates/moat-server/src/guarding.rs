@@ -55,6 +55,9 @@ fn check_texts(
         .collect::<Vec<_>>()
         .join(SEPARATOR);
     let verdict = guard.guard.check_input(&joined)?;
+    if let Some(record) = ticket.record() {
+        record.count_guard_hits("input", &verdict.hits);
+    }
     ticket.record_rails(
         decision_of(verdict.decision),
         verdict.hits.iter().map(rail_name),
@@ -162,6 +165,11 @@ impl Watch {
         }
     }
 
+    /// The request's ticket (the generation path times choices through its record).
+    pub(crate) fn ticket(&self) -> &Ticket {
+        &self.ticket
+    }
+
     fn release(&mut self, text: String) -> String {
         match &mut self.restore {
             Some(restore) => restore.push(&text),
@@ -177,6 +185,9 @@ impl Watch {
                 .map(|hit| hit.action)
                 .max()
                 .unwrap_or(Action::Allow);
+            if let Some(record) = self.ticket.record() {
+                record.count_guard_hits("output", hits);
+            }
             self.ticket
                 .record_rails(decision_of(decision), hits.iter().map(rail_name));
         }

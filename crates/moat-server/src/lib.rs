@@ -10,6 +10,10 @@
 //! reserved at admission and settled with the real count when the answer ends, however it
 //! ends); guard policies run on requests and, as tokens flow, on answers; `/v1/moderations`
 //! reports the detectors' findings; every request leaves one audit entry.
+//!
+//! Observation (`observe.rs`, `metrics.rs`): every request gets an id (`x-request-id`, the
+//! client's if it is acceptable), one log line (text or JSON) and its place in the metrics
+//! that `GET /metrics` renders in Prometheus's text format.
 
 mod classify;
 mod config;
@@ -20,6 +24,8 @@ mod gateway;
 mod generate;
 mod guarding;
 mod knowledge;
+mod metrics;
+mod observe;
 mod prompt;
 mod routes;
 mod shutdown;
@@ -27,7 +33,7 @@ mod state;
 mod stream;
 mod trust;
 
-pub use config::ServerConfig;
+pub use config::{LogFormat, ServerConfig};
 pub use error::ApiError;
 pub use gateway::CACHE_HEADER;
 pub use knowledge::{

@@ -13,6 +13,7 @@ use moat_gateway::{Gateway, GatewayConfig, GatewayDeps, GatewayError, SystemCloc
 use moat_openai::{ModelLimits, ResponseIds};
 
 use crate::knowledge::KnowledgeState;
+use crate::observe::Observability;
 use crate::trust::Trust;
 use crate::{ApiError, Knowledge, ServerConfig};
 
@@ -77,6 +78,8 @@ pub(crate) struct Inner {
     trust: Trust,
     /// The gateway, when moat.toml routes aliases (see `gateway.rs`).
     gateway: OnceLock<Arc<Gateway>>,
+    /// Metrics and the request log (`observe.rs`, `metrics.rs`).
+    observe: Observability,
 }
 
 impl AppState {
@@ -97,6 +100,7 @@ impl AppState {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or_default();
+        let observe = Observability::new(config.log_format);
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -107,6 +111,7 @@ impl AppState {
                 knowledge: KnowledgeState::new(knowledge),
                 trust,
                 gateway: OnceLock::new(),
+                observe,
             }),
         }
     }
@@ -150,6 +155,10 @@ impl AppState {
 
     pub(crate) fn knowledge(&self) -> &KnowledgeState {
         &self.inner.knowledge
+    }
+
+    pub(crate) fn observability(&self) -> &Observability {
+        &self.inner.observe
     }
 
     fn set(&self, name: &str, slot: ModelSlot) {

@@ -23,6 +23,7 @@ use moat_auth::{Admission, Auth, Key, Reservation};
 use moat_guard::{GuardConfig, GuardError, RuleGuard};
 use moat_meter::{AuditEntry, CostConfig, Decision, Meter, PriceTable, UsageEvent, ANONYMOUS};
 
+use crate::observe::RequestRecord;
 use crate::{ApiError, AppState};
 
 /// What the trust layer needs, as the caller (the CLI, from `moat.toml`) assembles it. The
@@ -222,7 +223,8 @@ impl Trust {
         }
     }
 
-    fn request_id(&self) -> String {
+    /// A new request id, for a request whose client sent none (or an unusable one).
+    pub(crate) fn request_id(&self) -> String {
         let n = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
         format!("req-{:x}-{n:x}", unix_ms())
     }
@@ -250,6 +252,9 @@ impl Caller {
             t.model = requested.to_owned();
             t.counts_usage = true;
         });
+        if let Some(record) = self.ticket.record() {
+            record.set_model(requested);
+        }
         let Some(key) = &self.key else {
             return Ok(());
         };
@@ -328,10 +333,19 @@ struct TicketState {
     prompt: Option<String>,
     request_id: String,
     reservation: Option<Reservation>,
+    /// The request's observation record (metrics, log line); it gets the token counts.
+    record: Option<Arc<RequestRecord>>,
+    /// Whether an allowed request leaves an audit entry (not a metrics scrape: one every few
+    /// seconds would bury the log). Refused requests are always audited.
+    audit_allowed: bool,
 }
 
 impl Ticket {
-    fn open(trust: &Trust, route: &str) -> Ticket {
+    fn open(trust: &Trust, route: &str, record: Option<Arc<RequestRecord>>) -> Ticket {
+        let request_id = match &record {
+            Some(record) => record.id.clone(),
+            None => trust.request_id(),
+        };
         Ticket(Arc::new(Mutex::new(TicketState {
             trust: trust.clone(),
             at_ms: unix_ms(),
@@ -346,9 +360,20 @@ impl Ticket {
             answered_by: None,
             busy: Duration::ZERO,
             prompt: None,
-            request_id: trust.request_id(),
+            request_id,
             reservation: None,
+            record,
+            audit_allowed: route != "/metrics",
         })))
+    }
+
+    /// The request's observation record, for metrics of what the handler sees.
+    pub(crate) fn record(&self) -> Option<Arc<RequestRecord>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record
+            .clone()
     }
 
     fn update(&self, change: impl FnOnce(&mut TicketState)) {
@@ -497,6 +522,9 @@ impl Drop for TicketState {
                 }
             }
         }
+        if let Some(record) = &self.record {
+            record.set_tokens(self.prompt_tokens, self.completion_tokens);
+        }
         if let Some(meter) = &self.trust.inner.meter {
             // Only a request that reached a model is usage: the names are then ones the server
             // serves, so clients cannot fill the table with names of their own.
@@ -513,6 +541,9 @@ impl Drop for TicketState {
                 };
                 record_off_the_runtime(meter, event, self.request_id.clone());
             }
+        }
+        let audited = self.audit_allowed || self.decision != Decision::Allowed;
+        if let (Some(meter), true) = (&self.trust.inner.meter, audited) {
             let entry = AuditEntry {
                 at_ms: self.at_ms,
                 who: std::mem::take(&mut self.who),
@@ -537,19 +568,21 @@ pub(crate) fn who(key: &Key) -> String {
     who.chars().take(256).collect()
 }
 
-/// Authenticates every request but `/health` once any key exists (401 otherwise), and opens
-/// its ticket. Routes that are not API routes answer as they are.
+/// Authenticates every request but `/health` (and `/metrics` when the configuration makes
+/// it public) once any key exists (401 otherwise), and opens its ticket with the request's id.
+/// Routes that are not API routes answer as they are.
 pub(crate) async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let path = request.uri().path().to_owned();
-    if path == "/health" {
+    if path == "/health" || (path == "/metrics" && state.config().metrics_public) {
         return Ok(next.run(request).await);
     }
     let trust = state.trust();
-    let ticket = Ticket::open(trust, &path);
+    let record = request.extensions().get::<Arc<RequestRecord>>().cloned();
+    let ticket = Ticket::open(trust, &path, record);
     let key = match trust.keys_required()? {
         None => None,
         Some(auth) => {
@@ -573,6 +606,9 @@ pub(crate) async fn authenticate(
         }
     };
     if let Some(key) = &key {
+        if let Some(record) = ticket.record() {
+            record.set_key_prefix(&key.prefix);
+        }
         let who = who(key);
         let key = key.clone();
         ticket.update(|t| {

@@ -1,11 +1,13 @@
-//! The router: one small router per feature, merged, with the body limit, the draining gate
-//! and JSON answers for unknown routes and methods.
+//! The router: one small router per feature, merged, with the body limit, the draining gate,
+//! request observation (ids, log lines, metrics) and JSON answers for unknown routes and
+//! methods.
 
 pub(crate) mod chat;
 mod completions;
 mod embeddings;
 mod health;
 pub(crate) mod knowledge;
+mod metrics;
 mod models;
 mod moderations;
 mod usage;
@@ -30,6 +32,7 @@ pub fn app(state: AppState) -> Router {
         .merge(moderations::router())
         .merge(usage::router())
         .merge(health::router())
+        .merge(metrics::router())
         .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(limit))
@@ -40,6 +43,11 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             refuse_while_draining,
+        ))
+        // Outermost: every request, refused or not, gets its id, log line and metrics.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::observe::observe,
         ))
         .with_state(state)
 }
