@@ -4,7 +4,6 @@
 //! own table (`moat_auth_schema`) and leaves `PRAGMA user_version` to moat-vector.
 
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::Connection;
 
@@ -55,27 +54,7 @@ ALTER TABLE auth_keys ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
 /// Opens (creating it and its folder if needed) the database at `path` in WAL mode and
 /// migrates this crate's tables.
 pub fn open(path: &Path) -> Result<Connection, AuthError> {
-    let context =
-        |e: rusqlite::Error| AuthError::Storage(format!("cannot open {}: {e}", path.display()));
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| AuthError::Storage(format!("cannot create {}: {e}", parent.display())))?;
-    }
-    let mut conn = Connection::open(path).map_err(context)?;
-    conn.busy_timeout(Duration::from_secs(10))
-        .map_err(context)?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-        .map_err(context)?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(AuthError::Storage(format!(
-            "cannot open {}: journal mode is {mode}, WAL is required",
-            path.display()
-        )));
-    }
-    // In WAL mode NORMAL keeps every committed transaction across a process kill.
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(context)?;
+    let mut conn = moat_db::open_shared(path).map_err(AuthError::Storage)?;
     migrate(&mut conn).map_err(|e| match e {
         AuthError::Storage(msg) => AuthError::Storage(format!("{}: {msg}", path.display())),
         other => other,

@@ -4,7 +4,6 @@
 //! own table (`moat_meter_schema`) and leaves `PRAGMA user_version` to moat-vector.
 
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::Connection;
 
@@ -57,27 +56,7 @@ CREATE TABLE meter_usage (
 /// Opens (creating it and its folder if needed) the database at `path` in WAL mode and
 /// migrates this crate's tables.
 pub fn open(path: &Path) -> Result<Connection, MeterError> {
-    let context =
-        |e: rusqlite::Error| MeterError::Storage(format!("cannot open {}: {e}", path.display()));
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| MeterError::Storage(format!("cannot create {}: {e}", parent.display())))?;
-    }
-    let mut conn = Connection::open(path).map_err(context)?;
-    conn.busy_timeout(Duration::from_secs(10))
-        .map_err(context)?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-        .map_err(context)?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(MeterError::Storage(format!(
-            "cannot open {}: journal mode is {mode}, WAL is required",
-            path.display()
-        )));
-    }
-    // In WAL mode NORMAL keeps every committed transaction across a process kill.
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(context)?;
+    let mut conn = moat_db::open_shared(path).map_err(MeterError::Storage)?;
     migrate(&mut conn).map_err(|e| match e {
         MeterError::Storage(msg) => MeterError::Storage(format!("{}: {msg}", path.display())),
         other => other,

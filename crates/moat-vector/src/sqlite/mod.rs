@@ -126,27 +126,7 @@ impl SqliteStore {
         let context = |e: rusqlite::Error| {
             VectorError::Storage(format!("cannot open {}: {e}", db_path.display()))
         };
-        if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                VectorError::Storage(format!("cannot create {}: {e}", parent.display()))
-            })?;
-        }
-        let mut conn = Connection::open(db_path).map_err(context)?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(context)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .map_err(context)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(VectorError::Storage(format!(
-                "cannot open {}: journal mode is {mode}, WAL is required",
-                db_path.display()
-            )));
-        }
-        // NORMAL in WAL mode keeps every committed transaction across a process kill; only a
-        // power loss may drop the last few, and never leaves the database inconsistent.
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(context)?;
+        let mut conn = moat_db::open_shared(db_path).map_err(VectorError::Storage)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(context)?;
         schema::migrate(&mut conn)?;
