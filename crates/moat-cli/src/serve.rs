@@ -257,6 +257,7 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
         policies: guard.policies,
         default_guard: guard.default,
         alias_guards,
+        key_guards: guard.keys,
         restore_redactions: guard.restore_redactions,
         classifier_model,
         prices: Some(trust_settings.prices),

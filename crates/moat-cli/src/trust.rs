@@ -10,6 +10,8 @@
 //! restore_redactions = true       # put redacted values back into answers
 //! [guard.policies.pii.input.actions]
 //! pii = "redact"
+//! [guard.keys]
+//! ci-bot = "pii"                  # by key name or prefix (a key's own --guard comes first)
 //! [audit]
 //! record_prompts = false
 //! retention_days = 90
@@ -60,6 +62,9 @@ pub struct GuardSection {
     /// `[guard.policies.NAME]`: moat-guard's configuration.
     #[serde(default)]
     pub policies: BTreeMap<String, GuardConfig>,
+    /// `[guard.keys]`: a policy per API key, by the key's name or public prefix.
+    #[serde(default)]
+    pub keys: BTreeMap<String, String>,
 }
 
 /// The trust settings of the config file.

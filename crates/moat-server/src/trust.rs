@@ -43,6 +43,9 @@ pub struct TrustConfig {
     pub default_guard: Option<String>,
     /// Policies by model alias or model name (`[aliases.X] guard = "NAME"`).
     pub alias_guards: BTreeMap<String, String>,
+    /// Policies by API key name or public prefix (`[guard.keys]` in moat.toml); a key's own
+    /// policy (`moat keys create --guard NAME`) comes first.
+    pub key_guards: BTreeMap<String, String>,
     /// Put the originals of the request's redacted values back into the answer.
     pub restore_redactions: bool,
     /// The served model the classifier rail asks (Llama Guard-style prompt).
@@ -66,6 +69,7 @@ struct TrustInner {
     guards: BTreeMap<String, ChosenGuard>,
     default_guard: Option<String>,
     alias_guards: BTreeMap<String, String>,
+    key_guards: BTreeMap<String, String>,
     restore_redactions: bool,
     classifier_model: Option<String>,
     prices: PriceTable,
@@ -129,6 +133,9 @@ impl Trust {
         for (alias, name) in &config.alias_guards {
             known(name, format!("aliases.{alias}.guard"))?;
         }
+        for (key, name) in &config.key_guards {
+            known(name, format!("guard.keys.{key}"))?;
+        }
         let moderation = RuleGuard::new(&GuardConfig::default())?;
         Ok(Trust {
             inner: Arc::new(TrustInner {
@@ -138,6 +145,7 @@ impl Trust {
                 guards,
                 default_guard: config.default_guard,
                 alias_guards: config.alias_guards,
+                key_guards: config.key_guards,
                 restore_redactions: config.restore_redactions,
                 classifier_model: config.classifier_model,
                 prices: config.prices.unwrap_or_else(PriceTable::defaults),
@@ -188,7 +196,15 @@ impl Trust {
     ) -> Result<Option<ChosenGuard>, ApiError> {
         // A key's own policy (`moat keys create --guard NAME`) is read with the key on every
         // request, so a key created while the server runs has it at once.
-        let from_key = key.and_then(|key| key.guard.clone());
+        let from_key = key.and_then(|key| {
+            key.guard.clone().or_else(|| {
+                self.inner
+                    .key_guards
+                    .get(&key.name)
+                    .or_else(|| self.inner.key_guards.get(&key.prefix))
+                    .cloned()
+            })
+        });
         let name = from_key
             .or_else(|| self.inner.alias_guards.get(requested).cloned())
             .or_else(|| self.inner.default_guard.clone());

@@ -883,3 +883,36 @@ async fn changing_knowledge_bases_needs_an_admin_key_and_querying_any_key() {
         .iter()
         .any(|r| r.entry.rails == ["auth.admin_required"]));
 }
+
+#[tokio::test]
+async fn guard_keys_from_the_config_apply_by_key_name_or_prefix() {
+    let s = setup_with(
+        engine(FakeReply::Fixed("hi".into()), Duration::ZERO),
+        |config| {
+            config.policies =
+                BTreeMap::from([("p".to_owned(), policy("[input.actions]\npii = \"block\"\n"))]);
+            config.key_guards = BTreeMap::from([("by-name".to_owned(), "p".to_owned())]);
+        },
+    );
+    let by_name = key(&s.auth, "by-name", &["*"], Limits::default());
+    let free = key(&s.auth, "free", &["*"], Limits::default());
+    let body = chat("my card is 4111 1111 1111 1111", json!({}));
+    let blocked = post_chat(&s.app, Some(&by_name), body.clone()).await;
+    assert_eq!(
+        blocked.error(StatusCode::BAD_REQUEST)["code"],
+        "content_policy_violation"
+    );
+    let passed = post_chat(&s.app, Some(&free), body).await;
+    assert_eq!(passed.status, StatusCode::OK, "{}", passed.body);
+}
+
+#[test]
+fn a_guard_key_naming_an_undefined_policy_is_refused() {
+    let error = Trust::new(TrustConfig {
+        key_guards: BTreeMap::from([("k".to_owned(), "missing".to_owned())]),
+        ..TrustConfig::default()
+    })
+    .err()
+    .expect("refused");
+    assert!(error.to_string().contains("guard.keys.k"), "{error}");
+}
