@@ -118,7 +118,7 @@ pub(crate) async fn chat(
     let reply = CALLER
         .scope(caller.clone(), gateway.chat(&context, alias, body))
         .await
-        .map_err(from_gateway)?;
+        .map_err(ApiError::from)?;
     let cache = match reply.cache {
         CacheStatus::Hit => "hit",
         CacheStatus::Miss => "miss",
@@ -171,7 +171,7 @@ pub(crate) async fn chat(
                         }
                     }
                     Err(error) => {
-                        let error = ApiError::from(provider_as_gateway(error));
+                        let error = broken_off(&error);
                         Some(Piece::Error(
                             serde_json::to_string(&error.body()).unwrap_or_default(),
                         ))
@@ -362,20 +362,13 @@ fn answered(caller: &Caller, value: &Value) {
     }
 }
 
-/// A provider failure seen by the client mid-stream, as the gateway would report it.
-fn provider_as_gateway(source: ProviderError) -> GatewayError {
-    GatewayError::Provider {
-        alias: String::new(),
-        target: String::new(),
-        source,
-    }
+/// A failure after the answer started: the client already holds part of it, so the stream
+/// ends with this error (no other target can take over).
+fn broken_off(error: &ProviderError) -> ApiError {
+    ApiError::bad_gateway(format!("the answer broke off: {error}"))
 }
 
 /// The one mapping from gateway failures to HTTP answers.
-pub(crate) fn from_gateway(error: GatewayError) -> ApiError {
-    ApiError::from(error)
-}
-
 impl From<GatewayError> for ApiError {
     fn from(error: GatewayError) -> Self {
         let message = error.to_string();
