@@ -246,11 +246,12 @@ def test_embeddings_through_an_alias_fall_back_too(gateway, upstreams):
 
 def test_fallback_when_the_first_upstream_times_out(gateway, upstreams):
     before = len(upstreams["slow"].requests)
-    started = time.monotonic()
     answer = chat(gateway.client(), "after-timeout", temperature=0)
+    # Had the gateway waited, the slow upstream would have answered (after 5 s) with its own
+    # text and model; the local model answering shows the 0.5 s timeout fired.
     assert answer.model == SMOLLM2 and answer.choices[0].message.content
+    assert answer.choices[0].message.content != upstreams["slow"].content
     assert len(upstreams["slow"].requests) == before + 1
-    assert time.monotonic() - started < 5.0, "the gateway waited for the slow upstream"
 
 
 def test_a_cache_hit_returns_the_identical_body(gateway, upstreams):
