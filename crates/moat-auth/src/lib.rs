@@ -51,6 +51,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use moat_db::WriteQueue;
 use rusqlite::{params, Connection, OptionalExtension};
 use subtle::ConstantTimeEq;
 
@@ -70,6 +71,8 @@ use limits::{Check, KeyState};
 /// takes `&self` and is safe to call from many threads.
 pub struct Auth {
     conn: Mutex<Connection>,
+    /// Usage counts go through the file's one writer, committed in groups.
+    writes: Arc<WriteQueue>,
     clock: Arc<dyn Clock>,
     /// Set once a key has been seen. Keys are never deleted (a revoked key still counts, so
     /// that revoking the last key does not silently open the server to everyone), so once
@@ -92,6 +95,7 @@ impl Auth {
     pub fn open_with_clock(path: &Path, clock: Arc<dyn Clock>) -> Result<Auth, AuthError> {
         Ok(Auth {
             conn: Mutex::new(db::open(path)?),
+            writes: WriteQueue::shared(path).map_err(AuthError::Storage)?,
             clock,
             keys_seen: AtomicBool::new(false),
             limiter: Mutex::new(HashMap::new()),

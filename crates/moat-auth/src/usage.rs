@@ -43,7 +43,8 @@ pub struct UsageRow {
 }
 
 impl Auth {
-    /// Counts one finished request of `key` (`None`: anonymous) on `model` today (UTC).
+    /// Counts one finished request of `key` (`None`: anonymous) on `model` today (UTC), and
+    /// returns once that is committed.
     pub fn record_usage(
         &self,
         key: Option<&Key>,
@@ -51,27 +52,50 @@ impl Auth {
         prompt_tokens: u64,
         completion_tokens: u64,
     ) -> Result<(), AuthError> {
+        let count = self.usage_count(key, model, prompt_tokens, completion_tokens)?;
+        self.writes
+            .run(move |conn| count.add(conn))
+            .map_err(AuthError::Storage)
+    }
+
+    /// [`Auth::record_usage`] queued for the next group commit: returns at once (a server's
+    /// path). A bad model name is refused here; a failed write is logged. [`Auth::usage`]
+    /// sees it.
+    pub fn submit_usage(
+        &self,
+        key: Option<&Key>,
+        model: &str,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+    ) -> Result<(), AuthError> {
+        let count = self.usage_count(key, model, prompt_tokens, completion_tokens)?;
+        self.writes.submit("key usage", move |conn| count.add(conn));
+        Ok(())
+    }
+
+    fn usage_count(
+        &self,
+        key: Option<&Key>,
+        model: &str,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+    ) -> Result<UsageCount, AuthError> {
         if model.is_empty() || model.len() > 256 {
             return Err(AuthError::invalid("model", "1 to 256 bytes"));
         }
-        let day = Date::from_unix_ms(self.clock.now_ms()).iso();
-        let key = key.map_or(ANONYMOUS, |k| k.id);
         let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        self.conn()
-            .prepare_cached(
-            "INSERT INTO auth_usage (key_id, day, model, requests, prompt_tokens, completion_tokens)
-             VALUES (?1, ?2, ?3, 1, ?4, ?5)
-             ON CONFLICT (key_id, day, model) DO UPDATE SET
-                 requests = requests + 1,
-                 prompt_tokens = prompt_tokens + ?4,
-                 completion_tokens = completion_tokens + ?5",
-            )?
-            .execute(params![key.0, day, model, as_i64(prompt_tokens), as_i64(completion_tokens)])?;
-        Ok(())
+        Ok(UsageCount {
+            key: key.map_or(ANONYMOUS, |k| k.id),
+            day: Date::from_unix_ms(self.clock.now_ms()).iso(),
+            model: model.to_owned(),
+            prompt_tokens: as_i64(prompt_tokens),
+            completion_tokens: as_i64(completion_tokens),
+        })
     }
 
     /// Usage rows matching `filter`, by day, key and model.
     pub fn usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>, AuthError> {
+        self.writes.flush();
         let conn = self.conn();
         let mut statement = conn.prepare(
             "SELECT key_id, day, model, requests, prompt_tokens, completion_tokens FROM auth_usage
@@ -99,5 +123,35 @@ impl Auth {
             },
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// One finished request, to be added to its (key, day, model) row.
+struct UsageCount {
+    key: KeyId,
+    day: String,
+    model: String,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+}
+
+impl UsageCount {
+    fn add(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        conn.prepare_cached(
+            "INSERT INTO auth_usage (key_id, day, model, requests, prompt_tokens, completion_tokens)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5)
+             ON CONFLICT (key_id, day, model) DO UPDATE SET
+                 requests = requests + 1,
+                 prompt_tokens = prompt_tokens + ?4,
+                 completion_tokens = completion_tokens + ?5",
+        )?
+        .execute(params![
+            self.key.0,
+            self.day,
+            self.model,
+            self.prompt_tokens,
+            self.completion_tokens
+        ])
+        .map(drop)
     }
 }

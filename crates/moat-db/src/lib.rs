@@ -5,12 +5,16 @@
 //! `synchronous = NORMAL` (in WAL mode every committed transaction survives a process kill; a
 //! power loss may drop the last few, never consistency), and a busy timeout long enough for
 //! another connection's write to finish. This crate is that one way; each crate then migrates
-//! its own tables.
+//! its own tables; the small writes every request makes go through one [`WriteQueue`] per file.
+
+mod writer;
 
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::Connection;
+
+pub use writer::{WriteQueue, MAX_BATCH, QUEUE_CAPACITY};
 
 /// How long a connection waits for another connection's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -193,21 +193,22 @@ const SELECT_AUDIT: &str = "SELECT id, at_ms, who, model, decision, rails, promp
       AND (?5 IS NULL OR decision = ?5) AND id > ?6
     ORDER BY id LIMIT ?7";
 
-impl Meter {
-    /// Appends one entry, dropping its prompt unless prompts are recorded. Returns its id.
-    pub fn audit_append(&self, entry: &AuditEntry) -> Result<i64, MeterError> {
-        entry.validate()?;
-        let config = &self.audit_config;
-        let (prompt, truncated) = match (&entry.prompt, config.record_prompts) {
-            (Some(prompt), true) => {
-                let (kept, cut) = cut_at_char_boundary(prompt, config.max_prompt_bytes);
-                (Some(kept), cut)
-            }
-            _ => (None, false),
-        };
-        let rails = serde_json::to_string(&entry.rails)
-            .map_err(|e| MeterError::Storage(format!("cannot encode rails: {e}")))?;
-        let conn = self.conn();
+/// An entry as stored: checked, its prompt cut or dropped, its rails encoded.
+struct AuditRow {
+    at_ms: i64,
+    who: String,
+    model: String,
+    decision: &'static str,
+    rails: String,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    request_id: String,
+    prompt: Option<String>,
+    prompt_truncated: bool,
+}
+
+impl AuditRow {
+    fn insert(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
         // Cached: parsing the statement cost more than running it, once per request.
         conn.prepare_cached(
             "INSERT INTO meter_audit (at_ms, who, model, decision, rails, prompt_tokens,
@@ -215,18 +216,69 @@ impl Meter {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
         .execute(params![
-            entry.at_ms,
-            entry.who,
-            entry.model,
-            entry.decision.as_str(),
+            self.at_ms,
+            self.who,
+            self.model,
+            self.decision,
+            self.rails,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.request_id,
+            self.prompt,
+            self.prompt_truncated,
+        ])
+        .map(drop)
+    }
+}
+
+impl Meter {
+    /// Appends one entry, dropping its prompt unless prompts are recorded, and returns its id
+    /// once it is committed.
+    pub fn audit_append(&self, entry: &AuditEntry) -> Result<i64, MeterError> {
+        let row = self.audit_row(entry)?;
+        self.writes
+            .run(move |conn| {
+                row.insert(conn)?;
+                Ok(conn.last_insert_rowid())
+            })
+            .map_err(MeterError::Storage)
+    }
+
+    /// Queues one entry for the next group commit and returns at once (a server's path: the
+    /// request does not wait on the disk). A bad entry is refused here; a failed write is
+    /// logged. Reads through this `Meter` see it ([`moat_db::WriteQueue::flush`]).
+    pub fn audit_submit(&self, entry: &AuditEntry) -> Result<(), MeterError> {
+        let row = self.audit_row(entry)?;
+        let label = format!("audit entry of {}", entry.request_id);
+        self.writes.submit(label, move |conn| row.insert(conn));
+        Ok(())
+    }
+
+    /// Checks `entry` and turns it into the row to insert.
+    fn audit_row(&self, entry: &AuditEntry) -> Result<AuditRow, MeterError> {
+        entry.validate()?;
+        let config = &self.audit_config;
+        let (prompt, prompt_truncated) = match (&entry.prompt, config.record_prompts) {
+            (Some(prompt), true) => {
+                let (kept, cut) = cut_at_char_boundary(prompt, config.max_prompt_bytes);
+                (Some(kept.to_owned()), cut)
+            }
+            _ => (None, false),
+        };
+        let rails = serde_json::to_string(&entry.rails)
+            .map_err(|e| MeterError::Storage(format!("cannot encode rails: {e}")))?;
+        Ok(AuditRow {
+            at_ms: entry.at_ms,
+            who: entry.who.clone(),
+            model: entry.model.clone(),
+            decision: entry.decision.as_str(),
             rails,
-            entry.prompt_tokens as i64,
-            entry.completion_tokens as i64,
-            entry.request_id,
+            prompt_tokens: entry.prompt_tokens.min(i64::MAX as u64) as i64,
+            completion_tokens: entry.completion_tokens.min(i64::MAX as u64) as i64,
+            request_id: entry.request_id.clone(),
             prompt,
-            truncated,
-        ])?;
-        Ok(conn.last_insert_rowid())
+            prompt_truncated,
+        })
     }
 
     /// Entries matching `filter`, oldest first, at most `filter.limit` (default 100).
@@ -247,6 +299,7 @@ impl Meter {
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, MeterError> {
+        self.writes.flush();
         let conn = self.conn();
         let mut statement = conn.prepare_cached(SELECT_AUDIT)?;
         let rows = statement.query_map(

@@ -48,8 +48,9 @@ mod report;
 mod usage;
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use moat_db::WriteQueue;
 use rusqlite::Connection;
 
 pub use audit::{
@@ -72,6 +73,8 @@ pub use usage::{UsageEvent, UsageRange};
 /// The audit log and usage records over one `moat.db`. Share it behind an `Arc`.
 pub struct Meter {
     conn: Mutex<Connection>,
+    /// Audit entries and usage records go through the file's one writer, committed in groups.
+    writes: Arc<WriteQueue>,
     audit_config: AuditConfig,
 }
 
@@ -85,8 +88,10 @@ impl Meter {
                 reason: "retention_days must be at least 1".into(),
             });
         }
+        let conn = db::open(path)?;
         Ok(Meter {
-            conn: Mutex::new(db::open(path)?),
+            conn: Mutex::new(conn),
+            writes: WriteQueue::shared(path).map_err(MeterError::Storage)?,
             audit_config,
         })
     }

@@ -53,50 +53,27 @@ fn checked_day(conn: &rusqlite::Connection, day: &Option<String>) -> Result<(), 
 }
 
 impl Meter {
-    /// Adds one request to its day's record.
+    /// Adds one request to its day's record and returns once that is committed.
     pub fn record_usage(&self, event: &UsageEvent) -> Result<(), MeterError> {
-        for (name, value) in [
-            ("key", &event.key),
-            ("alias", &event.alias),
-            ("model", &event.model),
-        ] {
-            if value.is_empty() || value.len() > 256 {
-                return Err(MeterError::invalid(
-                    "usage event",
-                    format!("{name} must be 1 to 256 bytes"),
-                ));
-            }
-        }
-        let as_i64 = |n: u64| {
-            i64::try_from(n).map_err(|_| MeterError::invalid("usage event", "count out of range"))
-        };
-        self.conn()
-            .prepare_cached(
-                "INSERT INTO meter_usage (day, key, alias, model, local, requests, prompt_tokens,
-                 completion_tokens, busy_ms)
-             VALUES (date(?1, 'unixepoch'), ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8)
-             ON CONFLICT (day, key, alias, model, local) DO UPDATE SET
-                 requests = requests + 1,
-                 prompt_tokens = prompt_tokens + ?6,
-                 completion_tokens = completion_tokens + ?7,
-                 busy_ms = busy_ms + ?8",
-            )?
-            .execute(params![
-                event.at_ms.div_euclid(1000),
-                event.key,
-                event.alias,
-                event.model,
-                event.local,
-                as_i64(event.prompt_tokens)?,
-                as_i64(event.completion_tokens)?,
-                as_i64(event.busy_ms)?,
-            ])?;
+        let row = UsageRow::checked(event)?;
+        self.writes
+            .run(move |conn| row.upsert(conn))
+            .map_err(MeterError::Storage)
+    }
+
+    /// Queues one finished request for the next group commit and returns at once (see
+    /// [`Meter::audit_submit`]). A bad event is refused here; a failed write is logged.
+    pub fn submit_usage(&self, event: &UsageEvent) -> Result<(), MeterError> {
+        let row = UsageRow::checked(event)?;
+        self.writes
+            .submit("usage record", move |conn| row.upsert(conn));
         Ok(())
     }
 
     /// The records of the days in `range`, ordered by day, key, alias, model; feed them to
     /// [`crate::report`] or [`crate::compare`].
     pub fn usage_records(&self, range: &UsageRange) -> Result<Vec<UsageRecord>, MeterError> {
+        self.writes.flush();
         let conn = self.conn();
         checked_day(&conn, &range.since_day)?;
         checked_day(&conn, &range.until_day)?;
@@ -121,5 +98,72 @@ impl Meter {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// A usage event as stored: checked, its counts in SQLite's integers.
+struct UsageRow {
+    at_s: i64,
+    key: String,
+    alias: String,
+    model: String,
+    local: bool,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    busy_ms: i64,
+}
+
+impl UsageRow {
+    fn checked(event: &UsageEvent) -> Result<UsageRow, MeterError> {
+        for (name, value) in [
+            ("key", &event.key),
+            ("alias", &event.alias),
+            ("model", &event.model),
+        ] {
+            if value.is_empty() || value.len() > 256 {
+                return Err(MeterError::invalid(
+                    "usage event",
+                    format!("{name} must be 1 to 256 bytes"),
+                ));
+            }
+        }
+        let as_i64 = |n: u64| {
+            i64::try_from(n).map_err(|_| MeterError::invalid("usage event", "count out of range"))
+        };
+        Ok(UsageRow {
+            at_s: event.at_ms.div_euclid(1000),
+            key: event.key.clone(),
+            alias: event.alias.clone(),
+            model: event.model.clone(),
+            local: event.local,
+            prompt_tokens: as_i64(event.prompt_tokens)?,
+            completion_tokens: as_i64(event.completion_tokens)?,
+            busy_ms: as_i64(event.busy_ms)?,
+        })
+    }
+
+    /// Adds the request to its day's row (one row per day, key, alias, model and locality).
+    fn upsert(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        conn.prepare_cached(
+            "INSERT INTO meter_usage (day, key, alias, model, local, requests, prompt_tokens,
+                 completion_tokens, busy_ms)
+             VALUES (date(?1, 'unixepoch'), ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8)
+             ON CONFLICT (day, key, alias, model, local) DO UPDATE SET
+                 requests = requests + 1,
+                 prompt_tokens = prompt_tokens + ?6,
+                 completion_tokens = completion_tokens + ?7,
+                 busy_ms = busy_ms + ?8",
+        )?
+        .execute(params![
+            self.at_s,
+            self.key,
+            self.alias,
+            self.model,
+            self.local,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.busy_ms,
+        ])
+        .map(drop)
     }
 }

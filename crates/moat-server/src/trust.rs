@@ -4,8 +4,10 @@
 //! rails hit on the ticket; when the last holder of the ticket lets go (the whole answer was
 //! sent, the stream ended, or the client went away), the reservation is settled with the
 //! tokens really used, the usage is counted for the key, one usage event is recorded for
-//! costing (key, alias, the model that answered, local or not, tokens, measured busy time;
-//! written on tokio's blocking pool) and one audit entry is appended.
+//! costing (key, alias, the model that answered, local or not, tokens, measured busy time)
+//! and one audit entry is appended. These three writes are queued for moat.db's writer thread,
+//! which commits them in groups (`moat_db::WriteQueue`): the async worker that lets go of the
+//! ticket never waits on the disk.
 //!
 //! Knows nothing of how keys are stored or audit rows written (moat-auth, moat-meter) or how
 //! text is scanned (moat-guard); it decides which of their answers becomes which HTTP answer.
@@ -474,26 +476,6 @@ impl Ticket {
     }
 }
 
-/// Records a usage event on tokio's blocking pool when there is a runtime (so the async worker
-/// that drops the last ticket does not wait on SQLite for it), else at once. Only reports
-/// read usage events, and they may lag the answer by this write.
-fn record_off_the_runtime(meter: &Arc<Meter>, event: UsageEvent, request_id: String) {
-    let write = {
-        let meter = Arc::clone(meter);
-        move || {
-            if let Err(error) = meter.record_usage(&event) {
-                eprintln!("moat: usage record of {request_id}: {error}");
-            }
-        }
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn_blocking(write);
-        }
-        Err(_) => write(),
-    }
-}
-
 /// At most 256 bytes (what a usage record keeps), cut at a character boundary.
 fn clip(text: &str) -> &str {
     let mut end = text.len().min(256);
@@ -527,7 +509,7 @@ impl Drop for TicketState {
                 }
             }
             if self.counts_usage {
-                let counted = auth.record_usage(
+                let counted = auth.submit_usage(
                     self.key.as_ref(),
                     &self.model,
                     self.prompt_tokens,
@@ -555,7 +537,9 @@ impl Drop for TicketState {
                     completion_tokens: self.completion_tokens,
                     busy_ms: rounded_ms(self.busy),
                 };
-                record_off_the_runtime(meter, event, self.request_id.clone());
+                if let Err(error) = meter.submit_usage(&event) {
+                    eprintln!("moat: usage record of {}: {error}", self.request_id);
+                }
             }
         }
         let audited = self.audit_allowed || self.decision != Decision::Allowed;
@@ -571,7 +555,7 @@ impl Drop for TicketState {
                 request_id: std::mem::take(&mut self.request_id),
                 prompt: self.prompt.take(),
             };
-            if let Err(error) = meter.audit_append(&entry) {
+            if let Err(error) = meter.audit_submit(&entry) {
                 eprintln!("moat: audit log: {error}");
             }
         }
