@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-pub use writer::{WriteQueue, MAX_BATCH, QUEUE_CAPACITY};
+pub use writer::{WriteQueue, GATHER, MAX_BATCH, QUEUE_CAPACITY};
 
 /// How long a connection waits for another connection's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
