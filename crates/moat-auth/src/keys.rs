@@ -39,6 +39,16 @@ impl Secret {
         Ok(Secret(format!("{SECRET_PREFIX}{body}")))
     }
 
+    /// A secret given by the operator: one that `moat keys create` made on another node, so
+    /// that every node of a fleet accepts the same key. Surrounding whitespace (a trailing
+    /// newline) is ignored; the rest must have a generated secret's form. Its strength is the
+    /// generator's: moat cannot tell a random secret from a guessable one of the same form.
+    pub fn from_text(text: &str) -> Result<Secret, AuthError> {
+        let text = text.trim();
+        check_form(text).map_err(|reason| AuthError::invalid("secret", reason))?;
+        Ok(Secret(text.to_owned()))
+    }
+
     /// The secret text, `moat-sk-...`.
     pub fn expose(&self) -> &str {
         &self.0
@@ -78,26 +88,29 @@ pub(crate) fn parse_authorization(header_value: &str) -> Result<Presented<'_>, A
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AuthError::MalformedHeader("the scheme must be Bearer"));
     }
+    let body = check_form(token).map_err(AuthError::MalformedHeader)?;
+    Ok(Presented {
+        secret: token,
+        prefix: &body[..PUBLIC_PREFIX_CHARS],
+    })
+}
+
+/// Checks that `token` has a secret's form (`moat-sk-` and 43 base64url characters) and
+/// returns the part after `moat-sk-`, or why not.
+fn check_form(token: &str) -> Result<&str, &'static str> {
     let body = token
         .strip_prefix(SECRET_PREFIX)
-        .ok_or(AuthError::MalformedHeader(
-            "the key must start with moat-sk-",
-        ))?;
+        .ok_or("the key must start with moat-sk-")?;
     if body.len() != SECRET_BODY_CHARS {
-        return Err(AuthError::MalformedHeader("the key has the wrong length"));
+        return Err("the key has the wrong length");
     }
     if !body
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(AuthError::MalformedHeader(
-            "the key has characters outside base64url",
-        ));
+        return Err("the key has characters outside base64url");
     }
-    Ok(Presented {
-        secret: token,
-        prefix: &body[..PUBLIC_PREFIX_CHARS],
-    })
+    Ok(body)
 }
 
 /// A key's database id.

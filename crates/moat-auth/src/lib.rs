@@ -115,45 +115,68 @@ impl Auth {
     /// again.
     pub fn create_key(&self, new: &NewKey) -> Result<CreatedKey, AuthError> {
         new.validate()?;
-        let models = serde_json::to_string(&new.scopes.models)
-            .map_err(|e| AuthError::Storage(format!("cannot encode scopes: {e}")))?;
-        let budget = new.limits.budget;
-        let conn = self.conn();
         // A prefix collision (about one in 2^48 per pair of keys) is retried with a new secret.
         for _ in 0..4 {
             let secret = Secret::generate()?;
-            let prefix = format!("{SECRET_PREFIX}{}", secret.public_prefix());
-            let inserted = conn.execute(
-                "INSERT INTO auth_keys (name, prefix, hash, models, admin, requests_per_minute,
-                     tokens_per_minute, budget_tokens, budget_period, created_ms, guard, private)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT (prefix) DO NOTHING",
-                params![
-                    new.name,
-                    prefix,
-                    hash_secret(secret.expose()).as_slice(),
-                    models,
-                    new.scopes.admin,
-                    new.limits.requests_per_minute,
-                    new.limits.tokens_per_minute.map(|t| t as i64),
-                    budget.map(|b| b.tokens as i64),
-                    budget.map(|b| b.period.as_str()),
-                    self.clock.now_ms(),
-                    new.guard,
-                    new.private,
-                ],
-            )?;
-            if inserted == 1 {
-                let id = KeyId(conn.last_insert_rowid());
-                drop(conn);
-                self.keys_seen.store(true, Ordering::SeqCst);
-                let key = self.get_key(id)?;
+            if let Some(key) = self.insert_key(new, &secret)? {
                 return Ok(CreatedKey { key, secret });
             }
         }
         Err(AuthError::Storage(
             "could not draw a unique key prefix".into(),
         ))
+    }
+
+    /// Stores a key whose secret the operator gives ([`Secret::from_text`]): the way to
+    /// accept one key on every node of a fleet, made once by `moat keys create` on one of
+    /// them. Refused if a key with the same public prefix exists here.
+    pub fn import_key(&self, new: &NewKey, secret: &Secret) -> Result<Key, AuthError> {
+        new.validate()?;
+        self.insert_key(new, secret)?.ok_or_else(|| {
+            AuthError::invalid(
+                "secret",
+                format!(
+                    "a key with the prefix {SECRET_PREFIX}{} exists already",
+                    secret.public_prefix()
+                ),
+            )
+        })
+    }
+
+    /// Inserts `new` with `secret`'s hash; `None` when its prefix is taken.
+    fn insert_key(&self, new: &NewKey, secret: &Secret) -> Result<Option<Key>, AuthError> {
+        let models = serde_json::to_string(&new.scopes.models)
+            .map_err(|e| AuthError::Storage(format!("cannot encode scopes: {e}")))?;
+        let budget = new.limits.budget;
+        let prefix = format!("{SECRET_PREFIX}{}", secret.public_prefix());
+        let conn = self.conn();
+        let inserted = conn.execute(
+            "INSERT INTO auth_keys (name, prefix, hash, models, admin, requests_per_minute,
+                 tokens_per_minute, budget_tokens, budget_period, created_ms, guard, private)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (prefix) DO NOTHING",
+            params![
+                new.name,
+                prefix,
+                hash_secret(secret.expose()).as_slice(),
+                models,
+                new.scopes.admin,
+                new.limits.requests_per_minute,
+                new.limits.tokens_per_minute.map(|t| t as i64),
+                budget.map(|b| b.tokens as i64),
+                budget.map(|b| b.period.as_str()),
+                self.clock.now_ms(),
+                new.guard,
+                new.private,
+            ],
+        )?;
+        if inserted != 1 {
+            return Ok(None);
+        }
+        let id = KeyId(conn.last_insert_rowid());
+        drop(conn);
+        self.keys_seen.store(true, Ordering::SeqCst);
+        self.get_key(id).map(Some)
     }
 
     /// Every key, revoked ones included, oldest first.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use moat_auth::{
     Admission, Auth, AuthError, AuthErrorKind, Budget, BudgetPeriod, Key, LimitKind, Limits,
-    ManualClock, NewKey, Scopes, UsageFilter, ANONYMOUS,
+    ManualClock, NewKey, Scopes, Secret, UsageFilter, ANONYMOUS,
 };
 
 /// 2026-03-31 23:59:00 UTC: a minute before both a day and a month end.
@@ -477,4 +477,56 @@ fn a_keys_guard_and_privacy_are_stored_with_it() {
     assert!(found.private);
     new.guard = Some("bad\nname".into());
     assert!(auth.create_key(&new).is_err());
+}
+
+#[test]
+fn a_key_made_on_one_node_is_imported_on_another_and_works_there() {
+    let one = tempfile::tempdir().unwrap();
+    let two = tempfile::tempdir().unwrap();
+    let first = Auth::open(&one.path().join("moat.db")).unwrap();
+    let second = Auth::open(&two.path().join("moat.db")).unwrap();
+    let created = first
+        .create_key(&new_key("fleet", &["*"], Limits::default()))
+        .unwrap();
+    let text = format!("{}\n", created.secret.expose());
+
+    let imported = second
+        .import_key(
+            &new_key("fleet", &["*"], Limits::default()),
+            &Secret::from_text(&text).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(imported.prefix, created.key.prefix);
+    assert!(second.keys_exist().unwrap());
+    let header = format!("Bearer {}", created.secret.expose());
+    assert_eq!(second.authenticate(&header).unwrap().id, imported.id);
+
+    // The same secret twice on one node is refused, and so is anything not of a secret's form.
+    let again = second
+        .import_key(
+            &new_key("again", &["*"], Limits::default()),
+            &Secret::from_text(&text).unwrap(),
+        )
+        .unwrap_err();
+    assert_eq!(again.kind(), AuthErrorKind::InvalidInput);
+    assert!(again.to_string().contains("exists already"), "{again}");
+    for bad in [
+        "",
+        "moat-sk-short",
+        "sk-0123456789012345678901234567890123456789012",
+        "moat-sk-0123456789012345678901234567890123456789 12",
+        "moat-sk-01234567890123456789012345678901234567890+/",
+    ] {
+        let error = Secret::from_text(bad).err().unwrap();
+        assert_eq!(error.kind(), AuthErrorKind::InvalidInput, "{bad:?}");
+    }
+    // A revoked key stays revoked: re-importing its secret is refused, not a way back in.
+    second.revoke_key("fleet").unwrap();
+    assert!(second
+        .import_key(
+            &new_key("back", &["*"], Limits::default()),
+            &Secret::from_text(&text).unwrap()
+        )
+        .is_err());
+    assert!(second.authenticate(&header).is_err());
 }

@@ -2,18 +2,20 @@
 //! creation, and only its hash is kept; once any key exists the server asks every API request
 //! for one. Keys work from this command while the server runs: it reads them per request.
 
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use moat_auth::{Budget, BudgetPeriod, Key, Limits, NewKey, Scopes, UsageFilter};
+use moat_auth::{Budget, BudgetPeriod, Key, Limits, NewKey, Scopes, Secret, UsageFilter};
 use serde_json::json;
 
 use crate::trust::{open_auth, settings};
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
-    /// Create a key and print its secret (shown this once only).
+    /// Create a key and print its secret (shown this once only), or, with --secret-stdin,
+    /// store a secret made on another node so that a fleet accepts one key.
     Create(CreateArgs),
     /// List the keys: prefix, name, scopes, limits, whether revoked, usage.
     #[command(alias = "list")]
@@ -55,6 +57,11 @@ pub struct CreateArgs {
     /// $MOAT_HOME/moat.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
+    /// Read the secret from stdin instead of drawing a new one: a secret that `moat keys
+    /// create` printed on another node, so that every node behind a gateway accepts the same
+    /// key. Nothing is printed back.
+    #[arg(long)]
+    secret_stdin: bool,
     /// Print the key and its secret as JSON.
     #[arg(long)]
     json: bool,
@@ -120,6 +127,26 @@ fn create(home: &Path, args: CreateArgs) -> Result<u8> {
         private: args.private,
     };
     let auth = open_auth(home)?;
+    if args.secret_stdin {
+        let mut text = String::new();
+        // A secret is 51 bytes; a little more allows for a newline and stray spaces, and a
+        // larger input is a mistake (a wrong file), not a key.
+        std::io::stdin()
+            .take(256)
+            .read_to_string(&mut text)
+            .context("reading the secret from stdin")?;
+        let secret = Secret::from_text(&text).context("the secret on stdin")?;
+        let key = auth.import_key(&new, &secret).context("storing the key")?;
+        if args.json {
+            println!("{}", key_json(&key, None));
+        } else {
+            eprintln!(
+                "stored key {} ({}) from the secret on stdin",
+                key.prefix, key.name
+            );
+        }
+        return Ok(0);
+    }
     let created = auth.create_key(&new).context("creating the key")?;
     if args.json {
         let mut value = key_json(&created.key, None);

@@ -124,3 +124,64 @@ fn serve_refuses_a_public_address_without_keys() {
     assert!(error.contains("without API keys"), "{error}");
     assert!(error.contains("--insecure"), "{error}");
 }
+
+/// Runs `moat ARGS` with `input` on stdin.
+fn with_stdin(home: &std::path::Path, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = moat(home)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_secret_from_one_node_is_stored_on_another_from_stdin() {
+    let one = TempHome::new();
+    let two = TempHome::new();
+    let made = create(one.path(), &["--name", "fleet"]);
+    let secret = made["secret"].as_str().unwrap();
+
+    let stored = with_stdin(
+        two.path(),
+        &[
+            "keys",
+            "create",
+            "--name",
+            "fleet",
+            "--secret-stdin",
+            "--json",
+        ],
+        &format!("{secret}\n"),
+    );
+    assert!(stored.status.success(), "{stored:?}");
+    let stdout = String::from_utf8(stored.stdout).unwrap();
+    assert!(!stdout.contains(secret), "the secret is not printed back");
+    let key: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(key["prefix"], made["prefix"]);
+    let listed: Vec<Value> =
+        serde_json::from_str(&ok(two.path(), &["keys", "ls", "--json"])).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["prefix"], made["prefix"]);
+
+    // Twice is refused; so is text that is not a secret.
+    let again = with_stdin(two.path(), &["keys", "create", "--secret-stdin"], secret);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    let junk = with_stdin(
+        two.path(),
+        &["keys", "create", "--secret-stdin"],
+        "not a key\n",
+    );
+    assert_eq!(junk.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&junk.stderr).contains("moat-sk-"));
+}
