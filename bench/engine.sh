@@ -10,7 +10,7 @@
 #           --ctx 2048) and one llama-server (-np min(C,8) -c min(C,8)*2048 --jinja) up side by
 #           side; a warm-up, then REPS rounds, each running bench/serve_load.py on one server
 #           and then the other (the order flips every round): streaming chat, max_tokens 64,
-#           temperature 0, C concurrent workers x 2 requests. At C=1 each round also runs the
+#           temperature 0, C concurrent workers x max(2, 16/C) requests. At C=1 each round also runs the
 #           `pp` mode (3 requests, ~512-token distinct prompts, max_tokens 1). With C16=1 the
 #           C=8 servers also get a 16-worker load (queueing behind 8 slots). After the rounds
 #           the peak RSS (VmHWM) of both servers is recorded.
@@ -118,7 +118,10 @@ for phase in $PHASES; do
   load)
     for c in $CONC; do
         par=$(( c < 8 ? c : 8 ))
-        log "load C=$c (parallel $par)"
+        # At least 16 requests per run (2 per worker at 8 streams), so that a run's TTFT p50
+        # and p95 rest on more than the two samples a 1-stream run used to have.
+        per_worker=$(( 16 / c > 2 ? 16 / c : 2 ))
+        log "load C=$c (parallel $par, $per_worker requests per worker)"
         start_moat "$PORT_MOAT" "$par" 2048; MP=$SPID
         start_llama "$PORT_LLAMA" "$par"; LP=$SPID
         # warm-up (not recorded)
@@ -128,7 +131,7 @@ for phase in $PHASES; do
             if [ $((rep % 2)) -eq 1 ]; then order="moat llama"; else order="llama moat"; fi
             for s in $order; do
                 port=$PORT_MOAT; [ "$s" = llama ] && port=$PORT_LLAMA
-                load "$s" "$port" "$c" 2 "$rep"
+                load "$s" "$port" "$c" "$per_worker" "$rep"
                 [ "$c" -eq 1 ] && pp "$s" "$port" "$rep"
                 if [ "$c" -eq 8 ] && [ "$C16" = 1 ]; then load "$s" "$port" 16 1 "$rep"; fi
             done
