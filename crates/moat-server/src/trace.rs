@@ -32,9 +32,29 @@ pub(crate) struct RequestTrace {
     context: SpanContext,
     /// The caller's span, when the request continued a trace.
     parent: Option<SpanId>,
-    /// When the request arrived, on both clocks: monotonic for arithmetic, Unix for spans.
+    clock: RequestClock,
+}
+
+/// When a request arrived, on both clocks: every span of the request takes its times from
+/// the monotonic clock, placed on the Unix clock's reading at arrival, so spans stay in order
+/// whatever the wall clock does meanwhile.
+#[derive(Clone, Copy)]
+struct RequestClock {
     accepted: Instant,
     accepted_unix_nanos: u64,
+}
+
+impl RequestClock {
+    /// `instant` in Unix nanoseconds.
+    fn unix_nanos(&self, instant: Instant) -> u64 {
+        let since = instant.saturating_duration_since(self.accepted).as_nanos();
+        self.accepted_unix_nanos
+            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
+    fn now(&self) -> u64 {
+        self.unix_nanos(Instant::now())
+    }
 }
 
 /// What the SERVER span says, gathered when the answer's last byte went out.
@@ -65,21 +85,16 @@ impl RequestTrace {
             exporter: exporter.clone(),
             context,
             parent: caller.map(|caller| caller.span_id),
-            accepted,
-            accepted_unix_nanos: now_unix_nanos(),
+            clock: RequestClock {
+                accepted,
+                accepted_unix_nanos: now_unix_nanos(),
+            },
         }
     }
 
     /// The trace id, for the log line.
     pub(crate) fn trace_id(&self) -> String {
         self.context.trace_id.to_string()
-    }
-
-    /// `instant` in Unix nanoseconds, on the request's clock.
-    fn unix_nanos(&self, instant: Instant) -> u64 {
-        let since = instant.saturating_duration_since(self.accepted).as_nanos();
-        self.accepted_unix_nanos
-            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
     }
 
     /// A span under the request's SERVER span.
@@ -89,7 +104,7 @@ impl RequestTrace {
             Some(self.context.span_id),
             name,
             kind,
-            self.unix_nanos(start),
+            self.clock.unix_nanos(start),
         )
     }
 
@@ -105,7 +120,7 @@ impl RequestTrace {
             self.parent,
             name,
             SpanKind::Server,
-            self.accepted_unix_nanos,
+            self.clock.accepted_unix_nanos,
         );
         span.set("http.request.method", server.method)
             .set("url.path", server.path)
@@ -126,15 +141,15 @@ impl RequestTrace {
         if server.status >= 500 {
             span.status = Status::error(format!("HTTP {}", server.status));
         }
-        span.end_at(self.unix_nanos(Instant::now()));
+        span.end_at(self.clock.now());
         self.exporter.record(span);
     }
 
     /// Records a choice's `queue` span: arrival to the engine taking its prompt.
     pub(crate) fn queue(&self, model: &str, started: Instant) {
-        let mut span = self.child("queue", SpanKind::Internal, self.accepted);
+        let mut span = self.child("queue", SpanKind::Internal, self.clock.accepted);
         span.set("gen_ai.request.model", model)
-            .end_at(self.unix_nanos(started));
+            .end_at(self.clock.unix_nanos(started));
         self.exporter.record(span);
     }
 
@@ -144,7 +159,7 @@ impl RequestTrace {
         let mut span = self.child("generate", SpanKind::Internal, generation.first_token);
         span.set("gen_ai.request.model", generation.model)
             .set("gen_ai.usage.output_tokens", generation.tokens)
-            .end_at(self.unix_nanos(generation.last_token));
+            .end_at(self.clock.unix_nanos(generation.last_token));
         if !generation.finished {
             span.status = Status::error("the generation did not finish");
         }
@@ -156,6 +171,7 @@ impl RequestTrace {
         Arc::new(AttemptSpans {
             exporter: self.exporter.clone(),
             context: self.context,
+            clock: self.clock,
             alias: alias.to_owned(),
         })
     }
@@ -192,6 +208,7 @@ struct AttemptSpans {
     exporter: Exporter,
     /// The request's SERVER span.
     context: SpanContext,
+    clock: RequestClock,
     alias: String,
 }
 
@@ -208,7 +225,7 @@ impl AttemptTracer for AttemptSpans {
             Some(self.context.span_id),
             name,
             kind,
-            now_unix_nanos(),
+            self.clock.now(),
         );
         span.set("moat.alias", self.alias.as_str())
             .set("moat.target", attempt.target)
@@ -224,6 +241,7 @@ impl AttemptTracer for AttemptSpans {
         Box::new(AttemptRecord {
             exporter: self.exporter.clone(),
             context,
+            clock: self.clock,
             span: Some(span),
         })
     }
@@ -233,6 +251,7 @@ impl AttemptTracer for AttemptSpans {
 struct AttemptRecord {
     exporter: Exporter,
     context: SpanContext,
+    clock: RequestClock,
     span: Option<Span>,
 }
 
@@ -263,7 +282,7 @@ impl AttemptSpan for AttemptRecord {
 impl Drop for AttemptRecord {
     fn drop(&mut self) {
         if let Some(mut span) = self.span.take() {
-            span.end_at(now_unix_nanos());
+            span.end_at(self.clock.now());
             self.exporter.record(span);
         }
     }

@@ -384,6 +384,9 @@ async fn a_gateway_and_the_moat_node_behind_it_share_one_trace() {
         );
         assert_eq!(attr(client, "moat.outcome"), Some(&json!("answered")));
         assert_eq!(attr(client, "moat.fallback"), Some(&json!(false)));
+        // The attempt lies within the gateway's request.
+        assert!(nanos(client, "startTimeUnixNano") >= nanos(front, "startTimeUnixNano"));
+        assert!(nanos(client, "endTimeUnixNano") <= nanos(front, "endTimeUnixNano"));
         // The node behind the gateway continued the trace under the attempt's span.
         let behind = spans
             .iter()
