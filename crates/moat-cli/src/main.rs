@@ -21,6 +21,7 @@ mod keys;
 mod knowledge;
 mod license;
 mod models;
+mod observability;
 mod progress;
 mod run;
 mod serve;

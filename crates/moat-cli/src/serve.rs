@@ -8,6 +8,10 @@
 //! Trust: the keys and audit log in `$MOAT_HOME/moat.db`, `[guard]` and `[audit]` of moat.toml
 //! and each alias's `guard` become the server's `TrustConfig`. A non-loopback `--host` while no
 //! key exists is refused (exit 2) unless `--insecure`; a license override is audited.
+//!
+//! Traces: with `--otlp-endpoint` (or `OTEL_EXPORTER_OTLP_ENDPOINT`, or `[observability]` in
+//! moat.toml; see `observability.rs`) every request's spans go to that collector; a bad URL
+//! exits with code 2 before anything starts, and the spans still queued are sent at shutdown.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -23,6 +27,7 @@ use moat_engine_llamacpp::{LlamaEngine, LoadOptions};
 use moat_license::{check, detect, DeploymentProfile, LicenseDecisionInput, Outcome};
 use moat_meter::{AuditEntry, Decision, Meter};
 use moat_openai::ModelLimits;
+use moat_otlp::Exporter;
 use moat_server::{
     serve, Alias, AppState, Knowledge, LogFormat, ServedModel, ServerConfig, ShutdownOutcome,
     Trust, TrustConfig,
@@ -74,8 +79,13 @@ pub struct ServeArgs {
     /// The request log on stderr: one text line per request, or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
     log_format: LogFormatArg,
-    /// A moat.toml with [deployment], [knowledge], [aliases.NAME], [guard] and [audit] tables (default:
-    /// ./moat.toml, else $MOAT_HOME/moat.toml).
+    /// Send request traces to this OpenTelemetry collector (OTLP/HTTP with JSON; spans go to
+    /// URL/v1/traces). Default: $OTEL_EXPORTER_OTLP_ENDPOINT, else [observability]
+    /// otlp_endpoint in moat.toml; none of them: no traces.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// A moat.toml with [deployment], [knowledge], [aliases.NAME], [guard], [audit] and
+    /// [observability] tables (default: ./moat.toml, else $MOAT_HOME/moat.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -170,7 +180,31 @@ pub fn model_limits(manifest: &Manifest) -> ModelLimits {
 /// Exit code when `moat serve` refuses an unsafe setup (as for a usage error).
 const EXIT_REFUSED: u8 = 2;
 
+/// How long shutdown waits for the last trace spans to reach the collector.
+const TRACE_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+
 pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
+    let observability = crate::observability::section(home, args.config.as_deref())?;
+    let otlp = match crate::observability::exporter_config(
+        args.otlp_endpoint.as_deref(),
+        |name| std::env::var(name).ok(),
+        &observability,
+    ) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(EXIT_REFUSED);
+        }
+    };
+    let otlp = match otlp {
+        Some(config) => {
+            let endpoint = config.endpoint.clone();
+            let exporter = Exporter::start(config).context("starting the trace exporter")?;
+            eprintln!("traces: OTLP/HTTP to {endpoint}");
+            Some(exporter)
+        }
+        None => None,
+    };
     let auth = Arc::new(open_auth(home)?);
     if !args.host.is_loopback() && !auth.keys_exist()? {
         if !args.insecure {
@@ -278,9 +312,18 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
         knowledge,
         trust,
         gateway.map(|config| (config, reload)),
+        otlp.clone(),
         &args,
     ));
     runtime.shutdown_timeout(Duration::from_secs(1));
+    if let Some(exporter) = otlp {
+        if !exporter.flush(TRACE_FLUSH_DEADLINE) {
+            eprintln!(
+                "warning: trace spans still queued after {} s were not sent",
+                TRACE_FLUSH_DEADLINE.as_secs()
+            );
+        }
+    }
     result
 }
 
@@ -473,6 +516,7 @@ async fn serve_models(
     knowledge: Knowledge,
     trust: Trust,
     gateway: Option<(moat_gateway::GatewayConfig, Option<Reload>)>,
+    otlp: Option<Exporter>,
     args: &ServeArgs,
 ) -> Result<u8> {
     let config = ServerConfig {
@@ -481,6 +525,7 @@ async fn serve_models(
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         metrics_public: args.metrics_public,
         log_format: args.log_format.into(),
+        otlp,
     };
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await

@@ -2,7 +2,8 @@
 //! resolver the server supplies, or OpenAI-compatible upstreams), fallback before the first
 //! byte, per-replica cooldown, active health checks, balancing by least outstanding requests or
 //! by prompt-prefix affinity, a privacy rule that keeps private aliases and keys off external
-//! upstreams, a response cache for deterministic requests, and counters for the metrics layer.
+//! upstreams, a response cache for deterministic requests, counters for the metrics layer, and
+//! a seam for tracing each attempt (`trace.rs`: the server makes the spans).
 //!
 //! It knows nothing of HTTP servers, API-key storage or wire formats beyond passing OpenAI JSON
 //! bodies through; the server maps [`GatewayError::kind`] to statuses and shows
@@ -30,6 +31,7 @@ mod error;
 pub mod metrics;
 pub mod provider;
 mod router;
+pub mod trace;
 
 pub use alias::AliasProvider;
 pub use cache::ResponseCache;
@@ -42,3 +44,4 @@ pub use error::{GatewayError, GatewayErrorKind};
 pub use metrics::{AliasMetrics, GatewayMetrics, TargetMetrics};
 pub use provider::{ChunkStream, Provider, ProviderError, ProviderReply, UpstreamProvider};
 pub use router::{CacheStatus, CallContext, Gateway, GatewayDeps, GatewayReply, LocalResolver};
+pub use trace::{with_tracer, Attempt, AttemptOutcome, AttemptSpan, AttemptTracer};

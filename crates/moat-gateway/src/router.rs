@@ -28,6 +28,7 @@ use crate::clock::Clock;
 use crate::config::{AliasConfig, GatewayConfig, LocalTarget, TargetConfig, UpstreamTarget};
 use crate::metrics::{AliasCounters, AliasMetrics, GatewayMetrics, TargetCounters};
 use crate::provider::{Provider, ProviderError, ProviderReply, UpstreamProvider};
+use crate::trace::{self, Attempt, AttemptOutcome, AttemptSpan};
 use crate::GatewayError;
 
 /// Who is calling, as far as routing cares.
@@ -103,13 +104,13 @@ impl Replica {
 }
 
 /// Counts a request as outstanding on its replica for as long as it lives (for a stream, until
-/// the stream is dropped).
-struct OutstandingGuard(Arc<Replica>);
+/// the stream is dropped); it also holds the attempt's trace span, if any, which ends with it.
+struct OutstandingGuard(Arc<Replica>, Option<Box<dyn AttemptSpan>>);
 
 impl OutstandingGuard {
     fn new(replica: Arc<Replica>) -> Self {
         replica.outstanding.fetch_add(1, Ordering::Relaxed);
-        Self(replica)
+        Self(replica, None)
     }
 }
 
@@ -389,16 +390,37 @@ impl Gateway {
                     route.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
                 }
                 target.counters.requests.fetch_add(1, Ordering::Relaxed);
-                let guard = OutstandingGuard::new(replica.clone());
+                let mut span = trace::start(&Attempt {
+                    alias,
+                    target: &target.label,
+                    replica: &replica.label,
+                    number: failures,
+                    external: target.external || replica.provider.is_external(),
+                });
+                let mut guard = OutstandingGuard::new(replica.clone());
                 let started = Instant::now();
-                let result = op(replica.provider.clone(), body.clone()).await;
+                let attempt = op(replica.provider.clone(), body.clone());
+                let result = trace::propagate(span.as_deref(), attempt).await;
                 target.counters.record_latency(started.elapsed());
                 match result {
                     Ok(answer) => {
                         replica.breaker().record_success();
+                        if let Some(span) = &mut span {
+                            span.outcome(AttemptOutcome::Answered);
+                        }
+                        // The span ends with the guard, when the answer has been delivered.
+                        guard.1 = span;
                         return Ok((answer.hold(guard), target.label.clone(), failures));
                     }
                     Err(err) => {
+                        if let Some(span) = &mut span {
+                            let fallback = err.is_retryable();
+                            span.outcome(AttemptOutcome::Failed {
+                                error: &err,
+                                fallback,
+                            });
+                        }
+                        drop(span);
                         target.counters.errors.fetch_add(1, Ordering::Relaxed);
                         if !err.is_retryable() {
                             route.counters.errors.fetch_add(1, Ordering::Relaxed);

@@ -16,6 +16,9 @@ pub struct ServerConfig {
     pub metrics_public: bool,
     /// How the one log line per request is written on stderr.
     pub log_format: LogFormat,
+    /// Where request traces go (OTLP/HTTP); `None` (the default) builds no spans at all.
+    /// The caller starts the exporter and keeps a clone to flush it at shutdown.
+    pub otlp: Option<moat_otlp::Exporter>,
 }
 
 /// The request log's format.
@@ -42,6 +45,7 @@ impl Default for ServerConfig {
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
             metrics_public: false,
             log_format: LogFormat::Text,
+            otlp: None,
         }
     }
 }

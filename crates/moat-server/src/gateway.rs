@@ -115,8 +115,8 @@ pub(crate) async fn chat(
         }
     }
     let context = call_context(caller);
-    let reply = CALLER
-        .scope(caller.clone(), gateway.chat(&context, alias, body))
+    let routed = CALLER.scope(caller.clone(), gateway.chat(&context, alias, body));
+    let reply = crate::trace::gateway_attempts(caller, alias, routed)
         .await
         .map_err(ApiError::from)?;
     let cache = match reply.cache {
@@ -218,7 +218,8 @@ pub(crate) async fn embeddings(
     let bytes = input.to_string().len() as u64;
     caller.admit(state.trust(), bytes, bytes)?;
     let context = call_context(caller);
-    let value = gateway.embeddings(&context, alias, body).await?;
+    let routed = gateway.embeddings(&context, alias, body);
+    let value = crate::trace::gateway_attempts(caller, alias, routed).await?;
     if let Some(prompt) = value
         .pointer("/usage/prompt_tokens")
         .and_then(Value::as_u64)

@@ -13,7 +13,9 @@
 //!
 //! Observation (`observe.rs`, `metrics.rs`): every request gets an id (`x-request-id`, the
 //! client's if it is acceptable), one log line (text or JSON) and its place in the metrics
-//! that `GET /metrics` renders in Prometheus's text format.
+//! that `GET /metrics` renders in Prometheus's text format. With an OTLP exporter in the config
+//! (`trace.rs`), every request is also a trace: a SERVER span, its generation's `queue` and
+//! `generate` spans, and one span per gateway attempt, continuing the caller's `traceparent`.
 
 mod classify;
 mod config;
@@ -31,6 +33,7 @@ mod routes;
 mod shutdown;
 mod state;
 mod stream;
+mod trace;
 mod trust;
 
 pub use config::{LogFormat, ServerConfig};

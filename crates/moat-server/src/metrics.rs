@@ -410,6 +410,26 @@ pub(crate) fn render_gateway(metrics: &GatewayMetrics, out: &mut String) {
     }
 }
 
+/// The trace exporter's counters, when the server exports traces.
+pub(crate) fn render_otlp(exporter: &moat_otlp::Exporter, out: &mut String) {
+    let families = [
+        (
+            "moat_otlp_spans_exported_total",
+            "Trace spans the OTLP collector accepted.",
+            exporter.exported(),
+        ),
+        (
+            "moat_otlp_spans_dropped_total",
+            "Trace spans dropped: the export queue was full, or the collector failed their batch.",
+            exporter.dropped(),
+        ),
+    ];
+    for (name, help, value) in families {
+        header(out, name, help, "counter");
+        sample(out, name, &[], value as f64);
+    }
+}
+
 fn targets(metrics: &GatewayMetrics) -> impl Iterator<Item = (&str, &moat_gateway::TargetMetrics)> {
     metrics.aliases.iter().flat_map(|alias| {
         alias

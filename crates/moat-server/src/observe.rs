@@ -9,6 +9,11 @@
 //! the model and key and, when it closes, the token counts; the generation path times each
 //! choice with a [`Probe`] (queue time, time to first token, inter-token latency, tokens).
 //!
+//! When the server exports traces (`ServerConfig::otlp`), the record also holds the request's
+//! [`RequestTrace`]: the probe's timings become `queue` and `generate` spans, and the moment
+//! the log line is written ends the request's SERVER span (`trace.rs`), whose trace id the log
+//! line then carries.
+//!
 //! Knows nothing of how metrics are rendered (`metrics.rs`) or of what a ticket audits.
 
 use std::io::Write;
@@ -28,6 +33,7 @@ use serde_json::json;
 
 use crate::config::LogFormat;
 use crate::metrics::{action_label, status_class, Metrics, OTHER};
+use crate::trace::{Generation, RequestTrace, ServerSpan};
 use crate::AppState;
 
 /// The header that carries a request's id, both ways.
@@ -104,6 +110,8 @@ pub(crate) struct RequestRecord {
     accepted: Instant,
     state: AppState,
     fields: Mutex<Fields>,
+    /// The request's trace, when the server exports traces.
+    trace: Option<RequestTrace>,
 }
 
 #[derive(Default)]
@@ -112,6 +120,8 @@ struct Fields {
     key_prefix: Option<String>,
     prompt_tokens: u64,
     completion_tokens: u64,
+    /// Prompt tokens whose KV entries were reused (local generations).
+    cached_tokens: u64,
 }
 
 impl RequestRecord {
@@ -138,6 +148,11 @@ impl RequestRecord {
 
     fn metrics(&self) -> &Metrics {
         &self.state.observability().metrics
+    }
+
+    /// The request's trace, when the server exports traces.
+    pub(crate) fn trace(&self) -> Option<&RequestTrace> {
+        self.trace.as_ref()
     }
 
     fn model_label(&self) -> String {
@@ -172,7 +187,10 @@ impl RequestRecord {
             model: self.model_label(),
             record: Arc::clone(self),
             started_at,
+            first_token: None,
             last_token: None,
+            tokens: 0,
+            finished: false,
         }
     }
 }
@@ -183,7 +201,11 @@ pub(crate) struct Probe {
     record: Arc<RequestRecord>,
     model: String,
     started_at: Instant,
+    first_token: Option<Instant>,
     last_token: Option<Instant>,
+    /// Tokens seen, and whether `Finished` came (for the `generate` span).
+    tokens: u64,
+    finished: bool,
 }
 
 impl Probe {
@@ -198,6 +220,9 @@ impl Probe {
                     .started_at
                     .saturating_duration_since(self.record.accepted);
                 metrics.queue_time.observe(&model, queued);
+                if let Some(trace) = self.record.trace() {
+                    trace.queue(&self.model, self.started_at);
+                }
             }
             GenerationEvent::Token(_) => {
                 let now = Instant::now();
@@ -209,7 +234,9 @@ impl Probe {
                         .inter_token_latency
                         .observe(&model, now.saturating_duration_since(last)),
                 }
+                self.first_token.get_or_insert(now);
                 self.last_token = Some(now);
+                self.tokens += 1;
             }
             GenerationEvent::Finished { usage, .. } => {
                 if first_of_prompt {
@@ -219,12 +246,43 @@ impl Probe {
                     metrics
                         .cached_prompt_tokens
                         .add(&model, u64::from(usage.cached_tokens));
+                    let mut fields = self.record.fields();
+                    fields.cached_tokens = fields
+                        .cached_tokens
+                        .saturating_add(u64::from(usage.cached_tokens));
                 }
                 metrics
                     .completion_tokens
                     .add(&model, u64::from(usage.completion_tokens));
+                self.tokens = u64::from(usage.completion_tokens);
+                self.finished = true;
+                self.record_generation();
             }
         }
+    }
+
+    /// Records the `generate` span once (first token to last), when the request is traced and
+    /// the choice produced a token.
+    fn record_generation(&mut self) {
+        let (Some(trace), Some(first_token)) = (self.record.trace(), self.first_token.take())
+        else {
+            return;
+        };
+        trace.generate(&Generation {
+            model: &self.model,
+            first_token,
+            last_token: self.last_token.unwrap_or(first_token),
+            tokens: self.tokens,
+            finished: self.finished,
+        });
+    }
+}
+
+impl Drop for Probe {
+    /// A choice that stopped before `Finished` (the client left, the engine failed) still gets
+    /// its `generate` span, marked unfinished.
+    fn drop(&mut self) {
+        self.record_generation();
     }
 }
 
@@ -241,6 +299,12 @@ pub(crate) async fn observe(
         .map_or(OTHER, |path| path.as_str())
         .to_owned();
     let method = request.method().to_string();
+    let accepted = Instant::now();
+    let trace = state
+        .config()
+        .otlp
+        .as_ref()
+        .map(|exporter| RequestTrace::begin(exporter, request.headers(), accepted));
     let path: String = request
         .uri()
         .path()
@@ -249,9 +313,10 @@ pub(crate) async fn observe(
         .collect();
     let record = Arc::new(RequestRecord {
         id: id.clone(),
-        accepted: Instant::now(),
+        accepted,
         state,
         fields: Mutex::new(Fields::default()),
+        trace,
     });
     request.extensions_mut().insert(Arc::clone(&record));
     let mut response = next.run(request).await;
@@ -330,10 +395,31 @@ impl Drop for Done {
         // A log that cannot be written must not fail the request; there is nowhere to say so.
         let _ = writer.write_all(line.as_bytes());
         let _ = writer.flush();
+        drop(writer);
+        if let Some(trace) = self.record.trace() {
+            self.finish_trace(trace);
+        }
     }
 }
 
 impl Done {
+    /// Records the request's SERVER span, ending now (as the log line is written).
+    fn finish_trace(&self, trace: &RequestTrace) {
+        let fields = self.record.fields();
+        trace.finish(&ServerSpan {
+            method: &self.method,
+            route: &self.route,
+            path: &self.path,
+            status: self.status,
+            request_id: &self.record.id,
+            model: fields.model.as_deref(),
+            operation: operation(&self.route),
+            prompt_tokens: fields.prompt_tokens,
+            completion_tokens: fields.completion_tokens,
+            cached_tokens: fields.cached_tokens,
+        });
+    }
+
     /// One log line, newline included, in the configured format.
     fn line(&self, duration: Duration) -> String {
         let fields = self.record.fields();
@@ -344,9 +430,10 @@ impl Done {
         };
         let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let duration_ms = (duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+        let trace_id = self.record.trace().map(RequestTrace::trace_id);
         match self.record.state.observability().log.format {
             LogFormat::Json => {
-                let line = json!({
+                let mut line = json!({
                     "ts": ts,
                     "level": level,
                     "request_id": self.record.id,
@@ -359,11 +446,14 @@ impl Done {
                     "prompt_tokens": fields.prompt_tokens,
                     "completion_tokens": fields.completion_tokens,
                 });
+                if let (Some(trace_id), Some(object)) = (trace_id, line.as_object_mut()) {
+                    object.insert("trace_id".into(), trace_id.into());
+                }
                 format!("{line}\n")
             }
             LogFormat::Text => format!(
                 "{ts} {level} {id} {method} {path} {status} model={model} {duration_ms}ms \
-                 key={key} prompt_tokens={prompt} completion_tokens={completion}\n",
+                 key={key} prompt_tokens={prompt} completion_tokens={completion}{trace}\n",
                 id = plain(&self.record.id),
                 method = plain(&self.method),
                 path = plain(&self.path),
@@ -372,8 +462,21 @@ impl Done {
                 key = plain(fields.key_prefix.as_deref().unwrap_or("-")),
                 prompt = fields.prompt_tokens,
                 completion = fields.completion_tokens,
+                trace = trace_id
+                    .map(|id| format!(" trace_id={id}"))
+                    .unwrap_or_default(),
             ),
         }
+    }
+}
+
+/// The GenAI operation of a model route (`gen_ai.operation.name`).
+fn operation(route: &str) -> Option<&'static str> {
+    match route {
+        "/v1/chat/completions" => Some("chat"),
+        "/v1/completions" => Some("text_completion"),
+        "/v1/embeddings" => Some("embeddings"),
+        _ => None,
     }
 }
 

@@ -93,6 +93,19 @@ impl std::fmt::Debug for Reply {
     }
 }
 
+tokio::task_local! {
+    /// The W3C `traceparent` to send with the upstream calls made inside
+    /// [`with_traceparent`].
+    static TRACEPARENT: String;
+}
+
+/// Runs `call` so that every request it sends upstream carries `traceparent` (the caller's
+/// span for the attempt), so a traced upstream (another moat node) continues the same trace.
+/// Only the task that awaits `call` sees it.
+pub async fn with_traceparent<F: std::future::Future>(traceparent: String, call: F) -> F::Output {
+    TRACEPARENT.scope(traceparent, call).await
+}
+
 /// The most of an error body kept for the error message.
 const MAX_ERROR_BODY_BYTES: usize = 16 * 1024;
 
@@ -164,6 +177,9 @@ impl UpstreamClient {
         let mut request = self.http.post(format!("{}/{path}", self.base)).json(&body);
         if let Some(key) = &self.config.api_key {
             request = request.bearer_auth(key);
+        }
+        if let Ok(traceparent) = TRACEPARENT.try_with(String::clone) {
+            request = request.header("traceparent", traceparent);
         }
         self.send(request).await
     }

@@ -1,7 +1,8 @@
 //! `GET /metrics`: the server's metrics in Prometheus's text format 0.0.4. Once API keys exist
 //! it needs an admin key (403 for another key; the trust middleware already answered 401
 //! without one), unless `ServerConfig::metrics_public` says anyone may scrape. Engine gauges
-//! are read from each served model's `Engine::stats` at scrape time.
+//! are read from each served model's `Engine::stats` at scrape time; the trace exporter's
+//! counters (`moat_otlp_*`) appear when the server exports traces.
 
 use axum::extract::State;
 use axum::http::header;
@@ -52,5 +53,9 @@ pub(crate) fn scrape(state: &AppState, gateway: Option<&GatewayMetrics>) -> Stri
             Some(EngineGauges { model: name, stats })
         })
         .collect();
-    state.observability().metrics.render(&engines, gateway)
+    let mut text = state.observability().metrics.render(&engines, gateway);
+    if let Some(exporter) = &state.config().otlp {
+        crate::metrics::render_otlp(exporter, &mut text);
+    }
+    text
 }
