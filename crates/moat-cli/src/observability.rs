@@ -2,7 +2,10 @@
 //! `--otlp-endpoint`, else the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variable, else
 //! `[observability] otlp_endpoint` in moat.toml (flags over the environment over the file, as
 //! everywhere in moat). None of them: no traces, and no span is ever built. The service name
-//! is `OTEL_SERVICE_NAME`, else `[observability] service_name`, else `moat`.
+//! is `OTEL_SERVICE_NAME`, else `[observability] service_name`, else `moat`. Headers for the
+//! collector (an API key of a hosted one) come from the standard `OTEL_EXPORTER_OTLP_HEADERS`
+//! (`name=value,name2=value2`, values percent-decoded), and only from there, so that a secret
+//! stays out of moat.toml and the command line.
 //!
 //! An endpoint that is not an http(s) URL is a usage error that names where it came from; the
 //! caller exits with code 2.
@@ -17,6 +20,8 @@ use serde::Deserialize;
 pub const ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 /// The standard variable for the service name.
 pub const SERVICE_NAME_ENV: &str = "OTEL_SERVICE_NAME";
+/// The standard variable for the collector's request headers.
+pub const HEADERS_ENV: &str = "OTEL_EXPORTER_OTLP_HEADERS";
 
 /// The parts of `moat.toml` this module reads.
 #[derive(Debug, Default, Deserialize)]
@@ -73,7 +78,50 @@ pub fn exporter_config(
     if let Some(name) = set(env(SERVICE_NAME_ENV)).or_else(|| set(file.service_name.clone())) {
         config.service_name = name;
     }
+    if let Some(text) = set(env(HEADERS_ENV)) {
+        config.headers = parse_headers(&text).map_err(|error| format!("{HEADERS_ENV}: {error}"))?;
+    }
     Ok(Some(config))
+}
+
+/// `name=value` pairs separated by commas, as OpenTelemetry's variable has them: names and
+/// values trimmed, values percent-decoded. The exporter checks that each is a valid HTTP
+/// header when it starts.
+fn parse_headers(text: &str) -> std::result::Result<Vec<(String, String)>, String> {
+    let mut headers = Vec::new();
+    for pair in text.split(',').filter(|pair| !pair.trim().is_empty()) {
+        let Some((name, value)) = pair.split_once('=') else {
+            return Err(format!("{:?} is not name=value", pair.trim()));
+        };
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(format!("{:?} has no header name", pair.trim()));
+        }
+        headers.push((name.to_owned(), percent_decode(value.trim())?));
+    }
+    Ok(headers)
+}
+
+/// `%XX` escapes decoded; the result must be UTF-8.
+fn percent_decode(text: &str) -> std::result::Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("a bad %-escape in {text:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{text:?} does not decode to UTF-8"))
 }
 
 #[cfg(test)]
@@ -95,6 +143,29 @@ mod tests {
         ObservabilitySection {
             otlp_endpoint: endpoint.map(str::to_owned),
             service_name: service.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn collector_headers_come_from_the_standard_variable() {
+        let headers = |value: &str| {
+            exporter_config(
+                Some("http://c:4318"),
+                env(&[(HEADERS_ENV, value)]),
+                &file(None, None),
+            )
+            .map(|config| config.unwrap().headers)
+        };
+        assert_eq!(
+            headers("api-key=abc%20def, x-team = ml ,").unwrap(),
+            vec![
+                ("api-key".to_owned(), "abc def".to_owned()),
+                ("x-team".to_owned(), "ml".to_owned())
+            ]
+        );
+        for bad in ["novalue", "=x", "k=%zz", "k=%4", "k=%ff"] {
+            let error = headers(bad).unwrap_err();
+            assert!(error.starts_with(HEADERS_ENV), "{bad}: {error}");
         }
     }
 

@@ -87,6 +87,7 @@ pub fn run(home: &Path, args: RunArgs) -> Result<u8> {
         threads: args.threads,
         no_prefix_reuse: false,
         cache_tokens: None,
+        compute_nice: moat_engine::compute::DEFAULT_COMPUTE_NICE,
     };
     let engine = load_engine(&model, &engine_args, 1)?;
     engine

@@ -127,6 +127,11 @@ pub struct EngineArgs {
     /// parallel × ctx; 0 turns it off).
     #[arg(long, value_name = "TOKENS")]
     pub cache_tokens: Option<u32>,
+    /// Niceness of the compute threads, 0 to 19: above the rest of the process, so that
+    /// token delivery and HTTP never wait behind a decode (0: the process's own priority).
+    #[arg(long, value_name = "N", default_value_t = moat_engine::compute::DEFAULT_COMPUTE_NICE,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub compute_nice: i32,
 }
 
 /// A stored model ready to load: its manifest and GGUF file.
@@ -154,6 +159,9 @@ pub fn model_file(store: &Store, name: &str) -> Result<ModelFile> {
 
 /// Starts loading `model` with llama.cpp (the manifest's chat template replaces the GGUF's).
 pub fn load_engine(model: &ModelFile, engine: &EngineArgs, max_queue: u32) -> Result<LlamaEngine> {
+    // The compute thread starts with the first model's first step; later calls find it running
+    // with the niceness the first one set, which is the same flag.
+    let _ = moat_engine::compute::set_compute_nice(engine.compute_nice);
     let mut options = LoadOptions::new(model.manifest.name.to_string());
     options.n_ctx_per_seq = engine.ctx;
     options.parallel = engine.parallel;
