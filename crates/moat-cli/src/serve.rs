@@ -127,8 +127,8 @@ pub struct EngineArgs {
     /// parallel × ctx; 0 turns it off).
     #[arg(long, value_name = "TOKENS")]
     pub cache_tokens: Option<u32>,
-    /// Niceness of the compute threads, 0 to 19: above the rest of the process, so that
-    /// token delivery and HTTP never wait behind a decode (0: the process's own priority).
+    /// Niceness of the compute threads, 0 to 19: they yield to the rest of the process, so
+    /// that token delivery and HTTP never wait behind a decode (0: no lower priority).
     #[arg(long, value_name = "N", default_value_t = moat_engine::compute::DEFAULT_COMPUTE_NICE,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     pub compute_nice: i32,

@@ -199,9 +199,8 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn the_compute_thread_runs_at_the_lower_priority_and_its_threads_inherit_it() {
-        let niceness = || {
-            rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("nice")
-        };
+        let niceness =
+            || rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("nice");
         // The process may itself run niced; the compute thread never goes above it.
         let process = niceness();
         let expected = process.max(DEFAULT_COMPUTE_NICE);
