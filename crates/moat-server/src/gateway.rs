@@ -28,8 +28,8 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::StreamExt;
 use moat_engine::ChatMessage;
 use moat_gateway::{
-    CacheStatus, CallContext, GatewayError, GatewayErrorKind, LocalResolver, LocalTarget, Provider,
-    ProviderError, ProviderReply,
+    CacheStatus, CallContext, Gateway, GatewayError, GatewayErrorKind, LocalResolver, LocalTarget,
+    Provider, ProviderError, ProviderReply,
 };
 use moat_guard::{Action, GuardError, OutputScan, OutputScanner};
 use moat_meter::Decision;
@@ -73,6 +73,23 @@ pub(crate) fn alias_of(state: &AppState, body: &[u8]) -> Option<String> {
     gateway.has_alias(&model).then_some(model)
 }
 
+/// What both routes do first: find the gateway, check that the caller may use the alias, and
+/// parse the body.
+fn open_request<'a>(
+    state: &'a AppState,
+    caller: &Caller,
+    alias: &str,
+    body: &[u8],
+) -> Result<(&'a Arc<Gateway>, Value), ApiError> {
+    let Some(gateway) = state.gateway() else {
+        return Err(ApiError::model_not_found(alias));
+    };
+    caller.authorize(alias, alias)?;
+    let body = serde_json::from_slice(body)
+        .map_err(|error| ApiError::invalid_request(format!("the body is not JSON: {error}")))?;
+    Ok((gateway, body))
+}
+
 /// Answers a chat request for a gateway alias.
 pub(crate) async fn chat(
     state: &AppState,
@@ -80,12 +97,7 @@ pub(crate) async fn chat(
     alias: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let Some(gateway) = state.gateway() else {
-        return Err(ApiError::model_not_found(alias));
-    };
-    caller.authorize(alias, alias)?;
-    let mut body: Value = serde_json::from_slice(body)
-        .map_err(|error| ApiError::invalid_request(format!("the body is not JSON: {error}")))?;
+    let (gateway, mut body) = open_request(state, caller, alias, body)?;
     let Some(object) = body.as_object_mut() else {
         return Err(ApiError::invalid_request("the body must be a JSON object"));
     };
@@ -206,12 +218,7 @@ pub(crate) async fn embeddings(
     alias: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let Some(gateway) = state.gateway() else {
-        return Err(ApiError::model_not_found(alias));
-    };
-    caller.authorize(alias, alias)?;
-    let body: Value = serde_json::from_slice(body)
-        .map_err(|error| ApiError::invalid_request(format!("the body is not JSON: {error}")))?;
+    let (gateway, body) = open_request(state, caller, alias, body)?;
     let input = body
         .get("input")
         .ok_or_else(|| ApiError::invalid_request("input is required").with_param("input"))?;

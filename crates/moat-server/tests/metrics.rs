@@ -6,12 +6,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::promtool_check;
 use moat_auth::{Auth, Limits, NewKey, Scopes};
 use moat_engine::{FakeConfig, FakeEngine, FakeReply};
 use moat_guard::GuardConfig;
@@ -660,28 +663,4 @@ async fn promtool_accepts_the_exposition() {
         );
     }
     promtool_check(&text);
-}
-
-/// Runs `promtool check metrics` on `text`; a missing promtool is a failure, not a skip.
-fn promtool_check(text: &str) {
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("promtool is needed (apt-get install prometheus): {error}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }

@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -17,6 +19,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
+use common::promtool_check;
 use moat_engine::{FakeConfig, FakeEngine, FakeReply};
 use moat_gateway::GatewayConfig;
 use moat_openai::ModelLimits;
@@ -532,28 +535,4 @@ async fn without_an_exporter_there_are_no_trace_ids_or_otlp_metrics() {
     let line: Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
     assert_eq!(line["request_id"], "untraced");
     assert!(line.get("trace_id").is_none(), "{line}");
-}
-
-/// Runs `promtool check metrics` on `text`; a missing promtool is a failure, not a skip.
-fn promtool_check(text: &str) {
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("promtool is needed (apt-get install prometheus): {error}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
