@@ -19,8 +19,8 @@ pub struct LoadOptions {
     /// Reuse the KV entries of a common prompt prefix across requests and sequences.
     pub prefix_reuse: bool,
     /// Tokens of evicted sequences kept in host memory so that prompts seen before come back
-    /// without recomputing (the prompt cache); `None` holds as many as the context
-    /// (`parallel × n_ctx_per_seq`, so at most as much memory as the KV cache again), `Some(0)`
+    /// without recomputing (the prompt cache); `None` holds what 2 GiB of KV entries hold for
+    /// this model, and at least as many as the context (`parallel × n_ctx_per_seq`); `Some(0)`
     /// turns it off. Only with `prefix_reuse`.
     pub host_cache_tokens: Option<u32>,
     /// Most requests waiting for a sequence; past this `generate` answers `Overloaded`.

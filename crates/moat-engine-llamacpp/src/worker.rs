@@ -42,19 +42,51 @@ pub(crate) enum Command {
     Shutdown,
 }
 
+/// The host prompt cache's default budget: like llama-server's `--cache-ram` (8 GiB there),
+/// a memory budget rather than a token count, so that a small model keeps many conversations
+/// and a large one does not take the machine's memory. Only what is really saved uses memory.
+pub(crate) const DEFAULT_HOST_CACHE_BYTES: u64 = 2 << 30;
+
 /// The scheduler settings for these options; moat-engine's defaults for the rest.
-pub(crate) fn scheduler_config(options: &LoadOptions, n_ctx_per_seq: u32) -> SchedulerConfig {
+/// `kv_bytes_per_token` (known once the model is loaded) sizes the default host cache.
+pub(crate) fn scheduler_config(
+    options: &LoadOptions,
+    n_ctx_per_seq: u32,
+    kv_bytes_per_token: Option<u64>,
+) -> SchedulerConfig {
     SchedulerConfig {
         parallel: options.parallel,
         n_ctx_per_seq,
         n_batch: options.n_batch,
         max_queue: usize::try_from(options.max_queue).unwrap_or(usize::MAX),
         prefix_reuse: options.prefix_reuse,
-        host_cache_tokens: options
-            .host_cache_tokens
-            .unwrap_or(options.parallel.saturating_mul(n_ctx_per_seq)),
+        host_cache_tokens: options.host_cache_tokens.unwrap_or_else(|| {
+            default_host_cache_tokens(options.parallel, n_ctx_per_seq, kv_bytes_per_token)
+        }),
         ..SchedulerConfig::default()
     }
+}
+
+/// As many tokens as [`DEFAULT_HOST_CACHE_BYTES`] holds, and never fewer than the context
+/// (`parallel × n_ctx_per_seq`), which is also the size when the bytes per token are unknown.
+pub(crate) fn default_host_cache_tokens(
+    parallel: u32,
+    n_ctx_per_seq: u32,
+    kv_bytes_per_token: Option<u64>,
+) -> u32 {
+    let context = parallel.saturating_mul(n_ctx_per_seq);
+    let budget = kv_bytes_per_token
+        .filter(|&bytes| bytes > 0)
+        .map_or(0, |bytes| DEFAULT_HOST_CACHE_BYTES / bytes);
+    context.max(u32::try_from(budget).unwrap_or(u32::MAX))
+}
+
+/// The KV cache's bytes per token (keys and values, f16, every layer), from the model's shape.
+fn kv_bytes_per_token(model: &LlamaModel) -> u64 {
+    let n_head = u64::from(model.n_head().max(1));
+    let n_embd = u64::try_from(model.n_embd()).unwrap_or(0);
+    let kv_width = n_embd * u64::from(model.n_head_kv()) / n_head;
+    2 * 2 * u64::from(model.n_layer()) * kv_width
 }
 
 /// The thread's body: load, then serve until shutdown. An error is a load failure.
@@ -69,7 +101,7 @@ pub(crate) fn run(
         .map_err(|error| format!("llama.cpp could not load {}: {error}", path.display()))?;
     let model = Arc::new(model);
     let n_ctx_per_seq = options.n_ctx_per_seq.min(model.n_ctx_train().max(2));
-    let mut config = scheduler_config(options, n_ctx_per_seq);
+    let mut config = scheduler_config(options, n_ctx_per_seq, Some(kv_bytes_per_token(&model)));
     // Recurrent state cannot be cut back to a prefix, so there is nothing to reuse.
     config.prefix_reuse &= !(model.is_recurrent() || model.is_hybrid());
     let scheduler = Scheduler::new(config).map_err(|error| error.to_string())?;
@@ -418,5 +450,40 @@ impl Worker<'_> {
             stream.end_with(Err(error.clone()));
             stream.deliver();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_host_cache_is_a_memory_budget_never_below_the_context() {
+        // SmolLM2-135M: 30 layers, KV width 192, f16: 23,040 bytes a token.
+        let smol = 2 * 2 * 30 * 192;
+        assert_eq!(
+            default_host_cache_tokens(1, 2048, Some(smol)),
+            u32::try_from(DEFAULT_HOST_CACHE_BYTES / smol).unwrap()
+        );
+        // A model whose tokens are so large that the budget holds less than the context.
+        assert_eq!(default_host_cache_tokens(8, 4096, Some(1 << 20)), 8 * 4096);
+        // Unknown size (before the model is loaded): the context.
+        assert_eq!(default_host_cache_tokens(4, 1024, None), 4096);
+        assert_eq!(default_host_cache_tokens(4, 1024, Some(0)), 4096);
+    }
+
+    #[test]
+    fn an_explicit_host_cache_size_wins() {
+        let mut options = LoadOptions::new("m");
+        options.host_cache_tokens = Some(0);
+        assert_eq!(
+            scheduler_config(&options, 2048, Some(1)).host_cache_tokens,
+            0
+        );
+        options.host_cache_tokens = None;
+        assert_eq!(
+            scheduler_config(&options, 2048, Some(1 << 40)).host_cache_tokens,
+            options.parallel * 2048
+        );
     }
 }
