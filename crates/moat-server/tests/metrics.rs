@@ -9,12 +9,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::promtool_check;
+use common::{promtool_check, SharedBuffer};
 use moat_auth::{Auth, Limits, NewKey, Scopes};
 use moat_engine::{FakeConfig, FakeEngine, FakeReply};
 use moat_guard::GuardConfig;
@@ -46,31 +45,6 @@ struct Server {
     log: SharedBuffer,
     _stop: oneshot::Sender<()>,
     _dir: tempfile::TempDir,
-}
-
-/// A log sink the test can read.
-#[derive(Clone, Default)]
-struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for SharedBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl SharedBuffer {
-    fn lines(&self) -> Vec<String> {
-        let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8(bytes)
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
 }
 
 async fn start(options: Options) -> Server {

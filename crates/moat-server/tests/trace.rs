@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use common::promtool_check;
+use common::{promtool_check, SharedBuffer};
 use moat_engine::{FakeConfig, FakeEngine, FakeReply};
 use moat_gateway::GatewayConfig;
 use moat_openai::ModelLimits;
@@ -111,20 +110,6 @@ fn exporter(endpoint: &str, service: &str, max_queue: usize, timeout: Duration) 
     config.max_batch = max_queue.min(64);
     config.timeout = timeout;
     Exporter::start(config).unwrap()
-}
-
-/// A log sink the test can read.
-#[derive(Clone, Default)]
-struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for SharedBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 struct Node {

@@ -1,6 +1,8 @@
-//! Helpers shared by this crate's integration tests.
+//! Helpers shared by this crate's integration tests. Each test binary uses some of them.
+#![allow(dead_code)]
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 
 /// Runs `promtool check metrics` on `text`; a missing promtool is a failure, not a skip.
 pub fn promtool_check(text: &str) {
@@ -24,4 +26,29 @@ pub fn promtool_check(text: &str) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A log sink the test can read.
+#[derive(Clone, Default)]
+pub struct SharedBuffer(pub Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SharedBuffer {
+    pub fn lines(&self) -> Vec<String> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
 }
