@@ -33,6 +33,10 @@ pub struct RunArgs {
     /// Compute threads (default: the cores this process may use).
     #[arg(long)]
     threads: Option<u32>,
+    /// Layers to offload to the GPU on a GPU build, like llama.cpp's `-ngl` (default: all;
+    /// 0: run on the CPU).
+    #[arg(long, value_name = "N")]
+    gpu_layers: Option<u32>,
     /// Sampling temperature, 0 (greedy) to 2. Default: the model's manifest, else 0.7.
     #[arg(long)]
     temperature: Option<f32>,
@@ -88,6 +92,7 @@ pub fn run(home: &Path, args: RunArgs) -> Result<u8> {
         no_prefix_reuse: false,
         cache_tokens: None,
         compute_nice: moat_engine::compute::DEFAULT_COMPUTE_NICE,
+        gpu_layers: args.gpu_layers,
     };
     let engine = load_engine(&model, &engine_args, 1)?;
     engine

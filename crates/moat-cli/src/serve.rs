@@ -132,6 +132,10 @@ pub struct EngineArgs {
     #[arg(long, value_name = "N", default_value_t = moat_engine::compute::DEFAULT_COMPUTE_NICE,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     pub compute_nice: i32,
+    /// Layers to offload to the GPU on a GPU build (`--features cuda|metal|vulkan`), counting
+    /// the output layer like llama.cpp's `-ngl` (default: all; 0: run on the CPU).
+    #[arg(long, value_name = "N")]
+    pub gpu_layers: Option<u32>,
 }
 
 /// A stored model ready to load: its manifest and GGUF file.
@@ -167,6 +171,7 @@ pub fn load_engine(model: &ModelFile, engine: &EngineArgs, max_queue: u32) -> Re
     options.parallel = engine.parallel;
     options.prefix_reuse = !engine.no_prefix_reuse;
     options.host_cache_tokens = engine.cache_tokens;
+    options.gpu_layers = engine.gpu_layers;
     if let Some(threads) = engine.threads {
         options.n_threads = threads;
     }
@@ -566,8 +571,8 @@ async fn serve_models(
             Ok(()) => {
                 let info = engine.info();
                 eprintln!(
-                    "{name}: ready ({} tokens of context x {} sequences)",
-                    info.n_ctx, info.parallel
+                    "{name}: ready ({} tokens of context x {} sequences; on {})",
+                    info.n_ctx, info.parallel, info.placement
                 );
                 let limits = model_limits(&model.manifest);
                 state.add_model(&name, ServedModel::new(Arc::new(engine), limits));

@@ -29,6 +29,10 @@ pub struct LoadOptions {
     pub chat_template_override: Option<String>,
     /// Flash attention; `Auto` lets llama.cpp decide (on for CPUs), like its `-fa auto`.
     pub flash_attention: FlashAttention,
+    /// Layers whose weights and compute go to the GPU, in llama.cpp's count (the repeating
+    /// layers plus the output layer); `None` offloads all of them when the build has a GPU
+    /// backend and a GPU is present, `Some(0)` keeps the model on the CPU. Like llama.cpp's `-ngl`.
+    pub gpu_layers: Option<u32>,
 }
 
 /// llama.cpp's flash-attention policy.
@@ -58,6 +62,7 @@ impl LoadOptions {
             max_queue: Self::DEFAULT_MAX_QUEUE,
             chat_template_override: None,
             flash_attention: FlashAttention::Auto,
+            gpu_layers: None,
         }
     }
 }

@@ -77,7 +77,12 @@ impl<'m> Vocab<'m> {
     }
 
     /// What the server needs to know about the model, once loaded.
-    pub(crate) fn info(&self, options: &LoadOptions, n_ctx_per_seq: u32) -> EngineInfo {
+    pub(crate) fn info(
+        &self,
+        options: &LoadOptions,
+        n_ctx_per_seq: u32,
+        placement: String,
+    ) -> EngineInfo {
         let vocab = self.model.vocab();
         let chat_template = options.chat_template_override.clone().or_else(|| {
             self.model
@@ -95,6 +100,7 @@ impl<'m> Vocab<'m> {
             bos_token: self.special_text(vocab.bos()),
             eos_token: self.special_text(vocab.eos()),
             eog_tokens: (0..self.n_vocab).filter(|&t| self.is_eog(t)).collect(),
+            placement,
         }
     }
 }
@@ -111,5 +117,6 @@ pub(crate) fn placeholder_info(options: &LoadOptions) -> EngineInfo {
         bos_token: None,
         eos_token: None,
         eog_tokens: Vec::new(),
+        placement: String::new(),
     }
 }

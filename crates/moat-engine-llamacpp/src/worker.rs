@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
@@ -28,6 +27,7 @@ use moat_engine::{
 
 use crate::executor::backend;
 use crate::model_context::ModelContext;
+use crate::placement;
 use crate::shared::{Loaded, Shared};
 use crate::stream::{Job, Stream};
 use crate::vocab::Vocab;
@@ -97,9 +97,14 @@ pub(crate) fn run(
     commands: &Receiver<Command>,
 ) -> Result<(), String> {
     let backend = backend().map_err(|error| error.to_string())?;
-    let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+    let model = LlamaModel::load_from_file(backend, path, &placement::model_params(options))
         .map_err(|error| format!("llama.cpp could not load {}: {error}", path.display()))?;
     let model = Arc::new(model);
+    let placement = placement::describe(
+        &placement::gpu_devices(),
+        options.gpu_layers,
+        model.n_layer(),
+    );
     let n_ctx_per_seq = options.n_ctx_per_seq.min(model.n_ctx_train().max(2));
     let mut config = scheduler_config(options, n_ctx_per_seq, Some(kv_bytes_per_token(&model)));
     // Recurrent state cannot be cut back to a prefix, so there is nothing to reuse.
@@ -113,7 +118,7 @@ pub(crate) fn run(
     let vocab = Vocab::new(&model);
     shared.set_ready(Loaded {
         model: Arc::clone(&model),
-        info: vocab.info(options, n_ctx_per_seq),
+        info: vocab.info(options, n_ctx_per_seq, placement),
     });
     let n_batch = usize::try_from(options.n_batch).unwrap_or(usize::MAX);
     Worker {

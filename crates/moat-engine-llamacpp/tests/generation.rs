@@ -363,6 +363,32 @@ async fn engine_info_comes_from_the_model() {
         .as_deref()
         .is_some_and(|t| t.contains("im_start")));
     assert!(info.eog_tokens.contains(&2));
+    // SmolLM2 has 30 layers, so 31 to offload; a machine without a GPU keeps it on the CPU.
+    let gpus = moat_engine_llamacpp::gpu_devices();
+    if gpus.is_empty() {
+        assert_eq!(info.placement, "CPU");
+    } else {
+        assert!(
+            info.placement.starts_with(&gpus[0].name),
+            "{}",
+            info.placement
+        );
+        assert!(
+            info.placement.ends_with(": 31 of 31 layers"),
+            "{}",
+            info.placement
+        );
+    }
+}
+
+#[tokio::test]
+async fn zero_gpu_layers_keeps_the_model_on_the_cpu() {
+    let Some(engine) = smollm2(|options| options.gpu_layers = Some(0)) else {
+        return;
+    };
+    assert_eq!(engine.info().placement, "CPU");
+    let done = generate(&engine, request(CHAT_PROMPT, 8)).await;
+    assert_eq!(done.usage.completion_tokens, 8);
 }
 
 #[test]

@@ -21,6 +21,9 @@ pub struct EngineInfo {
     pub eos_token: Option<String>,
     /// Tokens that end generation.
     pub eog_tokens: Vec<TokenId>,
+    /// Where the model's weights and compute live, for people (`CPU`, or
+    /// `CUDA0 (NVIDIA H100 80GB HBM3): 31 of 31 layers`).
+    pub placement: String,
 }
 
 /// A backend's load at one moment, for the server's metrics (read at scrape time). A copy the

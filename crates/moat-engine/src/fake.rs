@@ -115,6 +115,7 @@ impl FakeEngine {
             bos_token: Some("<s>".into()),
             eos_token: Some("</s>".into()),
             eog_tokens: vec![EOS],
+            placement: "CPU".into(),
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(SharedState {
