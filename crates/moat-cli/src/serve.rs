@@ -124,7 +124,7 @@ pub struct EngineArgs {
     pub no_prefix_reuse: bool,
     /// Tokens of earlier prompts kept in host memory after their sequence was given to other
     /// work, so a prompt seen before is not recomputed (default: what 2 GiB of the model's KV
-    /// entries hold, at least parallel × ctx; 0 turns it off).
+    /// entries hold, at least parallel × ctx; on a GPU 0; 0 turns it off).
     #[arg(long, value_name = "TOKENS")]
     pub cache_tokens: Option<u32>,
     /// Niceness of the compute threads, 0 to 19: they yield to the rest of the process, so

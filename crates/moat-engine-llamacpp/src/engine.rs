@@ -194,9 +194,14 @@ fn check_options(options: &LoadOptions) -> Result<(), EngineError> {
     } else if options.n_threads == 0 {
         Some("n_threads must be at least 1".to_owned())
     } else {
-        Scheduler::new(scheduler_config(options, options.n_ctx_per_seq, None))
-            .err()
-            .map(|error| error.to_string())
+        Scheduler::new(scheduler_config(
+            options,
+            options.n_ctx_per_seq,
+            None,
+            false,
+        ))
+        .err()
+        .map(|error| error.to_string())
     };
     match problem {
         Some(message) => Err(EngineError::ModelLoad(message)),

@@ -20,8 +20,9 @@ pub struct LoadOptions {
     pub prefix_reuse: bool,
     /// Tokens of evicted sequences kept in host memory so that prompts seen before come back
     /// without recomputing (the prompt cache); `None` holds what 2 GiB of KV entries hold for
-    /// this model, and at least as many as the context (`parallel × n_ctx_per_seq`); `Some(0)`
-    /// turns it off. Only with `prefix_reuse`.
+    /// this model, and at least as many as the context (`parallel × n_ctx_per_seq`), except on
+    /// a GPU, where it is off (saving from GPU memory is slow; see `scheduler_config`);
+    /// `Some(0)` turns it off. Only with `prefix_reuse`.
     pub host_cache_tokens: Option<u32>,
     /// Most requests waiting for a sequence; past this `generate` answers `Overloaded`.
     pub max_queue: u32,

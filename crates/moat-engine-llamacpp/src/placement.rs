@@ -50,12 +50,17 @@ pub(crate) fn model_params(options: &LoadOptions) -> LlamaModelParams {
     }
 }
 
+/// Whether any of the model's layers run on a GPU.
+pub(crate) fn offloads(gpus: &[GpuDevice], gpu_layers: Option<u32>) -> bool {
+    !gpus.is_empty() && gpu_layers != Some(0)
+}
+
 /// One line on where the model runs. llama.cpp offloads the repeating layers and then the
 /// output layer, so a model of `n_layer` layers has `n_layer + 1` to offload.
 pub(crate) fn describe(gpus: &[GpuDevice], gpu_layers: Option<u32>, n_layer: u32) -> String {
     let offloadable = n_layer.saturating_add(1);
     let offloaded = gpu_layers.map_or(offloadable, |layers| layers.min(offloadable));
-    if gpus.is_empty() || offloaded == 0 {
+    if !offloads(gpus, gpu_layers) {
         return "CPU".to_string();
     }
     let names: Vec<String> = gpus
@@ -87,6 +92,9 @@ mod tests {
     #[test]
     fn zero_gpu_layers_keeps_the_model_on_the_cpu() {
         assert_eq!(describe(&[h100()], Some(0), 30), "CPU");
+        assert!(!offloads(&[h100()], Some(0)));
+        assert!(!offloads(&[], None));
+        assert!(offloads(&[h100()], None));
     }
 
     #[test]

@@ -49,10 +49,16 @@ pub(crate) const DEFAULT_HOST_CACHE_BYTES: u64 = 2 << 30;
 
 /// The scheduler settings for these options; moat-engine's defaults for the rest.
 /// `kv_bytes_per_token` (known once the model is loaded) sizes the default host cache.
+/// The scheduler's settings for `options`. `on_gpu` (the model's layers run on a GPU) turns
+/// the host prompt cache off unless `options` sizes it: saving a sequence copies its KV cells
+/// out one contiguous run at a time, a sequence decoded next to others is scattered over as
+/// many runs as it has tokens, and on a GPU each run is a synchronous device-to-host copy per
+/// layer, on the admission path (docs/gpu.md has the measurement).
 pub(crate) fn scheduler_config(
     options: &LoadOptions,
     n_ctx_per_seq: u32,
     kv_bytes_per_token: Option<u64>,
+    on_gpu: bool,
 ) -> SchedulerConfig {
     SchedulerConfig {
         parallel: options.parallel,
@@ -61,7 +67,11 @@ pub(crate) fn scheduler_config(
         max_queue: usize::try_from(options.max_queue).unwrap_or(usize::MAX),
         prefix_reuse: options.prefix_reuse,
         host_cache_tokens: options.host_cache_tokens.unwrap_or_else(|| {
-            default_host_cache_tokens(options.parallel, n_ctx_per_seq, kv_bytes_per_token)
+            if on_gpu {
+                0
+            } else {
+                default_host_cache_tokens(options.parallel, n_ctx_per_seq, kv_bytes_per_token)
+            }
         }),
         ..SchedulerConfig::default()
     }
@@ -100,13 +110,16 @@ pub(crate) fn run(
     let model = LlamaModel::load_from_file(backend, path, &placement::model_params(options))
         .map_err(|error| format!("llama.cpp could not load {}: {error}", path.display()))?;
     let model = Arc::new(model);
-    let placement = placement::describe(
-        &placement::gpu_devices(),
-        options.gpu_layers,
-        model.n_layer(),
-    );
+    let gpus = placement::gpu_devices();
+    let on_gpu = placement::offloads(&gpus, options.gpu_layers);
+    let placement = placement::describe(&gpus, options.gpu_layers, model.n_layer());
     let n_ctx_per_seq = options.n_ctx_per_seq.min(model.n_ctx_train().max(2));
-    let mut config = scheduler_config(options, n_ctx_per_seq, Some(kv_bytes_per_token(&model)));
+    let mut config = scheduler_config(
+        options,
+        n_ctx_per_seq,
+        Some(kv_bytes_per_token(&model)),
+        on_gpu,
+    );
     // Recurrent state cannot be cut back to a prefix, so there is nothing to reuse.
     config.prefix_reuse &= !(model.is_recurrent() || model.is_hybrid());
     let scheduler = Scheduler::new(config).map_err(|error| error.to_string())?;
@@ -482,13 +495,28 @@ mod tests {
         let mut options = LoadOptions::new("m");
         options.host_cache_tokens = Some(0);
         assert_eq!(
-            scheduler_config(&options, 2048, Some(1)).host_cache_tokens,
+            scheduler_config(&options, 2048, Some(1), false).host_cache_tokens,
             0
+        );
+        options.host_cache_tokens = Some(5000);
+        assert_eq!(
+            scheduler_config(&options, 2048, Some(1), true).host_cache_tokens,
+            5000
         );
         options.host_cache_tokens = None;
         assert_eq!(
-            scheduler_config(&options, 2048, Some(1 << 40)).host_cache_tokens,
+            scheduler_config(&options, 2048, Some(1 << 40), false).host_cache_tokens,
             options.parallel * 2048
         );
+    }
+
+    #[test]
+    fn on_a_gpu_the_host_cache_is_off_unless_sized() {
+        let options = LoadOptions::new("m");
+        assert_eq!(
+            scheduler_config(&options, 2048, Some(1 << 10), true).host_cache_tokens,
+            0
+        );
+        assert!(scheduler_config(&options, 2048, Some(1 << 10), false).host_cache_tokens > 0);
     }
 }

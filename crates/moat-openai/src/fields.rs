@@ -129,7 +129,7 @@ pub const CHAT_FIELDS: &[FieldRule] = &[
     rule(
         "seed",
         Supported,
-        "the same seed and request give the same output; choice i of n uses seed + i",
+        "the same seed and request give the same output (on a GPU, see Seeds and batching); choice i of n uses seed + i",
     ),
     rule("service_tier", Ignored, "moat has one tier"),
     rule(
@@ -185,7 +185,7 @@ pub const COMPLETION_FIELDS: &[FieldRule] = &[
     rule("presence_penalty", Supported, "-2.0 to 2.0"),
     rule("prompt", Supported, "a string, a list of strings, a list of token ids or a list of such lists"),
     rule("repetition_penalty", Supported, "moat extension: greater than 0.0, up to 10.0; 1.0 is off"),
-    rule("seed", Supported, "the same seed and request give the same output; choice i of n uses seed + i"),
+    rule("seed", Supported, "the same seed and request give the same output (on a GPU, see Seeds and batching); choice i of n uses seed + i"),
     rule("stop", Supported, "a string or up to 16 non-empty strings; never part of the output"),
     rule("stream", Supported, "server-sent events ending with data: [DONE]"),
     rule("stream_options", Supported, "include_usage: a last chunk with usage and no choices; only with stream"),
