@@ -231,8 +231,14 @@ async fn a_shared_prefix_is_reused_across_sequences() {
 
 #[tokio::test]
 async fn a_prompt_evicted_from_its_sequence_comes_back_from_the_host_cache() {
-    // One sequence: every new prompt evicts the last one, which the host cache keeps.
-    let Some(engine) = smollm2(|options| options.parallel = 1) else {
+    // One sequence: every new prompt evicts the last one, which the host cache keeps (its
+    // default size on the CPU; on a GPU it is off unless sized).
+    let Some(engine) = smollm2(|options| {
+        options.parallel = 1;
+        if !moat_engine_llamacpp::gpu_devices().is_empty() {
+            options.host_cache_tokens = Some(8192);
+        }
+    }) else {
         return;
     };
     let first_prompt = format!("{}{}", long_system_prompt(), chat("Name three colors."));
