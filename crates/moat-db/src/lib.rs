@@ -30,9 +30,7 @@ pub fn open_shared(path: &Path) -> Result<Connection, String> {
     }
     let conn = Connection::open(path).map_err(context)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(context)?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-        .map_err(context)?;
+    let mode = switch_to_wal(&conn).map_err(context)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(format!(
             "cannot open {}: journal mode is {mode}, WAL is required",
@@ -42,6 +40,32 @@ pub fn open_shared(path: &Path) -> Result<Connection, String> {
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(context)?;
     Ok(conn)
+}
+
+/// Sets the journal mode to WAL and returns the mode now in force. WAL stays with the file, so
+/// only the first open of a new file changes it, and that needs an exclusive lock: when several
+/// processes open a new file at once, SQLite answers the losers "database is locked" at once
+/// rather than through the busy handler (waiting could deadlock), so they retry here for as
+/// long as the busy timeout.
+fn switch_to_wal(conn: &Connection) -> rusqlite::Result<String> {
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+    if mode.eq_ignore_ascii_case("wal") {
+        return Ok(mode);
+    }
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(error, _))
+                if matches!(
+                    error.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return result,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -65,6 +89,30 @@ mod tests {
         let other = open_shared(&path).unwrap();
         other.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
         conn.execute("INSERT INTO t VALUES (1)", []).unwrap();
+    }
+
+    #[test]
+    fn many_connections_opening_a_new_file_at_once_all_succeed() {
+        // Several servers started together on one MOAT_HOME: each one's first open switches
+        // the new file to WAL, which needs an exclusive lock that the others contend for.
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("moat.db");
+            let start = std::sync::Barrier::new(8);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            open_shared(&path).map(|_| ())
+                        })
+                    })
+                    .collect();
+                for handle in handles {
+                    handle.join().unwrap().unwrap();
+                }
+            });
+        }
     }
 
     #[test]

@@ -49,11 +49,11 @@ pub(crate) const DEFAULT_HOST_CACHE_BYTES: u64 = 2 << 30;
 
 /// The scheduler settings for these options; moat-engine's defaults for the rest.
 /// `kv_bytes_per_token` (known once the model is loaded) sizes the default host cache.
-/// The scheduler's settings for `options`. `on_gpu` (the model's layers run on a GPU) turns
-/// the host prompt cache off unless `options` sizes it: saving a sequence copies its KV cells
-/// out one contiguous run at a time, a sequence decoded next to others is scattered over as
-/// many runs as it has tokens, and on a GPU each run is a synchronous device-to-host copy per
-/// layer, on the admission path (docs/gpu.md has the measurement).
+/// `on_gpu` (the model's layers run on a GPU) turns that cache off unless `options` sizes it:
+/// saving a sequence copies its KV cells out one contiguous run at a time, a sequence decoded
+/// next to others can be scattered over up to one run per token, and on a GPU each run is a
+/// synchronous device-to-host copy per layer, on the admission path (docs/gpu.md has the
+/// measurement).
 pub(crate) fn scheduler_config(
     options: &LoadOptions,
     n_ctx_per_seq: u32,

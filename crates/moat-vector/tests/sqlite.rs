@@ -694,3 +694,36 @@ fn keyword_search_leaves_out_words_in_half_the_chunks() {
         .iter()
         .any(|(text, _)| text == "the weather is nice"));
 }
+
+#[test]
+fn stores_opened_on_a_new_file_at_once_all_migrate_it_once() {
+    // Several processes started together on one MOAT_HOME each open and migrate the new file.
+    for _ in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let start = std::sync::Barrier::new(6);
+        let ids: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..6)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        let db = dir.path().join("moat.db");
+                        SqliteStore::open(&db, &dir.path().join("vectors")).map(|_| {
+                            let conn = rusqlite::Connection::open(&db).unwrap();
+                            conn.query_row(
+                                "SELECT value FROM meta WHERE key = 'store_id'",
+                                [],
+                                |r| r.get::<_, String>(0),
+                            )
+                            .unwrap()
+                        })
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap().unwrap())
+                .collect()
+        });
+        assert!(ids.iter().all(|id| id == &ids[0]), "one store id: {ids:?}");
+    }
+}

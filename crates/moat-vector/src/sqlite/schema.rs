@@ -8,7 +8,7 @@
 //! base alone. The FTS tables are contentless (the text lives in `chunks`) with
 //! `contentless_delete=1`, so rows can be deleted by rowid.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::storage;
 use crate::VectorError;
@@ -67,7 +67,17 @@ pub fn migrate(conn: &mut Connection) -> Result<(), VectorError> {
         )));
     }
     if version < 1 {
-        let tx = conn.transaction().map_err(storage)?;
+        // Immediate, and the version read again inside: another process opening the same new
+        // file at the same moment may have migrated it since the read above.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(storage)?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(storage)?;
+        if version >= 1 {
+            return Ok(());
+        }
         // A database that has tables but no version is not ours: refuse it rather than mix.
         let foreign: Option<String> = tx
             .query_row(
