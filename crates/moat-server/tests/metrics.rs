@@ -13,18 +13,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{promtool_check, SharedBuffer};
+use common::{promtool_check, serve_on_loopback, SharedBuffer};
 use moat_auth::{Auth, Limits, NewKey, Scopes};
 use moat_engine::{FakeConfig, FakeEngine, FakeReply};
 use moat_guard::GuardConfig;
 use moat_meter::{AuditConfig, AuditFilter, Meter};
 use moat_openai::ModelLimits;
 use moat_server::{
-    serve, Alias, AppState, Knowledge, LogFormat, ServedModel, ServerConfig, Trust, TrustConfig,
+    Alias, AppState, Knowledge, LogFormat, ServedModel, ServerConfig, Trust, TrustConfig,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -96,12 +96,7 @@ async fn start(options: Options) -> Server {
     );
     let log = SharedBuffer::default();
     state.set_log_writer(Box::new(log.clone()));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
+    let (address, stop) = serve_on_loopback(state).await;
     Server {
         address,
         auth,

@@ -18,12 +18,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use common::{promtool_check, SharedBuffer};
+use common::{promtool_check, serve_on_loopback, SharedBuffer};
 use moat_engine::{FakeConfig, FakeEngine, FakeReply};
 use moat_gateway::GatewayConfig;
 use moat_openai::ModelLimits;
 use moat_otlp::{Exporter, ExporterConfig};
-use moat_server::{serve, AppState, LogFormat, ServedModel, ServerConfig};
+use moat_server::{AppState, LogFormat, ServedModel, ServerConfig};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -142,12 +142,7 @@ async fn start_node(exporter: Option<Exporter>, gateway: Option<&str>) -> Node {
     }
     let log = SharedBuffer::default();
     state.set_log_writer(Box::new(log.clone()));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
+    let (address, stop) = serve_on_loopback(state).await;
     Node {
         address,
         log,

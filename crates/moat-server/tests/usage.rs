@@ -6,17 +6,20 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::serve_on_loopback;
 use moat_auth::{Auth, NewKey, Scopes};
 use moat_engine::{FakeConfig, FakeEngine, FakeReply};
 use moat_meter::{AuditConfig, CostConfig, Meter, UsageEvent};
 use moat_openai::ModelLimits;
-use moat_server::{serve, AppState, Knowledge, ServedModel, ServerConfig, Trust, TrustConfig};
+use moat_server::{AppState, Knowledge, ServedModel, ServerConfig, Trust, TrustConfig};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 struct Server {
@@ -52,12 +55,7 @@ async fn start(cost: CostConfig) -> Server {
         "fake",
         ServedModel::new(Arc::new(engine), ModelLimits::default()),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
+    let (address, stop) = serve_on_loopback(state).await;
     Server {
         _dir: dir,
         address,

@@ -2,7 +2,23 @@
 #![allow(dead_code)]
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+
+use moat_server::{serve, AppState};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// Serves `state` on a free loopback port until the returned sender is dropped (or sent to).
+pub async fn serve_on_loopback(state: AppState) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    (address, stop)
+}
 
 /// Runs `promtool check metrics` on `text`; a missing promtool is a failure, not a skip.
 pub fn promtool_check(text: &str) {
