@@ -93,6 +93,9 @@ enum Command {
     Usage(usage::UsageArgs),
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The server handles SIGINT itself: it drains requests in flight instead of exiting.
