@@ -93,6 +93,10 @@ enum Command {
     Usage(usage::UsageArgs),
 }
 
+/// mimalloc for Rust's allocations: a request through the gateway allocates and frees many small
+/// buffers (JSON values, HTTP heads, SSE chunks), and with glibc's allocator about a fifth of
+/// `moat serve`'s CPU went to malloc and free (docs/PERFORMANCE.md, "Gateway overhead").
+/// llama.cpp's own allocations still use the C allocator.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
