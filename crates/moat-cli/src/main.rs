@@ -96,7 +96,9 @@ enum Command {
 /// mimalloc for Rust's allocations: a request through the gateway allocates and frees many small
 /// buffers (JSON values, HTTP heads, SSE chunks), and with glibc's allocator about a fifth of
 /// `moat serve`'s CPU went to malloc and free (docs/PERFORMANCE.md, "Gateway overhead").
-/// llama.cpp's own allocations still use the C allocator.
+/// llama.cpp's own allocations still use the C allocator. Built without transparent huge pages
+/// (feature `no_thp`): with them, each fresh multi-megabyte buffer (a host prompt-cache copy)
+/// made the kernel zero 2 MiB pages on the request's time.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
