@@ -15,21 +15,14 @@ home=$(mktemp -d)
 trap 'rm -rf "$home"' EXIT
 MOAT_HOME=$home "$bin" pull "$model" --name smollm2:135m --quiet >/dev/null
 
-wait_up() { # port pid
-  for _ in $(seq 1 600); do
-    kill -0 "$2" 2>/dev/null || return 1
-    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
-      "http://127.0.0.1:$1/health" 2>/dev/null && return 0
-    sleep 0.2
-  done
-  return 1
-}
+# shellcheck source=bench/gpu/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 servers=(moat moat-hostcache)
 [ -n "$peer" ] && servers+=(llama-server)
 for round in $(seq 1 "${ROUNDS:-1}"); do
   for server in "${servers[@]}"; do
-    port=$((18400 + RANDOM % 1000))
+    port=$(free_port)
     case $server in
       moat) cmd=("$bin" serve smollm2:135m --port "$port" --parallel 16 --ctx 2048) ;;
       moat-hostcache) cmd=("$bin" serve smollm2:135m --port "$port" --parallel 16 --ctx 2048

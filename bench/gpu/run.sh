@@ -18,7 +18,8 @@ home=$(mktemp -d)
 trap 'rm -rf "$home"' EXIT
 MOAT_HOME=$home "$bin" pull "$model" --name "$name" --quiet
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/gpu/lib.sh
+. "$here/lib.sh"
 
 status=0
 # gpu: the defaults (every layer, prefix reuse on), where two runs of a request may differ;
@@ -34,12 +35,7 @@ for mode in gpu gpu-exact cpu; do
   MOAT_HOME=$home "$bin" serve "$name" --port "$port" --parallel 16 --ctx 2048 \
     "${extra[@]}" >"$out/serve-$mode.log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 600); do
-    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
-      "http://127.0.0.1:$port/health" 2>/dev/null && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.2
-  done
+  wait_up "$port" "$pid" || echo "the $mode server did not answer /health"
   cat "$out/serve-$mode.log"
   if [ "$mode" = gpu ] && command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader \

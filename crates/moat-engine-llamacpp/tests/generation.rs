@@ -12,12 +12,17 @@ use common::{collect, generate, next_event, request, smollm2, CHAT_PROMPT};
 use moat_engine::{Engine, EngineError, FinishReason, GenerationEvent, Health, Prompt};
 use moat_engine_llamacpp::{LlamaEngine, LoadOptions};
 
+/// Whether llama.cpp sees a GPU (the tests' engines then offload every layer).
+fn on_gpu() -> bool {
+    !moat_engine_llamacpp::gpu_devices().is_empty()
+}
+
 /// On a GPU llama.cpp's results depend on what else the KV cache holds and on the batch's
 /// shape, so a request repeats exactly only with prefix reuse off and nothing else running
 /// (docs/openai-compat.md, "Seeds and batching"); on the CPU it repeats either way. Tests that
 /// compare two runs of one request turn reuse off on a GPU, and keep it on elsewhere.
 fn repeatable(options: &mut LoadOptions) {
-    if !moat_engine_llamacpp::gpu_devices().is_empty() {
+    if on_gpu() {
         options.prefix_reuse = false;
     }
 }
@@ -63,7 +68,7 @@ async fn two_concurrent_generations_both_finish_with_correct_usage() {
 
     // Batched with another sequence or alone, greedy output is the same on the CPU; on a GPU
     // the batch's shape changes the kernels' rounding, so it may differ there.
-    if moat_engine_llamacpp::gpu_devices().is_empty() {
+    if !on_gpu() {
         let alone = generate(&engine, request(&prompts[0], 24)).await;
         assert_eq!(alone.text(), outputs[0].text());
     }
@@ -235,7 +240,7 @@ async fn a_prompt_evicted_from_its_sequence_comes_back_from_the_host_cache() {
     // default size on the CPU; on a GPU it is off unless sized).
     let Some(engine) = smollm2(|options| {
         options.parallel = 1;
-        if !moat_engine_llamacpp::gpu_devices().is_empty() {
+        if on_gpu() {
             options.host_cache_tokens = Some(8192);
         }
     }) else {

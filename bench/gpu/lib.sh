@@ -1,0 +1,18 @@
+# Helpers for bench/gpu/*.sh (sourced, not run).
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_up PORT PID: waits up to 120 s for GET /health on 127.0.0.1:PORT to answer 200; fails at
+# once when process PID has exited.
+wait_up() {
+  for _ in $(seq 1 600); do
+    kill -0 "$2" 2>/dev/null || return 1
+    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+      "http://127.0.0.1:$1/health" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  return 1
+}
