@@ -7,8 +7,10 @@
 #   scripts/build-cuda.sh            # CUDA 13.0, kernels for sm_90 (H100/H200) only
 #   CUDA_ARCHS="89-real;90-real" CUDA_VERSION=13.0 scripts/build-cuda.sh
 #
-# Output: $CARGO_TARGET_DIR/release/moat (default target dir: target-cuda) and the shared
-# libraries beside it (libllama.so, libggml*.so). At run time the machine needs NVIDIA's
+# Output: $CARGO_TARGET_DIR/release/moat (default target dir: target-cuda). The shared
+# libraries it needs (libllama.so.0, libggml*.so.0) are in
+# $CARGO_TARGET_DIR/release/build/llama-cpp-sys-2-*/out/lib/: copy them next to the binary or
+# put that folder on LD_LIBRARY_PATH (docs/gpu.md). At run time the machine also needs NVIDIA's
 # driver and libcudart.so.13, libcublas.so.13 and libcublasLt.so.13 on the library path.
 # Building for one architecture takes about 15 minutes on 2 cores; llama.cpp's default list
 # of architectures takes several times longer.
