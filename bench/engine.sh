@@ -10,14 +10,19 @@
 #           --ctx 2048) and one llama-server (-np min(C,8) -c min(C,8)*2048 --jinja) up side by
 #           side; a warm-up, then REPS rounds, each running bench/serve_load.py on one server
 #           and then the other (the order flips every round): streaming chat, max_tokens 64,
-#           temperature 0, C concurrent workers x max(2, 16/C) requests. At C=1 each round also runs the
-#           `pp` mode (3 requests, ~512-token distinct prompts, max_tokens 1). With C16=1 the
-#           C=8 servers also get a 16-worker load (queueing behind 8 slots). After the rounds
+#           temperature 0, C concurrent workers x max(2, SAMPLES/C) requests. At C=1 each round
+#           also runs the `pp` mode (3 requests, ~512-token distinct prompts, max_tokens 1). With
+#           C16=1 the C=8 servers also get a 16-worker load (queueing behind 8 slots), SAMPLES/16
+#           requests per worker. After the rounds
 #           the peak RSS (VmHWM) of both servers is recorded.
 #   prefix  moat serve --parallel 1 --ctx 2048, the same with --no-prefix-reuse, and
 #           llama-server -np 1 -c 2048 (default cache_prompt); REPS rounds of serve_load.py's
 #           `prefix` mode (warm-up + 8 sequential requests sharing a ~1,000-token system prompt).
 #   bench   llama-bench -p 512 -n 128 -t 2 -r 5 on the peer build (if it has llama-bench).
+#
+# SAMPLES (default 48) is the number of requests, so of TTFT samples, in one run. With 16, a
+# run's TTFT p95 lay between its two slowest requests (one of them often the first after the
+# other server's turn, with cold caches); with 48 it lies between the 45th and 46th of 48.
 #
 # REPEAT=1 makes the load phase send the same prompts in every round (a prompt cache serves
 # them) instead of unique ones.
@@ -32,6 +37,7 @@ REPO="$(cd "$HERE/.." && pwd)"
 REPS="${REPS:-5}"
 CONC="${CONC:-1 4 8}"
 C16="${C16:-1}"
+SAMPLES="${SAMPLES:-48}"
 PHASES="${PHASES:-load prefix bench}"
 THREADS="${THREADS:-2}"
 MOAT="${MOAT_BIN:-$REPO/target/release/moat}"
@@ -118,9 +124,10 @@ for phase in $PHASES; do
   load)
     for c in $CONC; do
         par=$(( c < 8 ? c : 8 ))
-        # At least 16 requests per run (2 per worker at 8 streams), so that a run's TTFT p50
-        # and p95 rest on more than the two samples a 1-stream run used to have.
-        per_worker=$(( 16 / c > 2 ? 16 / c : 2 ))
+        # SAMPLES requests per run (at least 2 per worker), so that a run's TTFT p95 is not
+        # just its slowest request.
+        per_worker=$(( SAMPLES / c > 2 ? SAMPLES / c : 2 ))
+        per_worker16=$(( SAMPLES / 16 > 1 ? SAMPLES / 16 : 1 ))
         log "load C=$c (parallel $par, $per_worker requests per worker)"
         start_moat "$PORT_MOAT" "$par" 2048; MP=$SPID
         start_llama "$PORT_LLAMA" "$par"; LP=$SPID
@@ -133,7 +140,7 @@ for phase in $PHASES; do
                 port=$PORT_MOAT; [ "$s" = llama ] && port=$PORT_LLAMA
                 load "$s" "$port" "$c" "$per_worker" "$rep"
                 [ "$c" -eq 1 ] && pp "$s" "$port" "$rep"
-                if [ "$c" -eq 8 ] && [ "$C16" = 1 ]; then load "$s" "$port" 16 1 "$rep"; fi
+                if [ "$c" -eq 8 ] && [ "$C16" = 1 ]; then load "$s" "$port" 16 "$per_worker16" "$rep"; fi
             done
         done
         hwm moat "$MP" "$par"; hwm llama "$LP" "$par"
