@@ -13,8 +13,8 @@
 #           temperature 0, C concurrent workers x max(2, SAMPLES/C) requests. At C=1 each round
 #           also runs the `pp` mode (3 requests, ~512-token distinct prompts, max_tokens 1). With
 #           C16=1 the C=8 servers also get a 16-worker load (queueing behind 8 slots), SAMPLES/16
-#           requests per worker. After the rounds
-#           the peak RSS (VmHWM) of both servers is recorded.
+#           requests per worker. After the rounds the peak RSS (VmHWM) of both servers is
+#           recorded.
 #   prefix  moat serve --parallel 1 --ctx 2048, the same with --no-prefix-reuse, and
 #           llama-server -np 1 -c 2048 (default cache_prompt); REPS rounds of serve_load.py's
 #           `prefix` mode (warm-up + 8 sequential requests sharing a ~1,000-token system prompt).
@@ -124,8 +124,8 @@ for phase in $PHASES; do
   load)
     for c in $CONC; do
         par=$(( c < 8 ? c : 8 ))
-        # SAMPLES requests per run (at least 2 per worker), so that a run's TTFT p95 is not
-        # just its slowest request.
+        # SAMPLES requests per run (at least 2 per worker), so that a run's TTFT p95 does not
+        # rest on its two slowest requests.
         per_worker=$(( SAMPLES / c > 2 ? SAMPLES / c : 2 ))
         per_worker16=$(( SAMPLES / 16 > 1 ? SAMPLES / 16 : 1 ))
         log "load C=$c (parallel $par, $per_worker requests per worker)"
