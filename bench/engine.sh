@@ -64,14 +64,8 @@ if [ ! -d "$MOAT_HOME/models" ] || ! "$MOAT" list 2>/dev/null | grep -q smollm2;
     "$MOAT" pull -q "$MODEL_FILE" --name smollm2 >/dev/null
 fi
 
-wait_up() { # port pid
-    for _ in $(seq 1 300); do
-        kill -0 "$2" 2>/dev/null || { log "server on :$1 died"; return 1; }
-        if curl -sf "http://127.0.0.1:$1/v1/models" >/dev/null 2>&1; then return 0; fi
-        sleep 0.2
-    done
-    log "server on :$1 not up"; return 1
-}
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 
 start_moat() { # port parallel ctx [extra...]; sets SPID
     local port=$1 par=$2 ctx=$3; shift 3
@@ -79,7 +73,7 @@ start_moat() { # port parallel ctx [extra...]; sets SPID
         --threads "$THREADS" "$@" >"$OUT/moat-$port-$par$*.log" 2>&1 &
     SPID=$!; PIDS+=("$SPID")
     echo "$MOAT serve smollm2 --host 127.0.0.1 --port $port --parallel $par --ctx $ctx --threads $THREADS $*" >>"$OUT/commands.txt"
-    wait_up "$port" "$SPID"
+    wait_up "$port" "$SPID" || { log "server on :$port did not come up"; return 1; }
 }
 
 start_llama() { # port np; sets SPID
@@ -89,7 +83,7 @@ start_llama() { # port np; sets SPID
     LD_LIBRARY_PATH="$PEER_BIN" "$PEER_BIN/llama-server" "${args[@]}" >"$OUT/llama-$port-$np.log" 2>&1 &
     SPID=$!; PIDS+=("$SPID")
     echo "$PEER_BIN/llama-server ${args[*]}" >>"$OUT/commands.txt"
-    wait_up "$port" "$SPID"
+    wait_up "$port" "$SPID" || { log "server on :$port did not come up"; return 1; }
 }
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }

@@ -15,8 +15,8 @@ home=$(mktemp -d)
 trap 'rm -rf "$home"' EXIT
 MOAT_HOME=$home "$bin" pull "$model" --name smollm2:135m --quiet >/dev/null
 
-# shellcheck source=bench/gpu/lib.sh
-. "$(dirname "$0")/lib.sh"
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/../lib.sh"
 
 servers=(moat moat-hostcache)
 [ -n "$peer" ] && servers+=(llama-server)

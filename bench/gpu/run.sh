@@ -18,8 +18,8 @@ home=$(mktemp -d)
 trap 'rm -rf "$home"' EXIT
 MOAT_HOME=$home "$bin" pull "$model" --name "$name" --quiet
 
-# shellcheck source=bench/gpu/lib.sh
-. "$here/lib.sh"
+# shellcheck source=bench/lib.sh
+. "$here/../lib.sh"
 
 status=0
 # gpu: the defaults (every layer, prefix reuse on), where two runs of a request may differ;

@@ -1,4 +1,4 @@
-# Helpers for bench/gpu/*.sh (sourced, not run).
+# Helpers for the benchmark scripts (bench/engine.sh, bench/gpu/*.sh): sourced, not run.
 
 # A free TCP port on 127.0.0.1.
 free_port() {
