@@ -90,6 +90,7 @@ pub fn run(home: &Path, args: RunArgs) -> Result<u8> {
         ctx: args.ctx,
         threads: args.threads,
         no_prefix_reuse: false,
+        kv_unified: false,
         cache_tokens: None,
         compute_nice: moat_engine::compute::DEFAULT_COMPUTE_NICE,
         gpu_layers: args.gpu_layers,

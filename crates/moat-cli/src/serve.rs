@@ -122,6 +122,11 @@ pub struct EngineArgs {
     /// benchmarks and debugging).
     #[arg(long)]
     pub no_prefix_reuse: bool,
+    /// One KV cache for all sequences instead of one each: a prefix shared by running
+    /// sequences is held once, but every step attends over all sequences' cells, which slows
+    /// generation as more run (llama.cpp's `--kv-unified`).
+    #[arg(long)]
+    pub kv_unified: bool,
     /// Tokens of earlier prompts kept in host memory after their sequence was given to other
     /// work, so a prompt seen before is not recomputed (default: what 2 GiB of the model's KV
     /// entries hold, at least parallel × ctx; on a GPU 0; 0 turns it off).
@@ -170,6 +175,7 @@ pub fn load_engine(model: &ModelFile, engine: &EngineArgs, max_queue: u32) -> Re
     options.n_ctx_per_seq = engine.ctx;
     options.parallel = engine.parallel;
     options.prefix_reuse = !engine.no_prefix_reuse;
+    options.kv_unified = engine.kv_unified;
     options.host_cache_tokens = engine.cache_tokens;
     options.gpu_layers = engine.gpu_layers;
     if let Some(threads) = engine.threads {

@@ -18,6 +18,13 @@ pub struct LoadOptions {
     pub n_batch: u32,
     /// Reuse the KV entries of a common prompt prefix across requests and sequences.
     pub prefix_reuse: bool,
+    /// One KV cache for all sequences (llama.cpp's `kv_unified`) instead of one per sequence.
+    /// Unified, a prefix shared between running sequences is held once and shared without a
+    /// copy, but every token's attention spans the cells of all sequences (masked), which makes
+    /// each step slower the more sequences run: with 8 streams of SmolLM2 on 2 threads the p95
+    /// time between tokens was 5 % longer (docs/PERFORMANCE.md). Off, like llama-server's
+    /// default, a shared prefix is copied into the new sequence's own cells.
+    pub kv_unified: bool,
     /// Tokens of evicted sequences kept in host memory so that prompts seen before come back
     /// without recomputing (the prompt cache); `None` holds what 2 GiB of KV entries hold for
     /// this model, and at least as many as the context (`parallel × n_ctx_per_seq`), except on
@@ -59,6 +66,7 @@ impl LoadOptions {
             n_threads: free_cores(),
             n_batch: Self::DEFAULT_N_BATCH,
             prefix_reuse: true,
+            kv_unified: false,
             host_cache_tokens: None,
             max_queue: Self::DEFAULT_MAX_QUEUE,
             chat_template_override: None,

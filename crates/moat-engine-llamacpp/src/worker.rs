@@ -50,8 +50,9 @@ pub(crate) const DEFAULT_HOST_CACHE_BYTES: u64 = 2 << 30;
 /// The scheduler settings for these options; moat-engine's defaults for the rest.
 /// `kv_bytes_per_token` (known once the model is loaded) sizes the default host cache.
 /// `on_gpu` (the model's layers run on a GPU) turns that cache off unless `options` sizes it:
-/// saving a sequence copies its KV cells out one contiguous run at a time, a sequence decoded
-/// next to others can be scattered over up to one run per token, and on a GPU each run is a
+/// saving a sequence copies its KV cells out one contiguous run at a time, in a unified cache
+/// (`LoadOptions::kv_unified`) a sequence decoded next to others can be scattered over up to one
+/// run per token, and on a GPU each run is a
 /// synchronous device-to-host copy per layer, on the admission path (docs/gpu.md has the
 /// measurement).
 pub(crate) fn scheduler_config(
@@ -66,6 +67,7 @@ pub(crate) fn scheduler_config(
         n_batch: options.n_batch,
         max_queue: usize::try_from(options.max_queue).unwrap_or(usize::MAX),
         prefix_reuse: options.prefix_reuse,
+        shared_kv: options.kv_unified,
         host_cache_tokens: options.host_cache_tokens.unwrap_or_else(|| {
             if on_gpu {
                 0
@@ -160,8 +162,8 @@ fn context_params(options: &LoadOptions, n_ctx_per_seq: u32) -> Result<LlamaCont
         FlashAttention::Disabled => 0,
         FlashAttention::Enabled => 1,
     };
-    // The unified KV cache is what lets `kv_cache_seq_cp` share part of a sequence: with one
-    // cache per sequence a partial copy aborts the process on a ggml assert.
+    // Either way a sequence holds at most `n_ctx_per_seq` cells: llama.cpp gives each of the
+    // `n_seq_max` caches `n_ctx / n_seq_max` of them when they are not unified.
     Ok(LlamaContextParams::default()
         .with_n_ctx(Some(n_ctx))
         .with_n_batch(options.n_batch)
@@ -169,7 +171,7 @@ fn context_params(options: &LoadOptions, n_ctx_per_seq: u32) -> Result<LlamaCont
         .with_n_seq_max(options.parallel)
         .with_n_threads(n_threads)
         .with_n_threads_batch(n_threads)
-        .with_kv_unified(true)
+        .with_kv_unified(options.kv_unified)
         .with_flash_attention_policy(flash_attention))
 }
 
@@ -331,6 +333,7 @@ impl Worker<'_> {
             return Err("no llama.cpp context".to_owned());
         };
         let saved = &mut self.saved;
+        let shared_kv = self.scheduler.config().shared_kv;
         compute.context.with_dependent_mut(|_, context| {
             for op in ops {
                 let failed = |error: &dyn std::fmt::Display| {
@@ -347,9 +350,28 @@ impl Worker<'_> {
                         src_seq,
                         dst_seq,
                         len,
-                    } => context
+                    } if shared_kv => context
                         .kv_cache_seq_cp(src_seq, dst_seq, Some(0), Some(len))
                         .map_err(|e| failed(&e))?,
+                    KvOp::Copy {
+                        src_seq,
+                        dst_seq,
+                        len,
+                    } => {
+                        // Between separate caches llama.cpp copies only whole ones, and only at
+                        // the next decode (a partial `kv_cache_seq_cp` aborts on a ggml assert).
+                        // A round trip through host memory copies the cells the source holds,
+                        // at once; the cut then leaves the prefix.
+                        let state = context
+                            .state_seq_get(src_seq, LlamaStateSeqFlags::empty())
+                            .map_err(|e| failed(&e))?;
+                        context
+                            .state_seq_set(&state, dst_seq)
+                            .map_err(|e| failed(&e))?;
+                        context
+                            .kv_cache_seq_rm(dst_seq, Some(len), None)
+                            .map_err(|e| failed(&e))?;
+                    }
                     KvOp::Save { seq, entry } => {
                         let state = context
                             .state_seq_get(seq, LlamaStateSeqFlags::empty())

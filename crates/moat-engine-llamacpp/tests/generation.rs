@@ -189,7 +189,21 @@ async fn end_of_generation_stops_unless_ignored() {
 
 #[tokio::test]
 async fn a_shared_prefix_is_reused_across_sequences() {
-    let Some(engine) = smollm2(|options| options.parallel = 2) else {
+    shared_prefix_reuse(false).await;
+}
+
+#[tokio::test]
+async fn a_shared_prefix_is_reused_across_sequences_in_a_unified_kv_cache() {
+    shared_prefix_reuse(true).await;
+}
+
+/// B reuses the system prompt A computed while A is still generating: copied into B's own
+/// cache, or shared within the unified one.
+async fn shared_prefix_reuse(kv_unified: bool) {
+    let Some(engine) = smollm2(|options| {
+        options.parallel = 2;
+        options.kv_unified = kv_unified;
+    }) else {
         return;
     };
     let system = long_system_prompt();

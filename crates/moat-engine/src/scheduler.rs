@@ -6,9 +6,10 @@
 //! know token text, stop strings, sampling or llama.cpp; the backend decides when a sampled
 //! token stops a sequence and reports it.
 //!
-//! The KV layout it assumes: one context with a unified KV cache holding `parallel` sequences
-//! (seq ids `0..parallel`), each at most `n_ctx_per_seq` positions, so `n_ctx = parallel ×
-//! n_ctx_per_seq` cells always suffice (a shared prefix occupies its cells once).
+//! The KV layout it assumes: one context holding `parallel` sequences (seq ids `0..parallel`),
+//! each at most `n_ctx_per_seq` positions, so `n_ctx = parallel × n_ctx_per_seq` cells always
+//! suffice; either each sequence has cells of its own (a copied prefix is duplicated), or all
+//! share one cache (`SchedulerConfig::shared_kv`, where a copied prefix holds its cells once).
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};

@@ -237,10 +237,17 @@ impl Scheduler {
         }
     }
 
-    /// Shares `len` positions of `source` with the empty slot `index`.
+    /// Gives the empty slot `index` the first `len` positions of `source`: the same cells in a
+    /// shared KV cache, a copy in cells of its own otherwise.
     pub(super) fn copy_prefix(&mut self, source: usize, index: usize, len: usize) {
         let tokens = self.slots[source].tokens[..len].to_vec();
-        let cells = self.slots[source].cells[..len].to_vec();
+        let cells = if self.config.shared_kv {
+            self.slots[source].cells[..len].to_vec()
+        } else {
+            let first_cell = self.next_cell;
+            self.next_cell += len as u64;
+            (first_cell..self.next_cell).collect()
+        };
         self.pending.kv_ops.push(KvOp::Copy {
             src_seq: self.slots[source].seq_id,
             dst_seq: self.slots[index].seq_id,

@@ -18,6 +18,7 @@ pub(super) fn config() -> SchedulerConfig {
         min_prefix: 16,
         host_cache_tokens: 0,
         retry_after: Duration::from_secs(3),
+        shared_kv: false,
     }
 }
 

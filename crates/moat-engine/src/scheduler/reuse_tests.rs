@@ -40,11 +40,10 @@ fn a_request_reuses_the_system_prompt_of_a_running_request() {
         })
     );
     assert_eq!(tokens_for(&plan, a).len(), 1, "A keeps generating");
-    let cells = h.scheduler.kv_cells_used();
     assert_eq!(
-        cells,
-        1022 + 30,
-        "A's 1022 cells, B's own 30: the shared prefix is held once"
+        h.scheduler.kv_cells_used(),
+        1022 + 1030,
+        "A's 1022 cells, B's copy of the prefix and its own 30"
     );
     h.scheduler.cancel(1);
     let ended = h.run_to_completion();
@@ -53,6 +52,27 @@ fn a_request_reuses_the_system_prompt_of_a_running_request() {
         .find(|e| e.request_id == 2)
         .map(|e| e.usage.cached_tokens);
     assert_eq!(b_usage, Some(1000));
+}
+
+#[test]
+fn in_a_shared_kv_cache_a_copied_prefix_holds_its_cells_once() {
+    let mut h = Harness::new(SchedulerConfig {
+        shared_kv: true,
+        ..config()
+    });
+    let system = prompt(9, 1000);
+    h.submit(1, concat(&[&system, &prompt(1, 20)]));
+    for _ in 0..5 {
+        h.step();
+    }
+    h.submit(2, concat(&[&system, &prompt(2, 30)]));
+    let (plan, _) = h.step();
+    assert!(matches!(plan.kv_ops[..], [KvOp::Copy { len: 1000, .. }]));
+    assert_eq!(
+        h.scheduler.kv_cells_used(),
+        1022 + 30,
+        "A's 1022 cells, B's own 30: the shared prefix is held once"
+    );
 }
 
 #[test]
@@ -271,7 +291,11 @@ fn two_requests_admitted_together_can_share_a_prefix_from_an_idle_slot() {
             }
         ]
     );
-    assert_eq!(h.scheduler.kv_cells_used(), 64 + 4 + 4);
+    assert_eq!(
+        h.scheduler.kv_cells_used(),
+        (64 + 4) + (64 + 4),
+        "each has its own cells"
+    );
 }
 
 #[test]

@@ -36,6 +36,10 @@ pub struct SchedulerConfig {
     pub host_cache_tokens: u32,
     /// What `Overloaded` tells clients to wait.
     pub retry_after: Duration,
+    /// All sequences live in one KV cache (llama.cpp's unified cache), so a prefix copied to
+    /// another sequence keeps its cells once; otherwise each sequence has cells of its own and
+    /// a copy duplicates them.
+    pub shared_kv: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -50,12 +54,13 @@ impl Default for SchedulerConfig {
             min_prefix: 16,
             host_cache_tokens: 0,
             retry_after: Duration::from_secs(1),
+            shared_kv: false,
         }
     }
 }
 
 impl SchedulerConfig {
-    /// The context size the backend creates: every slot's positions, with a unified KV cache.
+    /// The context size the backend creates: every slot's positions.
     pub fn n_ctx_total(&self) -> u32 {
         self.parallel.saturating_mul(self.n_ctx_per_seq)
     }
@@ -132,8 +137,8 @@ pub enum KvOp {
     Clear { seq: SeqId },
     /// Remove positions `from..` of `seq` (`kv_cache_seq_rm(seq, from, -1)`).
     Truncate { seq: SeqId, from: u32 },
-    /// Share positions `0..len` of `src_seq` with `dst_seq`, which is empty
-    /// (`kv_cache_seq_cp(src_seq, dst_seq, 0, len)`).
+    /// Give `dst_seq`, which is empty, positions `0..len` of `src_seq`: shared cells in a
+    /// unified KV cache (`kv_cache_seq_cp(src_seq, dst_seq, 0, len)`), else a copy of them.
     Copy {
         src_seq: SeqId,
         dst_seq: SeqId,
