@@ -18,6 +18,11 @@
 #   prefix  moat serve --parallel 1 --ctx 2048, the same with --no-prefix-reuse, and
 #           llama-server -np 1 -c 2048 (default cache_prompt); REPS rounds of serve_load.py's
 #           `prefix` mode (warm-up + 8 sequential requests sharing a ~1,000-token system prompt).
+#   shared  prefix sharing between running sequences, at --parallel 2: moat serve (one KV cache
+#           per sequence, the default), the same with --kv-unified, the same with
+#           --no-prefix-reuse, and llama-server -np 2 -c 4096; REPS rounds of serve_load.py's
+#           `shared` mode (4 pairs: A generates with a fresh ~1,000-token system prompt, B
+#           with the same one is sent after A's first token) on each in turn.
 #   bench   llama-bench -p 512 -n 128 -t 2 -r 5 on the peer build (if it has llama-bench).
 #
 # SAMPLES (default 48) is the number of requests, so of TTFT samples, in one run. With 16, a
@@ -48,6 +53,7 @@ OUT="${OUT:-$(mktemp -d -t moat-engine-bench-XXXXXX)}"
 PORT_MOAT="${PORT_MOAT:-18801}"
 PORT_MOAT_NR="${PORT_MOAT_NR:-18802}"
 PORT_LLAMA="${PORT_LLAMA:-18803}"
+PORT_MOAT_KVU="${PORT_MOAT_KVU:-18804}"
 RES="$OUT/results.jsonl"
 mkdir -p "$OUT"
 export MOAT_HOME="${MOAT_HOME:-$OUT/home}"
@@ -154,6 +160,24 @@ for phase in $PHASES; do
         done
     done
     stop "$MP"; stop "$NP"; stop "$LP"
+    ;;
+  shared)
+    log "shared"
+    start_moat "$PORT_MOAT" 2 2048; MP=$SPID
+    start_moat "$PORT_MOAT_KVU" 2 2048 --kv-unified; UP=$SPID
+    start_moat "$PORT_MOAT_NR" 2 2048 --no-prefix-reuse; NP=$SPID
+    start_llama "$PORT_LLAMA" 2; LP=$SPID
+    for rep in $(seq 1 "$REPS"); do
+        for s in moat moat-kv-unified moat-noreuse llama; do
+            case $s in
+                moat) port=$PORT_MOAT;; moat-kv-unified) port=$PORT_MOAT_KVU;;
+                moat-noreuse) port=$PORT_MOAT_NR;; llama) port=$PORT_LLAMA;;
+            esac
+            "$PY" "$HERE/serve_load.py" shared --url "http://127.0.0.1:$port" --requests 4 \
+                --max-tokens 8 --tag "server=$s" --tag "rep=$rep" >>"$RES"
+        done
+    done
+    stop "$MP"; stop "$UP"; stop "$NP"; stop "$LP"
     ;;
   bench)
     if [ -x "$PEER_BIN/llama-bench" ]; then

@@ -24,6 +24,7 @@ def main(path):
     load = defaultdict(list)
     pp = defaultdict(list)
     prefix = defaultdict(list)
+    shared = defaultdict(list)
     hwm = {}
     bench = []
     for r in rows:
@@ -34,6 +35,8 @@ def main(path):
             pp[r["server"]].append(r)
         elif m == "prefix":
             prefix[r["server"]].append(r)
+        elif m == "shared":
+            shared[r["server"]].append(r)
         elif m == "hwm":
             hwm[(r["parallel"], r["server"])] = r["vmhwm_kib"]
         elif m == "llama-bench":
@@ -89,6 +92,26 @@ def main(path):
                     "llama": "llama-server (cache_prompt default)"}[s]
             print(f"| {name} | {prefix[s][0]['prompt_tokens']} | {len(prefix[s])} | {f(t)} | "
                   f"{f(base / t if base and t else None, 2)}x |")
+
+    if shared:
+        print("\n### Prefix shared with a running sequence (parallel 2; B sent after A's first "
+              "token, both with a fresh ~1,000-token system prompt)\n")
+        print("| server | rounds x pairs | B cached tokens (median) | B TTFT p50 (ms) | "
+              "vs moat --no-prefix-reuse | A's longest gap between tokens, median (ms) |")
+        print("|---|---|---|---|---|---|")
+        base = med([t for r in shared.get("moat-noreuse", []) for t in r["ttft_ms"]])
+        for s in ("moat", "moat-kv-unified", "moat-noreuse", "llama"):
+            if s not in shared:
+                continue
+            t = med([t for r in shared[s] for t in r["ttft_ms"]])
+            cached = med([c for r in shared[s] for c in r["cached_tokens"]])
+            gap = med([g for r in shared[s] for g in r["a_max_gap_ms"]])
+            name = {"moat": "moat serve (one KV cache per sequence: copy)",
+                    "moat-kv-unified": "moat serve --kv-unified (shared cells)",
+                    "moat-noreuse": "moat serve --no-prefix-reuse",
+                    "llama": "llama-server -np 2 (cache_prompt default)"}[s]
+            print(f"| {name} | {len(shared[s])} x {shared[s][0]['requests']} | {f(cached, 0)} | "
+                  f"{f(t)} | {f(base / t if base and t else None, 2)}x | {f(gap)} |")
 
     if hwm:
         print("\n### Peak resident memory (VmHWM after the load rounds)\n")

@@ -15,6 +15,12 @@ Modes (one JSON object on stdout per run):
   prefix  one warm-up then --requests sequential requests sharing a ~1,000-token system
           prompt, each with a short distinct question, max_tokens --max-tokens. Reports the
           TTFT of every request and their p50.
+  shared  --requests rounds; in each, request A (a fresh ~1,000-token system prompt and a
+          question, 256 tokens) starts, and once its first token is out request B (the same
+          system prompt, another question, --max-tokens) is sent while A still generates.
+          Reports B's TTFT and cached prompt tokens per round, their p50, and A's longest gap
+          between tokens (B's admission may delay one of A's steps). A server that shares
+          prefixes across running sequences serves B's system prompt from A's.
   pp      --requests sequential requests with a ~512-token user prompt that differs from its
           first word on (so no prefix cache helps), max_tokens 1. Reports prompt tokens (from
           usage) / TTFT = prompt processing tokens/s, median over requests.
@@ -56,8 +62,9 @@ def percentile(xs, p):
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def stream_chat(url, model, messages, max_tokens, timeout=300):
-    """One streaming chat completion. Returns dict with t0, token times, usage."""
+def stream_chat(url, model, messages, max_tokens, timeout=300, first_token=None):
+    """One streaming chat completion. Returns dict with t0, token times, usage. Sets the
+    threading.Event `first_token` (if given) when the first token arrives."""
     u = urlparse(url)
     body = json.dumps({
         "model": model,
@@ -97,6 +104,8 @@ def stream_chat(url, model, messages, max_tokens, timeout=300):
             if piece:
                 times.append(now)
                 text.append(piece)
+                if first_token is not None:
+                    first_token.set()
     conn.close()
     t_end = time.perf_counter()
     return {"t0": t0, "times": times, "t_end": t_end, "usage": usage, "text": "".join(text)}
@@ -191,6 +200,52 @@ def mode_prefix(a):
     }
 
 
+LONG_ASK = "Write a long, detailed story about the people behind this report."
+
+
+def mode_shared(a):
+    ttft, cached, a_gaps = [], [], []
+    for i in range(a.requests):
+        # A fresh opening each round, so that only A (running) holds this system prompt.
+        sysmsg = {"role": "system", "content": f"Session {time.time_ns()}. " + system_prompt()}
+        started = threading.Event()
+        first = {}
+
+        def run_a():
+            try:
+                first["r"] = stream_chat(a.url, a.model,
+                                         [sysmsg, {"role": "user", "content": LONG_ASK}],
+                                         256, first_token=started)
+            finally:
+                started.set()
+
+        thread = threading.Thread(target=run_a)
+        thread.start()
+        started.wait()
+        q = QUESTIONS[i % len(QUESTIONS)]
+        r = stream_chat(a.url, a.model, [sysmsg, {"role": "user", "content": q}], a.max_tokens)
+        end = r["times"][0] if r["times"] else r["t_end"]
+        thread.join()
+        if "r" not in first:
+            raise RuntimeError("request A failed")
+        a_times = first["r"]["times"]
+        # B joins at the next step after it is sent (tens of ms); A must outlast that.
+        if not a_times or a_times[-1] < r["t0"] + 0.5:
+            raise RuntimeError("A ended right after B was sent: B may not have run beside it")
+        ttft.append(end - r["t0"])
+        cached.append(((r["usage"] or {}).get("prompt_tokens_details") or {})
+                      .get("cached_tokens"))
+        gaps = [t1 - t0 for t0, t1 in zip(a_times, a_times[1:])]
+        a_gaps.append(max(gaps) if gaps else None)
+    return {
+        "mode": "shared", "requests": len(ttft),
+        "ttft_ms": [round(1e3 * t, 1) for t in ttft],
+        "ttft_p50_ms": 1e3 * statistics.median(ttft),
+        "cached_tokens": cached,
+        "a_max_gap_ms": [ms(g) for g in a_gaps],
+    }
+
+
 def mode_pp(a):
     rates = []
     ttfts = []
@@ -218,19 +273,20 @@ def mode_pp(a):
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["load", "prefix", "pp"])
+    p.add_argument("mode", choices=["load", "prefix", "shared", "pp"])
     p.add_argument("--url", default="http://127.0.0.1:8080")
     p.add_argument("--model", default="smollm2:latest")
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--requests", type=int, default=2,
-                   help="load: per worker; prefix/pp: total (sequential)")
+                   help="load: per worker; prefix/pp: total (sequential); shared: rounds")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--repeat", action="store_true",
                    help="load: the same prompts in every round instead of unique ones")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
                    help="extra fields copied into the JSON result (repeatable)")
     a = p.parse_args()
-    out = {"load": mode_load, "prefix": mode_prefix, "pp": mode_pp}[a.mode](a)
+    out = {"load": mode_load, "prefix": mode_prefix, "shared": mode_shared,
+           "pp": mode_pp}[a.mode](a)
     out["url"] = a.url
     for t in a.tag:
         k, _, v = t.partition("=")

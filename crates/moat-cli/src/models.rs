@@ -53,6 +53,9 @@ pub struct ShowArgs {
     /// Number of sequences decoded in parallel for the memory estimate.
     #[arg(long, default_value_t = 1)]
     parallel: u64,
+    /// Estimate for one KV cache shared by all sequences (`moat serve --kv-unified`).
+    #[arg(long)]
+    kv_unified: bool,
     #[arg(long)]
     json: bool,
 }
@@ -214,7 +217,10 @@ pub fn show(home: &Path, args: ShowArgs) -> Result<u8> {
     if args.parallel == 0 {
         anyhow::bail!("--parallel must be at least 1");
     }
-    let params = MemoryParams::for_model(&info, args.ctx, args.parallel);
+    let params = MemoryParams {
+        unified_kv: args.kv_unified,
+        ..MemoryParams::for_model(&info, args.ctx, args.parallel)
+    };
     let estimate = memory::estimate(&info, &params);
     if args.json {
         let doc = ShowJson {

@@ -126,4 +126,12 @@ fn memory_estimate_grows_with_context_and_parallel_sequences() {
     assert_eq!(kv(&["--ctx", "2048", "--parallel", "4"]), 4 * one);
     // 30 layers x 2048 cells x (3 KV heads x 64) x (K + V) x 2 bytes.
     assert_eq!(one, 30 * 2048 * 192 * 2 * 2);
+    // 3 x 300 cells: llama.cpp pads the whole context to 256 (1024), and with one cache per
+    // sequence (moat serve's default) each of the three to 256 as well (3 x 512).
+    let per_cell = one / 2048;
+    assert_eq!(kv(&["--ctx", "300", "--parallel", "3"]), 3 * 512 * per_cell);
+    assert_eq!(
+        kv(&["--ctx", "300", "--parallel", "3", "--kv-unified"]),
+        1024 * per_cell
+    );
 }

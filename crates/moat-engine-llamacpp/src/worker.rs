@@ -52,9 +52,8 @@ pub(crate) const DEFAULT_HOST_CACHE_BYTES: u64 = 2 << 30;
 /// `on_gpu` (the model's layers run on a GPU) turns that cache off unless `options` sizes it:
 /// saving a sequence copies its KV cells out one contiguous run at a time, in a unified cache
 /// (`LoadOptions::kv_unified`) a sequence decoded next to others can be scattered over up to one
-/// run per token, and on a GPU each run is a
-/// synchronous device-to-host copy per layer, on the admission path (docs/gpu.md has the
-/// measurement).
+/// run per token, and on a GPU each run is a synchronous device-to-host copy per layer, on the
+/// admission path (docs/gpu.md has the measurement, made with the unified cache).
 pub(crate) fn scheduler_config(
     options: &LoadOptions,
     n_ctx_per_seq: u32,

@@ -27,8 +27,8 @@ pub struct MemoryParams {
     pub ctx_per_sequence: u64,
     /// Sequences decoded at once (`--parallel`).
     pub parallel: u64,
-    /// One KV cache shared by all sequences (what moat's engine uses to share prefixes), rather
-    /// than one stream per sequence (`llama-server -np N`).
+    /// One KV cache shared by all sequences (`moat serve --kv-unified`, `llama-server -kvu`),
+    /// rather than one stream per sequence (the default of both with `--parallel`/`-np N`).
     pub unified_kv: bool,
     /// Flash attention (llama.cpp's `auto` turns it on for the CPU).
     pub flash_attention: bool,
@@ -43,7 +43,7 @@ impl MemoryParams {
         Self {
             ctx_per_sequence: ctx,
             parallel: parallel.max(1),
-            unified_kv: true,
+            unified_kv: false,
             flash_attention: true,
             ubatch: DEFAULT_UBATCH,
         }
