@@ -92,6 +92,16 @@ pub(crate) fn default_host_cache_tokens(
     context.max(u32::try_from(budget).unwrap_or(u32::MAX))
 }
 
+/// The model's sliding attention window from its GGUF (`{arch}.attention.sliding_window`), as
+/// llama.cpp reads it; `None` when the model has none.
+fn sliding_window(model: &LlamaModel) -> Option<u32> {
+    let arch = model.meta_val_str("general.architecture").ok()?;
+    let window = model
+        .meta_val_str(&format!("{arch}.attention.sliding_window"))
+        .ok()?;
+    window.trim().parse().ok().filter(|&window| window > 0)
+}
+
 /// The KV cache's bytes per token (keys and values, f16, every layer), from the model's shape.
 fn kv_bytes_per_token(model: &LlamaModel) -> u64 {
     let n_head = u64::from(model.n_head().max(1));
@@ -123,6 +133,7 @@ pub(crate) fn run(
     );
     // Recurrent state cannot be cut back to a prefix, so there is nothing to reuse.
     config.prefix_reuse &= !(model.is_recurrent() || model.is_hybrid());
+    config.swa_window = sliding_window(&model);
     let scheduler = Scheduler::new(config).map_err(|error| error.to_string())?;
     let params = context_params(options, n_ctx_per_seq)?;
     let context = ModelContext::try_new(Arc::clone(&model), |model| {

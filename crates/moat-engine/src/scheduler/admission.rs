@@ -89,7 +89,8 @@ impl Scheduler {
             .saved
             .iter()
             .enumerate()
-            .map(|(position, saved)| (position, saved.tokens.as_slice()));
+            .map(|(position, saved)| (position, saved.tokens.as_slice()))
+            .filter(|(_, held)| self.can_reuse(held, prompt));
         let found = longest_prefix(prompt, candidates, self.config.min_prefix as usize)?;
         (found.len >= held + self.config.min_prefix as usize).then_some((found.key, found.len))
     }
@@ -190,9 +191,23 @@ impl Scheduler {
             .filter(|(_, slot)| slot.is_active());
         let candidates = idle
             .chain(running)
-            .map(|(index, slot)| (index, slot.tokens.as_slice()));
+            .map(|(index, slot)| (index, slot.tokens.as_slice()))
+            .filter(|(_, held)| self.can_reuse(held, prompt));
         let found = longest_prefix(prompt, candidates, self.config.min_prefix as usize)?;
         Some((found.key, found.len))
+    }
+
+    /// Whether a prefix of `held` may serve `prompt`. With a sliding window, a sequence longer
+    /// than the window lost its oldest positions in the window's layers, so only a prompt
+    /// that continues all of it may reuse it (the last token is recomputed, which needs nothing
+    /// older than what is kept); a cut further back would attend to positions that are gone.
+    fn can_reuse(&self, held: &[TokenId], prompt: &[TokenId]) -> bool {
+        match self.config.swa_window {
+            Some(window) if held.len() > window as usize => {
+                prompt.len() >= held.len() && prompt[..held.len() - 1] == held[..held.len() - 1]
+            }
+            _ => true,
+        }
     }
 
     /// An empty slot, else the least recently released idle one (evicted).

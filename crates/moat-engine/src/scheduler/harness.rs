@@ -19,6 +19,7 @@ pub(super) fn config() -> SchedulerConfig {
         host_cache_tokens: 0,
         retry_after: Duration::from_secs(3),
         shared_kv: false,
+        swa_window: None,
     }
 }
 

@@ -109,6 +109,63 @@ fn a_request_reuses_an_idle_slot_holding_its_earlier_turn() {
     );
 }
 
+/// Runs `turn_one` (4 tokens generated) then `turn_two` in a context with a 64-token sliding
+/// window, and returns the second request's cached tokens and its first plan's KV operations.
+fn second_turn_with_a_sliding_window(
+    turn_one: &[TokenId],
+    turn_two: impl FnOnce(&[TokenId]) -> Vec<TokenId>,
+) -> (u32, Vec<KvOp>) {
+    let mut h = Harness::new(SchedulerConfig {
+        parallel: 1,
+        swa_window: Some(64),
+        ..config()
+    });
+    let options = SubmitOptions {
+        max_tokens: Some(4),
+        ..SubmitOptions::default()
+    };
+    h.scheduler
+        .submit(1, turn_one.to_vec(), options)
+        .expect("admitted");
+    h.run_to_completion();
+    let held = h.kv.tokens(0);
+    h.submit(2, turn_two(held));
+    let (plan, _) = h.step();
+    let cached = match first_token_kind(&plan, 2) {
+        Some(LogitsKind::FirstToken { cached_tokens, .. }) => cached_tokens,
+        other => panic!("no first token: {other:?}"),
+    };
+    (cached, plan.kv_ops)
+}
+
+#[test]
+fn past_a_sliding_window_a_sequence_is_reused_whole_or_not_at_all() {
+    // 103 held tokens, more than the window: a prompt that cuts them at 90 cannot use them
+    // (positions 27..39 would be needed and are gone), so it is computed from scratch.
+    let turn_one = prompt(1, 100);
+    let (cached, ops) =
+        second_turn_with_a_sliding_window(&turn_one, |held| concat(&[&held[..90], &prompt(7, 10)]));
+    assert_eq!(cached, 0);
+    assert_eq!(ops, [KvOp::Clear { seq: 0 }]);
+    // A prompt that continues all of it reuses all of it.
+    let (cached, ops) =
+        second_turn_with_a_sliding_window(&turn_one, |held| concat(&[held, &prompt(7, 10)]));
+    assert_eq!(cached, 103);
+    assert!(ops.is_empty(), "{ops:?}");
+    // The same prompt again reuses all but its last token, which is recomputed.
+    let (cached, _) = second_turn_with_a_sliding_window(&turn_one, <[TokenId]>::to_vec);
+    assert_eq!(cached, 102);
+}
+
+#[test]
+fn within_a_sliding_window_a_sequence_can_be_cut() {
+    let (cached, ops) = second_turn_with_a_sliding_window(&prompt(1, 40), |held| {
+        concat(&[&held[..30], &prompt(7, 10)])
+    });
+    assert_eq!(cached, 30);
+    assert_eq!(ops, [KvOp::Truncate { seq: 0, from: 30 }]);
+}
+
 #[test]
 fn an_identical_prompt_reuses_all_but_its_last_token() {
     let mut h = Harness::new(config());

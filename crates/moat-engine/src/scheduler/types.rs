@@ -40,6 +40,12 @@ pub struct SchedulerConfig {
     /// another sequence keeps its cells once; otherwise each sequence has cells of its own and
     /// a copy duplicates them.
     pub shared_kv: bool,
+    /// The model's sliding attention window, if it has one (Gemma 2 and 3, some Mistral
+    /// models). Its layers keep only the last `window` positions of a sequence: llama.cpp
+    /// overwrites older cells and saves or copies none of them. So a held sequence longer than
+    /// the window can be reused only whole (up to its last token), never cut back further: the
+    /// positions the cut-back prefix would need were dropped.
+    pub swa_window: Option<u32>,
 }
 
 impl Default for SchedulerConfig {
@@ -55,6 +61,7 @@ impl Default for SchedulerConfig {
             host_cache_tokens: 0,
             retry_after: Duration::from_secs(1),
             shared_kv: false,
+            swa_window: None,
         }
     }
 }
