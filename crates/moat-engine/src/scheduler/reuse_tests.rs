@@ -6,17 +6,24 @@ use super::*;
 
 // ---- prefix reuse ----
 
-#[test]
-fn a_request_reuses_the_system_prompt_of_a_running_request() {
-    let mut h = Harness::new(config());
+/// Request A (a 1,000-token system prompt and 20 more) runs for five steps, past its prefill;
+/// then request B (the same system prompt and 30 more) arrives. Returns B's first step.
+fn b_joins_while_a_runs(config: SchedulerConfig) -> (Harness, StepPlan) {
+    let mut h = Harness::new(config);
     let system = prompt(9, 1000);
     h.submit(1, concat(&[&system, &prompt(1, 20)]));
     for _ in 0..5 {
         h.step();
     }
-    let a = h.seq_of(1).expect("A runs");
     h.submit(2, concat(&[&system, &prompt(2, 30)]));
     let (plan, _) = h.step();
+    (h, plan)
+}
+
+#[test]
+fn a_request_reuses_the_system_prompt_of_a_running_request() {
+    let (mut h, plan) = b_joins_while_a_runs(config());
+    let a = h.seq_of(1).expect("A runs");
     let b = h.seq_of(2).expect("B runs");
     assert_eq!(
         plan.kv_ops,
@@ -56,17 +63,10 @@ fn a_request_reuses_the_system_prompt_of_a_running_request() {
 
 #[test]
 fn in_a_shared_kv_cache_a_copied_prefix_holds_its_cells_once() {
-    let mut h = Harness::new(SchedulerConfig {
+    let (h, plan) = b_joins_while_a_runs(SchedulerConfig {
         shared_kv: true,
         ..config()
     });
-    let system = prompt(9, 1000);
-    h.submit(1, concat(&[&system, &prompt(1, 20)]));
-    for _ in 0..5 {
-        h.step();
-    }
-    h.submit(2, concat(&[&system, &prompt(2, 30)]));
-    let (plan, _) = h.step();
     assert!(matches!(plan.kv_ops[..], [KvOp::Copy { len: 1000, .. }]));
     assert_eq!(
         h.scheduler.kv_cells_used(),
