@@ -94,6 +94,8 @@ pub fn run(home: &Path, args: RunArgs) -> Result<u8> {
         cache_tokens: None,
         compute_nice: moat_engine::compute::DEFAULT_COMPUTE_NICE,
         gpu_layers: args.gpu_layers,
+        // One request at a time: no burst to wait for.
+        arrival_window: 0,
     };
     let engine = load_engine(&model, &engine_args, 1)?;
     engine

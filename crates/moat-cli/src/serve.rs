@@ -141,6 +141,13 @@ pub struct EngineArgs {
     /// the output layer like llama.cpp's `-ngl` (default: all; 0: run on the CPU).
     #[arg(long, value_name = "N")]
     pub gpu_layers: Option<u32>,
+    /// Milliseconds to wait, after a request arrives while more are likely (fewer in the
+    /// engine than its recent peak, a slot free), for the rest of the burst, so their prompts
+    /// share one prefill step; within 10 % of the prefill's estimated cost (0: off).
+    #[arg(long, value_name = "MS",
+          default_value_t = moat_engine::arrival::DEFAULT_QUIET.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub arrival_window: u64,
 }
 
 /// A stored model ready to load: its manifest and GGUF file.
@@ -178,6 +185,7 @@ pub fn load_engine(model: &ModelFile, engine: &EngineArgs, max_queue: u32) -> Re
     options.kv_unified = engine.kv_unified;
     options.host_cache_tokens = engine.cache_tokens;
     options.gpu_layers = engine.gpu_layers;
+    options.arrival.quiet = std::time::Duration::from_millis(engine.arrival_window);
     if let Some(threads) = engine.threads {
         options.n_threads = threads;
     }

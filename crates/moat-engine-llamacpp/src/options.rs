@@ -1,6 +1,7 @@
 //! `LoadOptions`: how a model is loaded and how many sequences it serves. The defaults live here
 //! and nowhere else. It knows nothing of llama.cpp's parameter structs (the worker maps them).
 
+use moat_engine::arrival::ArrivalConfig;
 use moat_engine::compute::free_cores;
 
 /// How to load a model. Build it with `LoadOptions::new(name)` and change the fields you need.
@@ -41,6 +42,13 @@ pub struct LoadOptions {
     /// layers plus the output layer); `None` offloads all of them when the build has a GPU
     /// backend and a GPU is present, `Some(0)` keeps the model on the CPU. Like llama.cpp's `-ngl`.
     pub gpu_layers: Option<u32>,
+    /// The arrival window: after a request arrives, the engine waits up to `quiet` for another
+    /// one of the same burst before it plans the next step, so that their prompts are
+    /// prefilled in one step rather than one each (each prefill step stalls every running
+    /// stream); each further arrival waits again, within `share_percent` of the prefill's
+    /// estimated cost. Only while fewer requests are in the engine than at its recent peak and
+    /// a slot is free (`moat_engine::arrival`). A zero `quiet` turns it off.
+    pub arrival: ArrivalConfig,
 }
 
 /// llama.cpp's flash-attention policy.
@@ -72,6 +80,7 @@ impl LoadOptions {
             chat_template_override: None,
             flash_attention: FlashAttention::Auto,
             gpu_layers: None,
+            arrival: ArrivalConfig::default(),
         }
     }
 }

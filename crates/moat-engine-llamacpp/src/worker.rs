@@ -4,9 +4,10 @@
 //! backlog (`Stream`), so one client that stops reading never stalls the others.
 //!
 //! One loop turn: hand out events and cancel requests whose clients left, take new commands
-//! (block only when there is nothing to do), ask the scheduler for a plan, run its KV
-//! operations, decode its batch on the process's one compute thread (the context travels there
-//! and back with the batch), sample every sequence that got logits, and commit the samples.
+//! (block only when there is nothing to do; after an arrival, wait a moment for the rest of a
+//! burst, `moat_engine::arrival`), ask the scheduler for a plan, run its KV operations, decode
+//! its batch on the process's one compute thread (the context travels there and back with the
+//! batch), sample every sequence that got logits, and commit the samples.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -20,6 +21,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
+use moat_engine::arrival::{ArrivalWindow, Load};
 use moat_engine::{
     EngineError, KvOp, LogitsKind, RequestId, Sampled, Scheduler, SchedulerConfig, StepPlan,
     SubmitOptions,
@@ -157,6 +159,7 @@ pub(crate) fn run(
         streams: HashMap::new(),
         next_id: 0,
         saved: HashMap::new(),
+        arrival: ArrivalWindow::new(options.arrival),
     }
     .serve(commands)
 }
@@ -212,6 +215,8 @@ struct Worker<'m> {
     next_id: RequestId,
     /// The host prompt cache: sequences the scheduler saved (`KvOp::Save`), by entry.
     saved: HashMap<u64, SeqState>,
+    /// When to wait for the rest of a burst of requests before planning.
+    arrival: ArrivalWindow,
 }
 
 impl Worker<'_> {
@@ -261,14 +266,52 @@ impl Worker<'_> {
             }
         };
         let mut next = first;
+        let mut arrived = false;
         while let Some(command) = next {
             match command {
-                Command::Generate(job) => self.submit(*job),
+                Command::Generate(job) => {
+                    self.submit(*job);
+                    arrived = true;
+                }
                 Command::Shutdown => return false,
             }
             next = commands.try_recv().ok();
         }
-        true
+        self.observe_load();
+        !arrived || self.gather(commands)
+    }
+
+    /// After an arrival, waits for the rest of a burst while the arrival window says more are
+    /// likely and worth a step of their own (`moat_engine::arrival`), so their prompts share
+    /// one prefill step. False on shutdown.
+    fn gather(&mut self, commands: &Receiver<Command>) -> bool {
+        let since = Instant::now();
+        loop {
+            let load = Load {
+                in_engine: self.scheduler.running() + self.scheduler.queued(),
+                free_slots: self.scheduler.free_slots(),
+            };
+            let scheduler = &self.scheduler;
+            let wait = self
+                .arrival
+                .wait(Instant::now(), since, load, || scheduler.prefill_backlog());
+            let Some(wait) = wait else {
+                return true;
+            };
+            match commands.recv_timeout(wait) {
+                Ok(Command::Generate(job)) => {
+                    self.submit(*job);
+                    self.observe_load();
+                }
+                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => return false,
+                Err(RecvTimeoutError::Timeout) => return true,
+            }
+        }
+    }
+
+    fn observe_load(&mut self) {
+        let in_engine = self.scheduler.running() + self.scheduler.queued();
+        self.arrival.observe_load(Instant::now(), in_engine);
     }
 
     fn submit(&mut self, job: Job) {
@@ -330,7 +373,17 @@ impl Worker<'_> {
             return;
         }
         match self.decode(plan) {
-            Ok(decoded) => self.sample_and_commit(plan, decoded),
+            Ok(decoded) => {
+                let generating = plan
+                    .logits
+                    .iter()
+                    .filter(|logits| logits.kind == LogitsKind::NextToken)
+                    .count();
+                let batch = plan.batch.len();
+                self.arrival
+                    .observe_step(batch.saturating_sub(generating), batch, decoded);
+                self.sample_and_commit(plan, decoded);
+            }
             Err(problem) => self.fail_step(&problem),
         }
     }

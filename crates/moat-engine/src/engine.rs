@@ -42,6 +42,9 @@ pub struct EngineStats {
     pub kv_cells_used: usize,
     /// KV cells in the context, over every sequence.
     pub kv_cells_total: usize,
+    /// Batches decoded since the model was loaded (each carries prompt chunks and one token per
+    /// generating sequence).
+    pub steps: u64,
 }
 
 impl From<SchedulerStats> for EngineStats {
@@ -53,6 +56,7 @@ impl From<SchedulerStats> for EngineStats {
             idle_cached: stats.idle_cached,
             kv_cells_used: stats.kv_cells_used,
             kv_cells_total: stats.kv_cells_total,
+            steps: stats.steps,
         }
     }
 }

@@ -1,9 +1,11 @@
 //! The inference engine's seam: the [`Engine`] trait every backend implements, the validated
 //! request that crosses it ([`ValidGenerate`]), the events that come back ([`GenerationEvent`]),
 //! and the backend-independent logic: the scheduler state (admission, continuous batching,
-//! chunked prefill), the prefix index, stop-string matching, chat templates and a
-//! [`fake::FakeEngine`] for logic tests. It knows nothing of llama.cpp or HTTP.
+//! chunked prefill), the arrival window that gathers a burst of requests into one step, the
+//! prefix index, stop-string matching, chat templates and a [`fake::FakeEngine`] for logic
+//! tests. It knows nothing of llama.cpp or HTTP.
 
+pub mod arrival;
 pub mod compute;
 mod embed;
 mod engine;

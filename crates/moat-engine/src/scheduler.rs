@@ -43,6 +43,8 @@ pub struct Scheduler {
     /// Tokens over `saved`, at most `host_cache_tokens`.
     saved_tokens: usize,
     next_entry: u64,
+    /// Steps committed since the start.
+    steps: u64,
 }
 
 /// A sequence kept in host memory (`KvOp::Save`).
@@ -152,6 +154,7 @@ impl Scheduler {
             saved: Vec::new(),
             saved_tokens: 0,
             next_entry: 0,
+            steps: 0,
         })
     }
 
@@ -290,6 +293,7 @@ impl Scheduler {
         let Some(in_flight) = self.in_flight.take() else {
             return Vec::new();
         };
+        self.steps += 1;
         for (index, tokens) in in_flight.scheduled {
             self.append_tokens(index, &tokens);
             if let SlotState::Active(active) = &mut self.slots[index].state {
@@ -400,6 +404,48 @@ impl Scheduler {
         self.queue.len()
     }
 
+    /// Slots a request arriving now could take: those not running, less the queued requests
+    /// that will take them first.
+    pub fn free_slots(&self) -> usize {
+        (self.slots.len() - self.running()).saturating_sub(self.queue.len())
+    }
+
+    /// Prompt tokens still to compute: the rest of every prompt being prefilled, and for each
+    /// queued request its prompt less the prefix that admission would now reuse (from a slot
+    /// or the host cache). It walks the prefix index once per queued request.
+    pub fn prefill_backlog(&self) -> usize {
+        let prefilling: usize = self
+            .slots
+            .iter()
+            .map(|slot| match &slot.state {
+                SlotState::Active(active) if slot.is_prefilling() => {
+                    active.prompt.len().saturating_sub(slot.tokens.len())
+                }
+                _ => 0,
+            })
+            .sum();
+        let queued: usize = self
+            .queue
+            .iter()
+            .map(|queued| {
+                let reuse = self.config.prefix_reuse && !queued.options.prompt_logprobs;
+                let held = if reuse {
+                    self.find_prefix(&queued.prompt).map_or(0, |(_, len)| len)
+                } else {
+                    0
+                };
+                let restorable = if reuse {
+                    self.find_saved(&queued.prompt, held)
+                        .map_or(0, |(_, len)| len)
+                } else {
+                    0
+                };
+                queued.prompt.len().saturating_sub(held.max(restorable))
+            })
+            .sum();
+        prefilling + queued
+    }
+
     pub fn idle_cached(&self) -> usize {
         let cached =
             |slot: &&Slot| matches!(slot.state, SlotState::Idle { .. }) && !slot.tokens.is_empty();
@@ -429,6 +475,7 @@ impl Scheduler {
             idle_cached: self.idle_cached(),
             kv_cells_used: self.kv_cells_used(),
             kv_cells_total: self.config.n_ctx_total() as usize,
+            steps: self.steps,
         }
     }
 

@@ -303,6 +303,21 @@ fn render_engines(engines: &[EngineGauges], out: &mut String) {
             );
         }
     }
+    let name = "moat_engine_decode_steps_total";
+    header(
+        out,
+        name,
+        "Batches decoded since the model was loaded.",
+        "counter",
+    );
+    for engine in engines {
+        sample(
+            out,
+            name,
+            &[("model", engine.model.clone())],
+            engine.stats.steps as f64,
+        );
+    }
 }
 
 /// The gateway's counters: per alias (requests, errors, fallbacks, cache hits), per alias and
@@ -590,6 +605,7 @@ mod tests {
                 idle_cached: 1,
                 kv_cells_used: 100,
                 kv_cells_total: 4096,
+                steps: 37,
             },
         }];
         let target = moat_gateway::TargetMetrics {
@@ -618,6 +634,8 @@ mod tests {
             "moat_gateway_upstream_latency_seconds_sum{alias=\"fast\",target=\"local:m\"} 0.75",
             "moat_gateway_cache_bytes 1024",
             "moat_engine_queue_depth{model=\"m\"} 2",
+            "# TYPE moat_engine_decode_steps_total counter",
+            "moat_engine_decode_steps_total{model=\"m\"} 37",
         ] {
             assert!(text.contains(family), "{family} missing:\n{text}");
         }

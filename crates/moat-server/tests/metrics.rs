@@ -335,6 +335,10 @@ async fn counters_move_with_requests() {
     assert_eq!(get(r#"moat_engine_queue_depth{model="fake"}"#), 0.0);
     assert!(get(r#"moat_engine_kv_cells_capacity{model="fake"}"#) > 0.0);
     assert!(get(r#"moat_engine_kv_cells_used{model="fake"}"#) >= 0.0);
+    assert!(
+        get(r#"moat_engine_decode_steps_total{model="fake"}"#) >= 1.0,
+        "the answer took at least one step"
+    );
 
     // A second whole answer moves the counters by exactly its usage.
     let again = chat(server.address, "fake", json!({}), &[]).await;
@@ -624,6 +628,7 @@ async fn promtool_accepts_the_exposition() {
         "moat_engine_kv_cells_used",
         "moat_engine_kv_cells_capacity",
         "moat_engine_kv_cache_usage_ratio",
+        "moat_engine_decode_steps_total",
     ] {
         assert!(
             text.lines()

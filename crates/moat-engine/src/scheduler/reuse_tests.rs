@@ -356,7 +356,7 @@ fn two_requests_admitted_together_can_share_a_prefix_from_an_idle_slot() {
 }
 
 #[test]
-fn stats_count_slots_queue_and_cells() {
+fn stats_count_slots_queue_cells_and_steps() {
     let mut h = Harness::new(SchedulerConfig {
         parallel: 2,
         prefill_chunk: 50,
@@ -375,9 +375,13 @@ fn stats_count_slots_queue_and_cells() {
             queued: 1,
             idle_cached: 0,
             kv_cells_used: 60,
-            kv_cells_total: 8192
+            kv_cells_total: 8192,
+            steps: 1,
         }
     );
+    h.step();
+    h.step();
+    assert_eq!(h.scheduler.stats().steps, 3, "one per committed step");
 }
 
 // ---- the host prompt cache ----
@@ -537,4 +541,66 @@ fn an_idle_slot_cut_for_a_shared_system_prompt_keeps_its_tail_in_the_host_cache(
     );
     h.run_to_completion();
     assert_eq!(run_one(&mut h, 3, a).cached_tokens, 249);
+}
+
+// ---- the prefill backlog (what the arrival window weighs) ----
+
+#[test]
+fn the_backlog_counts_a_queued_prompt_less_what_admission_will_reuse() {
+    let mut h = Harness::new(config());
+    let system = prompt(9, 1000);
+    h.submit(1, concat(&[&system, &prompt(1, 20)]));
+    assert_eq!(h.scheduler.prefill_backlog(), 1020, "nothing cached yet");
+    assert_eq!(h.scheduler.free_slots(), 1, "two slots, one spoken for");
+    h.step();
+    assert_eq!(
+        h.scheduler.prefill_backlog(),
+        764,
+        "the rest of A's prompt after one 256-token chunk"
+    );
+    for _ in 0..4 {
+        h.step();
+    }
+    assert_eq!(h.scheduler.prefill_backlog(), 0);
+    assert_eq!(h.scheduler.free_slots(), 1);
+    // B shares A's system prompt while A runs: only its own 30 tokens are ahead, as admission
+    // then finds.
+    h.submit(2, concat(&[&system, &prompt(2, 30)]));
+    assert_eq!(h.scheduler.prefill_backlog(), 30);
+    assert_eq!(h.scheduler.free_slots(), 0);
+    let (plan, _) = h.step();
+    assert_eq!(
+        first_token_kind(&plan, 2),
+        Some(LogitsKind::FirstToken {
+            prompt_tokens: 1030,
+            cached_tokens: 1000
+        })
+    );
+    assert_eq!(h.scheduler.prefill_backlog(), 0);
+    // Prompt logprobs compute every prompt token.
+    h.scheduler.cancel(2);
+    h.step();
+    let options = SubmitOptions {
+        prompt_logprobs: true,
+        ..generous()
+    };
+    h.scheduler
+        .submit(3, concat(&[&system, &prompt(3, 10)]), options)
+        .expect("admitted");
+    assert_eq!(h.scheduler.prefill_backlog(), 1010);
+}
+
+#[test]
+fn the_backlog_counts_a_prompt_the_host_cache_holds_as_its_last_token() {
+    let mut h = Harness::new(cached_config(10_000));
+    let a = prompt(1, 100);
+    run_one(&mut h, 1, a.clone());
+    run_one(&mut h, 2, prompt(2, 50));
+    h.scheduler
+        .submit(3, a.clone(), short(4))
+        .expect("admitted");
+    assert_eq!(h.scheduler.prefill_backlog(), 1);
+    let (plan, _) = h.step();
+    assert!(plan.kv_ops.contains(&KvOp::Restore { entry: 0, seq: 0 }));
+    assert_eq!(tokens_for(&plan, 0).len(), 1);
 }

@@ -270,4 +270,6 @@ pub struct SchedulerStats {
     /// Distinct KV cells in use (shared prefixes count once).
     pub kv_cells_used: usize,
     pub kv_cells_total: usize,
+    /// Batches decoded (steps committed) since the start.
+    pub steps: u64,
 }
