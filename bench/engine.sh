@@ -23,6 +23,11 @@
 #           --no-prefix-reuse, and llama-server -np 2 -c 4096; REPS rounds of serve_load.py's
 #           `shared` mode (4 pairs: A generates with a fresh ~1,000-token system prompt, B
 #           with the same one is sent after A's first token) on each in turn.
+#   burst   the arrival window, at --parallel 8: moat serve (the default window), the same with
+#           --arrival-window 0, and llama-server -np 8 -c 16384; REPS rounds, the order rotated
+#           each round, each running serve_load.py's `load` mode with 8 workers x 6 requests
+#           and then 16 workers x 3 on each server (unique prompts unless REPEAT=1; the 8-worker
+#           run first, so a moat sees 16 at once right after 8).
 #   bench   llama-bench -p 512 -n 128 -t 2 -r 5 on the peer build (if it has llama-bench).
 #
 # SAMPLES (default 48) is the number of requests, so of TTFT samples, in one run. With 16, a
@@ -54,6 +59,7 @@ PORT_MOAT="${PORT_MOAT:-18801}"
 PORT_MOAT_NR="${PORT_MOAT_NR:-18802}"
 PORT_LLAMA="${PORT_LLAMA:-18803}"
 PORT_MOAT_KVU="${PORT_MOAT_KVU:-18804}"
+PORT_MOAT_NW="${PORT_MOAT_NW:-18805}"
 RES="$OUT/results.jsonl"
 mkdir -p "$OUT"
 export MOAT_HOME="${MOAT_HOME:-$OUT/home}"
@@ -178,6 +184,31 @@ for phase in $PHASES; do
         done
     done
     stop "$MP"; stop "$UP"; stop "$NP"; stop "$LP"
+    ;;
+  burst)
+    log "burst"
+    start_moat "$PORT_MOAT" 8 2048; MP=$SPID
+    start_moat "$PORT_MOAT_NW" 8 2048 --arrival-window 0; WP=$SPID
+    start_llama "$PORT_LLAMA" 8; LP=$SPID
+    servers=(moat moat-nowindow llama)
+    repeat=()
+    [ "${REPEAT:-0}" = 1 ] && repeat=(--repeat --tag prompts=repeated)
+    for s in "${servers[@]}"; do
+        case $s in moat) port=$PORT_MOAT;; moat-nowindow) port=$PORT_MOAT_NW;; llama) port=$PORT_LLAMA;; esac
+        "$PY" "$HERE/serve_load.py" load --url "http://127.0.0.1:$port" --concurrency 8 --requests 1 --max-tokens 16 >/dev/null
+    done
+    for rep in $(seq 1 "$REPS"); do
+        for i in 0 1 2; do
+            s=${servers[$(( (i + rep) % 3 ))]}
+            case $s in moat) port=$PORT_MOAT;; moat-nowindow) port=$PORT_MOAT_NW;; llama) port=$PORT_LLAMA;; esac
+            for cr in 8:6 16:3; do
+                "$PY" "$HERE/serve_load.py" load --url "http://127.0.0.1:$port" \
+                    --concurrency "${cr%:*}" --requests "${cr#*:}" --max-tokens 64 --tag "server=$s" --tag "rep=$rep" \
+                    --tag phase=burst "${repeat[@]}" >>"$RES"
+            done
+        done
+    done
+    stop "$MP"; stop "$WP"; stop "$LP"
     ;;
   bench)
     if [ -x "$PEER_BIN/llama-bench" ]; then

@@ -25,11 +25,14 @@ def main(path):
     pp = defaultdict(list)
     prefix = defaultdict(list)
     shared = defaultdict(list)
+    burst = defaultdict(list)
     hwm = {}
     bench = []
     for r in rows:
         m = r.get("mode")
-        if m == "load":
+        if m == "load" and r.get("phase") == "burst":
+            burst[(r["concurrency"], r["server"])].append(r)
+        elif m == "load":
             load[(r["concurrency"], r["server"])].append(r)
         elif m == "pp":
             pp[r["server"]].append(r)
@@ -112,6 +115,25 @@ def main(path):
                     "llama": "llama-server -np 2 (cache_prompt default)"}[s]
             print(f"| {name} | {len(shared[s])} x {shared[s][0]['requests']} | {f(cached, 0)} | "
                   f"{f(t)} | {f(base / t if base and t else None, 2)}x | {f(gap)} |")
+
+    if burst:
+        print("\n### Arrival window (parallel 8; the `burst` phase, servers rotated each round)\n")
+        print("| streams | server | rounds | agg tok/s | TTFT p50 (ms) | ITL p50 (ms) | "
+              "ITL p95 (ms) | ITL p99 (ms) | gaps over 100 ms (%) |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        names = {"moat": "moat serve", "moat-nowindow": "moat serve --arrival-window 0",
+                 "llama": "llama-server -np 8"}
+        for c in sorted({c for c, _ in burst}):
+            for s in ("moat", "moat-nowindow", "llama"):
+                rs = burst.get((c, s), [])
+                if not rs:
+                    continue
+
+                def bm(k):
+                    return med([r.get(k) for r in rs])
+                print(f"| {c} | {names[s]} | {len(rs)} | {f(bm('agg_tok_s'))} | "
+                      f"{f(bm('ttft_p50_ms'))} | {f(bm('itl_p50_ms'))} | {f(bm('itl_p95_ms'))} | "
+                      f"{f(bm('itl_p99_ms'))} | {f(bm('itl_over_100ms_pct'), 2)} |")
 
     if hwm:
         print("\n### Peak resident memory (VmHWM after the load rounds)\n")

@@ -10,7 +10,8 @@ Modes (one JSON object on stdout per run):
   load    --concurrency C workers, each sending --requests requests back to back (distinct
           short prompts asking for long answers), --max-tokens each. Reports aggregate
           generated tokens/s (sum of completion tokens / wall time of the whole run), p50/p95
-          time to first token and p50/p95 inter-token latency (all gaps pooled), and the
+          time to first token, p50/p95/p99 inter-token latency (all gaps pooled) and the share
+          of gaps over 100 ms (a stream stalled behind other prompts' prefill), and the
           per-stream generation rate (tokens after the first / time after the first).
   prefix  one warm-up then --requests sequential requests sharing a ~1,000-token system
           prompt, each with a short distinct question, max_tokens --max-tokens. Reports the
@@ -161,6 +162,10 @@ def mode_load(a):
         "agg_tok_s": total / wall,
         "ttft_p50_ms": ms(percentile(ttft, 50)), "ttft_p95_ms": ms(percentile(ttft, 95)),
         "itl_p50_ms": ms(percentile(itl, 50)), "itl_p95_ms": ms(percentile(itl, 95)),
+        "itl_p99_ms": ms(percentile(itl, 99)),
+        # Gaps of a whole prefill step or more (a stream stalled behind other prompts).
+        "itl_over_100ms_pct": (round(100.0 * sum(g > 0.1 for g in itl) / len(itl), 3)
+                               if itl else None),
         "stream_tg_tok_s_median": statistics.median(per_stream) if per_stream else None,
     }
 

@@ -304,14 +304,17 @@ impl Worker<'_> {
                     self.observe_load();
                 }
                 Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => return false,
-                Err(RecvTimeoutError::Timeout) => return true,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.arrival.quiet_passed(load.in_engine);
+                    return true;
+                }
             }
         }
     }
 
     fn observe_load(&mut self) {
         let in_engine = self.scheduler.running() + self.scheduler.queued();
-        self.arrival.observe_load(Instant::now(), in_engine);
+        self.arrival.observe_load(in_engine);
     }
 
     fn submit(&mut self, job: Job) {

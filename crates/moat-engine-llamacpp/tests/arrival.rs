@@ -63,7 +63,6 @@ async fn a_burst_of_requests_is_prefilled_in_one_step() {
     let window = ArrivalConfig {
         quiet: Duration::from_millis(300),
         share_percent: 1_000_000,
-        ..ArrivalConfig::default()
     };
     let Some(steps) = burst_steps(window).await else {
         return;

@@ -16,8 +16,12 @@
 //! The rule, applied only after a request arrived: wait at most [`ArrivalConfig::quiet`] for
 //! the next one, again after each further arrival, but only while
 //! - a slot is free for another request;
-//! - fewer requests are in the engine (running and queued) than at the recent peak, so more
-//!   are likely on their way (one client sending one request at a time never waits);
+//! - fewer requests are in the engine (running and queued) than at its peak, so more are
+//!   likely on their way (one client sending one request at a time never waits). The peak is
+//!   the most requests seen in the engine at once, lowered to the current count whenever a
+//!   quiet period passes without an arrival: a burst smaller than before costs one quiet
+//!   period, once. It does not fade with time, so a burst after a long idle time is gathered
+//!   like the one before it;
 //! - the wait so far stays under [`ArrivalConfig::share_percent`] (10 %) of what the prefill
 //!   ahead will cost, estimated from the measured cost of earlier prompt steps (a prompt mostly
 //!   cached, or a fast GPU, makes the prefill cheap and the window closes at once).
@@ -39,8 +43,6 @@ pub struct ArrivalConfig {
     /// Most that waiting for a burst may add to a step, in percent of the estimated cost of the
     /// prefill ahead; below one quiet period it does not wait at all.
     pub share_percent: u32,
-    /// How long the peak of requests in the engine is remembered.
-    pub peak_memory: Duration,
 }
 
 impl Default for ArrivalConfig {
@@ -48,7 +50,6 @@ impl Default for ArrivalConfig {
         Self {
             quiet: DEFAULT_QUIET,
             share_percent: 10,
-            peak_memory: Duration::from_secs(30),
         }
     }
 }
@@ -73,9 +74,8 @@ pub struct ArrivalWindow {
     config: ArrivalConfig,
     /// Seconds per batch token of steps made mostly of prompt tokens (a running average).
     prefill_cost: Option<f64>,
-    /// The most requests in the engine at once lately, and when that was last reached.
+    /// The most requests in the engine at once, lowered by a quiet period without arrivals.
     peak: usize,
-    peak_at: Option<Instant>,
 }
 
 impl ArrivalWindow {
@@ -84,7 +84,6 @@ impl ArrivalWindow {
             config,
             prefill_cost: None,
             peak: 0,
-            peak_at: None,
         }
     }
 
@@ -102,17 +101,16 @@ impl ArrivalWindow {
         });
     }
 
-    /// Records how many requests the engine holds (running and queued) at `now`; the peak is
-    /// what the window expects a burst to refill. A peak not reached for `peak_memory` fades
-    /// to the current count.
-    pub fn observe_load(&mut self, now: Instant, in_engine: usize) {
-        let stale = self
-            .peak_at
-            .is_none_or(|at| now.saturating_duration_since(at) > self.config.peak_memory);
-        if in_engine >= self.peak || stale {
-            self.peak = in_engine;
-            self.peak_at = Some(now);
-        }
+    /// Records how many requests the engine holds (running and queued); the peak is what the
+    /// window expects a burst to refill.
+    pub fn observe_load(&mut self, in_engine: usize) {
+        self.peak = self.peak.max(in_engine);
+    }
+
+    /// A wait ended without an arrival while `in_engine` requests were in the engine: the
+    /// burst was smaller than the peak, which comes down to it.
+    pub fn quiet_passed(&mut self, in_engine: usize) {
+        self.peak = in_engine;
     }
 
     /// The estimated cost of computing `prompt_tokens`, once a prefill step was measured.
@@ -160,9 +158,9 @@ mod tests {
     }
 
     /// A window that has seen 8 requests at once and a 34-token prompt step of 100 ms.
-    fn warmed(start: Instant) -> ArrivalWindow {
+    fn warmed() -> ArrivalWindow {
         let mut window = ArrivalWindow::new(config());
-        window.observe_load(start, 8);
+        window.observe_load(8);
         window.observe_step(272, 272, 800 * MS);
         window
     }
@@ -175,9 +173,9 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_below_the_recent_peak_waits_one_quiet_period_at_a_time() {
+    fn a_burst_below_the_peak_waits_one_quiet_period_at_a_time() {
         let start = Instant::now();
-        let window = warmed(start);
+        let window = warmed();
         // 1 of 8 back, 34 prompt tokens ahead (~100 ms, so up to 10 ms of waiting).
         assert_eq!(window.wait(start, start, load(1, 7), || 34), Some(2 * MS));
         // 9 ms into the burst: 1 ms of the allowance is left.
@@ -193,7 +191,7 @@ mod tests {
     #[test]
     fn no_wait_when_everyone_expected_is_here_or_no_slot_is_free() {
         let start = Instant::now();
-        let window = warmed(start);
+        let window = warmed();
         assert_eq!(window.wait(start, start, load(8, 0), || 272), None);
         assert_eq!(window.wait(start, start, load(9, 0), || 272), None);
         // Below the peak but every slot taken: an arrival would only queue.
@@ -207,7 +205,7 @@ mod tests {
         window.observe_step(34, 34, 100 * MS);
         for turn in 0..5 {
             let now = start + turn * 200 * MS;
-            window.observe_load(now, 1);
+            window.observe_load(1);
             assert_eq!(window.wait(now, now, load(1, 7), || 34), None);
         }
     }
@@ -215,13 +213,13 @@ mod tests {
     #[test]
     fn a_cheap_prefill_does_not_wait() {
         let start = Instant::now();
-        let window = warmed(start);
+        let window = warmed();
         // Prompts served from the prefix cache: 2 tokens to compute, ~6 ms; 10 % is 0.6 ms,
         // below one quiet period.
         assert_eq!(window.wait(start, start, load(1, 7), || 2), None);
         // A fast device: 272 tokens in 8 ms.
         let mut fast = ArrivalWindow::new(config());
-        fast.observe_load(start, 8);
+        fast.observe_load(8);
         fast.observe_step(272, 272, 8 * MS);
         assert_eq!(fast.wait(start, start, load(1, 7), || 34), None);
     }
@@ -230,13 +228,13 @@ mod tests {
     fn nothing_measured_or_window_off_means_no_wait() {
         let start = Instant::now();
         let mut window = ArrivalWindow::new(config());
-        window.observe_load(start, 8);
+        window.observe_load(8);
         assert_eq!(window.wait(start, start, load(1, 7), || 34), None);
         let mut off = ArrivalWindow::new(ArrivalConfig {
             quiet: Duration::ZERO,
             ..config()
         });
-        off.observe_load(start, 8);
+        off.observe_load(8);
         off.observe_step(272, 272, 800 * MS);
         assert_eq!(off.wait(start, start, load(1, 7), || 34), None);
     }
@@ -244,7 +242,7 @@ mod tests {
     #[test]
     fn the_backlog_is_asked_only_when_waiting_is_possible() {
         let start = Instant::now();
-        let window = warmed(start);
+        let window = warmed();
         let asked = std::cell::Cell::new(false);
         let backlog = || {
             asked.set(true);
@@ -274,21 +272,19 @@ mod tests {
     }
 
     #[test]
-    fn the_peak_fades_after_its_memory() {
+    fn a_quiet_period_without_arrivals_lowers_the_peak_and_idle_time_does_not() {
         let start = Instant::now();
-        let mut window = warmed(start);
-        // Load dropped to one stream; before the peak fades, arrivals still wait.
-        window.observe_load(start + Duration::from_secs(10), 1);
-        let now = start + Duration::from_secs(10);
-        assert!(window.wait(now, now, load(1, 7), || 34).is_some());
-        // 31 s after the peak was last reached, it is the current count.
-        let now = start + Duration::from_secs(31);
-        window.observe_load(now, 1);
-        assert_eq!(window.wait(now, now, load(1, 7), || 34), None);
-        // Reaching the peak again refreshes it.
-        window.observe_load(now, 4);
-        let later = now + Duration::from_secs(20);
-        window.observe_load(later, 2);
-        assert!(window.wait(later, later, load(2, 6), || 34).is_some());
+        let mut window = warmed();
+        // A minute later, after an idle spell, a new burst still waits for eight.
+        let later = start + Duration::from_secs(60);
+        window.observe_load(1);
+        assert!(window.wait(later, later, load(1, 7), || 34).is_some());
+        // Only five came: the quiet period passed, and five is the peak now.
+        window.quiet_passed(5);
+        assert_eq!(window.wait(later, later, load(5, 3), || 34), None);
+        assert!(window.wait(later, later, load(4, 4), || 34).is_some());
+        // Eight at once again raises it.
+        window.observe_load(8);
+        assert!(window.wait(later, later, load(5, 3), || 34).is_some());
     }
 }
