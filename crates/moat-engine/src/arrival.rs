@@ -4,14 +4,15 @@
 //! prompts are prefilled in one step instead of one step each.
 //!
 //! Why it matters: a step that prefills a prompt takes as long as the prompt is long (about
-//! 100 ms for 34 tokens of SmolLM2 on 2 cores), and every sequence already generating waits for
+//! 120 ms for 34 tokens of SmolLM2 on 2 cores), and every sequence already generating waits for
 //! it. A burst of 8 requests whose arrivals spread over 3 ms, planned the moment the first one
 //! came, split into a step with the first few prompts and another with the rest: the streams
 //! of the first group wait a whole prefill step between their first and second token, and from
 //! then on the two groups finish, and send their next requests, at different times, so each
-//! group's prefill stalls the other's tokens again in every round. Measured with 8 streams
-//! (docs/PERFORMANCE.md), that was 1 % of all gaps between tokens at 150 to 400 ms.
-//! vLLM's scheduler has the same idea (`scheduler_delay_factor`).
+//! group's prefill stalls the other's tokens again in every round. Measured with 8 and 16
+//! streams (docs/PERFORMANCE.md, runs 16 and 17), that was 1.2 and 1.4 % of all gaps between
+//! tokens over 100 ms, and none with the window. vLLM's scheduler has the same idea
+//! (`scheduler_delay_factor`).
 //!
 //! The rule, applied only after a request arrived: wait at most [`ArrivalConfig::quiet`] for
 //! the next one, again after each further arrival, but only while
@@ -30,9 +31,8 @@
 
 use std::time::{Duration, Instant};
 
-/// The default quiet period: longer than the gaps between the requests of one burst seen from
-/// concurrent clients here (up to 5 ms, see docs/PERFORMANCE.md), and at most 10 % of a prefill
-/// worth waiting for.
+/// The default quiet period: longer than the few milliseconds between the requests of one
+/// burst from concurrent clients, and at most 10 % of a prefill worth waiting for.
 pub const DEFAULT_QUIET: Duration = Duration::from_millis(5);
 
 /// The arrival window's settings.
