@@ -305,7 +305,7 @@ impl Worker<'_> {
                 }
                 Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => return false,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.arrival.quiet_passed(load.in_engine);
+                    self.arrival.quiet_passed(load.in_engine, wait);
                     return true;
                 }
             }

@@ -107,10 +107,13 @@ impl ArrivalWindow {
         self.peak = self.peak.max(in_engine);
     }
 
-    /// A wait ended without an arrival while `in_engine` requests were in the engine: the
-    /// burst was smaller than the peak, which comes down to it.
-    pub fn quiet_passed(&mut self, in_engine: usize) {
-        self.peak = in_engine;
+    /// A wait of `waited` ended without an arrival while `in_engine` requests were in the
+    /// engine. After a whole quiet period the burst was smaller than the peak, which comes down
+    /// to it; a wait cut short by the cost allowance says nothing about the burst.
+    pub fn quiet_passed(&mut self, in_engine: usize, waited: Duration) {
+        if waited >= self.config.quiet {
+            self.peak = in_engine;
+        }
     }
 
     /// The estimated cost of computing `prompt_tokens`, once a prefill step was measured.
@@ -279,8 +282,11 @@ mod tests {
         let later = start + Duration::from_secs(60);
         window.observe_load(1);
         assert!(window.wait(later, later, load(1, 7), || 34).is_some());
-        // Only five came: the quiet period passed, and five is the peak now.
-        window.quiet_passed(5);
+        // A wait cut short by the cost allowance lowers nothing.
+        window.quiet_passed(5, MS);
+        assert!(window.wait(later, later, load(5, 3), || 34).is_some());
+        // Only five came: a whole quiet period passed, and five is the peak now.
+        window.quiet_passed(5, 2 * MS);
         assert_eq!(window.wait(later, later, load(5, 3), || 34), None);
         assert!(window.wait(later, later, load(4, 4), || 34).is_some());
         // Eight at once again raises it.
