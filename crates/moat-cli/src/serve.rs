@@ -142,7 +142,7 @@ pub struct EngineArgs {
     #[arg(long, value_name = "N")]
     pub gpu_layers: Option<u32>,
     /// Milliseconds to wait, after a request arrives while more are likely (fewer in the
-    /// engine than its recent peak, a slot free), for the rest of the burst, so their prompts
+    /// engine than at its peak, a slot free), for the rest of the burst, so their prompts
     /// share one prefill step; within 10 % of the prefill's estimated cost (0: off).
     #[arg(long, value_name = "MS",
           default_value_t = moat_engine::arrival::DEFAULT_QUIET.as_millis() as u64,

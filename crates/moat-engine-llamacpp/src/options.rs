@@ -46,7 +46,7 @@ pub struct LoadOptions {
     /// one of the same burst before it plans the next step, so that their prompts are
     /// prefilled in one step rather than one each (each prefill step stalls every running
     /// stream); each further arrival waits again, within `share_percent` of the prefill's
-    /// estimated cost. Only while fewer requests are in the engine than at its recent peak and
+    /// estimated cost. Only while fewer requests are in the engine than at its peak and
     /// a slot is free (`moat_engine::arrival`). A zero `quiet` turns it off.
     pub arrival: ArrivalConfig,
 }

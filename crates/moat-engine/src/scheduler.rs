@@ -428,19 +428,12 @@ impl Scheduler {
             .queue
             .iter()
             .map(|queued| {
-                let reuse = self.config.prefix_reuse && !queued.options.prompt_logprobs;
-                let held = if reuse {
-                    self.find_prefix(&queued.prompt).map_or(0, |(_, len)| len)
-                } else {
-                    0
-                };
-                let restorable = if reuse {
-                    self.find_saved(&queued.prompt, held)
-                        .map_or(0, |(_, len)| len)
-                } else {
-                    0
-                };
-                queued.prompt.len().saturating_sub(held.max(restorable))
+                let (held, restorable) = self.reusable(queued);
+                let len = |found: admission::Found| found.map_or(0, |(_, len)| len);
+                queued
+                    .prompt
+                    .len()
+                    .saturating_sub(len(held).max(len(restorable)))
             })
             .sum();
         prefilling + queued

@@ -9,24 +9,17 @@ use super::{to_u32, Active, KvOp, Queued, Saved, Scheduler, SlotState};
 use crate::prefix::longest_prefix;
 use crate::TokenId;
 
+/// A prefix found for a prompt, if any: where (a slot's index, or a position in the host
+/// cache) and how many tokens long.
+pub(super) type Found = Option<(usize, usize)>;
+
 impl Scheduler {
     /// Puts a request into a slot, reusing the longest cached prefix of its prompt: an idle
     /// slot holding it is taken and truncated; a prefix held by a running sequence is copied
     /// into a free slot. Returns false, with the request back at the head of the queue, when
     /// no slot is free.
     pub(super) fn admit(&mut self, request: Queued) -> bool {
-        let reuse = self.config.prefix_reuse && !request.options.prompt_logprobs;
-        let found = if reuse {
-            self.find_prefix(&request.prompt)
-        } else {
-            None
-        };
-        let held = found.map_or(0, |(_, len)| len);
-        let restorable = if reuse {
-            self.find_saved(&request.prompt, held)
-        } else {
-            None
-        };
+        let (found, restorable) = self.reusable(&request);
         if let Some((position, len)) = restorable {
             // Marked used first, so making room for a slot cannot evict it.
             let used = self.tick();
@@ -63,6 +56,18 @@ impl Scheduler {
         };
         self.activate(index, request, cached);
         true
+    }
+
+    /// What admission would reuse for `request` now: the longest prefix of its prompt that a
+    /// slot holds (slot index, length), and a host-cache entry that beats it (position in
+    /// `saved`, length). Nothing without prefix reuse or with prompt logprobs.
+    pub(super) fn reusable(&self, request: &Queued) -> (Found, Found) {
+        if !self.config.prefix_reuse || request.options.prompt_logprobs {
+            return (None, None);
+        }
+        let found = self.find_prefix(&request.prompt);
+        let held = found.map_or(0, |(_, len)| len);
+        (found, self.find_saved(&request.prompt, held))
     }
 
     /// Starts `request` in slot `index`, whose first `cached` positions hold its prompt.
