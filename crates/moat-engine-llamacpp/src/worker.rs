@@ -277,8 +277,12 @@ impl Worker<'_> {
             }
             next = commands.try_recv().ok();
         }
+        if !arrived {
+            return true;
+        }
+        // Only an arrival raises the count in the engine, so only then can the peak move.
         self.observe_load();
-        !arrived || self.gather(commands)
+        self.gather(commands)
     }
 
     /// After an arrival, waits for the rest of a burst while the arrival window says more are

@@ -160,12 +160,18 @@ mod tests {
         }
     }
 
-    /// A window that has seen 8 requests at once and a 34-token prompt step of 100 ms.
-    fn warmed() -> ArrivalWindow {
-        let mut window = ArrivalWindow::new(config());
+    /// A window with `config` that has seen 8 requests at once and a 272-token prompt step
+    /// that took `elapsed`.
+    fn warmed_with(config: ArrivalConfig, elapsed: Duration) -> ArrivalWindow {
+        let mut window = ArrivalWindow::new(config);
         window.observe_load(8);
-        window.observe_step(272, 272, 800 * MS);
+        window.observe_step(272, 272, elapsed);
         window
+    }
+
+    /// About 100 ms for a 34-token prompt.
+    fn warmed() -> ArrivalWindow {
+        warmed_with(config(), 800 * MS)
     }
 
     fn load(in_engine: usize, free_slots: usize) -> Load {
@@ -221,9 +227,7 @@ mod tests {
         // below one quiet period.
         assert_eq!(window.wait(start, start, load(1, 7), || 2), None);
         // A fast device: 272 tokens in 8 ms.
-        let mut fast = ArrivalWindow::new(config());
-        fast.observe_load(8);
-        fast.observe_step(272, 272, 8 * MS);
+        let fast = warmed_with(config(), 8 * MS);
         assert_eq!(fast.wait(start, start, load(1, 7), || 34), None);
     }
 
@@ -233,12 +237,13 @@ mod tests {
         let mut window = ArrivalWindow::new(config());
         window.observe_load(8);
         assert_eq!(window.wait(start, start, load(1, 7), || 34), None);
-        let mut off = ArrivalWindow::new(ArrivalConfig {
-            quiet: Duration::ZERO,
-            ..config()
-        });
-        off.observe_load(8);
-        off.observe_step(272, 272, 800 * MS);
+        let off = warmed_with(
+            ArrivalConfig {
+                quiet: Duration::ZERO,
+                ..config()
+            },
+            800 * MS,
+        );
         assert_eq!(off.wait(start, start, load(1, 7), || 34), None);
     }
 
