@@ -307,6 +307,33 @@ def test_completions_with_logprobs_and_echo(client):
     assert not plain.choices[0].text.startswith(prompt)
 
 
+def test_scoring_a_greedy_continuation_as_evaluation_harnesses_do(client):
+    # lm-evaluation-harness scores a continuation with echo, logprobs=1 and max_tokens=1: it
+    # sums the continuation's token_logprobs and calls it greedy when each token's logprob is
+    # the max of its top_logprobs (max() of an empty dict would fail there).
+    prompt = "The capital of France is"
+    greedy = client.completions.create(
+        model=SMOLLM2, prompt=prompt, max_tokens=6, temperature=0, logprobs=1, logit_bias=NO_EOS,
+    ).choices[0]
+    context = client.completions.create(
+        model=SMOLLM2, prompt=prompt, max_tokens=0, echo=True, logprobs=1,
+    ).choices[0].logprobs
+    scored = client.completions.create(
+        model=SMOLLM2, prompt=prompt + greedy.text, max_tokens=1, temperature=0, echo=True,
+        logprobs=1,
+    ).choices[0].logprobs
+    ctxlen = len(context.tokens)
+    assert scored.tokens[:ctxlen] == context.tokens
+    assert scored.tokens[ctxlen:-1] == greedy.logprobs.tokens
+    for top in scored.top_logprobs[1:]:
+        assert len(top) == 1
+    for logprob, top, generated in zip(
+        scored.token_logprobs[ctxlen:-1], scored.top_logprobs[ctxlen:-1], greedy.logprobs.token_logprobs
+    ):
+        assert logprob == max(top.values())
+        assert abs(logprob - generated) < 1e-3
+
+
 def test_echo_with_max_tokens_zero_scores_the_prompt(client):
     prompt = "The quick brown fox"
     answer = client.completions.create(model=SMOLLM2, prompt=prompt, max_tokens=0, echo=True, logprobs=0)

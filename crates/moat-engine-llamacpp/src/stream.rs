@@ -83,7 +83,9 @@ impl Stream {
         self.outbox.finish(reason, usage, &mut self.text);
     }
 
-    /// Scores the prompt token that follows a prompt position, from that position's logits.
+    /// Scores the prompt token that follows a prompt position, from that position's logits,
+    /// with as many alternatives as a generated token gets: evaluation harnesses read a prompt
+    /// token's alternatives to tell whether it was the model's greedy choice.
     pub(crate) fn record_prompt_logprob(
         &mut self,
         next: TokenId,
@@ -92,7 +94,8 @@ impl Stream {
     ) {
         if let Some(prompt_logprobs) = &mut self.prompt_logprobs {
             let softmax = LogSoftmax::new(logits);
-            prompt_logprobs.push(Some(token_logprob(next, &softmax, 0, vocab)));
+            let n_top = self.logprobs.map_or(0, usize::from);
+            prompt_logprobs.push(Some(token_logprob(next, &softmax, n_top, vocab)));
         }
     }
 

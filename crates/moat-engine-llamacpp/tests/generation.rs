@@ -308,13 +308,51 @@ async fn logprobs_describe_the_chosen_token_and_its_alternatives() {
             .windows(2)
             .all(|pair| pair[0].logprob >= pair[1].logprob));
     }
-    let prompt = output.prompt_logprobs.unwrap();
+    let prompt = output.prompt_logprobs.as_ref().unwrap();
     assert_eq!(prompt.len(), output.usage.prompt_tokens as usize);
     assert!(prompt[0].is_none());
-    assert!(prompt[1..]
-        .iter()
-        .all(|entry| entry.as_ref().is_some_and(|lp| lp.logprob <= 0.0)));
+    for entry in &prompt[1..] {
+        let logprob = entry.as_ref().unwrap();
+        assert!(logprob.logprob <= 0.0);
+        // A prompt token gets the alternatives a generated one gets, most likely first.
+        assert_eq!(logprob.top.len(), 3);
+        assert!(logprob.top[0].logprob >= logprob.logprob);
+        assert!(logprob
+            .top
+            .windows(2)
+            .all(|pair| pair[0].logprob >= pair[1].logprob));
+    }
     assert_eq!(output.usage.cached_tokens, 0);
+
+    // Scoring the prompt followed by the greedy answer, the way evaluation harnesses score a
+    // continuation (echo, no new tokens): each answer token is its position's most likely
+    // token, with the logprob it had when it was generated.
+    let mut scored_prompt = engine.tokenize(CHAT_PROMPT, true, true).unwrap();
+    scored_prompt.extend(output.ids());
+    let mut scored = request(CHAT_PROMPT, 0);
+    scored.prompt = Prompt::Tokens(scored_prompt);
+    scored.logprobs = Some(1);
+    scored.prompt_logprobs = true;
+    let scored = generate(&engine, scored).await;
+    assert_eq!(scored.usage.completion_tokens, 0);
+    let scored = scored.prompt_logprobs.unwrap();
+    let answer = &scored[scored.len() - output.tokens.len()..];
+    for (token, entry) in output.tokens.iter().zip(answer) {
+        let generated = token.logprob.as_ref().unwrap();
+        let entry = entry.as_ref().unwrap();
+        assert_eq!(entry.bytes, generated.bytes);
+        assert_eq!(entry.top.len(), 1);
+        assert_eq!(
+            entry.top[0].bytes, entry.bytes,
+            "greedy: the top alternative"
+        );
+        assert!(
+            (entry.logprob - generated.logprob).abs() < 1e-3,
+            "{} scored, {} generated",
+            entry.logprob,
+            generated.logprob
+        );
+    }
 }
 
 #[tokio::test]

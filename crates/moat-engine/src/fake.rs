@@ -453,7 +453,8 @@ impl Worker {
         let stream = self.streams.get_mut(&logits.request_id)?;
         if let LogitsKind::PromptToken { next } = logits.kind {
             if let Some(prompt_logprobs) = &mut stream.prompt_logprobs {
-                prompt_logprobs.push(Some(token_logprob(next, -1.0, 0)));
+                let top = stream.logprobs.unwrap_or(0);
+                prompt_logprobs.push(Some(token_logprob(next, -1.0, top)));
             }
             return None;
         }

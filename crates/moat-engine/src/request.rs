@@ -76,7 +76,8 @@ pub struct ValidGenerate {
     pub stop: StopConditions,
     /// Report the chosen token's logprob and this many alternatives per generated token.
     pub logprobs: Option<u8>,
-    /// Also report the logprob of every prompt token after the first (completions `echo`).
+    /// Also report the logprob of every prompt token after the first (completions `echo`),
+    /// with `logprobs` alternatives each, as for a generated token.
     pub prompt_logprobs: bool,
     /// Give up (finish reason `deadline`) at this instant.
     pub deadline: Option<Instant>,
