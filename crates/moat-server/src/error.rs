@@ -72,6 +72,16 @@ impl ApiError {
         .with_code("model_not_found")
     }
 
+    /// An embedding model named where a chat model is needed.
+    pub fn not_a_chat_model(model: &str) -> Self {
+        Self::invalid_request(format!(
+            "The model '{model}' is an embedding model (for /v1/embeddings), not a chat model; \
+             GET /v1/models lists the chat models (\"type\": \"chat\")"
+        ))
+        .with_param("model")
+        .with_code("not_a_chat_model")
+    }
+
     pub fn model_loading(model: &str) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -193,7 +193,8 @@ impl AppState {
         self.inner.draining.load(Ordering::SeqCst)
     }
 
-    /// The model named in a request: 404 if it is not served, 503 while it loads.
+    /// The chat model named in a request: 404 if it is not served, 400 if it is an embedding
+    /// model, 503 while it loads.
     pub(crate) fn model(&self, name: &str) -> Result<Arc<ServedModel>, ApiError> {
         let models = self
             .inner
@@ -201,11 +202,17 @@ impl AppState {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         match models.get(name) {
+            None if self.is_embedding_model(name) => Err(ApiError::not_a_chat_model(name)),
             None => Err(ApiError::model_not_found(name)),
             Some(ModelSlot::Loading) => Err(ApiError::model_loading(name)),
             Some(ModelSlot::Failed(reason)) => Err(ApiError::model_failed(name, reason)),
             Some(ModelSlot::Ready(model)) => Ok(Arc::clone(model)),
         }
+    }
+
+    fn is_embedding_model(&self, name: &str) -> bool {
+        let config = &self.inner.knowledge.config;
+        config.embedding_models.iter().any(|model| model == name)
     }
 
     /// Every model's name and, once loaded, when it was added.

@@ -292,6 +292,27 @@ async fn embeddings_refuse_chat_and_unknown_models() {
 }
 
 #[tokio::test]
+async fn chat_and_completions_refuse_an_embedding_model() {
+    let f = fixture();
+    let requests = [
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny:latest", "messages": [{"role": "user", "content": "x"}]}),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tiny:latest", "prompt": "x"}),
+        ),
+    ];
+    for (path, request) in requests {
+        let (status, body) = call(&f.app, "POST", path, Some(request)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(code(&body), "not_a_chat_model", "{path}");
+        assert_eq!(body["error"]["param"], "model");
+    }
+}
+
+#[tokio::test]
 async fn models_list_embedding_models_and_aliases_and_bad_grounding_is_a_400() {
     let f = fixture();
     let (_, body) = call(&f.app, "GET", "/v1/models", None).await;
