@@ -146,6 +146,7 @@ async fn a_prompt_longer_than_the_context_is_a_400_never_cut() {
     .await;
     let error = answer.error(StatusCode::BAD_REQUEST);
     assert_eq!(error["code"], "context_length_exceeded");
+    assert_eq!(error["param"], "prompt");
     assert!(
         error["message"].as_str().unwrap().contains("1024"),
         "{error}"
@@ -156,10 +157,9 @@ async fn a_prompt_longer_than_the_context_is_a_400_never_cut() {
         chat_body(json!({"max_tokens": 1020})),
     )
     .await;
-    assert_eq!(
-        answer.error(StatusCode::BAD_REQUEST)["code"],
-        "context_length_exceeded"
-    );
+    let error = answer.error(StatusCode::BAD_REQUEST);
+    assert_eq!(error["code"], "context_length_exceeded");
+    assert_eq!(error["param"], "messages");
 }
 
 #[tokio::test]

@@ -64,7 +64,8 @@ async fn completions(
     let with_logprobs = params.logprobs.is_some();
     let prompts =
         prompt::completions(&model, completion.prompts, completion.echo, with_logprobs).await?;
-    let (jobs, echoes) = jobs(prompts, params, completion.echo && with_logprobs)?;
+    let (jobs, echoes) =
+        jobs(prompts, params, completion.echo && with_logprobs).map_err(about_the_prompt)?;
     let prompt_tokens: u64 = jobs
         .iter()
         .filter(|job| job.first_of_prompt)
@@ -80,7 +81,7 @@ async fn completions(
             .map(|job| u64::from(job.request.stop.max_tokens))
             .sum::<u64>();
     caller.admit(state.trust(), prompt_tokens, reserved)?;
-    let mut choices = start(&model.engine, jobs).await?;
+    let mut choices = start(&model.engine, jobs).await.map_err(about_the_prompt)?;
     let n = params.n.max(1);
     for (choice, index) in choices.iter_mut().zip(0u32..) {
         let restore = redactions.get((index / n) as usize).cloned().flatten();
@@ -92,6 +93,15 @@ async fn completions(
         Ok(sse(choices, format, params.include_usage))
     } else {
         Ok(Json(collect(choices, format).await?).into_response())
+    }
+}
+
+/// A completion request has a `prompt`, not `messages`: a context overflow names that field.
+fn about_the_prompt(error: ApiError) -> ApiError {
+    if error.code == Some("context_length_exceeded") {
+        error.with_param("prompt")
+    } else {
+        error
     }
 }
 
