@@ -105,6 +105,30 @@ fn truncated_gguf_is_rejected_and_leaves_the_store_as_it_was() {
 }
 
 #[test]
+fn a_hyperparameter_llama_cpp_would_abort_on_is_refused_at_pull() {
+    let Some(model) = test_model(models::SMOLLM2) else {
+        return;
+    };
+    let home = TempHome::new();
+    let h = home.path();
+    let mut bytes = std::fs::read(&model).unwrap();
+    let key = b"llama.block_count";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap();
+    // The key, its 4-byte type tag (u32), then the value: no layers.
+    let value_at = at + key.len() + 4;
+    bytes[value_at..value_at + 4].copy_from_slice(&0u32.to_le_bytes());
+    let hostile = h.join("no-layers.gguf");
+    std::fs::write(&hostile, &bytes).unwrap();
+    let err = fails(h, &["pull", path_str(&hostile)], 1);
+    assert!(
+        err.contains("'llama.block_count' is 0") && err.contains("llama.cpp would abort"),
+        "{err}"
+    );
+    assert!(blobs(h).is_empty());
+    assert!(tmp_files(h).is_empty());
+}
+
+#[test]
 fn full_disk_during_a_pull_fails_cleanly() {
     let (Some(small), Some(big)) = (test_model(models::SMOLLM2), test_model(models::GEMMA3)) else {
         return;

@@ -26,6 +26,7 @@ use moat_engine::compute::{free_cores, run_on_executor};
 use moat_engine::{EmbedInput, Embedder, EmbedderInfo, Embeddings, EngineError, TokenId};
 
 use crate::executor::backend;
+use crate::header;
 use crate::model_context::ModelContext;
 use crate::vocab::Vocab;
 
@@ -116,6 +117,7 @@ impl LlamaEmbedder {
                 path.display()
             )));
         }
+        header::check_before_load(path).map_err(EngineError::ModelLoad)?;
         let backend = backend()?;
         let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
             .map_err(|error| {

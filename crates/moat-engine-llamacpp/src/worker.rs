@@ -28,6 +28,7 @@ use moat_engine::{
 };
 
 use crate::executor::backend;
+use crate::header;
 use crate::model_context::ModelContext;
 use crate::placement;
 use crate::shared::{Loaded, Shared};
@@ -119,6 +120,7 @@ pub(crate) fn run(
     shared: &Shared,
     commands: &Receiver<Command>,
 ) -> Result<(), String> {
+    header::check_before_load(path)?;
     let backend = backend().map_err(|error| error.to_string())?;
     let model = LlamaModel::load_from_file(backend, path, &placement::model_params(options))
         .map_err(|error| format!("llama.cpp could not load {}: {error}", path.display()))?;

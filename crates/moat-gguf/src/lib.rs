@@ -2,8 +2,10 @@
 //!
 //! Reads the metadata and tensor infos of a GGUF v2/v3 file (the format of
 //! llama.cpp) and checks that the tensor data they describe lies inside the
-//! file. It does not read, map or dequantize tensor data, write GGUF, or
-//! interpret architecture-specific keys beyond `general.architecture`.
+//! file. It does not read, map or dequantize tensor data or write GGUF.
+//! Architecture-specific keys are interpreted in one place only:
+//! `llama_safe.rs` checks the values llama.cpp asserts on (it aborts the
+//! process on them).
 //!
 //! Code map:
 //! - `file.rs`: `GgufFile`, `TensorInfo`: section order, cross-checks, look-ups.
@@ -11,6 +13,7 @@
 //! - `value.rs`: `Value`, `Array`, `ValueType`.
 //! - `ggml_type.rs`: `GgmlType` block tables and `file_type_name`.
 //! - `limits.rs`: `Limits`; `error.rs`: `GgufError`.
+//! - `llama_safe.rs`: `check_llama_safe`, what llama.cpp would abort on.
 //!
 //! Invariants: no allocation is sized from a declared length or count before
 //! that length is checked against the [`Limits`] and against the bytes left in
@@ -34,6 +37,7 @@ mod error;
 mod file;
 mod ggml_type;
 mod limits;
+mod llama_safe;
 mod reader;
 mod value;
 
@@ -44,4 +48,5 @@ pub use error::{GgufError, GgufErrorKind};
 pub use file::{GgufFile, TensorInfo, DEFAULT_ALIGNMENT, MAX_DIMS};
 pub use ggml_type::{file_type_name, GgmlType};
 pub use limits::Limits;
+pub use llama_safe::{check_llama_safe, UnsafeForLlama, MAX_EXPERTS, MAX_LAYERS};
 pub use value::{Array, Value, ValueType};

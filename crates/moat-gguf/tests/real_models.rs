@@ -51,6 +51,10 @@ fn check_consistent(file: &GgufFile, size: u64) {
     assert_eq!(file.file_size, Some(size));
     assert!(file.tensors.iter().all(|t| t.ggml_type.is_known()));
     assert_eq!(file.tensor_data_end().ok(), Some(size));
+    // Real models carry no hyperparameter llama.cpp would abort on.
+    if let Err(err) = moat_gguf::check_llama_safe(file) {
+        panic!("{err}");
+    }
 }
 
 #[test]

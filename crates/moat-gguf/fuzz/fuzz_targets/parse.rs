@@ -12,6 +12,8 @@ fuzz_target!(|data: &[u8]| {
     match GgufFile::parse(data) {
         Ok(file) => {
             check_file(&file, data.len() as u64);
+            // Judging what llama.cpp would abort on never panics either.
+            let _ = moat_gguf::check_llama_safe(&file).map_err(|err| err.to_string());
             // Without a length the same header must read the same way.
             let streamed = GgufFile::read(data, None, &Limits::default());
             let streamed = streamed.expect("a header that parses also streams");
