@@ -109,6 +109,9 @@ fn main() -> ExitCode {
         install_ctrl_c();
     }
     let home = cli.home.unwrap_or_else(moat_store::Store::default_root);
+    // Absolute from here on: the store links an embedder's files to their blobs, and a link
+    // made from a relative home (`--home data`) would point nowhere.
+    let home = std::path::absolute(&home).unwrap_or(home);
     let result = match cli.command {
         Command::Pull(args) => models::pull(&home, args),
         Command::Ls(args) => models::ls(&home, args),
