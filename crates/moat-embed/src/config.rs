@@ -263,6 +263,14 @@ fn check_bert_config(c: &BertConfig) -> Result<(), String> {
             c.hidden_size, c.num_attention_heads
         ));
     }
+    // A negative epsilon makes layer norm divide by the root of a negative variance: every
+    // vector would come out NaN (null in JSON), with no error.
+    if c.layer_norm_eps.is_nan() || c.layer_norm_eps < 0.0 {
+        return Err(format!(
+            "layer_norm_eps is {}; expected a number at least 0",
+            c.layer_norm_eps
+        ));
+    }
     if c.pad_token_id >= c.vocab_size {
         return Err(format!(
             "pad_token_id {} is not below vocab_size {}",
@@ -368,6 +376,13 @@ mod tests {
         let dir = folder_with(&[("config.json", base)]);
         let error = read_bert_config(dir.path()).expect_err("10 % 3");
         assert!(error.to_string().contains("num_attention_heads"), "{error}");
+
+        let negative_eps = base
+            .replace("\"num_attention_heads\": 3", "\"num_attention_heads\": 2")
+            .replace("1e-12", "-1.0");
+        let dir = folder_with(&[("config.json", &negative_eps)]);
+        let error = read_bert_config(dir.path()).expect_err("negative eps");
+        assert!(error.to_string().contains("layer_norm_eps"), "{error}");
 
         let roberta = base.replace(
             "\"vocab_size\"",
