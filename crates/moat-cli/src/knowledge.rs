@@ -91,6 +91,38 @@ pub(crate) fn config_path(home: &Path, explicit: Option<&Path>) -> Option<PathBu
     }
 }
 
+/// The top-level tables of moat.toml, each read by its own part of moat.
+const CONFIG_TABLES: [&str; 10] = [
+    "aliases",
+    "audit",
+    "cache",
+    "cost",
+    "deployment",
+    "guard",
+    "knowledge",
+    "observability",
+    "prices",
+    "routing",
+];
+
+/// The config file's top-level keys that no part of moat reads: each part parses only its own
+/// table, so a misspelt one (`[cahce]`) would otherwise be ignored without a word. Empty when
+/// there is no config file or it does not parse (the parts report that).
+pub(crate) fn unknown_tables(home: &Path, explicit: Option<&Path>) -> Vec<String> {
+    let Some(text) = config_path(home, explicit).and_then(|p| std::fs::read_to_string(p).ok())
+    else {
+        return Vec::new();
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    table
+        .keys()
+        .filter(|key| !CONFIG_TABLES.contains(&key.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// Reads the knowledge settings of the config file (defaults when there is none).
 pub fn settings(home: &Path, explicit: Option<&Path>) -> Result<KnowledgeSettings> {
     let parsed = match config_path(home, explicit) {

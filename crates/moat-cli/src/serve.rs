@@ -259,6 +259,11 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
         }
     }
     let store = open_store(home)?;
+    for table in crate::knowledge::unknown_tables(home, args.config.as_deref()) {
+        eprintln!(
+            "warning: moat.toml: [{table}] is not a table moat reads; it is ignored (a typo?)"
+        );
+    }
     let mut gateway = crate::gateway::settings(home, args.config.as_deref())?;
     if let Some(config) = &mut gateway {
         crate::gateway::resolve_local_models(config, &store);
@@ -297,6 +302,9 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
     }
     let (knowledge, mut alias_guards) =
         knowledge(home, &store, args.config.as_deref(), embedding_models)?;
+    let served: Vec<String> = models.iter().map(|m| m.manifest.name.to_string()).collect();
+    let routed: Vec<&String> = gateway.iter().flat_map(|g| g.aliases.keys()).collect();
+    check_aliases(&knowledge, &served, &routed)?;
     if let Some(config) = &gateway {
         for (name, alias) in &config.aliases {
             if let Some(guard) = &alias.guard {
@@ -486,6 +494,30 @@ fn knowledge(
     Ok((knowledge, alias_guards))
 }
 
+/// An alias must name a chat model this server serves (else every request to it is a 404 that
+/// names a model the client never asked for), and no alias may take the name of a served model
+/// (clients could then reach only one of the two, and `/v1/models` would list the name twice).
+fn check_aliases(knowledge: &Knowledge, served: &[String], routed: &[&String]) -> Result<()> {
+    let is_model =
+        |name: &String| served.contains(name) || knowledge.embedding_models.contains(name);
+    for (name, alias) in &knowledge.aliases {
+        if is_model(name) {
+            bail!("moat.toml: [aliases.\"{name}\"] has the name of a model this server serves; give the alias another name");
+        }
+        if !served.contains(&alias.model) {
+            bail!(
+                "moat.toml: [aliases.\"{name}\"] names the model '{}', which this server does not serve as a chat model (it serves: {}); add it to `moat serve`'s models or fix the name",
+                alias.model,
+                served.join(", ")
+            );
+        }
+    }
+    if let Some(name) = routed.iter().find(|name| is_model(name)) {
+        bail!("moat.toml: [aliases.\"{name}\"] has the name of a model this server serves; give the alias another name");
+    }
+    Ok(())
+}
+
 /// Where `moat serve` re-reads the gateway's routes on SIGHUP.
 struct Reload {
     home: PathBuf,
@@ -553,6 +585,7 @@ async fn serve_models(
         metrics_public: args.metrics_public,
         log_format: args.log_format.into(),
         otlp,
+        ..ServerConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await

@@ -314,6 +314,82 @@ fn embed_prints_one_normalised_vector_per_input() {
 }
 
 #[test]
+fn a_relative_home_works_for_embedders_too() {
+    let Some(folder) = test_model(models::MINILM) else {
+        return;
+    };
+    let parent = TempHome::new();
+    // `--home data`, relative to the working folder: the embedder's files are links into the
+    // store, which must point at the blobs wherever the command runs from.
+    let relative = |args: &[&str]| {
+        let output = moat(Path::new("unused"))
+            .env_remove("MOAT_HOME")
+            .current_dir(parent.path())
+            .args(["--home", "data"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        stdout(&output)
+    };
+    relative(&["pull", "-q", folder.to_str().unwrap(), "--name", MINILM]);
+    let out = relative(&["embed", MINILM, "the cat sat on the mat"]);
+    let vector: Vec<f64> = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(vector.len(), 384);
+}
+
+#[test]
+fn serve_refuses_an_alias_to_no_served_model_or_with_a_models_name() {
+    let Some(gguf) = test_model(models::SMOLLM2) else {
+        return;
+    };
+    let home = TempHome::new();
+    let h = home.path();
+    ok(
+        h,
+        &["pull", "-q", gguf.to_str().unwrap(), "--name", "smollm2"],
+    );
+    let config = h.join("moat.toml");
+    for (toml, expected) in [
+        (
+            // A misspelt table is named in a warning, then the alias stops the start.
+            "[cahce]\nttl_secs = 5\n[aliases.chat]\nmodel = \"smollm3\"\n",
+            vec![
+                "warning: moat.toml: [cahce] is not a table moat reads",
+                "names the model 'smollm3', which this server does not serve",
+            ],
+        ),
+        (
+            "[aliases.\"smollm2:latest\"]\nmodel = \"smollm2\"\n",
+            vec!["has the name of a model this server serves"],
+        ),
+    ] {
+        std::fs::write(&config, toml).unwrap();
+        // The check comes before the server listens; a server that starts anyway is killed.
+        let mut child = moat(h)
+            .args(["serve", "smollm2", "--port", "0", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+        }
+        let output = child.wait_with_output().unwrap();
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{toml}: {err}");
+        for expected in expected {
+            assert!(err.contains(expected), "{toml}: {err}");
+        }
+    }
+}
+
+#[test]
 fn a_chat_model_is_refused_as_an_embedder() {
     let Some(gguf) = test_model(models::SMOLLM2) else {
         return;

@@ -11,6 +11,12 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// After a shutdown signal, how long requests in flight may take before the server stops.
     pub shutdown_grace: Duration,
+    /// How long a connection may take to send a request's head (line and headers), and how
+    /// long a keep-alive connection may sit idle; past it the connection is closed.
+    pub header_read_timeout: Duration,
+    /// How long the request body may go without a byte arriving; past it the request gets
+    /// 408.
+    pub body_idle_timeout: Duration,
     /// Serve `/metrics` without an API key even once keys exist (by default it needs an
     /// admin key then).
     pub metrics_public: bool,
@@ -35,6 +41,8 @@ impl ServerConfig {
     pub const DEFAULT_PORT: u16 = 8080;
     pub const DEFAULT_BODY_LIMIT_BYTES: usize = 10 * 1024 * 1024;
     pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 }
 
 impl Default for ServerConfig {
@@ -43,6 +51,8 @@ impl Default for ServerConfig {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, Self::DEFAULT_PORT)),
             body_limit_bytes: Self::DEFAULT_BODY_LIMIT_BYTES,
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
+            header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
+            body_idle_timeout: Self::DEFAULT_BODY_IDLE_TIMEOUT,
             metrics_public: false,
             log_format: LogFormat::Text,
             otlp: None,

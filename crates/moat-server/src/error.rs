@@ -120,6 +120,19 @@ impl ApiError {
         .with_code("request_too_large")
     }
 
+    /// The request body stopped arriving.
+    pub fn request_timeout(after: Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!(
+                "No byte of the request body arrived for {} s; the request was dropped",
+                after.as_secs_f64()
+            ),
+        )
+        .with_code("request_timeout")
+    }
+
     pub fn draining() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

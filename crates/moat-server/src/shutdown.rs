@@ -3,11 +3,18 @@
 //! finish, and gives up on them after `ServerConfig::shutdown_grace`. Which signals trigger
 //! it is the caller's business (the CLI listens for SIGTERM and Ctrl-C).
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tower::ServiceExt;
 
 use crate::{app, AppState};
 
@@ -22,45 +29,73 @@ pub enum ShutdownOutcome {
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, then drains.
+///
+/// Each connection is HTTP/1.1 with a deadline for a request's head
+/// (`ServerConfig::header_read_timeout`): a client that opens a connection and never finishes
+/// its headers (slowloris) is dropped instead of holding a socket forever. An idle keep-alive
+/// connection counts as waiting for a head too.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<ShutdownOutcome> {
     let grace = state.config().shutdown_grace;
-    let (began_tx, began_rx) = oneshot::channel::<()>();
-    let draining = state.clone();
-    let signal = async move {
-        shutdown.await;
-        draining.begin_draining();
-        let _ = began_tx.send(());
-    };
-    // Small writes go out at once: an SSE chunk must not wait for the previous one's ACK
-    // (Nagle's algorithm against delayed ACKs holds each for up to 40 ms).
-    let listener = listener.tap_io(|stream| {
+    let header_timeout = state.config().header_read_timeout;
+    let router = app(state.clone());
+    let connections = GracefulShutdown::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Per-connection failures (reset before accept) are nobody's business; others
+                // (out of file descriptors) pass with time, so wait instead of spinning.
+                if !is_connection_error(&error) {
+                    eprintln!("moat: accepting a connection failed: {error}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                continue;
+            }
+        };
+        // Small writes go out at once: an SSE chunk must not wait for the previous one's ACK
+        // (Nagle's algorithm against delayed ACKs holds each for up to 40 ms).
         if let Err(error) = stream.set_nodelay(true) {
             eprintln!("moat: cannot set TCP_NODELAY on a connection: {error}");
         }
-    });
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signal);
-    let mut server = tokio::spawn(server.into_future());
-    tokio::select! {
-        finished = &mut server => {
-            // The server stopped by itself (an accept error), before any shutdown signal.
-            return finished
-                .map_err(std::io::Error::other)?
-                .map(|()| ShutdownOutcome::Drained);
-        }
-        _ = began_rx => {}
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .map_request(|request: hyper::Request<Incoming>| request.map(Body::new)),
+        );
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            // A client that goes away or sends garbage ends only its own connection.
+            let _ = connection.await;
+        });
     }
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(finished) => {
-            finished.map_err(std::io::Error::other)??;
-            Ok(ShutdownOutcome::Drained)
-        }
-        Err(_) => {
-            server.abort();
-            Ok(ShutdownOutcome::DeadlinePassed)
-        }
+    // New requests get 503 from here on; the listener closes; keep-alive connections close
+    // once their request in flight is answered.
+    state.begin_draining();
+    drop(listener);
+    match tokio::time::timeout(grace, connections.shutdown()).await {
+        Ok(()) => Ok(ShutdownOutcome::Drained),
+        Err(_) => Ok(ShutdownOutcome::DeadlinePassed),
     }
+}
+
+fn is_connection_error(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }

@@ -1,5 +1,7 @@
 //! Graceful shutdown over a real socket: after the signal the server takes no new requests,
-//! lets a stream in flight finish, and gives up on it once the grace period has passed.
+//! lets a stream in flight finish, and gives up on it once the grace period has passed. And the
+//! connection deadlines: a request head or body that stops arriving does not hold a
+//! connection forever.
 
 #![allow(clippy::unwrap_used)]
 
@@ -21,16 +23,20 @@ struct Running {
 }
 
 async fn start(grace: Duration) -> Running {
+    start_with(ServerConfig {
+        shutdown_grace: grace,
+        ..ServerConfig::default()
+    })
+    .await
+}
+
+async fn start_with(config: ServerConfig) -> Running {
     let engine = FakeEngine::new(FakeConfig {
         reply: FakeReply::Repeat("ab".into()),
         step_delay: Duration::from_millis(4),
         ..FakeConfig::default()
     })
     .unwrap();
-    let config = ServerConfig {
-        shutdown_grace: grace,
-        ..ServerConfig::default()
-    };
     let state = AppState::new(config);
     state.add_model(
         "fake",
@@ -114,4 +120,70 @@ async fn the_grace_period_bounds_the_wait() {
     let outcome = running.server.await.unwrap().unwrap();
     assert_eq!(outcome, ShutdownOutcome::DeadlinePassed);
     assert!(signalled.elapsed() < Duration::from_secs(3));
+}
+
+/// What the server sends on `stream` until it closes it, or `None` if it is still open after
+/// `limit`.
+async fn answer_before_close(mut stream: TcpStream, limit: Duration) -> Option<String> {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(limit, stream.read_to_end(&mut answer)).await;
+    read.ok()
+        .map(|_| String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_or_body_that_stops_arriving_does_not_hold_the_connection() {
+    let running = start_with(ServerConfig {
+        header_read_timeout: Duration::from_millis(300),
+        body_idle_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    })
+    .await;
+
+    // Half a head (slowloris): the connection is closed.
+    let mut stream = TcpStream::connect(running.address).await.unwrap();
+    stream
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let closed = answer_before_close(stream, Duration::from_secs(10)).await;
+    assert!(closed.is_some(), "a half head held the connection for 10 s");
+
+    // Half a body: 408 in OpenAI's error shape.
+    let mut stream = TcpStream::connect(running.address).await.unwrap();
+    stream
+        .write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 1000\r\n\r\n{\"model\":",
+        )
+        .await
+        .unwrap();
+    let answer = answer_before_close(stream, Duration::from_secs(10))
+        .await
+        .expect("a half body held the connection for 10 s");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
+
+    // A whole request on a fresh connection is served as usual.
+    let (stream, head) = open_stream(running.address, 4).await;
+    let rest = read_to_end_or_done(stream).await;
+    assert!(
+        format!("{head}{rest}").contains("data: [DONE]"),
+        "{head}{rest}"
+    );
+    running.stop.send(()).unwrap();
+    running.server.await.unwrap().unwrap();
+}
+
+/// Reads a streamed answer until its `[DONE]` (the connection stays open for keep-alive).
+async fn read_to_end_or_done(mut stream: TcpStream) -> String {
+    let mut all = Vec::new();
+    let mut buffer = vec![0; 4096];
+    while !String::from_utf8_lossy(&all).contains("data: [DONE]") {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => all.extend_from_slice(&buffer[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&all).into_owned()
 }

@@ -117,6 +117,9 @@ pub struct UpstreamClient {
     base: String,
 }
 
+/// How long an idle pooled connection to an upstream is kept.
+const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 impl UpstreamClient {
     /// Builds the client; a base URL that is not http(s) is an `Invalid` error.
     pub fn new(config: UpstreamConfig) -> Result<Self, UpstreamError> {
@@ -131,6 +134,9 @@ impl UpstreamClient {
         }
         let http = reqwest::Client::builder()
             .connect_timeout(config.timeouts.connect)
+            // Below the 30 s that a moat node keeps an idle keep-alive connection open, so a
+            // pooled connection to another node is not one that node has just closed.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()
             .map_err(|err| UpstreamError::Invalid {
                 reason: format!("HTTP client: {err}"),

@@ -272,6 +272,7 @@ async fn uploads_from_multipart(
     request: Request,
     state: &AppState,
 ) -> Result<Vec<Upload>, ApiError> {
+    let (request, idle) = crate::extract::with_idle_timeout(request, state);
     let mut multipart = Multipart::from_request(request, state)
         .await
         .map_err(|rejection| {
@@ -280,7 +281,9 @@ async fn uploads_from_multipart(
     let mut files = Vec::new();
     let mut tags = Vec::new();
     let too_large = |error: axum::extract::multipart::MultipartError| {
-        if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if idle.timed_out() {
+            idle.error()
+        } else if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::body_too_large(state.config().body_limit_bytes)
         } else {
             ApiError::invalid_request(format!("invalid multipart body: {error}"))
