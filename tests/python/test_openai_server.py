@@ -714,6 +714,14 @@ def test_run_reads_a_piped_prompt(home):
     assert done.stdout.strip()
 
 
+def test_run_refuses_a_piped_prompt_longer_than_the_context(home):
+    done = moat(home, "run", SMOLLM2, "--ctx", "64", "--max-tokens", "4", input="word " * 200, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "the prompt is" in done.stderr and "the context holds 64" in done.stderr, done.stderr
+    # A single prompt has no conversation to clear.
+    assert "/clear" not in done.stderr, done.stderr
+
+
 def read_until(fd: int, marker: bytes, seen: bytes, timeout: float) -> bytes:
     deadline = time.monotonic() + timeout
     while marker not in seen:

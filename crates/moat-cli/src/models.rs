@@ -47,11 +47,12 @@ pub struct LsArgs {
 pub struct ShowArgs {
     /// The model's name[:tag].
     model: String,
-    /// Context length per sequence for the memory estimate (default: min(model's, 4096)).
-    #[arg(long)]
+    /// Context length per sequence for the memory estimate (default 4096); capped at the
+    /// model's context, as `moat serve` caps it.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..))]
     ctx: Option<u64>,
     /// Number of sequences decoded in parallel for the memory estimate.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
     parallel: u64,
     /// Estimate for one KV cache shared by all sequences (`moat serve --kv-unified`).
     #[arg(long)]

@@ -206,12 +206,14 @@ impl Session {
         let n_ctx = self.engine.info().n_ctx;
         let prompt_tokens = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
         if prompt_tokens >= n_ctx {
-            let what = if self.history.len() > 1 {
-                "the conversation"
+            // Only a conversation can be cleared; a single prompt (after the system messages the
+            // history starts with) just does not fit.
+            let (what, hint) = if self.history.iter().any(|m| m.role != "system") {
+                ("the conversation", "; /clear starts over")
             } else {
-                "the prompt"
+                ("the prompt", "")
             };
-            bail!("{what} is {prompt_tokens} tokens; the context holds {n_ctx} (--ctx); /clear starts over");
+            bail!("{what} is {prompt_tokens} tokens; the context holds {n_ctx} (--ctx){hint}");
         }
         let room = n_ctx - prompt_tokens;
         let request = ValidGenerate {

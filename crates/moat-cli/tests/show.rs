@@ -134,4 +134,12 @@ fn memory_estimate_grows_with_context_and_parallel_sequences() {
         kv(&["--ctx", "300", "--parallel", "3", "--kv-unified"]),
         1024 * per_cell
     );
+    // SmolLM2 was trained on 8192 tokens; `moat serve` allocates no more, so neither does the
+    // estimate.
+    assert_eq!(kv(&["--ctx", "99999999999"]), kv(&["--ctx", "8192"]));
+    for bad in [["--ctx", "1"], ["--parallel", "0"], ["--parallel", "257"]] {
+        let mut all = vec!["show", "m"];
+        all.extend_from_slice(&bad);
+        fails(home.path(), &all, 2);
+    }
 }

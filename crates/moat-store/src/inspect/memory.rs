@@ -36,10 +36,11 @@ pub struct MemoryParams {
 }
 
 impl MemoryParams {
-    /// `ctx` or llama.cpp's default (4096, capped at the model's training context).
+    /// `ctx` or llama.cpp's default (4096), capped at the model's training context as
+    /// `moat serve` caps it: a larger context is never allocated, so it costs no memory.
     pub fn for_model(info: &ModelInfo, ctx: Option<u64>, parallel: u64) -> Self {
         let model_ctx = info.context_length.unwrap_or(DEFAULT_CTX);
-        let ctx = ctx.unwrap_or(DEFAULT_CTX.min(model_ctx)).max(1);
+        let ctx = ctx.unwrap_or(DEFAULT_CTX).min(model_ctx).max(1);
         Self {
             ctx_per_sequence: ctx,
             parallel: parallel.max(1),
