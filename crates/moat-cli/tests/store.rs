@@ -111,14 +111,9 @@ fn a_hyperparameter_llama_cpp_would_abort_on_is_refused_at_pull() {
     };
     let home = TempHome::new();
     let h = home.path();
-    let mut bytes = std::fs::read(&model).unwrap();
-    let key = b"llama.block_count";
-    let at = bytes.windows(key.len()).position(|w| w == key).unwrap();
-    // The key, its 4-byte type tag (u32), then the value: no layers.
-    let value_at = at + key.len() + 4;
-    bytes[value_at..value_at + 4].copy_from_slice(&0u32.to_le_bytes());
+    // No layers.
     let hostile = h.join("no-layers.gguf");
-    std::fs::write(&hostile, &bytes).unwrap();
+    moat_testkit::patched_gguf(&model, &hostile, "llama.block_count", 4, 0u32.to_le_bytes());
     let err = fails(h, &["pull", path_str(&hostile)], 1);
     assert!(
         err.contains("'llama.block_count' is 0") && err.contains("llama.cpp would abort"),

@@ -491,33 +491,12 @@ fn a_file_that_is_not_a_model_fails_to_load() {
     assert!(LlamaEngine::load(&dir.path().join("missing.gguf"), LoadOptions::new("m")).is_err());
 }
 
-/// SmolLM2 in `dir` with 4 bytes overwritten, `skip` bytes after the first `name` in its header.
-fn patched_smollm2(
-    dir: &std::path::Path,
-    name: &str,
-    skip: usize,
-    value: [u8; 4],
-) -> Option<std::path::PathBuf> {
-    let mut bytes =
-        std::fs::read(moat_testkit::test_model(moat_testkit::models::SMOLLM2)?).unwrap();
-    let at = bytes
-        .windows(name.len())
-        .position(|window| window == name.as_bytes())
-        .unwrap();
-    let value_at = at + name.len() + skip;
-    bytes[value_at..value_at + 4].copy_from_slice(&value);
-    let path = dir.join(format!("{name}.gguf"));
-    std::fs::write(&path, bytes).unwrap();
-    Some(path)
-}
-
 #[test]
 fn values_llama_cpp_would_abort_on_fail_the_load_not_the_process() {
     let dir = tempfile::tempdir().unwrap();
     // Each of these aborted the whole process in llama.cpp (a GGML_ASSERT at load, or at the
     // first decode for the epsilon and the F16 norm weight) or panicked in llama-cpp-2 (the
-    // context length). A metadata value follows its key and a 4-byte type tag; a 1-D tensor's
-    // type follows its name, its dimension count (4 bytes) and its one dimension (8).
+    // context length).
     for (name, skip, value) in [
         ("llama.block_count", 4, 0u32.to_le_bytes()),
         ("llama.context_length", 4, u32::MAX.to_le_bytes()),
@@ -528,9 +507,11 @@ fn values_llama_cpp_would_abort_on_fail_the_load_not_the_process() {
         ),
         ("output_norm.weight", 12, 1u32.to_le_bytes()),
     ] {
-        let Some(path) = patched_smollm2(dir.path(), name, skip, value) else {
+        let Some(model) = moat_testkit::test_model(moat_testkit::models::SMOLLM2) else {
             return;
         };
+        let path = dir.path().join(format!("{name}.gguf"));
+        moat_testkit::patched_gguf(&model, &path, name, skip, value);
         let engine = LlamaEngine::load(&path, LoadOptions::new("patched")).unwrap();
         match engine.wait_until_loaded() {
             Err(EngineError::ModelLoad(message)) => {

@@ -38,6 +38,21 @@ pub fn test_model(name: &str) -> Option<PathBuf> {
     Some(path)
 }
 
+/// A copy of the GGUF at `model`, written to `to`, with 4 bytes overwritten by `value` at `skip`
+/// bytes after the first `needle` in the file: a metadata value follows its key and a 4-byte
+/// type tag (`skip` 4); a 1-D tensor's type follows its name, its dimension count and its one
+/// dimension (`skip` 12). For tests of hostile model files.
+pub fn patched_gguf(model: &Path, to: &Path, needle: &str, skip: usize, value: [u8; 4]) {
+    let mut bytes = std::fs::read(model).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|window| window == needle.as_bytes())
+        .unwrap_or_else(|| panic!("no {needle:?} in {}", model.display()));
+    let value_at = at + needle.len() + skip;
+    bytes[value_at..value_at + 4].copy_from_slice(&value);
+    std::fs::write(to, bytes).unwrap();
+}
+
 /// A temporary `MOAT_HOME`, removed on drop.
 pub struct TempHome {
     dir: tempfile::TempDir,
