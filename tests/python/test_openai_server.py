@@ -714,6 +714,13 @@ def test_run_reads_a_piped_prompt(home):
     assert done.stdout.strip()
 
 
+def test_run_with_an_empty_pipe_and_no_prompt_says_so(home):
+    done = moat(home, "run", SMOLLM2, "--max-tokens", "4", input="", timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "no prompt" in done.stderr, done.stderr
+    assert not done.stdout.strip(), done.stdout
+
+
 def test_run_refuses_a_piped_prompt_longer_than_the_context(home):
     done = moat(home, "run", SMOLLM2, "--ctx", "64", "--max-tokens", "4", input="word " * 200, timeout=120)
     assert done.returncode == 1, done.stderr

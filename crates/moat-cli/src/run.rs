@@ -24,8 +24,8 @@ use crate::{CANCEL, EXIT_INTERRUPTED};
 pub struct RunArgs {
     /// The model's name[:tag].
     model: String,
-    /// The prompt; several words are joined with spaces. Without one: stdin when it is piped,
-    /// else an interactive chat (/clear forgets the conversation, /bye or Ctrl-D ends it).
+    /// The prompt; several words are joined with spaces. Without one: stdin when it is piped
+    /// (an empty pipe is an error), else an interactive chat (/clear forgets the conversation, /bye or Ctrl-D ends it).
     prompt: Vec<String>,
     /// Context in tokens (prompt plus answer; in a chat, the whole conversation).
     #[arg(long, default_value_t = LoadOptions::DEFAULT_N_CTX_PER_SEQ)]
@@ -132,7 +132,11 @@ pub fn run(home: &Path, args: RunArgs) -> Result<u8> {
             (false, input) => format!("{prompt}\n\n{input}"),
         };
     }
-    if !prompt.is_empty() || piped {
+    if piped && prompt.trim().is_empty() {
+        // Not a terminal, so no chat either: answering an empty message would be a guess.
+        bail!("no prompt: give one as an argument, or pipe text on stdin (it was empty)");
+    }
+    if !prompt.is_empty() {
         return session.answer(&prompt).map(|_| 0);
     }
     interactive(&mut session)
