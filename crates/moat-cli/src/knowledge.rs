@@ -105,10 +105,15 @@ const CONFIG_TABLES: [&str; 10] = [
     "routing",
 ];
 
-/// The config file's top-level keys that no part of moat reads: each part parses only its own
-/// table, so a misspelt one (`[cahce]`) would otherwise be ignored without a word. Empty when
-/// there is no config file or it does not parse (the parts report that).
-pub(crate) fn unknown_tables(home: &Path, explicit: Option<&Path>) -> Vec<String> {
+/// Whether some part of moat reads this top-level table of the config file. Each part parses
+/// only its own table, so a misspelt one (`[cahce]`) would otherwise be ignored without a word.
+pub(crate) fn is_known_table(name: &str) -> bool {
+    CONFIG_TABLES.contains(&name)
+}
+
+/// The config file's top-level keys; empty when there is no config file or it does not parse
+/// (the parts report that).
+pub(crate) fn top_level_tables(home: &Path, explicit: Option<&Path>) -> Vec<String> {
     let Some(text) = config_path(home, explicit).and_then(|p| std::fs::read_to_string(p).ok())
     else {
         return Vec::new();
@@ -116,11 +121,7 @@ pub(crate) fn unknown_tables(home: &Path, explicit: Option<&Path>) -> Vec<String
     let Ok(table) = text.parse::<toml::Table>() else {
         return Vec::new();
     };
-    table
-        .keys()
-        .filter(|key| !CONFIG_TABLES.contains(&key.as_str()))
-        .cloned()
-        .collect()
+    table.keys().cloned().collect()
 }
 
 /// Reads the knowledge settings of the config file (defaults when there is none).

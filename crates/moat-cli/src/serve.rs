@@ -259,12 +259,27 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
         }
     }
     let store = open_store(home)?;
-    for table in crate::knowledge::unknown_tables(home, args.config.as_deref()) {
+    let tables = crate::knowledge::top_level_tables(home, args.config.as_deref());
+    for table in tables
+        .iter()
+        .filter(|t| !crate::knowledge::is_known_table(t))
+    {
         eprintln!(
             "warning: moat.toml: [{table}] is not a table moat reads; it is ignored (a typo?)"
         );
     }
     let mut gateway = crate::gateway::settings(home, args.config.as_deref())?;
+    if gateway.is_none() {
+        for table in tables
+            .iter()
+            .filter(|t| matches!(t.as_str(), "cache" | "routing"))
+        {
+            eprintln!(
+                "warning: moat.toml: [{table}] applies to aliases with targets (the gateway's), \
+                 and there are none; it is ignored"
+            );
+        }
+    }
     if let Some(config) = &mut gateway {
         crate::gateway::resolve_local_models(config, &store);
     }

@@ -352,10 +352,12 @@ fn serve_refuses_an_alias_to_no_served_model_or_with_a_models_name() {
     let config = h.join("moat.toml");
     for (toml, expected) in [
         (
-            // A misspelt table is named in a warning, then the alias stops the start.
-            "[cahce]\nttl_secs = 5\n[aliases.chat]\nmodel = \"smollm3\"\n",
+            // A misspelt table is named in a warning, as is a cache without a gateway alias
+            // to cache for; then the alias stops the start.
+            "[cahce]\nttl_secs = 5\n[cache]\nttl_secs = 5\n[aliases.chat]\nmodel = \"smollm3\"\n",
             vec![
                 "warning: moat.toml: [cahce] is not a table moat reads",
+                "warning: moat.toml: [cache] applies to aliases with targets",
                 "names the model 'smollm3', which this server does not serve",
             ],
         ),
