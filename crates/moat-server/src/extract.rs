@@ -43,7 +43,6 @@ impl FromRequest<AppState> for RawBody {
 }
 
 /// Whether a body wrapped by [`with_idle_timeout`] gave up waiting.
-#[derive(Clone)]
 pub(crate) struct IdleWatch {
     fired: Arc<AtomicBool>,
     after: Duration,
