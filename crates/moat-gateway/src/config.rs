@@ -135,6 +135,10 @@ pub struct UpstreamTarget {
     /// Seconds to wait for a connection.
     #[serde(default)]
     pub connect_timeout_secs: Option<f64>,
+    /// Seconds a whole answer may take, streamed or not, from the request to its last byte;
+    /// unset, an answer that keeps arriving is passed on for as long as the client reads it.
+    #[serde(default)]
+    pub max_duration_secs: Option<f64>,
     /// A closed API outside the operator's control; private aliases and keys never reach it.
     #[serde(default)]
     pub external: bool,

@@ -734,6 +734,9 @@ fn build_upstream(config: &UpstreamTarget) -> Result<Target, String> {
     if let Some(secs) = config.connect_timeout_secs {
         timeouts.connect = seconds("connect_timeout_secs", secs).map_err(|err| err.to_string())?;
     }
+    if let Some(secs) = config.max_duration_secs {
+        timeouts.total = Some(seconds("max_duration_secs", secs).map_err(|err| err.to_string())?);
+    }
     let mut replicas = Vec::with_capacity(urls.len());
     for url in &urls {
         let mut client_config = UpstreamConfig::new(url.clone());

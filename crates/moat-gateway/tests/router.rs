@@ -92,6 +92,36 @@ async fn falls_back_on_timeout() {
 }
 
 #[tokio::test]
+async fn max_duration_bounds_the_whole_answer_and_falls_back() {
+    let (a, b) = (Fake::start("a").await, Fake::start("b").await);
+    a.set_mode(Mode::Sleep(Duration::from_secs(30)));
+    // The wait for headers alone (timeout_secs, 60 s by default) would not end this call.
+    let text = target("fast", &upstream(&a, "max_duration_secs = 0.3"))
+        + &target("fast", &upstream(&b, ""));
+    let gw = gateway(&text);
+    let answer = tokio::time::timeout(
+        Duration::from_secs(20),
+        ask(&gw, &CallContext::default(), "fast", "hi"),
+    )
+    .await
+    .expect("the gateway gave up on the upstream past its max duration");
+    assert_eq!(content(&answer), "from b");
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+
+    let negative = target("n", &upstream(&a, "max_duration_secs = -1.0"));
+    let err = Gateway::new(
+        &parse(&negative),
+        GatewayDeps {
+            local: None,
+            clock: Arc::new(SystemClock),
+        },
+    )
+    .err()
+    .expect("a negative duration is refused");
+    assert!(err.to_string().contains("max_duration_secs"), "{err}");
+}
+
+#[tokio::test]
 async fn a_client_error_does_not_fall_back() {
     let (a, b) = (Fake::start("a").await, Fake::start("b").await);
     a.set_mode(Mode::Status(400));

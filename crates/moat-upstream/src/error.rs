@@ -11,6 +11,8 @@ pub enum TimeoutPhase {
     FirstByte,
     /// Waiting for the next piece of a body that had already started.
     Idle,
+    /// The whole call ran past [`crate::Timeouts::total`].
+    Total,
 }
 
 /// Everything that can go wrong talking to an upstream.

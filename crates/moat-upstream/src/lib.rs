@@ -33,6 +33,10 @@ pub struct Timeouts {
     pub first_byte: Duration,
     /// Between two pieces of a body once it started.
     pub idle: Duration,
+    /// The whole call, from sending the request to the answer's last byte; `None` puts no
+    /// bound on an answer that keeps arriving (a stream that never ends goes on for as long as
+    /// the caller reads it).
+    pub total: Option<Duration>,
 }
 
 impl Default for Timeouts {
@@ -41,6 +45,7 @@ impl Default for Timeouts {
             connect: Duration::from_secs(5),
             first_byte: Duration::from_secs(60),
             idle: Duration::from_secs(60),
+            total: None,
         }
     }
 }
@@ -153,20 +158,24 @@ impl UpstreamClient {
     /// a [`Reply::Full`]. Only `model` is rewritten.
     pub async fn chat(&self, body: Value, model: &str) -> Result<Reply, UpstreamError> {
         let streamed = body.get("stream").and_then(Value::as_bool) == Some(true);
+        let deadline = self.deadline();
         let response = self
-            .post("chat/completions", with_model(body, model)?)
+            .post("chat/completions", with_model(body, model)?, deadline)
             .await?;
         if streamed {
-            Ok(Reply::Stream(self.event_stream(response)))
+            Ok(Reply::Stream(self.event_stream(response, deadline)))
         } else {
-            Ok(Reply::Full(self.read_json(response).await?))
+            Ok(Reply::Full(self.read_json(response, deadline).await?))
         }
     }
 
     /// `POST /embeddings`, whole answer. Only `model` is rewritten.
     pub async fn embeddings(&self, body: Value, model: &str) -> Result<Value, UpstreamError> {
-        let response = self.post("embeddings", with_model(body, model)?).await?;
-        self.read_json(response).await
+        let deadline = self.deadline();
+        let response = self
+            .post("embeddings", with_model(body, model)?, deadline)
+            .await?;
+        self.read_json(response, deadline).await
     }
 
     /// `GET /health` at the server root (the base URL without a trailing `/v1`): any 2xx is
@@ -174,12 +183,22 @@ impl UpstreamClient {
     pub async fn health(&self) -> Result<(), UpstreamError> {
         let root = self.base.strip_suffix("/v1").unwrap_or(&self.base);
         let request = self.http.get(format!("{root}/health"));
-        let response = self.send(request).await?;
+        let response = self.send(request, None).await?;
         drop(response);
         Ok(())
     }
 
-    async fn post(&self, path: &str, body: Value) -> Result<reqwest::Response, UpstreamError> {
+    /// When the call that starts now must be over, under [`Timeouts::total`].
+    fn deadline(&self) -> Option<Deadline> {
+        self.config.timeouts.total.map(Deadline::after)
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: Value,
+        deadline: Option<Deadline>,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let mut request = self.http.post(format!("{}/{path}", self.base)).json(&body);
         if let Some(key) = &self.config.api_key {
             request = request.bearer_auth(key);
@@ -187,22 +206,22 @@ impl UpstreamClient {
         if let Ok(traceparent) = TRACEPARENT.try_with(String::clone) {
             request = request.header("traceparent", traceparent);
         }
-        self.send(request).await
+        self.send(request, deadline).await
     }
 
     /// Sends and waits for the headers, then turns a non-2xx status into its error class.
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
+        deadline: Option<Deadline>,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let first_byte = self.config.timeouts.first_byte;
-        let response = match tokio::time::timeout(first_byte, request.send()).await {
-            Err(_) => {
-                return Err(UpstreamError::Timeout {
-                    phase: TimeoutPhase::FirstByte,
-                    after: first_byte,
-                })
-            }
+        let (wait, phase) = wait_for(
+            self.config.timeouts.first_byte,
+            TimeoutPhase::FirstByte,
+            deadline,
+        );
+        let response = match tokio::time::timeout(wait, request.send()).await {
+            Err(_) => return Err(timed_out(phase, wait, deadline)),
             Ok(Err(err)) => return Err(self.classify_send_error(&err)),
             Ok(Ok(response)) => response,
         };
@@ -247,33 +266,38 @@ impl UpstreamClient {
     /// empty message rather than hiding the status.
     async fn read_error_body(&self, response: reqwest::Response) -> String {
         let bytes = self
-            .read_bounded(response, MAX_ERROR_BODY_BYTES, true)
+            .read_bounded(response, MAX_ERROR_BODY_BYTES, true, None)
             .await
             .unwrap_or_default();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
-    async fn read_json(&self, response: reqwest::Response) -> Result<Value, UpstreamError> {
+    async fn read_json(
+        &self,
+        response: reqwest::Response,
+        deadline: Option<Deadline>,
+    ) -> Result<Value, UpstreamError> {
         let bytes = self
-            .read_bounded(response, self.config.max_body_bytes, false)
+            .read_bounded(response, self.config.max_body_bytes, false, deadline)
             .await?;
         serde_json::from_slice(&bytes).map_err(|err| UpstreamError::MalformedBody {
             reason: format!("not JSON: {err}"),
         })
     }
 
-    /// Reads a body piece by piece under the idle timeout, refusing (or, with `truncate`,
-    /// cutting) past `limit` bytes.
+    /// Reads a body piece by piece under the idle timeout and the deadline, refusing (or, with
+    /// `truncate`, cutting) past `limit` bytes.
     async fn read_bounded(
         &self,
         response: reqwest::Response,
         limit: usize,
         truncate: bool,
+        deadline: Option<Deadline>,
     ) -> Result<Vec<u8>, UpstreamError> {
         let idle = self.config.timeouts.idle;
         let mut body = response.bytes_stream();
         let mut out = Vec::new();
-        while let Some(piece) = next_piece(&mut body, idle).await? {
+        while let Some(piece) = next_piece(&mut body, idle, deadline).await? {
             if out.len() + piece.len() > limit {
                 if truncate {
                     out.extend_from_slice(&piece[..limit - out.len()]);
@@ -288,12 +312,13 @@ impl UpstreamClient {
         Ok(out)
     }
 
-    fn event_stream(&self, response: reqwest::Response) -> EventStream {
+    fn event_stream(&self, response: reqwest::Response, deadline: Option<Deadline>) -> EventStream {
         let state = StreamState {
             body: Box::pin(response.bytes_stream()),
             decoder: SseDecoder::new(self.config.sse_limits),
             pending: VecDeque::new(),
             idle: self.config.timeouts.idle,
+            deadline,
             finished: false,
         };
         stream::unfold(state, |mut state| async move {
@@ -312,6 +337,7 @@ struct StreamState {
     decoder: SseDecoder,
     pending: VecDeque<String>,
     idle: Duration,
+    deadline: Option<Deadline>,
     finished: bool,
 }
 
@@ -326,7 +352,7 @@ impl StreamState {
                 return self.parse_event(&data);
             }
             let mut events = Vec::new();
-            let step = match next_piece(&mut self.body, self.idle).await {
+            let step = match next_piece(&mut self.body, self.idle, self.deadline).await {
                 Ok(Some(piece)) => self.decoder.push(&piece, &mut events),
                 Ok(None) => self.decoder.finish(&mut events).and_then(|()| {
                     if events.is_empty() {
@@ -371,16 +397,65 @@ impl StreamState {
     }
 }
 
-/// The next piece of a body, or `None` at its end, under the idle timeout.
-async fn next_piece<S>(body: &mut S, idle: Duration) -> Result<Option<Bytes>, UpstreamError>
+/// When a whole call must be over, and how long it was given.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: tokio::time::Instant,
+    total: Duration,
+}
+
+impl Deadline {
+    fn after(total: Duration) -> Self {
+        Self {
+            at: tokio::time::Instant::now() + total,
+            total,
+        }
+    }
+}
+
+/// How long the next wait may last: `limit`, or less when the deadline comes first (the phase
+/// is then [`TimeoutPhase::Total`]).
+fn wait_for(
+    limit: Duration,
+    phase: TimeoutPhase,
+    deadline: Option<Deadline>,
+) -> (Duration, TimeoutPhase) {
+    match deadline {
+        Some(deadline) => {
+            let left = deadline
+                .at
+                .saturating_duration_since(tokio::time::Instant::now());
+            if left < limit {
+                (left, TimeoutPhase::Total)
+            } else {
+                (limit, phase)
+            }
+        }
+        None => (limit, phase),
+    }
+}
+
+/// The error for a wait of `waited` in `phase` that ran out.
+fn timed_out(phase: TimeoutPhase, waited: Duration, deadline: Option<Deadline>) -> UpstreamError {
+    let after = match (phase, deadline) {
+        (TimeoutPhase::Total, Some(deadline)) => deadline.total,
+        _ => waited,
+    };
+    UpstreamError::Timeout { phase, after }
+}
+
+/// The next piece of a body, or `None` at its end, under the idle timeout and the deadline.
+async fn next_piece<S>(
+    body: &mut S,
+    idle: Duration,
+    deadline: Option<Deadline>,
+) -> Result<Option<Bytes>, UpstreamError>
 where
     S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
 {
-    match tokio::time::timeout(idle, body.next()).await {
-        Err(_) => Err(UpstreamError::Timeout {
-            phase: TimeoutPhase::Idle,
-            after: idle,
-        }),
+    let (wait, phase) = wait_for(idle, TimeoutPhase::Idle, deadline);
+    match tokio::time::timeout(wait, body.next()).await {
+        Err(_) => Err(timed_out(phase, wait, deadline)),
         Ok(None) => Ok(None),
         Ok(Some(Ok(piece))) => Ok(Some(piece)),
         Ok(Some(Err(err))) => Err(UpstreamError::Transport {

@@ -60,6 +60,24 @@ async fn chat(headers: HeaderMap, Json(body): Json<Value>) -> Response {
             });
             Body::from_stream(first.chain(stall)).into_response()
         }
+        "stream-endless" => {
+            let ticks = futures_util::stream::unfold(0u64, |n| async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Some((
+                    Ok::<_, std::io::Error>(format!("data: {{\"n\": {n}}}\n\n")),
+                    n + 1,
+                ))
+            });
+            Body::from_stream(ticks).into_response()
+        }
+        "drip" => {
+            // A whole answer that never completes: a byte now and then, forever.
+            let drip = futures_util::stream::unfold((), |()| async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Some((Ok::<_, std::io::Error>(" ".to_owned()), ()))
+            });
+            Body::from_stream(drip).into_response()
+        }
         "stream-garbage" => sse("data: {\"n\": 1}\n\ndata: not json\n\n".into()),
         "stream-cut" => sse("data: {\"n\": 1}\n\n".into()),
         "stream-error" => sse("data: {\"error\": {\"message\": \"boom\"}}\n\n".into()),
@@ -211,6 +229,52 @@ async fn a_silent_upstream_times_out_before_the_first_byte_and_mid_stream() {
         events[1]
     );
     assert_eq!(events.len(), 2, "the stream ends after its error");
+}
+
+#[tokio::test]
+async fn an_answer_that_keeps_arriving_ends_at_the_total_deadline() {
+    let url = start().await;
+    let mut config = UpstreamConfig::new(url);
+    config.timeouts.idle = Duration::from_secs(5);
+    config.timeouts.total = Some(Duration::from_millis(400));
+    let client = UpstreamClient::new(config).unwrap();
+    let total_timeout = |err: &UpstreamError| {
+        matches!(
+            err,
+            UpstreamError::Timeout {
+                phase: TimeoutPhase::Total,
+                after,
+            } if *after == Duration::from_millis(400)
+        )
+    };
+    let started = std::time::Instant::now();
+    let events = collect(ask(&client, "stream-endless", true).await.unwrap()).await;
+    let (last, before) = events.split_last().unwrap();
+    assert!(total_timeout(last.as_ref().unwrap_err()), "{last:?}");
+    assert!(
+        before.len() >= 2,
+        "events flowed until the deadline: {}",
+        before.len()
+    );
+    assert!(before.iter().all(Result::is_ok));
+    let err = ask(&client, "drip", false).await.unwrap_err();
+    assert!(total_timeout(&err), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    // Both calls ended near their deadline, far before the idle timeout could end them.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // Without a total bound the same stream is still going when the reader stops.
+    let mut config = UpstreamConfig::new(start().await);
+    config.timeouts.idle = Duration::from_secs(5);
+    let client = UpstreamClient::new(config).unwrap();
+    let Reply::Stream(events) = ask(&client, "stream-endless", true).await.unwrap() else {
+        panic!("expected a stream")
+    };
+    let taken: Vec<_> = events.take(30).collect().await;
+    assert!(taken.iter().all(Result::is_ok), "{taken:?}");
 }
 
 #[tokio::test]
