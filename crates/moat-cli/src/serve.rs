@@ -29,8 +29,8 @@ use moat_meter::{AuditEntry, Decision, Meter};
 use moat_openai::ModelLimits;
 use moat_otlp::Exporter;
 use moat_server::{
-    serve, Alias, AppState, Knowledge, LogFormat, ServedModel, ServerConfig, ShutdownOutcome,
-    Trust, TrustConfig,
+    serve, Alias, AppState, Knowledge, LogFormat, ModelCard, ServedModel, ServerConfig,
+    ShutdownOutcome, Trust, TrustConfig,
 };
 use moat_store::recipe::DEFAULT_RECIPE;
 use moat_store::{ErrorKind, Manifest, ModelFormat, PullOptions, Source, Store};
@@ -201,6 +201,37 @@ pub fn model_limits(manifest: &Manifest) -> ModelLimits {
         defaults: manifest.sampling.clone(),
         system_prompt: manifest.system_prompt.clone(),
         ..ModelLimits::default()
+    }
+}
+
+/// What the Ollama API's listings say about a stored model: the manifest's weights file and
+/// the GGUF header's facts (the header was read at load already; a failure here leaves the
+/// facts out rather than the model).
+pub fn model_card(model: &ModelFile) -> ModelCard {
+    let manifest = &model.manifest;
+    let weights = manifest
+        .files
+        .iter()
+        .find(|file| file.role == moat_store::FileRole::Weights);
+    let info = moat_store::inspect::inspect_gguf(&model.gguf, &manifest.name.to_string()).ok();
+    let info = info.as_ref();
+    ModelCard {
+        format: Some("gguf".into()),
+        architecture: info.and_then(|i| i.architecture.clone()),
+        parameters: info.map(|i| i.parameters).filter(|n| *n > 0),
+        quantization: info.and_then(|i| i.file_type.clone()),
+        size_bytes: weights.map(|file| file.size),
+        digest: weights.map(|file| file.digest.hex()),
+        modified_unix: Some(manifest.created_unix),
+        context_length: info.and_then(|i| i.context_length),
+        embedding_length: info.and_then(|i| i.embedding_length),
+        block_count: info.and_then(|i| i.block_count),
+        head_count: info.and_then(|i| i.head_count),
+        vocab_size: info.and_then(|i| i.vocab_size),
+        license: manifest
+            .license
+            .clone()
+            .or_else(|| info.and_then(|i| i.license.license.clone())),
     }
 }
 
@@ -637,7 +668,9 @@ async fn serve_models(
                     info.n_ctx, info.parallel, info.placement
                 );
                 let limits = model_limits(&model.manifest);
-                state.add_model(&name, ServedModel::new(Arc::new(engine), limits));
+                let card = model_card(&model);
+                let served = ServedModel::new(Arc::new(engine), limits).with_card(card);
+                state.add_model(&name, served);
             }
             Err(error) => {
                 eprintln!("error: {name} failed to load: {error}");

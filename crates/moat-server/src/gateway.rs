@@ -39,7 +39,7 @@ use serde_json::{Map, Value};
 use crate::guarding;
 use crate::routes::chat::local_chat;
 use crate::state::Inner;
-use crate::stream::{sse_response, Answer, Piece};
+use crate::stream::{Answer, Piece};
 use crate::trust::{Caller, ChosenGuard, Ticket};
 use crate::{ApiError, AppState};
 
@@ -97,6 +97,23 @@ pub(crate) async fn chat(
     alias: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
+    let (answer, cache) = chat_answer(state, caller, alias, body).await?;
+    let mut response = answer.into_response();
+    response.headers_mut().insert(
+        HeaderName::from_static(CACHE_HEADER),
+        HeaderValue::from_static(cache),
+    );
+    Ok(response)
+}
+
+/// The answer to a chat request for a gateway alias, and what the response cache did (`hit`,
+/// `miss` or `bypass`, for [`CACHE_HEADER`]).
+pub(crate) async fn chat_answer(
+    state: &AppState,
+    caller: &Caller,
+    alias: &str,
+    body: &[u8],
+) -> Result<(Answer, &'static str), ApiError> {
     let (gateway, mut body) = open_request(state, caller, alias, body)?;
     let Some(object) = body.as_object_mut() else {
         return Err(ApiError::invalid_request("the body must be a JSON object"));
@@ -141,7 +158,7 @@ pub(crate) async fn chat(
         // A cached answer used no model: it counts as a request, not as tokens.
         caller.ticket.set_tokens(0, 0);
     }
-    let mut response = match reply.reply {
+    let answer = match reply.reply {
         ProviderReply::Full(mut value) => {
             if !hit {
                 settle(caller, &value);
@@ -151,7 +168,7 @@ pub(crate) async fn chat(
                 rail.scan(&mut value, "message", true)?;
                 rail.record();
             }
-            axum::Json(value).into_response()
+            Answer::Whole(value)
         }
         ProviderReply::Stream(chunks) => {
             let caller = caller.clone();
@@ -200,14 +217,10 @@ pub(crate) async fn chat(
                     async move { out }
                 })
                 .fuse();
-            sse_response(pieces)
+            Answer::Stream(pieces.boxed())
         }
     };
-    response.headers_mut().insert(
-        HeaderName::from_static(CACHE_HEADER),
-        HeaderValue::from_static(cache),
-    );
-    Ok(response)
+    Ok((answer, cache))
 }
 
 /// Answers an embeddings request for a gateway alias (upstream targets; a local target answers

@@ -45,5 +45,5 @@ pub use knowledge::{
 };
 pub use routes::app;
 pub use shutdown::{serve, ShutdownOutcome};
-pub use state::{AppState, ServedModel};
+pub use state::{AppState, ModelCard, ServedModel};
 pub use trust::{Trust, TrustConfig};

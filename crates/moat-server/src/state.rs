@@ -25,6 +25,36 @@ pub struct ServedModel {
     pub limits: ModelLimits,
     /// When it was added, seconds since the Unix epoch (`created` in `/v1/models`).
     pub created: u64,
+    /// What the store knows about the model's file, for the Ollama API's listings.
+    pub card: ModelCard,
+}
+
+/// What the model store says about a served model's weights: the details Ollama's `/api/tags`,
+/// `/api/show` and `/api/ps` report. Every field is optional: a model served from elsewhere
+/// (a test's fake engine) has none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelCard {
+    /// `gguf` or `safetensors`.
+    pub format: Option<String>,
+    /// The architecture (`llama`, `qwen2`, `gemma3`).
+    pub architecture: Option<String>,
+    pub parameters: Option<u64>,
+    /// The quantization as llama.cpp names it (`Q4_1`, `Q4_K_M`).
+    pub quantization: Option<String>,
+    /// Bytes of the weights file(s).
+    pub size_bytes: Option<u64>,
+    /// The sha256 of the weights file, hex.
+    pub digest: Option<String>,
+    /// When the model was pulled, seconds since the Unix epoch.
+    pub modified_unix: Option<u64>,
+    /// The context length the model was trained with.
+    pub context_length: Option<u64>,
+    pub embedding_length: Option<u64>,
+    pub block_count: Option<u64>,
+    pub head_count: Option<u64>,
+    pub vocab_size: Option<u64>,
+    /// The license id, when the store knows it.
+    pub license: Option<String>,
 }
 
 impl ServedModel {
@@ -44,7 +74,15 @@ impl ServedModel {
             template,
             limits,
             created: unix_now(),
+            card: ModelCard::default(),
         }
+    }
+
+    /// The same model with what the store says about its weights.
+    #[must_use]
+    pub fn with_card(mut self, card: ModelCard) -> Self {
+        self.card = card;
+        self
     }
 }
 
@@ -213,6 +251,22 @@ impl AppState {
     fn is_embedding_model(&self, name: &str) -> bool {
         let config = &self.inner.knowledge.config;
         config.embedding_models.iter().any(|model| model == name)
+    }
+
+    /// Every chat model that is ready, by name.
+    pub(crate) fn ready_models(&self) -> Vec<(String, Arc<ServedModel>)> {
+        let models = self
+            .inner
+            .models
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        models
+            .iter()
+            .filter_map(|(name, slot)| match slot {
+                ModelSlot::Ready(model) => Some((name.clone(), Arc::clone(model))),
+                ModelSlot::Loading | ModelSlot::Failed(_) => None,
+            })
+            .collect()
     }
 
     /// Every model's name and, once loaded, when it was added.

@@ -134,11 +134,6 @@ pub(crate) fn sse_response(pieces: impl Stream<Item = Piece> + Send + 'static) -
         .into_response()
 }
 
-/// The streamed answer for generations already started.
-pub(crate) fn sse<F: Format>(choices: Vec<Started>, format: F, include_usage: bool) -> Response {
-    sse_response(pieces(choices, format, include_usage, None))
-}
-
 /// A generated answer before it becomes an HTTP response: the whole body, or its pieces.
 pub(crate) enum Answer {
     Whole(serde_json::Value),

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Extension;
-use axum::{Json, Router};
+use axum::Router;
 use moat_openai::{parse_completion_request, GenerationParams, PromptInput};
 
 use crate::extract::RawBody;
@@ -14,7 +14,7 @@ use crate::format::{CompletionFormat, Echo};
 use crate::generate::{collect, start, Job};
 use crate::guarding::{self, Watch};
 use crate::prompt::{self, PreparedPrompt};
-use crate::stream::sse;
+use crate::stream::{pieces, Answer};
 use crate::trust::Caller;
 use crate::{ApiError, AppState};
 
@@ -27,7 +27,22 @@ async fn completions(
     Extension(caller): Extension<Caller>,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let request = parse_completion_request(&body)?;
+    Ok(local_completions(&state, &caller, &body, false)
+        .await?
+        .into_response())
+}
+
+/// A completions request answered by this node's engines. `open_ended`: a request without
+/// `max_tokens` generates until the model stops or the context is full, as Ollama's raw
+/// `/api/generate` does, instead of OpenAI's 16 tokens (a manifest's `max_tokens` still
+/// applies).
+pub(crate) async fn local_completions(
+    state: &AppState,
+    caller: &Caller,
+    body: &[u8],
+    open_ended: bool,
+) -> Result<Answer, ApiError> {
+    let request = parse_completion_request(body)?;
     caller.authorize(&request.model, &request.model)?;
     let guard = state
         .trust()
@@ -35,6 +50,9 @@ async fn completions(
     let model = state.model(&request.model)?;
     caller.ticket.answered_by(&request.model, true);
     let mut completion = request.validate(&model.limits)?;
+    if open_ended {
+        completion.params.default_max_tokens = model.limits.defaults.max_tokens;
+    }
     caller.ticket.set_prompt(|| {
         completion
             .prompts
@@ -90,9 +108,15 @@ async fn completions(
     let ids = state.response_ids("cmpl", &completion.model);
     let format = CompletionFormat::new(ids, echoes, with_logprobs);
     if params.stream {
-        Ok(sse(choices, format, params.include_usage))
+        Ok(Answer::Stream(pieces(
+            choices,
+            format,
+            params.include_usage,
+            None,
+        )))
     } else {
-        Ok(Json(collect(choices, format).await?).into_response())
+        let whole = collect(choices, format).await?;
+        Ok(Answer::Whole(serde_json::to_value(whole).unwrap_or_default()))
     }
 }
 

@@ -40,7 +40,7 @@ struct EmbeddingRequest {
 }
 
 #[derive(Serialize)]
-struct EmbeddingList {
+pub(crate) struct EmbeddingList {
     object: &'static str,
     data: Vec<EmbeddingData>,
     model: String,
@@ -163,7 +163,7 @@ async fn embeddings(
 }
 
 /// Embeddings from this node's embedding models.
-async fn local_embeddings(
+pub(crate) async fn local_embeddings(
     state: &AppState,
     caller: &Caller,
     body: &[u8],

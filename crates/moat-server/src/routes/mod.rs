@@ -10,6 +10,7 @@ pub(crate) mod knowledge;
 mod metrics;
 mod models;
 mod moderations;
+mod ollama;
 mod usage;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -33,6 +34,7 @@ pub fn app(state: AppState) -> Router {
         .merge(usage::router())
         .merge(health::router())
         .merge(metrics::router())
+        .merge(ollama::router())
         .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(limit))
