@@ -116,7 +116,9 @@ pub(crate) async fn local_completions(
         )))
     } else {
         let whole = collect(choices, format).await?;
-        Ok(Answer::Whole(serde_json::to_value(whole).unwrap_or_default()))
+        Ok(Answer::Whole(
+            serde_json::to_value(whole).unwrap_or_default(),
+        ))
     }
 }
 

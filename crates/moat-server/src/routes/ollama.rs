@@ -138,7 +138,10 @@ fn named(state: &AppState, name: &str) -> Option<Named> {
     if let Some(alias) = knowledge.aliases.get(name) {
         return Some(Named::Alias(alias.model.clone()));
     }
-    if state.gateway().is_some_and(|gateway| gateway.has_alias(name)) {
+    if state
+        .gateway()
+        .is_some_and(|gateway| gateway.has_alias(name))
+    {
         return Some(Named::Gateway);
     }
     None
@@ -393,7 +396,11 @@ fn apply_options(options: &Map<String, Value>, body: &mut Map<String, Value>) ->
                 )));
             }
             known if SERVER_OPTIONS.contains(&known) || IGNORED_OPTIONS.contains(&known) => {}
-            unknown => return Err(invalid(format!("options.{unknown} is not an Ollama option"))),
+            unknown => {
+                return Err(invalid(format!(
+                    "options.{unknown} is not an Ollama option"
+                )))
+            }
         }
     }
     Ok(())
@@ -746,7 +753,10 @@ fn loaded(shape: Shape, model: &str) -> Response {
 /// Answers an OpenAI chat body, local or through the gateway.
 async fn answer_chat(state: &AppState, caller: &Caller, body: &Value) -> Result<Answer> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if matches!(named(state, model), Some(Named::Gateway)) {
         let (answer, _cache) = crate::gateway::chat_answer(state, caller, model, &bytes).await?;
         return Ok(answer);
@@ -892,7 +902,14 @@ async fn generate(
         answer_chat(&state, &caller, &Value::Object(openai)).await?
     };
     let stream = request.common.streams();
-    respond(answer, Shape::Generate, &request.common.model, stream, began).await
+    respond(
+        answer,
+        Shape::Generate,
+        &request.common.model,
+        stream,
+        began,
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -915,13 +932,12 @@ struct EmbedRequest {
 
 /// The vectors for an OpenAI embeddings body, from a local embedding model or a gateway alias,
 /// and the prompt tokens they took.
-async fn vectors(
-    state: &AppState,
-    caller: &Caller,
-    body: &Value,
-) -> Result<(Vec<Value>, u64)> {
+async fn vectors(state: &AppState, caller: &Caller, body: &Value) -> Result<(Vec<Value>, u64)> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let value = if matches!(named(state, model), Some(Named::Gateway)) {
         let response = crate::gateway::embeddings(state, caller, model, &bytes).await?;
         let body = axum::body::to_bytes(response.into_body(), 64 << 20)
@@ -958,9 +974,11 @@ async fn embed(
     let request: EmbedRequest = parse(&body)?;
     let model = resolve(&state, &request.model);
     if !matches!(&request.input, Value::String(_) | Value::Array(_)) {
-        return Err(ApiError::invalid_request("input must be a string or a list of strings")
-            .with_param("input")
-            .into());
+        return Err(
+            ApiError::invalid_request("input must be a string or a list of strings")
+                .with_param("input")
+                .into(),
+        );
     }
     let mut openai = json!({ "model": model, "input": request.input });
     if let Some(dimensions) = request.dimensions.filter(|d| !d.is_null()) {
@@ -1057,8 +1075,15 @@ mod tests {
             assert!(refuse_unless_empty("format", Some(&empty), "no").is_ok());
         }
         assert!(refuse_unless_empty("format", None, "no").is_ok());
-        for set in [json!("json"), json!({"type": "object"}), json!([{}]), json!(true)] {
-            let error = refuse_unless_empty("format", Some(&set), "not yet").err().unwrap();
+        for set in [
+            json!("json"),
+            json!({"type": "object"}),
+            json!([{}]),
+            json!(true),
+        ] {
+            let error = refuse_unless_empty("format", Some(&set), "not yet")
+                .err()
+                .unwrap();
             assert_eq!(error.0.status, StatusCode::BAD_REQUEST);
             assert_eq!(error.0.message, "format: not yet");
         }
@@ -1088,7 +1113,10 @@ mod tests {
             .await
             .unwrap();
         let value: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(value["message"], json!({"role": "assistant", "content": "Hi!"}));
+        assert_eq!(
+            value["message"],
+            json!({"role": "assistant", "content": "Hi!"})
+        );
         assert_eq!(value["done"], true);
         assert_eq!(value["done_reason"], "length");
         assert_eq!(value["prompt_eval_count"], 9);
@@ -1106,7 +1134,9 @@ mod tests {
             )
         };
         let pieces = vec![
-            Piece::Chunk(json!({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}).to_string()),
+            Piece::Chunk(
+                json!({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}).to_string(),
+            ),
             chunk("Hel"),
             chunk("lo"),
             Piece::Chunk(
@@ -1159,7 +1189,9 @@ mod tests {
     #[tokio::test]
     async fn one_object_gathers_the_stream_and_an_error_keeps_its_status() {
         let chunk = |content: &str| {
-            Piece::Chunk(json!({"choices": [{"index": 0, "delta": {"content": content}}]}).to_string())
+            Piece::Chunk(
+                json!({"choices": [{"index": 0, "delta": {"content": content}}]}).to_string(),
+            )
         };
         let answer = Answer::Stream(stream::iter(vec![chunk("Hel"), chunk("lo")]).boxed());
         let response = respond(answer, Shape::Generate, "m", false, Instant::now())
