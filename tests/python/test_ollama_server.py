@@ -14,7 +14,6 @@ Run as part of tests/python (see test_openai_server.py); skips without MOAT_TEST
 
 import hashlib
 import json
-import math
 import os
 from pathlib import Path
 
@@ -29,18 +28,12 @@ if not MODELS_DIR:
 
 import ollama  # noqa: E402
 
+from test_knowledge_server import MINILM, MINILM_DIR, cosine  # noqa: E402
 from test_openai_server import SMOLLM2, Server, http, model_file, moat  # noqa: E402
 
-MINILM = "all-minilm:l6-v2"
-MINILM_DIR = Path(MODELS_DIR) / "all-minilm-l6-v2"
 ALIAS = "assistant"
 CTX = 2048
 GREEDY = {"temperature": 0, "num_predict": 12}
-
-
-def cosine(a, b) -> float:
-    dot = sum(x * y for x, y in zip(a, b))
-    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +65,10 @@ def ask(client, content="Write a paragraph about the sea.", model=SMOLLM2, **kwa
 
 
 def streamed_text(parts) -> tuple[str, list]:
+    """The text of a streamed chat or generate answer, and its parts."""
     parts = list(parts)
-    return "".join(part.message.content if hasattr(part, "message") and part.message else part.response for part in parts), parts
+    pieces = [part.message.content if isinstance(part, ollama.ChatResponse) else part.response for part in parts]
+    return "".join(pieces), parts
 
 
 # ----------------------------------------------------------------------------
