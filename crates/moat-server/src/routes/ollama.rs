@@ -381,7 +381,7 @@ fn apply_options(options: &Map<String, Value>, body: &mut Map<String, Value>) ->
                 let n = value
                     .as_i64()
                     .ok_or_else(|| invalid("options.num_predict must be an integer".into()))?;
-                // -1 (no limit) and -2 (fill the context) leave it to the context.
+                // 0 or less (-1: no limit, -2: fill the context) leaves it to the context.
                 if n > 0 {
                     body.insert("max_tokens".into(), json!(n));
                 }
