@@ -49,7 +49,7 @@ def home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(home):
-    server = Server(home, [SMOLLM2, MINILM], "--ctx", str(CTX), "--parallel", "2").wait_ready()
+    server = Server(home, [SMOLLM2, MINILM], "--ctx", str(CTX), "--parallel", "2", "--body-limit", "2000000").wait_ready()
     yield server
     code = server.stop()
     assert code == 0, server.output()
@@ -268,6 +268,14 @@ def test_every_refusal_is_an_ollama_error_with_its_status(server, client):
     # The raw shape: {"error": "message"}.
     status, _, body = http("POST", server.url + "/api/chat", b"{not json")
     assert status == 400 and isinstance(body["error"], str) and "invalid request body" in body["error"]
+    # Errors from outside the routes too: an unknown path, a body over the limit.
+    status, _, body = http("GET", server.url + "/api/no-such-route")
+    assert status == 404 and isinstance(body["error"], str), body
+    status, _, body = http("POST", server.url + "/api/chat", b" " * 3_000_000)
+    assert status == 413 and isinstance(body["error"], str), body
+    # /v1 keeps OpenAI's shape.
+    status, _, body = http("GET", server.url + "/v1/no-such-route")
+    assert status == 404 and isinstance(body["error"]["message"], str), body
 
 
 # ----------------------------------------------------------------------------
@@ -280,6 +288,8 @@ def test_api_keys_apply_to_the_ollama_api(home, server, client):
     assert done.returncode == 0, done.stderr
     secret = json.loads(done.stdout)["secret"]
     assert refused(lambda: client.list()).status_code == 401
+    status, _, body = http("GET", server.url + "/api/tags")
+    assert status == 401 and "API key" in body["error"], body
     assert refused(lambda: ask(client, options=GREEDY)).status_code == 401
     keyed = ollama.Client(host=server.url, headers={"Authorization": f"Bearer {secret}"}, timeout=120)
     assert ask(keyed, options=GREEDY, stream=False).message.content

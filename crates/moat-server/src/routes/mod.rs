@@ -46,6 +46,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             refuse_while_draining,
         ))
+        .layer(middleware::from_fn(ollama::error_shape))
         // Outermost: every request, refused or not, gets its id, log line and metrics.
         .layer(middleware::from_fn_with_state(
             state.clone(),

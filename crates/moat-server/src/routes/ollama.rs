@@ -17,8 +17,9 @@
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
@@ -51,26 +52,38 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/delete", delete(not_managed_here))
 }
 
-/// An error in Ollama's shape: `{"error": "message"}`, with the status (and `Retry-After`) moat
-/// gives the same error on `/v1`.
-struct OllamaError(ApiError);
-
-impl From<ApiError> for OllamaError {
-    fn from(error: ApiError) -> Self {
-        Self(error)
+/// Ollama's clients read an error as `{"error": "message"}`. Every error answer under `/api/`
+/// (from these routes, and from the key check, the body limit, the draining gate and the
+/// unknown-route fallback around them) is re-shaped here from OpenAI's
+/// `{"error": {"message": ...}}`, keeping its status and headers (`Retry-After`).
+pub(super) async fn error_shape(request: Request, next: Next) -> Response {
+    let ollama = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    if !ollama || response.status().is_success() {
+        return response;
     }
+    let (mut parts, body) = response.into_parts();
+    // Error bodies are a few hundred bytes; the bound only guards against a surprise.
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|value| {
+            value
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+    let body = match message {
+        Some(message) => Body::from(json!({ "error": message }).to_string()),
+        None => Body::from(bytes),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, body)
 }
 
-impl IntoResponse for OllamaError {
-    fn into_response(self) -> Response {
-        let body = json!({ "error": self.0.message }).to_string();
-        let mut response = self.0.into_response();
-        *response.body_mut() = Body::from(body);
-        response
-    }
-}
-
-type Result<T, E = OllamaError> = std::result::Result<T, E>;
+type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 /// `GET /` and `HEAD /`: what Ollama's clients check to see that a server is up.
 async fn root() -> &'static str {
@@ -81,20 +94,20 @@ async fn version() -> Json<Value> {
     Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
 }
 
-async fn not_managed_here() -> OllamaError {
-    OllamaError(ApiError {
+async fn not_managed_here() -> ApiError {
+    ApiError {
         status: StatusCode::NOT_IMPLEMENTED,
         ..ApiError::invalid_request(
             "moat does not manage models over the Ollama API: pull them with `moat pull` (which \
              checks their license) and serve them with `moat serve`",
         )
-    })
+    }
 }
 
 /// The body as JSON of type `T`, or a 400 naming what is wrong.
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
     serde_json::from_slice(body)
-        .map_err(|error| ApiError::invalid_request(format!("invalid request body: {error}")).into())
+        .map_err(|error| ApiError::invalid_request(format!("invalid request body: {error}")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -274,7 +287,7 @@ async fn show(
     let name = resolve(&state, &request.model);
     let kind = named(&state, &name).filter(|_| caller.may_see(&name));
     let Some(kind) = kind else {
-        return Err(ApiError::model_not_found(&request.model).into());
+        return Err(ApiError::model_not_found(&request.model));
     };
     let (card, created) = card_of(&state, &name);
     let target = match &kind {
@@ -364,7 +377,7 @@ const IGNORED_OPTIONS: &[&str] = &[
 
 /// Turns Ollama's `options` into the OpenAI request's sampling fields.
 fn apply_options(options: &Map<String, Value>, body: &mut Map<String, Value>) -> Result<()> {
-    let invalid = |message: String| OllamaError(ApiError::invalid_request(message));
+    let invalid = |message: String| ApiError::invalid_request(message);
     for (key, value) in options {
         if value.is_null() {
             continue;
@@ -418,9 +431,7 @@ fn refuse_unless_empty(field: &str, value: Option<&Value>, why: &str) -> Result<
     if empty {
         Ok(())
     } else {
-        Err(OllamaError(
-            ApiError::invalid_request(format!("{field}: {why}")).with_param(field),
-        ))
+        Err(ApiError::invalid_request(format!("{field}: {why}")).with_param(field))
     }
 }
 
@@ -729,7 +740,7 @@ fn whole_as_chunk(value: &Value) -> String {
 
 /// The error response for an answer that failed after it started (in moat's internal stream),
 /// when the client asked for one object: a blocked answer is a 400, as on `/v1`.
-fn failed(body: &str) -> OllamaError {
+fn failed(body: &str) -> ApiError {
     let value = serde_json::from_str::<Value>(body).unwrap_or_default();
     let message = error_message(body);
     let error = if value.pointer("/error/code").and_then(Value::as_str)
@@ -739,7 +750,7 @@ fn failed(body: &str) -> OllamaError {
     } else {
         ApiError::internal(message)
     };
-    OllamaError(error)
+    error
 }
 
 /// The answer to a request with no prompt: Ollama loads the model and says so.
@@ -761,16 +772,16 @@ async fn answer_chat(state: &AppState, caller: &Caller, body: &Value) -> Result<
         let (answer, _cache) = crate::gateway::chat_answer(state, caller, model, &bytes).await?;
         return Ok(answer);
     }
-    Ok(super::chat::local_chat(state, caller, &bytes, None).await?)
+    super::chat::local_chat(state, caller, &bytes, None).await
 }
 
 /// Fails with the same error a chat request for `model` would get, when it names no chat model.
 fn check_chat_model(state: &AppState, model: &str) -> Result<()> {
     match named(state, model) {
-        Some(Named::Chat) => state.model(model).map(drop).map_err(OllamaError::from),
+        Some(Named::Chat) => state.model(model).map(drop),
         Some(Named::Alias(_) | Named::Gateway) => Ok(()),
-        Some(Named::Embedding) => Err(ApiError::not_a_chat_model(model).into()),
-        None => Err(ApiError::model_not_found(model).into()),
+        Some(Named::Embedding) => Err(ApiError::not_a_chat_model(model)),
+        None => Err(ApiError::model_not_found(model)),
     }
 }
 
@@ -885,8 +896,7 @@ async fn generate(
             return Err(ApiError::invalid_request(
                 "system: a raw prompt has no template to put a system prompt in",
             )
-            .with_param("system")
-            .into());
+            .with_param("system"));
         }
         openai.insert("prompt".into(), json!(request.prompt));
         let bytes = serde_json::to_vec(&Value::Object(openai)).unwrap_or_default();
@@ -976,8 +986,7 @@ async fn embed(
     if !matches!(&request.input, Value::String(_) | Value::Array(_)) {
         return Err(
             ApiError::invalid_request("input must be a string or a list of strings")
-                .with_param("input")
-                .into(),
+                .with_param("input"),
         );
     }
     let mut openai = json!({ "model": model, "input": request.input });
@@ -1061,7 +1070,7 @@ mod tests {
 
     #[test]
     fn samplers_moat_lacks_and_unknown_options_are_refused() {
-        let message = |options: Value| applied(options).err().unwrap().0.message;
+        let message = |options: Value| applied(options).err().unwrap().message;
         assert!(message(json!({"mirostat": 2})).contains("mirostat"));
         assert!(message(json!({"typical_p": 0.5})).contains("typical_p"));
         assert!(message(json!({"tfs_z": 0.9})).contains("tfs_z"));
@@ -1084,8 +1093,8 @@ mod tests {
             let error = refuse_unless_empty("format", Some(&set), "not yet")
                 .err()
                 .unwrap();
-            assert_eq!(error.0.status, StatusCode::BAD_REQUEST);
-            assert_eq!(error.0.message, "format: not yet");
+            assert_eq!(error.status, StatusCode::BAD_REQUEST);
+            assert_eq!(error.message, "format: not yet");
         }
     }
 
@@ -1212,7 +1221,7 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert_eq!(error.0.status, StatusCode::BAD_REQUEST);
-        assert_eq!(error.0.message, "blocked");
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert_eq!(error.message, "blocked");
     }
 }
