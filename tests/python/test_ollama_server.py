@@ -209,6 +209,28 @@ def test_an_alias_and_the_latest_tag_resolve(client):
         assert via.model == name
 
 
+def test_logprobs_as_ollama_reports_them(client):
+    whole = ask(client, options=GREEDY, stream=False, logprobs=True, top_logprobs=3)
+    assert len(whole.logprobs) == whole.eval_count == 12
+    assert "".join(entry.token for entry in whole.logprobs) == whole.message.content
+    for entry in whole.logprobs:
+        assert len(entry.top_logprobs) == 3
+        # Greedy: the chosen token is the most likely one.
+        assert entry.top_logprobs[0].token == entry.token
+        assert abs(entry.top_logprobs[0].logprob - entry.logprob) < 1e-6
+        assert entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob
+    parts = list(ask(client, options=GREEDY, stream=True, logprobs=True))
+    streamed = [entry for part in parts for entry in (part.logprobs or [])]
+    assert [e.token for e in streamed] == [e.token for e in whole.logprobs]
+    raw = client.generate(model=SMOLLM2, prompt="1, 2, 3,", raw=True, logprobs=True, top_logprobs=2,
+                          options={"temperature": 0, "num_predict": 4})
+    assert len(raw.logprobs) == 4 and all(len(e.top_logprobs) == 2 for e in raw.logprobs)
+    assert raw.logprobs[0].top_logprobs[0].token == raw.logprobs[0].token
+    assert ask(client, options=GREEDY, stream=False).logprobs is None
+    error = refused(lambda: ask(client, top_logprobs=2))
+    assert error.status_code == 400 and "logprobs" in error.error
+
+
 # ----------------------------------------------------------------------------
 # embeddings
 # ----------------------------------------------------------------------------

@@ -456,10 +456,12 @@ struct Common {
     _keep_alive: Option<Value>,
     #[serde(default)]
     think: Option<Value>,
+    /// Each generated token's log probability.
     #[serde(default)]
-    logprobs: Option<Value>,
+    logprobs: Option<bool>,
+    /// And this many alternatives per position (0 to 20; needs `logprobs`).
     #[serde(default)]
-    top_logprobs: Option<Value>,
+    top_logprobs: Option<u32>,
 }
 
 impl Common {
@@ -469,14 +471,32 @@ impl Common {
     }
 
     /// The OpenAI body's fields from these: model, stream with usage, sampling options.
-    fn openai_body(&self, model: &str) -> Result<Map<String, Value>> {
+    /// Whether the answer carries log probabilities.
+    fn wants_logprobs(&self) -> bool {
+        self.logprobs == Some(true)
+    }
+
+    /// The OpenAI body's fields from these: model, stream with usage, sampling options, log
+    /// probabilities (in chat's form, or with `completions` in the completions endpoint's).
+    fn openai_body(&self, model: &str, completions: bool) -> Result<Map<String, Value>> {
         refuse_unless_empty("format", self.format.as_ref(), NO_STRUCTURED_OUTPUT)?;
         refuse_unless_empty("think", self.think.as_ref(), NO_THINKING)?;
-        let no_logprobs = "log probabilities are not on the Ollama API in moat: use /v1";
-        refuse_unless_empty("logprobs", self.logprobs.as_ref(), no_logprobs)?;
-        let top = self.top_logprobs.as_ref().filter(|v| v.as_u64() != Some(0));
-        refuse_unless_empty("top_logprobs", top, no_logprobs)?;
+        let top = self.top_logprobs.unwrap_or(0);
+        if top > 0 && !self.wants_logprobs() {
+            return Err(
+                ApiError::invalid_request("top_logprobs needs logprobs: true")
+                    .with_param("top_logprobs"),
+            );
+        }
         let mut body = Map::new();
+        if self.wants_logprobs() {
+            if completions {
+                body.insert("logprobs".into(), json!(top));
+            } else {
+                body.insert("logprobs".into(), json!(true));
+                body.insert("top_logprobs".into(), json!(top));
+            }
+        }
         body.insert("model".into(), json!(model));
         // Always streamed inside, with usage: see `respond`.
         body.insert("stream".into(), json!(true));
@@ -594,8 +614,9 @@ fn line(value: &Value) -> Bytes {
 
 /// What one piece of the internal stream means for the Ollama answer.
 enum Step {
-    /// Text to pass on.
-    Text(String),
+    /// Text to pass on, with the log probabilities of the tokens read since the last text
+    /// (when asked for).
+    Text(String, Vec<Value>),
     /// The answer failed: this error body (OpenAI's shape).
     Failed(String),
     /// Nothing to pass on (a role chunk, the finish chunk, the usage chunk).
@@ -606,6 +627,9 @@ enum Step {
 struct Reader {
     pieces: Pieces,
     tally: Tally,
+    /// Log probabilities of tokens whose text has not been passed on yet (a stop string's
+    /// first characters are held back).
+    logprobs: Vec<Value>,
 }
 
 impl Reader {
@@ -631,14 +655,60 @@ impl Reader {
         if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
             self.tally.finish = Some(reason.to_owned());
         }
+        self.logprobs.extend(token_logprobs(choice));
         match choice_text(choice, "delta").filter(|t| !t.is_empty()) {
             Some(text) => {
                 self.tally.first_token.get_or_insert_with(Instant::now);
-                Step::Text(text.to_owned())
+                Step::Text(text.to_owned(), std::mem::take(&mut self.logprobs))
             }
             None => Step::Nothing,
         }
     }
+}
+
+/// A chunk's log probabilities in Ollama's form, which is chat's (`token`, `logprob`, `bytes`,
+/// `top_logprobs`); the completions endpoint's (`tokens`, `token_logprobs`, `top_logprobs` as
+/// maps) is turned into it.
+fn token_logprobs(choice: &Value) -> Vec<Value> {
+    let Some(logprobs) = choice.get("logprobs").filter(|l| !l.is_null()) else {
+        return Vec::new();
+    };
+    if let Some(content) = logprobs.get("content").and_then(Value::as_array) {
+        return content.clone();
+    }
+    let list = |field: &str| {
+        logprobs
+            .get(field)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (tokens, values, tops) = (list("tokens"), list("token_logprobs"), list("top_logprobs"));
+    let entry = |token: &str, logprob: &Value| json!({ "token": token, "logprob": logprob, "bytes": token.as_bytes() });
+    tokens
+        .iter()
+        .zip(values.iter())
+        .enumerate()
+        .map(|(i, (token, logprob))| {
+            let token = token.as_str().unwrap_or_default();
+            let mut alternatives: Vec<(String, Value)> = tops
+                .get(i)
+                .and_then(Value::as_object)
+                .map(|top| top.iter().map(|(t, l)| (t.clone(), l.clone())).collect())
+                .unwrap_or_default();
+            alternatives.sort_by(|a, b| {
+                let (a, b) = (a.1.as_f64().unwrap_or(0.0), b.1.as_f64().unwrap_or(0.0));
+                b.total_cmp(&a)
+            });
+            let mut out = entry(token, logprob);
+            out["top_logprobs"] = alternatives
+                .iter()
+                .map(|(t, l)| entry(t, l))
+                .collect::<Vec<_>>()
+                .into();
+            out
+        })
+        .collect()
 }
 
 /// Relays the answer as newline-delimited JSON: one object per piece of text, then one with
@@ -647,6 +717,7 @@ struct Relay {
     reader: Reader,
     shape: Shape,
     model: String,
+    logprobs: bool,
     done: bool,
 }
 
@@ -654,8 +725,11 @@ impl Relay {
     async fn next_line(mut self) -> Option<(Result<Bytes, std::convert::Infallible>, Self)> {
         while !self.done {
             match self.reader.next().await {
-                Some(Step::Text(text)) => {
+                Some(Step::Text(text, logprobs)) => {
                     let mut object = object(self.shape, &self.model, &text);
+                    if self.logprobs {
+                        object.insert("logprobs".into(), Value::Array(logprobs));
+                    }
                     object.insert("done".into(), json!(false));
                     return Some((Ok(line(&Value::Object(object))), self));
                 }
@@ -668,6 +742,10 @@ impl Relay {
                 None => {
                     self.done = true;
                     let mut last = object(self.shape, &self.model, "");
+                    if self.logprobs && !self.reader.logprobs.is_empty() {
+                        let rest = std::mem::take(&mut self.reader.logprobs);
+                        last.insert("logprobs".into(), Value::Array(rest));
+                    }
                     self.reader.tally.done_fields(&mut last);
                     return Some((Ok(line(&Value::Object(last))), self));
                 }
@@ -683,7 +761,7 @@ async fn respond(
     answer: Answer,
     shape: Shape,
     model: &str,
-    stream: bool,
+    asked: Asked,
     began: Instant,
 ) -> Result<Response> {
     let pieces = match answer {
@@ -694,12 +772,14 @@ async fn respond(
     let mut reader = Reader {
         pieces,
         tally: Tally::new(began),
+        logprobs: Vec::new(),
     };
-    if stream {
+    if asked.stream {
         let relay = Relay {
             reader,
             shape,
             model: model.to_owned(),
+            logprobs: asked.logprobs,
             done: false,
         };
         let lines = stream::unfold(relay, Relay::next_line);
@@ -711,16 +791,42 @@ async fn respond(
         return Ok(response);
     }
     let mut text = String::new();
+    let mut logprobs = Vec::new();
     while let Some(step) = reader.next().await {
         match step {
-            Step::Text(piece) => text.push_str(&piece),
+            Step::Text(piece, more) => {
+                text.push_str(&piece);
+                logprobs.extend(more);
+            }
             Step::Failed(body) => return Err(failed(&body)),
             Step::Nothing => {}
         }
     }
     let mut object = object(shape, model, &text);
+    if asked.logprobs {
+        logprobs.append(&mut reader.logprobs);
+        object.insert("logprobs".into(), Value::Array(logprobs));
+    }
     reader.tally.done_fields(&mut object);
     Ok(Json(Value::Object(object)).into_response())
+}
+
+/// What the client asked of the answer's form.
+#[derive(Clone, Copy)]
+struct Asked {
+    /// A stream of objects (Ollama's default), or one.
+    stream: bool,
+    /// Log probabilities in each object.
+    logprobs: bool,
+}
+
+impl Asked {
+    fn from(common: &Common) -> Self {
+        Self {
+            stream: common.streams(),
+            logprobs: common.wants_logprobs(),
+        }
+    }
 }
 
 /// A whole OpenAI answer as one chunk with its text as the delta.
@@ -820,7 +926,7 @@ async fn chat(
     let request: ChatRequest = parse(&body)?;
     let model = resolve(&state, &request.common.model);
     refuse_unless_empty("tools", request.tools.as_ref(), NO_TOOLS)?;
-    let mut openai = request.common.openai_body(&model)?;
+    let mut openai = request.common.openai_body(&model, false)?;
     if request.messages.is_empty() {
         check_chat_model(&state, &model)?;
         caller.authorize(&model, &model)?;
@@ -835,8 +941,8 @@ async fn chat(
     }
     openai.insert("messages".into(), Value::Array(messages));
     let answer = answer_chat(&state, &caller, &Value::Object(openai)).await?;
-    let stream = request.common.streams();
-    respond(answer, Shape::Chat, &request.common.model, stream, began).await
+    let asked = Asked::from(&request.common);
+    respond(answer, Shape::Chat, &request.common.model, asked, began).await
 }
 
 #[derive(Deserialize)]
@@ -885,7 +991,7 @@ async fn generate(
         "moat does not return or take token contexts: send the conversation to /api/chat",
     )?;
     refuse_unless_empty("images", request.images.as_ref(), NO_IMAGES)?;
-    let mut openai = request.common.openai_body(&model)?;
+    let mut openai = request.common.openai_body(&model, request.raw)?;
     if request.prompt.is_empty() {
         check_chat_model(&state, &model)?;
         caller.authorize(&model, &model)?;
@@ -911,15 +1017,8 @@ async fn generate(
         openai.insert("messages".into(), Value::Array(messages));
         answer_chat(&state, &caller, &Value::Object(openai)).await?
     };
-    let stream = request.common.streams();
-    respond(
-        answer,
-        Shape::Generate,
-        &request.common.model,
-        stream,
-        began,
-    )
-    .await
+    let asked = Asked::from(&request.common);
+    respond(answer, Shape::Generate, &request.common.model, asked, began).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1039,6 +1138,15 @@ mod tests {
 
     use super::*;
 
+    const ONE: Asked = Asked {
+        stream: false,
+        logprobs: false,
+    };
+    const STREAM: Asked = Asked {
+        stream: true,
+        logprobs: false,
+    };
+
     fn applied(options: Value) -> Result<Map<String, Value>> {
         let mut body = Map::new();
         apply_options(options.as_object().unwrap(), &mut body)?;
@@ -1099,6 +1207,27 @@ mod tests {
     }
 
     #[test]
+    fn completions_logprobs_take_chats_form() {
+        let choice = json!({"text": "Hi", "logprobs": {
+            "tokens": ["Hi"], "token_logprobs": [-0.5],
+            "top_logprobs": [{"Hey": -2.0, "Hi": -0.5}], "text_offset": [0]}});
+        assert_eq!(
+            token_logprobs(&choice),
+            vec![
+                json!({"token": "Hi", "logprob": -0.5, "bytes": [72, 105], "top_logprobs": [
+                {"token": "Hi", "logprob": -0.5, "bytes": [72, 105]},
+                {"token": "Hey", "logprob": -2.0, "bytes": [72, 101, 121]}]})
+            ]
+        );
+        let chat = json!({"logprobs": {"content": [{"token": "a", "logprob": -1.0}]}});
+        assert_eq!(
+            token_logprobs(&chat),
+            vec![json!({"token": "a", "logprob": -1.0})]
+        );
+        assert!(token_logprobs(&json!({"logprobs": null})).is_empty());
+    }
+
+    #[test]
     fn parameter_sizes_read_as_ollama_prints_them() {
         assert_eq!(parameter_size(134_515_008), "135M");
         assert_eq!(parameter_size(7_615_616_512), "7.6B");
@@ -1113,7 +1242,7 @@ mod tests {
                          "finish_reason": "length"}],
             "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
         }));
-        let response = respond(answer, Shape::Chat, "m", false, Instant::now())
+        let response = respond(answer, Shape::Chat, "m", ONE, Instant::now())
             .await
             .ok()
             .unwrap();
@@ -1177,7 +1306,7 @@ mod tests {
 
     async fn relay_lines(pieces: Vec<Piece>, shape: Shape) -> Vec<Value> {
         let answer = Answer::Stream(stream::iter(pieces).boxed());
-        let response = respond(answer, shape, "m", true, Instant::now())
+        let response = respond(answer, shape, "m", STREAM, Instant::now())
             .await
             .ok()
             .unwrap();
@@ -1203,7 +1332,7 @@ mod tests {
             )
         };
         let answer = Answer::Stream(stream::iter(vec![chunk("Hel"), chunk("lo")]).boxed());
-        let response = respond(answer, Shape::Generate, "m", false, Instant::now())
+        let response = respond(answer, Shape::Generate, "m", ONE, Instant::now())
             .await
             .ok()
             .unwrap();
@@ -1217,7 +1346,7 @@ mod tests {
         let answer = Answer::Stream(
             stream::iter(vec![chunk("a"), Piece::Error(blocked.to_string())]).boxed(),
         );
-        let error = respond(answer, Shape::Chat, "m", false, Instant::now())
+        let error = respond(answer, Shape::Chat, "m", ONE, Instant::now())
             .await
             .err()
             .unwrap();
