@@ -15,6 +15,7 @@ Run as part of tests/python (see test_openai_server.py); skips without MOAT_TEST
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -229,6 +230,29 @@ def test_logprobs_as_ollama_reports_them(client):
     assert ask(client, options=GREEDY, stream=False).logprobs is None
     error = refused(lambda: ask(client, top_logprobs=2))
     assert error.status_code == 400 and "logprobs" in error.error
+
+
+def running_sequences(server) -> float:
+    status, _, text = http("GET", server.url + "/metrics")
+    assert status == 200, text
+    line = next(l for l in text.splitlines() if l.startswith(f'moat_engine_running_sequences{{model="{SMOLLM2}"}}'))
+    return float(line.split()[-1])
+
+
+def test_a_client_that_leaves_a_stream_frees_its_sequence(server, client):
+    # Counting on from 5 runs for as long as it may (CTX - 16 tokens), unless the server
+    # stops the sequence when the client goes away.
+    parts = client.generate(model=SMOLLM2, prompt="1, 2, 3, 4, 5,", raw=True, stream=True,
+                            options={"temperature": 0, "num_predict": CTX - 16})
+    seen = [next(parts) for _ in range(5)]
+    assert not any(part.done for part in seen)
+    assert running_sequences(server) == 1
+    parts.close()
+    deadline = time.monotonic() + 10
+    while running_sequences(server) != 0:
+        assert time.monotonic() < deadline, "the abandoned stream still holds its sequence"
+        time.sleep(0.05)
+    assert ask(client, options=GREEDY, stream=False).done
 
 
 # ----------------------------------------------------------------------------

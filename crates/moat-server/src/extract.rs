@@ -5,6 +5,9 @@
 //! Every body moat reads goes through [`IdleBody`]: a client that stops sending its body
 //! halfway gets 408 after `ServerConfig::body_idle_timeout` instead of holding the request
 //! open forever.
+//!
+//! [`close_when_body_unread`] marks an answer sent before its body was read with
+//! `Connection: close`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -109,6 +112,65 @@ impl http_body::Body for IdleBody {
                 Poll::Pending => Poll::Pending,
             },
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Answers that go out before their request's body was read (a 401 from the key check, a 404
+/// for an unknown route, a 413, a 503 while draining) say `Connection: close`. hyper cannot
+/// keep such a connection (the rest of the body is still coming), and closes it after the
+/// answer; without the header a keep-alive client would send its next request on it and see
+/// the connection drop without an answer.
+pub(crate) async fn close_when_body_unread(
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use http_body::Body as _;
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let read = Arc::new(AtomicBool::new(false));
+    let (parts, body) = request.into_parts();
+    let body = Body::new(ReadToEnd {
+        inner: body,
+        read: Arc::clone(&read),
+    });
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    if !read.load(Ordering::Relaxed) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+/// A body that records when it was read to its end.
+struct ReadToEnd {
+    inner: Body,
+    read: Arc<AtomicBool>,
+}
+
+impl http_body::Body for ReadToEnd {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.read.store(true, Ordering::Relaxed);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

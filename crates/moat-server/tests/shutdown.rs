@@ -187,3 +187,55 @@ async fn read_to_end_or_done(mut stream: TcpStream) -> String {
     }
     String::from_utf8_lossy(&all).into_owned()
 }
+
+/// Reads one answer whose head and body arrive in one piece (a small error or health answer).
+async fn read_answer(stream: &mut TcpStream) -> String {
+    let mut buffer = vec![0; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buffer[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_sent_before_the_body_was_read_closes_the_connection_and_says_so() {
+    let running = start(Duration::from_secs(30)).await;
+
+    // An unknown route answers before the body arrives: hyper cannot reuse the connection,
+    // and the answer must say so, or a keep-alive client would send its next request into it.
+    let mut stream = TcpStream::connect(running.address).await.unwrap();
+    stream
+        .write_all(b"POST /v1/no-such-route HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_answer(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+
+    // An error after the whole body was read keeps the connection for the next request.
+    let mut stream = TcpStream::connect(running.address).await.unwrap();
+    stream
+        .write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n{not json",
+        )
+        .await
+        .unwrap();
+    let answer = read_answer(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_answer(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    running.stop.send(()).unwrap();
+    running.server.await.unwrap().unwrap();
+}

@@ -47,6 +47,7 @@ pub fn app(state: AppState) -> Router {
             refuse_while_draining,
         ))
         .layer(middleware::from_fn(ollama::error_shape))
+        .layer(middleware::from_fn(crate::extract::close_when_body_unread))
         // Outermost: every request, refused or not, gets its id, log line and metrics.
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -94,7 +94,10 @@ async fn version() -> Json<Value> {
     Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
 }
 
-async fn not_managed_here() -> ApiError {
+/// The body is read first, though nothing in it matters: answering before it arrived would
+/// make hyper close the connection after the answer, under a client that may already be
+/// reusing it for its next request.
+async fn not_managed_here(RawBody(_body): RawBody) -> ApiError {
     ApiError {
         status: StatusCode::NOT_IMPLEMENTED,
         ..ApiError::invalid_request(
