@@ -104,6 +104,8 @@ def test_tags_show_and_ps_report_what_the_store_knows(client):
     assert shown.modelinfo["general.architecture"] == "llama"
     assert shown.modelinfo["llama.context_length"] == 8192
     assert shown.modelinfo["general.parameter_count"] == 134515008
+    # The context it is served with, beside the trained one above.
+    assert f"num_ctx {CTX}" in shown.parameters.splitlines()
     assert client.show(MINILM).capabilities == ["embedding"]
     with pytest.raises(ollama.ResponseError) as missing:
         client.show("no-such-model")

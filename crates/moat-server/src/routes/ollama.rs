@@ -306,6 +306,7 @@ async fn show(
         .as_ref()
         .and_then(|model| model.engine.info().chat_template.clone())
         .unwrap_or_default();
+    let parameters = served.as_deref().map(parameters).unwrap_or_default();
     let capabilities = match kind {
         Named::Embedding => vec!["embedding"],
         Named::Chat | Named::Alias(_) | Named::Gateway => vec!["completion"],
@@ -336,13 +337,42 @@ async fn show(
     Ok(Json(json!({
         "license": card.license.as_deref().unwrap_or(""),
         "modelfile": "",
-        "parameters": "",
+        "parameters": parameters,
         "template": template,
         "details": details(&card),
         "model_info": info,
         "capabilities": capabilities,
         "modified_at": timestamp(modified),
     })))
+}
+
+/// A served model's settings as a Modelfile's `PARAMETER` lines, as `/api/show` reports them:
+/// the context it is served with (what a client may fill, which can be less than the model's
+/// trained `context_length` in `model_info`) and the manifest's sampling defaults.
+fn parameters(model: &crate::ServedModel) -> String {
+    let defaults = &model.limits.defaults;
+    let mut lines = vec![format!("num_ctx {}", model.engine.info().n_ctx)];
+    let numbers = [
+        ("temperature", defaults.temperature),
+        ("top_p", defaults.top_p),
+        ("min_p", defaults.min_p),
+        ("repeat_penalty", defaults.repeat_penalty),
+    ];
+    for (name, value) in numbers {
+        if let Some(value) = value {
+            lines.push(format!("{name} {value}"));
+        }
+    }
+    if let Some(top_k) = defaults.top_k {
+        lines.push(format!("top_k {top_k}"));
+    }
+    if let Some(max_tokens) = defaults.max_tokens {
+        lines.push(format!("num_predict {max_tokens}"));
+    }
+    for stop in &defaults.stop {
+        lines.push(format!("stop {}", json!(stop)));
+    }
+    lines.join("\n")
 }
 
 // ---------------------------------------------------------------------------------------------
