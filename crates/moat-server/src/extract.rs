@@ -6,8 +6,7 @@
 //! halfway gets 408 after `ServerConfig::body_idle_timeout` instead of holding the request
 //! open forever.
 //!
-//! [`close_when_body_unread`] marks an answer sent before its body was read with
-//! `Connection: close`.
+//! [`run_noting_body`] marks an answer sent before its body was read with `Connection: close`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -123,12 +122,12 @@ impl http_body::Body for IdleBody {
     }
 }
 
-/// Answers that go out before their request's body was read (a 401 from the key check, a 404
-/// for an unknown route, a 413, a 503 while draining) say `Connection: close`. hyper cannot
-/// keep such a connection (the rest of the body is still coming), and closes it after the
+/// Runs the rest of the app on `request`; an answer that goes out before its body was read (a
+/// 401 from the key check, a 404 for an unknown route, a 413) says `Connection: close`. hyper
+/// cannot keep such a connection (the rest of the body is still coming) and closes it after the
 /// answer; without the header a keep-alive client would send its next request on it and see
 /// the connection drop without an answer.
-pub(crate) async fn close_when_body_unread(
+pub(crate) async fn run_noting_body(
     request: Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -144,12 +143,28 @@ pub(crate) async fn close_when_body_unread(
     });
     let mut response = next.run(Request::from_parts(parts, body)).await;
     if !read.load(Ordering::Relaxed) {
-        response.headers_mut().insert(
-            axum::http::header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
-        );
+        closing(&mut response);
     }
     response
+}
+
+/// `response`, answered without reading `request`'s body: `Connection: close` when it has one.
+pub(crate) fn answer_unread(
+    request: &Request,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    use http_body::Body as _;
+    if !request.body().is_end_stream() {
+        closing(&mut response);
+    }
+    response
+}
+
+fn closing(response: &mut axum::response::Response) {
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
 }
 
 /// A body that records when it was read to its end.

@@ -16,7 +16,7 @@ mod usage;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::Uri;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 
 use crate::{ApiError, AppState};
@@ -42,12 +42,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             crate::trust::authenticate,
         ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            refuse_while_draining,
-        ))
-        .layer(middleware::from_fn(ollama::error_shape))
-        .layer(middleware::from_fn(crate::extract::close_when_body_unread))
+        .layer(middleware::from_fn_with_state(state.clone(), gate))
         // Outermost: every request, refused or not, gets its id, log line and metrics.
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -56,15 +51,21 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Once shutdown began, new requests get 503 while those in flight finish. `/health` answers
-/// for itself (503, `draining`).
-async fn refuse_while_draining(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    if state.is_draining() && request.uri().path() != "/health" {
-        return Err(ApiError::draining());
+/// Around every route, in one layer (each layer costs every request its boxing): once shutdown
+/// began, new requests get 503 while those in flight finish (`/health` answers for itself:
+/// 503, `draining`); an answer sent before its request's body was read says `Connection:
+/// close` (`extract::run_noting_body`); an error under `/api/` takes Ollama's shape
+/// (`ollama::error_shape`).
+async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let ollama = request.uri().path().starts_with("/api/");
+    let response = if state.is_draining() && request.uri().path() != "/health" {
+        crate::extract::answer_unread(&request, ApiError::draining().into_response())
+    } else {
+        crate::extract::run_noting_body(request, next).await
+    };
+    if ollama && !response.status().is_success() {
+        ollama::error_shape(response).await
+    } else {
+        response
     }
-    Ok(next.run(request).await)
 }

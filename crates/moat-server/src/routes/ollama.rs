@@ -17,9 +17,8 @@
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
@@ -55,13 +54,9 @@ pub(super) fn router() -> Router<AppState> {
 /// Ollama's clients read an error as `{"error": "message"}`. Every error answer under `/api/`
 /// (from these routes, and from the key check, the body limit, the draining gate and the
 /// unknown-route fallback around them) is re-shaped here from OpenAI's
-/// `{"error": {"message": ...}}`, keeping its status and headers (`Retry-After`).
-pub(super) async fn error_shape(request: Request, next: Next) -> Response {
-    let ollama = request.uri().path().starts_with("/api/");
-    let response = next.run(request).await;
-    if !ollama || response.status().is_success() {
-        return response;
-    }
+/// `{"error": {"message": ...}}`, keeping its status and headers (`Retry-After`); the router's
+/// outer layer (`gate`) calls this.
+pub(super) async fn error_shape(response: Response) -> Response {
     let (mut parts, body) = response.into_parts();
     // Error bodies are a few hundred bytes; the bound only guards against a surprise.
     let bytes = axum::body::to_bytes(body, 1 << 20)
