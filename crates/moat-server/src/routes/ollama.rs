@@ -887,12 +887,21 @@ fn failed(body: &str) -> ApiError {
     error
 }
 
-/// The answer to a request with no prompt: Ollama loads the model and says so.
-fn loaded(shape: Shape, model: &str) -> Response {
-    let mut object = object(shape, model, "");
+/// The answer to a request with no prompt: Ollama loads the model and says so; moat checks
+/// that it names a chat model the caller may use (`model`, as resolved; `asked_for`, as sent).
+fn loaded(
+    state: &AppState,
+    caller: &Caller,
+    model: &str,
+    shape: Shape,
+    asked_for: &str,
+) -> Result<Response> {
+    check_chat_model(state, model)?;
+    caller.authorize(model, model)?;
+    let mut object = object(shape, asked_for, "");
     object.insert("done".into(), json!(true));
     object.insert("done_reason".into(), json!("load"));
-    Json(Value::Object(object)).into_response()
+    Ok(Json(Value::Object(object)).into_response())
 }
 
 /// Answers an OpenAI chat body, local or through the gateway.
@@ -956,9 +965,7 @@ async fn chat(
     refuse_unless_empty("tools", request.tools.as_ref(), NO_TOOLS)?;
     let mut openai = request.common.openai_body(&model, false)?;
     if request.messages.is_empty() {
-        check_chat_model(&state, &model)?;
-        caller.authorize(&model, &model)?;
-        return Ok(loaded(Shape::Chat, &request.common.model));
+        return loaded(&state, &caller, &model, Shape::Chat, &request.common.model);
     }
     let mut messages = Vec::with_capacity(request.messages.len());
     for message in &request.messages {
@@ -1021,9 +1028,13 @@ async fn generate(
     refuse_unless_empty("images", request.images.as_ref(), NO_IMAGES)?;
     let mut openai = request.common.openai_body(&model, request.raw)?;
     if request.prompt.is_empty() {
-        check_chat_model(&state, &model)?;
-        caller.authorize(&model, &model)?;
-        return Ok(loaded(Shape::Generate, &request.common.model));
+        return loaded(
+            &state,
+            &caller,
+            &model,
+            Shape::Generate,
+            &request.common.model,
+        );
     }
     let answer = if request.raw {
         if request.system.as_deref().is_some_and(|s| !s.is_empty()) {
