@@ -33,6 +33,8 @@ from test_knowledge_server import MINILM, MINILM_DIR, cosine  # noqa: E402
 from test_openai_server import SMOLLM2, Server, http, model_file, moat  # noqa: E402
 
 ALIAS = "assistant"
+# A gateway alias (routed by moat-gateway) whose one target is the local model.
+ROUTED = "routed"
 CTX = 2048
 GREEDY = {"temperature": 0, "num_predict": 12}
 
@@ -44,7 +46,10 @@ def home(tmp_path_factory) -> Path:
     for source, name in [(model_file(SMOLLM2), SMOLLM2), (MINILM_DIR, MINILM)]:
         done = moat(home, "pull", str(source), "--name", name, "--quiet")
         assert done.returncode == 0, done.stderr
-    (home / "moat.toml").write_text(f'[aliases.{ALIAS}]\nmodel = "{SMOLLM2}"\n')
+    (home / "moat.toml").write_text(
+        f'[aliases.{ALIAS}]\nmodel = "{SMOLLM2}"\n'
+        f'[[aliases.{ROUTED}.targets]]\ntype = "local"\nmodel = "{SMOLLM2}"\n'
+    )
     return home
 
 
@@ -87,7 +92,7 @@ def test_root_and_version_answer(server):
 def test_tags_show_and_ps_report_what_the_store_knows(client):
     weights = model_file(SMOLLM2)
     listed = {model.model: model for model in client.list().models}
-    assert set(listed) == {SMOLLM2, MINILM, ALIAS}
+    assert set(listed) == {SMOLLM2, MINILM, ALIAS, ROUTED}
     smollm2 = listed[SMOLLM2]
     assert smollm2.size == weights.stat().st_size
     assert smollm2.digest == hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -206,10 +211,14 @@ def test_options_map_onto_moats_sampling(client):
 
 def test_an_alias_and_the_latest_tag_resolve(client):
     direct = ask(client, options=GREEDY, stream=False)
-    for name in [ALIAS, f"{ALIAS}:latest"]:
+    for name in [ALIAS, f"{ALIAS}:latest", ROUTED]:
         via = ask(client, model=name, options=GREEDY, stream=False)
         assert via.message.content == direct.message.content
         assert via.model == name
+        assert via.eval_count == direct.eval_count and via.prompt_eval_count == direct.prompt_eval_count
+    # Through the gateway, streamed too.
+    text, parts = streamed_text(ask(client, model=ROUTED, options=GREEDY, stream=True))
+    assert text == direct.message.content and parts[-1].eval_count == 12
 
 
 def test_logprobs_as_ollama_reports_them(client):
