@@ -1,0 +1,393 @@
+//! OpenAI's chunks and bodies, as moat's routes produce them, in Ollama's shapes: a stream of
+//! newline-delimited objects or one object, with the stop reason, counts and durations.
+
+use super::*;
+
+/// Which endpoint the answer is for: chat answers carry `message`, generate answers `response`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    Chat,
+    Generate,
+}
+
+/// What the last object of an answer reports.
+pub(super) struct Tally {
+    began: Instant,
+    first_token: Option<Instant>,
+    finish: Option<String>,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+impl Tally {
+    fn new(began: Instant) -> Self {
+        Self {
+            began,
+            first_token: None,
+            finish: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        }
+    }
+
+    fn usage(&mut self, usage: &Value) {
+        let count = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0);
+        self.prompt_tokens = count("prompt_tokens");
+        self.completion_tokens = count("completion_tokens");
+    }
+
+    /// The fields of the object with `done: true`. The prompt's time is the time to the first
+    /// token (queueing included); there is no load time, since served models stay loaded.
+    fn done_fields(&self, object: &mut Map<String, Value>) {
+        let end = Instant::now();
+        let first = self.first_token.unwrap_or(end);
+        let nanos = |d: Duration| json!(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        object.insert("done".into(), json!(true));
+        object.insert(
+            "done_reason".into(),
+            json!(self.finish.as_deref().unwrap_or("stop")),
+        );
+        object.insert("total_duration".into(), nanos(end - self.began));
+        object.insert("load_duration".into(), json!(0));
+        object.insert("prompt_eval_count".into(), json!(self.prompt_tokens));
+        object.insert("prompt_eval_duration".into(), nanos(first - self.began));
+        object.insert("eval_count".into(), json!(self.completion_tokens));
+        object.insert("eval_duration".into(), nanos(end - first));
+    }
+}
+
+/// One object of an answer with `text` as its content.
+pub(super) fn object(shape: Shape, model: &str, text: &str) -> Map<String, Value> {
+    let mut object = Map::new();
+    object.insert("model".into(), json!(model));
+    object.insert("created_at".into(), json!(now()));
+    match shape {
+        Shape::Chat => {
+            object.insert(
+                "message".into(),
+                json!({ "role": "assistant", "content": text }),
+            );
+        }
+        Shape::Generate => {
+            object.insert("response".into(), json!(text));
+        }
+    }
+    object
+}
+
+/// The text of choice 0 in a chunk (`delta.content` or `text`) or a whole answer
+/// (`message.content` or `text`).
+pub(super) fn choice_text<'a>(choice: &'a Value, part: &str) -> Option<&'a str> {
+    choice
+        .get(part)
+        .and_then(|p| p.get("content"))
+        .or_else(|| choice.get("text"))
+        .and_then(Value::as_str)
+}
+
+/// An error object's message, from an OpenAI error body.
+pub(super) fn error_message(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|value| {
+            value
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| body.to_owned())
+}
+
+pub(super) fn line(value: &Value) -> Bytes {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+/// What one piece of the internal stream means for the Ollama answer.
+pub(super) enum Step {
+    /// Text to pass on, with the log probabilities of the tokens read since the last text
+    /// (when asked for).
+    Text(String, Vec<Value>),
+    /// The answer failed: this error body (OpenAI's shape).
+    Failed(String),
+    /// Nothing to pass on (a role chunk, the finish chunk, the usage chunk).
+    Nothing,
+}
+
+/// Reads the internal OpenAI stream: text, the finish reason and the usage.
+pub(super) struct Reader {
+    pieces: Pieces,
+    tally: Tally,
+    /// Log probabilities of tokens whose text has not been passed on yet (a stop string's
+    /// first characters are held back).
+    logprobs: Vec<Value>,
+}
+
+impl Reader {
+    /// The next step; `None` at the end of the stream.
+    async fn next(&mut self) -> Option<Step> {
+        let step = match self.pieces.next().await? {
+            Piece::Error(body) => Step::Failed(body),
+            Piece::Chunk(text) => self.chunk(&text),
+        };
+        Some(step)
+    }
+
+    fn chunk(&mut self, text: &str) -> Step {
+        let Ok(chunk) = serde_json::from_str::<Value>(text) else {
+            return Step::Nothing;
+        };
+        if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
+            self.tally.usage(usage);
+        }
+        let Some(choice) = chunk.pointer("/choices/0") else {
+            return Step::Nothing;
+        };
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.tally.finish = Some(reason.to_owned());
+        }
+        self.logprobs.extend(token_logprobs(choice));
+        match choice_text(choice, "delta").filter(|t| !t.is_empty()) {
+            Some(text) => {
+                self.tally.first_token.get_or_insert_with(Instant::now);
+                Step::Text(text.to_owned(), std::mem::take(&mut self.logprobs))
+            }
+            None => Step::Nothing,
+        }
+    }
+}
+
+/// A chunk's log probabilities in Ollama's form, which is chat's (`token`, `logprob`, `bytes`,
+/// `top_logprobs`); the completions endpoint's (`tokens`, `token_logprobs`, `top_logprobs` as
+/// maps) is turned into it.
+pub(super) fn token_logprobs(choice: &Value) -> Vec<Value> {
+    let Some(logprobs) = choice.get("logprobs").filter(|l| !l.is_null()) else {
+        return Vec::new();
+    };
+    if let Some(content) = logprobs.get("content").and_then(Value::as_array) {
+        return content.clone();
+    }
+    let list = |field: &str| {
+        logprobs
+            .get(field)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (tokens, values, tops) = (list("tokens"), list("token_logprobs"), list("top_logprobs"));
+    let entry = |token: &str, logprob: &Value| json!({ "token": token, "logprob": logprob, "bytes": token.as_bytes() });
+    tokens
+        .iter()
+        .zip(values.iter())
+        .enumerate()
+        .map(|(i, (token, logprob))| {
+            let token = token.as_str().unwrap_or_default();
+            let mut alternatives: Vec<(String, Value)> = tops
+                .get(i)
+                .and_then(Value::as_object)
+                .map(|top| top.iter().map(|(t, l)| (t.clone(), l.clone())).collect())
+                .unwrap_or_default();
+            alternatives.sort_by(|a, b| {
+                let (a, b) = (a.1.as_f64().unwrap_or(0.0), b.1.as_f64().unwrap_or(0.0));
+                b.total_cmp(&a)
+            });
+            let mut out = entry(token, logprob);
+            out["top_logprobs"] = alternatives
+                .iter()
+                .map(|(t, l)| entry(t, l))
+                .collect::<Vec<_>>()
+                .into();
+            out
+        })
+        .collect()
+}
+
+/// Relays the answer as newline-delimited JSON: one object per piece of text, then one with
+/// `done: true`; an error ends the stream with `{"error": ...}`.
+pub(super) struct Relay {
+    reader: Reader,
+    shape: Shape,
+    model: String,
+    logprobs: bool,
+    done: bool,
+}
+
+impl Relay {
+    async fn next_line(mut self) -> Option<(Result<Bytes, std::convert::Infallible>, Self)> {
+        while !self.done {
+            match self.reader.next().await {
+                Some(Step::Text(text, logprobs)) => {
+                    let mut object = object(self.shape, &self.model, &text);
+                    if self.logprobs {
+                        object.insert("logprobs".into(), Value::Array(logprobs));
+                    }
+                    object.insert("done".into(), json!(false));
+                    return Some((Ok(line(&Value::Object(object))), self));
+                }
+                Some(Step::Failed(body)) => {
+                    self.done = true;
+                    let error = json!({ "error": error_message(&body) });
+                    return Some((Ok(line(&error)), self));
+                }
+                Some(Step::Nothing) => {}
+                None => {
+                    self.done = true;
+                    let mut last = object(self.shape, &self.model, "");
+                    if self.logprobs && !self.reader.logprobs.is_empty() {
+                        let rest = std::mem::take(&mut self.reader.logprobs);
+                        last.insert("logprobs".into(), Value::Array(rest));
+                    }
+                    self.reader.tally.done_fields(&mut last);
+                    return Some((Ok(line(&Value::Object(last))), self));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The answer in Ollama's shape: a stream of objects, or (`stream: false`) one object with the
+/// whole text. moat generates both as a stream, so the durations are measured the same way.
+pub(super) async fn respond(
+    answer: Answer,
+    shape: Shape,
+    model: &str,
+    asked: Asked,
+    began: Instant,
+) -> Result<Response> {
+    let pieces = match answer {
+        Answer::Stream(pieces) => pieces,
+        // Every request is made with `stream: true`; a whole answer still reads as one piece.
+        Answer::Whole(value) => stream::iter([Piece::Chunk(whole_as_chunk(&value))]).boxed(),
+    };
+    let mut reader = Reader {
+        pieces,
+        tally: Tally::new(began),
+        logprobs: Vec::new(),
+    };
+    if asked.stream {
+        let relay = Relay {
+            reader,
+            shape,
+            model: model.to_owned(),
+            logprobs: asked.logprobs,
+            done: false,
+        };
+        let lines = stream::unfold(relay, Relay::next_line);
+        let mut response = Body::from_stream(lines).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        return Ok(response);
+    }
+    let mut text = String::new();
+    let mut logprobs = Vec::new();
+    while let Some(step) = reader.next().await {
+        match step {
+            Step::Text(piece, more) => {
+                text.push_str(&piece);
+                logprobs.extend(more);
+            }
+            Step::Failed(body) => return Err(failed(&body)),
+            Step::Nothing => {}
+        }
+    }
+    let mut object = object(shape, model, &text);
+    if asked.logprobs {
+        logprobs.append(&mut reader.logprobs);
+        object.insert("logprobs".into(), Value::Array(logprobs));
+    }
+    reader.tally.done_fields(&mut object);
+    Ok(Json(Value::Object(object)).into_response())
+}
+
+/// What the client asked of the answer's form.
+#[derive(Clone, Copy)]
+pub(super) struct Asked {
+    /// A stream of objects (Ollama's default), or one.
+    pub(super) stream: bool,
+    /// Log probabilities in each object.
+    pub(super) logprobs: bool,
+}
+
+impl Asked {
+    pub(super) fn of(common: &Common) -> Self {
+        Self {
+            stream: common.streams(),
+            logprobs: common.wants_logprobs(),
+        }
+    }
+}
+
+/// A whole OpenAI answer as one chunk with its text as the delta.
+pub(super) fn whole_as_chunk(value: &Value) -> String {
+    let choice = value.pointer("/choices/0").cloned().unwrap_or_default();
+    let text = choice_text(&choice, "message").unwrap_or_default();
+    json!({
+        "choices": [{
+            "index": 0,
+            "delta": { "content": text },
+            "finish_reason": choice.get("finish_reason"),
+        }],
+        "usage": value.get("usage"),
+    })
+    .to_string()
+}
+
+/// The error response for an answer that failed after it started (in moat's internal stream),
+/// when the client asked for one object: a blocked answer is a 400, as on `/v1`.
+pub(super) fn failed(body: &str) -> ApiError {
+    let value = serde_json::from_str::<Value>(body).unwrap_or_default();
+    let message = error_message(body);
+    let error = if value.pointer("/error/code").and_then(Value::as_str)
+        == Some("content_policy_violation")
+    {
+        ApiError::invalid_request(message).with_code("content_policy_violation")
+    } else {
+        ApiError::internal(message)
+    };
+    error
+}
+
+/// The answer to a request with no prompt: Ollama loads the model and says so; moat checks
+/// that it names a chat model the caller may use (`model`, as resolved; `asked_for`, as sent).
+pub(super) fn loaded(
+    state: &AppState,
+    caller: &Caller,
+    model: &str,
+    shape: Shape,
+    asked_for: &str,
+) -> Result<Response> {
+    check_chat_model(state, model)?;
+    caller.authorize(model, model)?;
+    let mut object = object(shape, asked_for, "");
+    object.insert("done".into(), json!(true));
+    object.insert("done_reason".into(), json!("load"));
+    Ok(Json(Value::Object(object)).into_response())
+}
+
+/// Answers an OpenAI chat body, local or through the gateway.
+pub(super) async fn answer_chat(state: &AppState, caller: &Caller, body: &Value) -> Result<Answer> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if matches!(named(state, model), Some(Named::Gateway)) {
+        let (answer, _cache) = crate::gateway::chat_answer(state, caller, model, &bytes).await?;
+        return Ok(answer);
+    }
+    crate::routes::chat::local_chat(state, caller, &bytes, None).await
+}
+
+/// Fails with the same error a chat request for `model` would get, when it names no chat model.
+pub(super) fn check_chat_model(state: &AppState, model: &str) -> Result<()> {
+    match named(state, model) {
+        Some(Named::Chat) => state.model(model).map(drop),
+        Some(Named::Alias(_) | Named::Gateway) => Ok(()),
+        Some(Named::Embedding) => Err(ApiError::not_a_chat_model(model)),
+        None => Err(ApiError::model_not_found(model)),
+    }
+}

@@ -1,0 +1,170 @@
+//! What Ollama's requests carry that the OpenAI request does not say the same way: `options`,
+//! and the fields moat refuses unless they are empty.
+
+use super::*;
+
+/// Ollama's `options` that are set when the model is loaded; `moat serve`'s flags set them
+/// for every request, so a request's value has no effect.
+pub(super) const SERVER_OPTIONS: &[&str] = &[
+    "numa",
+    "num_ctx",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "low_vram",
+    "f16_kv",
+    "logits_all",
+    "vocab_only",
+    "use_mmap",
+    "use_mlock",
+    "embedding_only",
+    "num_thread",
+];
+
+/// Ollama options with no effect in moat (documented in docs/ollama.md).
+pub(super) const IGNORED_OPTIONS: &[&str] = &[
+    // moat never shifts the context: a prompt that does not fit is a 400.
+    "num_keep",
+    // Penalties look at the whole sequence.
+    "repeat_last_n",
+    "penalize_newline",
+    // Only with mirostat, which must be 0.
+    "mirostat_tau",
+    "mirostat_eta",
+];
+
+/// Turns Ollama's `options` into the OpenAI request's sampling fields.
+pub(super) fn apply_options(
+    options: &Map<String, Value>,
+    body: &mut Map<String, Value>,
+) -> Result<()> {
+    let invalid = |message: String| ApiError::invalid_request(message);
+    for (key, value) in options {
+        if value.is_null() {
+            continue;
+        }
+        match key.as_str() {
+            "temperature" | "top_p" | "top_k" | "min_p" | "seed" | "presence_penalty"
+            | "frequency_penalty" | "stop" => {
+                body.insert(key.clone(), value.clone());
+            }
+            "repeat_penalty" => {
+                body.insert("repetition_penalty".into(), value.clone());
+            }
+            "num_predict" => {
+                let n = value
+                    .as_i64()
+                    .ok_or_else(|| invalid("options.num_predict must be an integer".into()))?;
+                // 0 or less (-1: no limit, -2: fill the context) leaves it to the context.
+                if n > 0 {
+                    body.insert("max_tokens".into(), json!(n));
+                }
+            }
+            "mirostat" if value.as_f64() == Some(0.0) => {}
+            "tfs_z" | "typical_p" if value.as_f64() == Some(1.0) => {}
+            "mirostat" | "tfs_z" | "typical_p" => {
+                return Err(invalid(format!(
+                    "options.{key}: moat does not implement this sampler (mirostat must be 0, \
+                     tfs_z and typical_p 1); temperature, top_k, top_p, min_p and the penalties \
+                     are supported"
+                )));
+            }
+            known if SERVER_OPTIONS.contains(&known) || IGNORED_OPTIONS.contains(&known) => {}
+            unknown => {
+                return Err(invalid(format!(
+                    "options.{unknown} is not an Ollama option"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a field moat does not do yet, unless it is absent or empty.
+pub(super) fn refuse_unless_empty(field: &str, value: Option<&Value>, why: &str) -> Result<()> {
+    let empty = match value {
+        None | Some(Value::Null) => true,
+        Some(Value::String(text)) => text.is_empty(),
+        Some(Value::Array(items)) => items.is_empty(),
+        Some(Value::Bool(flag)) => !flag,
+        Some(_) => false,
+    };
+    if empty {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_request(format!("{field}: {why}")).with_param(field))
+    }
+}
+
+pub(super) const NO_STRUCTURED_OUTPUT: &str =
+    "structured output is not supported yet (it is not on /v1 either)";
+pub(super) const NO_TOOLS: &str = "tool calling is not supported yet (it is not on /v1 either)";
+pub(super) const NO_THINKING: &str = "thinking is not supported by moat's models";
+pub(super) const NO_IMAGES: &str = "moat's models take text only";
+
+/// The fields both `/api/chat` and `/api/generate` take.
+#[derive(Deserialize)]
+pub(super) struct Common {
+    pub(super) model: String,
+    #[serde(default)]
+    pub(super) stream: Option<bool>,
+    #[serde(default)]
+    pub(super) format: Option<Value>,
+    #[serde(default)]
+    pub(super) options: Option<Map<String, Value>>,
+    /// moat keeps a served model loaded: no effect.
+    #[serde(default, rename = "keep_alive")]
+    pub(super) _keep_alive: Option<Value>,
+    #[serde(default)]
+    pub(super) think: Option<Value>,
+    /// Each generated token's log probability.
+    #[serde(default)]
+    pub(super) logprobs: Option<bool>,
+    /// And this many alternatives per position (0 to 20; needs `logprobs`).
+    #[serde(default)]
+    pub(super) top_logprobs: Option<u32>,
+}
+
+impl Common {
+    /// Whether the client wants a stream (Ollama's default) or one object.
+    pub(super) fn streams(&self) -> bool {
+        self.stream.unwrap_or(true)
+    }
+
+    /// The OpenAI body's fields from these: model, stream with usage, sampling options.
+    /// Whether the answer carries log probabilities.
+    pub(super) fn wants_logprobs(&self) -> bool {
+        self.logprobs == Some(true)
+    }
+
+    /// The OpenAI body's fields from these: model, stream with usage, sampling options, log
+    /// probabilities (in chat's form, or with `completions` in the completions endpoint's).
+    pub(super) fn openai_body(&self, model: &str, completions: bool) -> Result<Map<String, Value>> {
+        refuse_unless_empty("format", self.format.as_ref(), NO_STRUCTURED_OUTPUT)?;
+        refuse_unless_empty("think", self.think.as_ref(), NO_THINKING)?;
+        let top = self.top_logprobs.unwrap_or(0);
+        if top > 0 && !self.wants_logprobs() {
+            return Err(
+                ApiError::invalid_request("top_logprobs needs logprobs: true")
+                    .with_param("top_logprobs"),
+            );
+        }
+        let mut body = Map::new();
+        if self.wants_logprobs() {
+            if completions {
+                body.insert("logprobs".into(), json!(top));
+            } else {
+                body.insert("logprobs".into(), json!(true));
+                body.insert("top_logprobs".into(), json!(top));
+            }
+        }
+        body.insert("model".into(), json!(model));
+        // Always streamed inside, with usage: see `respond`.
+        body.insert("stream".into(), json!(true));
+        body.insert("stream_options".into(), json!({ "include_usage": true }));
+        if let Some(options) = &self.options {
+            apply_options(options, &mut body)?;
+        }
+        Ok(body)
+    }
+}

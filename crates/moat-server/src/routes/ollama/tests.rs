@@ -1,0 +1,216 @@
+//! Unit tests of the translation, with no model.
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+const ONE: Asked = Asked {
+    stream: false,
+    logprobs: false,
+};
+const STREAM: Asked = Asked {
+    stream: true,
+    logprobs: false,
+};
+
+fn applied(options: Value) -> Result<Map<String, Value>> {
+    let mut body = Map::new();
+    apply_options(options.as_object().unwrap(), &mut body)?;
+    Ok(body)
+}
+
+#[test]
+fn options_become_openai_sampling_fields() {
+    let body = applied(json!({
+        "temperature": 0, "top_k": 20, "top_p": 0.9, "min_p": 0.05, "seed": 7,
+        "repeat_penalty": 1.1, "presence_penalty": 0.5, "frequency_penalty": 0.25,
+        "stop": ["\n"], "num_predict": 12, "num_ctx": 4096, "num_thread": 8,
+        "repeat_last_n": 64, "mirostat": 0, "typical_p": 1.0, "tfs_z": 1, "top_a": null
+    }))
+    .ok()
+    .unwrap();
+    assert_eq!(
+        Value::Object(body),
+        json!({
+            "temperature": 0, "top_k": 20, "top_p": 0.9, "min_p": 0.05, "seed": 7,
+            "repetition_penalty": 1.1, "presence_penalty": 0.5, "frequency_penalty": 0.25,
+            "stop": ["\n"], "max_tokens": 12
+        })
+    );
+    // No limit (-1) and "fill the context" (-2) leave max_tokens to the context.
+    assert!(applied(json!({"num_predict": -1})).ok().unwrap().is_empty());
+    assert!(applied(json!({"num_predict": -2})).ok().unwrap().is_empty());
+}
+
+#[test]
+fn samplers_moat_lacks_and_unknown_options_are_refused() {
+    let message = |options: Value| applied(options).err().unwrap().message;
+    assert!(message(json!({"mirostat": 2})).contains("mirostat"));
+    assert!(message(json!({"typical_p": 0.5})).contains("typical_p"));
+    assert!(message(json!({"tfs_z": 0.9})).contains("tfs_z"));
+    assert!(message(json!({"temprature": 0.1})).contains("not an Ollama option"));
+    assert!(message(json!({"num_predict": "many"})).contains("integer"));
+}
+
+#[test]
+fn fields_moat_does_not_do_are_refused_unless_empty() {
+    for empty in [json!(null), json!(""), json!([]), json!(false)] {
+        assert!(refuse_unless_empty("format", Some(&empty), "no").is_ok());
+    }
+    assert!(refuse_unless_empty("format", None, "no").is_ok());
+    for set in [
+        json!("json"),
+        json!({"type": "object"}),
+        json!([{}]),
+        json!(true),
+    ] {
+        let error = refuse_unless_empty("format", Some(&set), "not yet")
+            .err()
+            .unwrap();
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert_eq!(error.message, "format: not yet");
+    }
+}
+
+#[test]
+fn completions_logprobs_take_chats_form() {
+    let choice = json!({"text": "Hi", "logprobs": {
+        "tokens": ["Hi"], "token_logprobs": [-0.5],
+        "top_logprobs": [{"Hey": -2.0, "Hi": -0.5}], "text_offset": [0]}});
+    assert_eq!(
+        token_logprobs(&choice),
+        vec![
+            json!({"token": "Hi", "logprob": -0.5, "bytes": [72, 105], "top_logprobs": [
+            {"token": "Hi", "logprob": -0.5, "bytes": [72, 105]},
+            {"token": "Hey", "logprob": -2.0, "bytes": [72, 101, 121]}]})
+        ]
+    );
+    let chat = json!({"logprobs": {"content": [{"token": "a", "logprob": -1.0}]}});
+    assert_eq!(
+        token_logprobs(&chat),
+        vec![json!({"token": "a", "logprob": -1.0})]
+    );
+    assert!(token_logprobs(&json!({"logprobs": null})).is_empty());
+}
+
+#[test]
+fn parameter_sizes_read_as_ollama_prints_them() {
+    assert_eq!(parameter_size(134_515_008), "135M");
+    assert_eq!(parameter_size(7_615_616_512), "7.6B");
+    assert_eq!(parameter_size(268_098_176), "268M");
+    assert_eq!(parameter_size(22_700), "23K");
+}
+
+#[tokio::test]
+async fn a_whole_chat_answer_becomes_one_done_object() {
+    let answer = Answer::Whole(json!({
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi!"},
+                     "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+    }));
+    let response = respond(answer, Shape::Chat, "m", ONE, Instant::now())
+        .await
+        .ok()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let value: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        value["message"],
+        json!({"role": "assistant", "content": "Hi!"})
+    );
+    assert_eq!(value["done"], true);
+    assert_eq!(value["done_reason"], "length");
+    assert_eq!(value["prompt_eval_count"], 9);
+    assert_eq!(value["eval_count"], 3);
+    assert_eq!(value["model"], "m");
+}
+
+#[tokio::test]
+async fn a_stream_becomes_lines_and_an_error_ends_it() {
+    let chunk = |content: &str| {
+        Piece::Chunk(
+            json!({"choices": [{"index": 0, "delta": {"content": content},
+                                "finish_reason": null}]})
+            .to_string(),
+        )
+    };
+    let pieces = vec![
+        Piece::Chunk(
+            json!({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}).to_string(),
+        ),
+        chunk("Hel"),
+        chunk("lo"),
+        Piece::Chunk(
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}).to_string(),
+        ),
+        Piece::Chunk(
+            json!({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 2}})
+                .to_string(),
+        ),
+    ];
+    let lines = relay_lines(pieces, Shape::Generate).await;
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["response"], "Hel");
+    assert_eq!(lines[0]["done"], false);
+    assert_eq!(lines[1]["response"], "lo");
+    assert_eq!(lines[2]["done"], true);
+    assert_eq!(lines[2]["done_reason"], "stop");
+    assert_eq!(lines[2]["response"], "");
+    assert_eq!(lines[2]["prompt_eval_count"], 4);
+    assert_eq!(lines[2]["eval_count"], 2);
+
+    let error = json!({"error": {"message": "boom", "type": "server_error"}}).to_string();
+    let lines = relay_lines(vec![chunk("a"), Piece::Error(error)], Shape::Chat).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["message"]["content"], "a");
+    assert_eq!(lines[1], json!({"error": "boom"}));
+}
+
+async fn relay_lines(pieces: Vec<Piece>, shape: Shape) -> Vec<Value> {
+    let answer = Answer::Stream(stream::iter(pieces).boxed());
+    let response = respond(answer, shape, "m", STREAM, Instant::now())
+        .await
+        .ok()
+        .unwrap();
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/x-ndjson"
+    );
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(text.ends_with('\n'));
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_object_gathers_the_stream_and_an_error_keeps_its_status() {
+    let chunk = |content: &str| {
+        Piece::Chunk(json!({"choices": [{"index": 0, "delta": {"content": content}}]}).to_string())
+    };
+    let answer = Answer::Stream(stream::iter(vec![chunk("Hel"), chunk("lo")]).boxed());
+    let response = respond(answer, Shape::Generate, "m", ONE, Instant::now())
+        .await
+        .ok()
+        .unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let value: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(value["response"], "Hello");
+    assert_eq!(value["done"], true);
+    let blocked = json!({"error": {"message": "blocked", "code": "content_policy_violation"}});
+    let answer =
+        Answer::Stream(stream::iter(vec![chunk("a"), Piece::Error(blocked.to_string())]).boxed());
+    let error = respond(answer, Shape::Chat, "m", ONE, Instant::now())
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(error.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error.message, "blocked");
+}
