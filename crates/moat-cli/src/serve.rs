@@ -68,14 +68,19 @@ pub struct ServeArgs {
     /// the override is written to the audit log.
     #[arg(long)]
     allow_forbidden_license: bool,
-    /// Listen beyond loopback even though no API key exists, so anyone who can reach the
-    /// port can use the API.
+    /// Listen beyond loopback, or allow `--cors-origin '*'`, even though no API key exists,
+    /// so anyone who can reach the port (or any web page) can use the API.
     #[arg(long)]
     insecure: bool,
     /// Serve /metrics without an API key even once keys exist (by default it then needs an
     /// admin key).
     #[arg(long)]
     metrics_public: bool,
+    /// Let web pages from ORIGIN (`http://localhost:3000`) call the API from a browser;
+    /// repeat for several, or `*` for any site (refused while no API key exists, unless
+    /// --insecure). Without it browsers keep other sites' pages from reading the answers.
+    #[arg(long = "cors-origin", value_name = "ORIGIN", value_parser = parse_origin)]
+    cors_origins: Vec<String>,
     /// The request log on stderr: one text line per request, or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
     log_format: LogFormatArg,
@@ -235,6 +240,11 @@ pub fn model_card(model: &ModelFile) -> ModelCard {
     }
 }
 
+/// A `--cors-origin` value, checked as `moat_server::valid_origin` checks it.
+fn parse_origin(origin: &str) -> Result<String, String> {
+    moat_server::valid_origin(origin).map(|()| origin.to_owned())
+}
+
 /// Exit code when `moat serve` refuses an unsafe setup (as for a usage error).
 const EXIT_REFUSED: u8 = 2;
 
@@ -264,6 +274,21 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
         None => None,
     };
     let auth = Arc::new(open_auth(home)?);
+    let any_site = args.cors_origins.iter().any(|origin| origin == "*");
+    if any_site && !auth.keys_exist()? {
+        if !args.insecure {
+            eprintln!(
+                "error: refusing --cors-origin '*' without API keys: any web page the user opens \
+                 could use the API. Create a key first (`moat keys create`), name the origins \
+                 that may call it, or pass --insecure"
+            );
+            return Ok(EXIT_REFUSED);
+        }
+        eprintln!(
+            "warning: --cors-origin '*' without API keys (--insecure): any web page the user \
+             opens can use the API"
+        );
+    }
     if !args.host.is_loopback() && !auth.keys_exist()? {
         if !args.insecure {
             eprintln!(
@@ -629,6 +654,7 @@ async fn serve_models(
         body_limit_bytes: args.body_limit,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         metrics_public: args.metrics_public,
+        cors_origins: args.cors_origins.clone(),
         log_format: args.log_format.into(),
         otlp,
         ..ServerConfig::default()

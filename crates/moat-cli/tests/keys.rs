@@ -125,6 +125,33 @@ fn serve_refuses_a_public_address_without_keys() {
     assert!(error.contains("--insecure"), "{error}");
 }
 
+#[test]
+fn serve_refuses_any_web_origin_without_keys_and_a_malformed_origin() {
+    let home = TempHome::new();
+    let error = fails(
+        home.path(),
+        &["serve", "--cors-origin", "*", "--port", "9"],
+        2,
+    );
+    assert!(
+        error.contains("--cors-origin '*' without API keys"),
+        "{error}"
+    );
+    assert!(error.contains("--insecure"), "{error}");
+    for origin in [
+        "localhost:3000",
+        "http://localhost:3000/",
+        "http://a.b/path",
+    ] {
+        let error = fails(
+            home.path(),
+            &["serve", "--cors-origin", origin, "--port", "9"],
+            2,
+        );
+        assert!(error.contains("origin"), "{origin}: {error}");
+    }
+}
+
 /// Runs `moat ARGS` with `input` on stdin.
 fn with_stdin(home: &std::path::Path, args: &[&str], input: &str) -> std::process::Output {
     use std::io::Write;

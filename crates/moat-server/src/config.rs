@@ -20,11 +20,34 @@ pub struct ServerConfig {
     /// Serve `/metrics` without an API key even once keys exist (by default it needs an
     /// admin key then).
     pub metrics_public: bool,
+    /// The origins (`scheme://host[:port]`) whose web pages may call the API from a browser,
+    /// or `*` for any; empty (the default) sends no CORS headers, so browsers keep other
+    /// sites' pages from reading the answers. [`valid_origin`] says what is accepted.
+    pub cors_origins: Vec<String>,
     /// How the one log line per request is written on stderr.
     pub log_format: LogFormat,
     /// Where request traces go (OTLP/HTTP); `None` (the default) builds no spans at all.
     /// The caller starts the exporter and keeps a clone to flush it at shutdown.
     pub otlp: Option<moat_otlp::Exporter>,
+}
+
+/// Whether `origin` can be a `cors_origins` entry: `*`, or `http(s)://host[:port]` with no
+/// path, as browsers send it in `Origin`; the error says why not.
+pub fn valid_origin(origin: &str) -> Result<(), String> {
+    if origin == "*" {
+        return Ok(());
+    }
+    let rest = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .ok_or_else(|| format!("{origin:?}: an origin starts with http:// or https://"))?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
+    if rest.is_empty() || !rest.chars().all(plain) {
+        return Err(format!(
+            "{origin:?}: an origin is scheme://host[:port], with no path or trailing slash"
+        ));
+    }
+    Ok(())
 }
 
 /// The request log's format.
@@ -54,8 +77,37 @@ impl Default for ServerConfig {
             header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
             body_idle_timeout: Self::DEFAULT_BODY_IDLE_TIMEOUT,
             metrics_public: false,
+            cors_origins: Vec::new(),
             log_format: LogFormat::Text,
             otlp: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_what_browsers_send() {
+        for good in [
+            "*",
+            "http://localhost:3000",
+            "https://chat.example.com",
+            "http://[::1]:8080",
+        ] {
+            assert!(valid_origin(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "localhost:3000",
+            "http://",
+            "http://a.b/",
+            "https://a.b/path",
+            "ftp://a.b",
+            "http://a b",
+        ] {
+            assert!(valid_origin(bad).is_err(), "{bad}");
         }
     }
 }

@@ -36,7 +36,7 @@ mod stream;
 mod trace;
 mod trust;
 
-pub use config::{LogFormat, ServerConfig};
+pub use config::{valid_origin, LogFormat, ServerConfig};
 pub use error::ApiError;
 pub use gateway::CACHE_HEADER;
 pub use knowledge::{

@@ -43,6 +43,14 @@ fn engine(reply: FakeReply, step_delay: Duration) -> Arc<FakeEngine> {
 
 /// A server with keys and an audit log in a temporary `moat.db`; `configure` fills the rest.
 fn setup_with(engine: Arc<FakeEngine>, configure: impl FnOnce(&mut TrustConfig)) -> Setup {
+    setup_served(engine, ServerConfig::default(), configure)
+}
+
+fn setup_served(
+    engine: Arc<FakeEngine>,
+    server: ServerConfig,
+    configure: impl FnOnce(&mut TrustConfig),
+) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("moat.db");
     let auth = Arc::new(Auth::open(&db).unwrap());
@@ -54,7 +62,7 @@ fn setup_with(engine: Arc<FakeEngine>, configure: impl FnOnce(&mut TrustConfig))
     };
     configure(&mut config);
     let trust = Trust::new(config).unwrap();
-    let state = AppState::with_trust(ServerConfig::default(), Knowledge::default(), trust);
+    let state = AppState::with_trust(server, Knowledge::default(), trust);
     state.add_model("fake", ServedModel::new(engine, ModelLimits::default()));
     Setup {
         _dir: dir,
@@ -915,4 +923,106 @@ fn a_guard_key_naming_an_undefined_policy_is_refused() {
     .err()
     .expect("refused");
     assert!(error.to_string().contains("guard.keys.k"), "{error}");
+}
+
+/// A browser page from `origin` asking before it calls (a preflight), or calling.
+fn from_origin(method: &str, uri: &str, origin: &str, auth: Option<&str>) -> Request<Body> {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::ORIGIN, origin);
+    if method == "OPTIONS" {
+        builder = builder
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                "authorization,content-type",
+            );
+    }
+    if let Some(auth) = auth {
+        builder = builder.header(header::AUTHORIZATION, auth);
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn named_origins_may_call_from_a_browser_and_others_may_not() {
+    let server = ServerConfig {
+        cors_origins: vec!["http://localhost:3000".into()],
+        ..ServerConfig::default()
+    };
+    let cors = setup_served(
+        engine(FakeReply::Fixed("hi".into()), Duration::ZERO),
+        server,
+        |_| {},
+    );
+    let secret = key(&cors.auth, "web", &["*"], Limits::default());
+    let bearer = format!("Bearer {secret}");
+    let allow = header::ACCESS_CONTROL_ALLOW_ORIGIN;
+
+    // The preflight carries no key and is answered before the key check.
+    let page = "http://localhost:3000";
+    let preflight = send(
+        &cors.app,
+        from_origin("OPTIONS", "/v1/chat/completions", page, None),
+    )
+    .await;
+    assert_eq!(preflight.status, StatusCode::OK, "{}", preflight.body);
+    assert_eq!(preflight.headers[&allow], page);
+    let allowed = preflight.headers[header::ACCESS_CONTROL_ALLOW_HEADERS]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("content-type"),
+        "{allowed}"
+    );
+
+    // The call itself still needs the key, and its answer may be read by the page.
+    let listed = send(
+        &cors.app,
+        from_origin("GET", "/v1/models", page, Some(&bearer)),
+    )
+    .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    assert_eq!(listed.headers[&allow], page);
+    let exposed = listed.headers[header::ACCESS_CONTROL_EXPOSE_HEADERS]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("x-request-id"), "{exposed}");
+    let keyless = send(&cors.app, from_origin("GET", "/v1/models", page, None)).await;
+    assert_eq!(keyless.status, StatusCode::UNAUTHORIZED);
+
+    // Another site's page gets no permission to read anything.
+    let other = "http://evil.example";
+    let preflight = send(
+        &cors.app,
+        from_origin("OPTIONS", "/v1/chat/completions", other, None),
+    )
+    .await;
+    assert!(
+        preflight.headers.get(&allow).is_none(),
+        "{:?}",
+        preflight.headers
+    );
+    let listed = send(
+        &cors.app,
+        from_origin("GET", "/v1/models", other, Some(&bearer)),
+    )
+    .await;
+    assert!(listed.headers.get(&allow).is_none(), "{:?}", listed.headers);
+
+    // Without cors_origins no page is allowed, the named one neither.
+    let plain = setup(FakeReply::Fixed("hi".into()));
+    let preflight = send(
+        &plain.app,
+        from_origin("OPTIONS", "/v1/chat/completions", page, None),
+    )
+    .await;
+    assert!(
+        preflight.headers.get(&allow).is_none(),
+        "{:?}",
+        preflight.headers
+    );
 }

@@ -24,7 +24,8 @@ use crate::{ApiError, AppState};
 /// The whole HTTP app over `state`.
 pub fn app(state: AppState) -> Router {
     let limit = state.config().body_limit_bytes;
-    Router::new()
+    let cors = cors(&state.config().cors_origins);
+    let router = Router::new()
         .merge(chat::router())
         .merge(completions::router())
         .merge(models::router())
@@ -48,7 +49,47 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             crate::observe::observe,
         ))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        // Outside everything: a browser's preflight carries no key and is answered here.
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// Cross-origin access for the configured origins: the API's methods, the headers clients
+/// send (`Authorization`, `Content-Type`, `traceparent`) and those they may read back.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    let layer = CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("traceparent"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static(crate::gateway::CACHE_HEADER),
+            HeaderName::from_static("x-moat-limit"),
+            header::RETRY_AFTER,
+        ])
+        .max_age(std::time::Duration::from_secs(3600));
+    Some(layer)
 }
 
 /// Around every route, in one layer (each layer costs every request its boxing): once shutdown
