@@ -85,17 +85,18 @@ pub(super) fn choice_text<'a>(choice: &'a Value, part: &str) -> Option<&'a str> 
         .and_then(Value::as_str)
 }
 
-/// An error object's message, from an OpenAI error body.
+/// The message of an OpenAI error body (`{"error": {"message": ...}}`), if it is one.
+pub(super) fn openai_error_message(body: &[u8]) -> Option<String> {
+    let value = serde_json::from_slice::<Value>(body).ok()?;
+    value
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// An error object's message, from an OpenAI error body (the body itself if it is not one).
 pub(super) fn error_message(body: &str) -> String {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|value| {
-            value
-                .pointer("/error/message")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| body.to_owned())
+    openai_error_message(body.as_bytes()).unwrap_or_else(|| body.to_owned())
 }
 
 pub(super) fn line(value: &Value) -> Bytes {
@@ -341,14 +342,11 @@ pub(super) fn whole_as_chunk(value: &Value) -> String {
 pub(super) fn failed(body: &str) -> ApiError {
     let value = serde_json::from_str::<Value>(body).unwrap_or_default();
     let message = error_message(body);
-    let error = if value.pointer("/error/code").and_then(Value::as_str)
-        == Some("content_policy_violation")
-    {
+    if value.pointer("/error/code").and_then(Value::as_str) == Some("content_policy_violation") {
         ApiError::invalid_request(message).with_code("content_policy_violation")
     } else {
         ApiError::internal(message)
-    };
-    error
+    }
 }
 
 /// The answer to a request with no prompt: Ollama loads the model and says so; moat checks

@@ -76,15 +76,7 @@ pub(super) async fn error_shape(response: Response) -> Response {
     let bytes = axum::body::to_bytes(body, 1 << 20)
         .await
         .unwrap_or_default();
-    let message = serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .and_then(|value| {
-            value
-                .pointer("/error/message")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        });
-    let body = match message {
+    let body = match openai_error_message(&bytes) {
         Some(message) => Body::from(json!({ "error": message }).to_string()),
         None => Body::from(bytes),
     };
