@@ -469,15 +469,10 @@ def test_completions_parameters_are_checked(client):
     )
 
 
-def test_tools_and_response_format_are_rejected_until_supported(client):
+def test_tools_are_rejected_until_supported(client):
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     error = expect_error(openai.BadRequestError, lambda: chat_once(client, tools=tools), param="tools")
     assert "not supported" in error.message
-    expect_error(
-        openai.BadRequestError,
-        lambda: chat_once(client, response_format={"type": "json_object"}),
-        param="response_format",
-    )
     image = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
     expect_error(
         openai.BadRequestError,

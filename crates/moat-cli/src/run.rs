@@ -231,6 +231,7 @@ impl Session {
             logprobs: None,
             prompt_logprobs: false,
             deadline: None,
+            grammar: None,
         };
         let mut stream = self.engine.generate(request)?;
         let mut reply = String::new();

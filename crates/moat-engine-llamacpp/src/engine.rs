@@ -147,6 +147,11 @@ impl Engine for LlamaEngine {
         for &(token, _) in &request.sampling.logit_bias {
             vocab.check(token)?;
         }
+        let grammar = request
+            .grammar
+            .as_ref()
+            .map(|grammar| crate::grammar::compile(&self.shared.loaded()?.model, grammar))
+            .transpose()?;
         if !self.shared.try_admit(self.max_in_flight) {
             return Err(EngineError::Overloaded {
                 retry_after: RETRY_AFTER,
@@ -156,6 +161,7 @@ impl Engine for LlamaEngine {
         let job = Job {
             prompt,
             request,
+            grammar,
             sender,
         };
         match self.commands.try_send(Command::Generate(Box::new(job))) {

@@ -18,6 +18,7 @@
 mod embedder;
 mod engine;
 mod executor;
+mod grammar;
 mod header;
 mod model_context;
 mod options;

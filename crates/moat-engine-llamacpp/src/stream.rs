@@ -7,11 +7,12 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use moat_engine::{
-    Event, EventOutbox, FinishReason, GeneratedToken, GenerationEvent, TextAssembler, TokenId,
-    TokenLogprob, TopLogprob, Usage, ValidGenerate,
+    EngineError, Event, EventOutbox, FinishReason, GeneratedToken, GenerationEvent, TextAssembler,
+    TokenId, TokenLogprob, TopLogprob, Usage, ValidGenerate,
 };
 use tokio::sync::mpsc;
 
+use crate::grammar::sample_constrained;
 use crate::sampling::{penalties_active, sampler_chain, LogSoftmax};
 use crate::vocab::Vocab;
 
@@ -21,6 +22,8 @@ pub(crate) type EventSender = mpsc::Sender<Event>;
 pub(crate) struct Job {
     pub(crate) prompt: Vec<TokenId>,
     pub(crate) request: ValidGenerate,
+    /// The request's grammar, compiled by the handle (so a bad one fails before queueing).
+    pub(crate) grammar: Option<LlamaSampler>,
     pub(crate) sender: EventSender,
 }
 
@@ -35,6 +38,9 @@ pub(crate) struct Stream {
     /// Events on their way to the client; the worker never blocks on a client.
     outbox: EventOutbox,
     sampler: LlamaSampler,
+    /// Kept apart from `sampler`: the prompt's tokens go through the penalties' history but
+    /// must never reach the grammar, which only reads the output.
+    grammar: Option<LlamaSampler>,
     text: TextAssembler,
     ignore_eos: bool,
     logprobs: Option<u8>,
@@ -43,7 +49,7 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    pub(crate) fn new(job: &Job, vocab: &Vocab<'_>) -> Self {
+    pub(crate) fn new(job: &mut Job, vocab: &Vocab<'_>) -> Self {
         let request = &job.request;
         let mut sampler = sampler_chain(&request.sampling, vocab.n_vocab());
         if penalties_active(&request.sampling) {
@@ -53,6 +59,7 @@ impl Stream {
         Self {
             outbox: EventOutbox::new(job.sender.clone()),
             sampler,
+            grammar: job.grammar.take(),
             text: TextAssembler::new(request.stop.stop_strings.iter().cloned()),
             ignore_eos: request.stop.ignore_eos,
             logprobs: request.logprobs,
@@ -109,15 +116,29 @@ impl Stream {
         });
     }
 
-    /// Samples from the logits at batch index `at` and streams the token's text. An
-    /// end-of-generation token is counted but not shown, unless it carries held-back text.
+    /// Samples from the logits at batch index `at` (within the grammar, if the request has
+    /// one) and streams the token's text. An end-of-generation token is counted but not
+    /// shown, unless it carries held-back text. A grammar that allows no token ends the
+    /// stream with an error.
     pub(crate) fn sample(
         &mut self,
         context: &LlamaContext<'_>,
         at: i32,
         vocab: &Vocab<'_>,
     ) -> Sample {
-        let token = self.sampler.sample(context, at).0;
+        let token = match self.grammar.as_mut() {
+            None => self.sampler.sample(context, at).0,
+            Some(grammar) => match sample_constrained(&mut self.sampler, grammar, context, at) {
+                Ok(token) => token,
+                Err(problem) => {
+                    self.end_with(Err(EngineError::Internal(problem)));
+                    return Sample {
+                        token: vocab.eog_token(),
+                        stop: true,
+                    };
+                }
+            },
+        };
         let end_of_generation = !self.ignore_eos && vocab.is_eog(token);
         let (text, stop) = if end_of_generation {
             (self.text.flush(), true)

@@ -66,6 +66,11 @@ impl<'m> Vocab<'m> {
             .token_to_piece(LlamaToken(token), special, None)
     }
 
+    /// The model's end-of-sequence token, for a sequence that must end without a real sample.
+    pub(crate) fn eog_token(&self) -> TokenId {
+        self.model.vocab().eos().0
+    }
+
     pub(crate) fn is_eog(&self, token: TokenId) -> bool {
         self.contains(token) && self.model.vocab().is_eog(LlamaToken(token))
     }

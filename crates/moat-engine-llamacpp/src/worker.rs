@@ -323,10 +323,10 @@ impl Worker<'_> {
         self.arrival.observe_load(in_engine);
     }
 
-    fn submit(&mut self, job: Job) {
+    fn submit(&mut self, mut job: Job) {
         let id = self.next_id;
         self.next_id += 1;
-        let mut stream = Stream::new(&job, &self.vocab);
+        let mut stream = Stream::new(&mut job, &self.vocab);
         let options = SubmitOptions {
             max_tokens: Some(job.request.stop.max_tokens),
             deadline: job.request.deadline,

@@ -11,6 +11,9 @@ pub enum EngineError {
     PromptTooLong { prompt_tokens: u32, n_ctx: u32 },
     #[error("{0}")]
     InvalidRequest(String),
+    /// The request's grammar (its JSON Schema) cannot be used.
+    #[error("{0}")]
+    InvalidGrammar(String),
     #[error("the model is still loading")]
     Loading,
     #[error("the engine is shutting down")]

@@ -216,6 +216,12 @@ impl Engine for FakeEngine {
                 tokens.clone()
             }
         };
+        if request.grammar.is_some() {
+            // Scripted replies cannot follow a grammar; saying so beats ignoring it.
+            return Err(EngineError::InvalidRequest(
+                "the fake engine does not constrain output to a grammar".to_owned(),
+            ));
+        }
         let options = SubmitOptions {
             max_tokens: Some(request.stop.max_tokens),
             deadline: request.deadline,

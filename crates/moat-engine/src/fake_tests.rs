@@ -28,6 +28,7 @@ fn request(prompt: &str) -> ValidGenerate {
         logprobs: None,
         prompt_logprobs: false,
         deadline: None,
+        grammar: None,
     }
 }
 

@@ -26,7 +26,7 @@ pub use error::EngineError;
 pub use event::{FinishReason, GeneratedToken, GenerationEvent, TokenLogprob, TopLogprob, Usage};
 pub use fake::{FakeConfig, FakeEngine, FakeReply};
 pub use outbox::{Event, EventOutbox, TextAssembler};
-pub use request::{Prompt, SamplingParams, StopConditions, TokenId, ValidGenerate};
+pub use request::{Grammar, Prompt, SamplingParams, StopConditions, TokenId, ValidGenerate};
 pub use scheduler::{
     BatchEntry, Ended, KvOp, LogitsKind, LogitsUse, Rejected, RequestId, Sampled, Scheduler,
     SchedulerConfig, SchedulerConfigError, SchedulerStats, SeqId, StepPlan, SubmitOptions,

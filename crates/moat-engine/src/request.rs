@@ -68,6 +68,23 @@ pub struct StopConditions {
     pub ignore_eos: bool,
 }
 
+/// A constraint on what the model may write, enforced token by token while sampling: a token
+/// the grammar does not allow next is never chosen, so the output parses (unless `max_tokens`
+/// or a stop string cuts it short).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grammar {
+    /// One JSON value that matches this JSON Schema (given as its JSON text). `{}` allows any
+    /// JSON value, `{"type": "object"}` any object.
+    JsonSchema(String),
+}
+
+impl Grammar {
+    /// Any JSON object: OpenAI's `json_object` and Ollama's `"json"`.
+    pub fn json_object() -> Self {
+        Self::JsonSchema(r#"{"type":"object"}"#.to_owned())
+    }
+}
+
 /// A generation request, validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidGenerate {
@@ -81,4 +98,6 @@ pub struct ValidGenerate {
     pub prompt_logprobs: bool,
     /// Give up (finish reason `deadline`) at this instant.
     pub deadline: Option<Instant>,
+    /// What the output must follow; `None` leaves the model free.
+    pub grammar: Option<Grammar>,
 }

@@ -494,9 +494,9 @@ mod tests {
         );
         assert_eq!(
             param_of(&format!(
-                r#"{{"model":"m","messages":{user},"response_format":{{"type":"json_object"}}}}"#
+                r#"{{"model":"m","messages":{user},"response_format":{{"type":"yaml"}}}}"#
             )),
-            "response_format"
+            "response_format.type"
         );
         assert!(matches!(validate("{"), Err(WireError::Malformed { .. })));
         assert!(matches!(validate("[1]"), Err(WireError::Malformed { .. })));

@@ -122,8 +122,8 @@ pub const CHAT_FIELDS: &[FieldRule] = &[
     ),
     rule(
         "response_format",
-        Rejected,
-        "structured output is not supported yet; only {\"type\": \"text\"} is accepted",
+        Supported,
+        "text, json_object or json_schema (name, description, schema, strict); the output is held to the schema while it is sampled, strict or not",
     ),
     rule("safety_identifier", Ignored, "no effect on generation"),
     rule(
@@ -185,6 +185,7 @@ pub const COMPLETION_FIELDS: &[FieldRule] = &[
     rule("presence_penalty", Supported, "-2.0 to 2.0"),
     rule("prompt", Supported, "a string, a list of strings, a list of token ids or a list of such lists"),
     rule("repetition_penalty", Supported, "moat extension: greater than 0.0, up to 10.0; 1.0 is off"),
+    rule("response_format", Supported, "moat extension (as in vLLM): text, json_object or json_schema, as on chat completions"),
     rule("seed", Supported, "the same seed and request give the same output (on a GPU, see Seeds and batching); choice i of n uses seed + i"),
     rule("stop", Supported, "a string or up to 16 non-empty strings; never part of the output"),
     rule("stream", Supported, "server-sent events ending with data: [DONE]"),
@@ -202,7 +203,6 @@ fn asks_for_default(name: &str, value: &Value, body: &Map<String, Value>) -> boo
     match name {
         "tools" | "functions" => value.as_array().is_some_and(Vec::is_empty),
         "tool_choice" | "function_call" => value.as_str() == Some("none"),
-        "response_format" => value.get("type").and_then(Value::as_str) == Some("text"),
         "modalities" => value
             .as_array()
             .is_some_and(|items| items.iter().all(|item| item.as_str() == Some("text"))),
@@ -269,9 +269,7 @@ mod tests {
 
     #[test]
     fn screening_rejects_unknown_and_unsupported_and_drops_ignored() {
-        let mut ok = body(
-            r#"{"model":"m","user":"u","tools":[],"tool_choice":"none","response_format":{"type":"text"}}"#,
-        );
+        let mut ok = body(r#"{"model":"m","user":"u","tools":[],"tool_choice":"none"}"#);
         screen(&mut ok, CHAT_FIELDS).unwrap();
         assert_eq!(ok.keys().collect::<Vec<_>>(), ["model"]);
 
@@ -286,7 +284,8 @@ mod tests {
             Err(WireError::Unsupported { param, .. }) if param == "tools"
         ));
         let mut format = body(r#"{"response_format":{"type":"json_object"}}"#);
-        assert!(screen(&mut format, CHAT_FIELDS).is_err());
+        screen(&mut format, CHAT_FIELDS).unwrap();
+        assert_eq!(format.keys().collect::<Vec<_>>(), ["response_format"]);
         let mut best_of = body(r#"{"n":2,"best_of":2}"#);
         screen(&mut best_of, COMPLETION_FIELDS).unwrap();
         let mut best_of = body(r#"{"best_of":3}"#);

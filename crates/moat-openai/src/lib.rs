@@ -13,6 +13,7 @@ pub mod fields;
 mod logprobs;
 mod params;
 mod parse;
+mod response_format;
 
 pub use chat::{
     parse_chat_request, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,

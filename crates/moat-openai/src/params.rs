@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use moat_engine::{Prompt, SamplingParams, StopConditions, TokenId, ValidGenerate};
+use moat_engine::{Grammar, Prompt, SamplingParams, StopConditions, TokenId, ValidGenerate};
 use moat_types::SamplingDefaults;
 use serde::Deserialize;
 use serde_json::Value;
@@ -49,6 +49,8 @@ pub struct GenerationParams {
     /// Alternatives per generated token, when logprobs were asked for.
     pub logprobs: Option<u8>,
     pub n_ctx: u32,
+    /// What the output must follow (`response_format`).
+    pub grammar: Option<Grammar>,
 }
 
 /// The shared fields as sent.
@@ -67,6 +69,7 @@ pub(crate) struct SamplingFields {
     n: Option<i64>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
+    response_format: Option<Value>,
 }
 
 #[derive(Default, Deserialize)]
@@ -263,6 +266,7 @@ impl SamplingFields {
             include_usage,
             logprobs,
             n_ctx: limits.n_ctx,
+            grammar: crate::response_format::parse(self.response_format.as_ref())?,
         })
     }
 }
@@ -313,6 +317,7 @@ impl GenerationParams {
             logprobs: self.logprobs,
             prompt_logprobs,
             deadline: None,
+            grammar: self.grammar.clone(),
         })
     }
 }

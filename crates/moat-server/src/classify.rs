@@ -63,6 +63,7 @@ impl EngineClassifier {
             logprobs: None,
             prompt_logprobs: false,
             deadline: None,
+            grammar: None,
         };
         let mut stream = model
             .engine

@@ -297,6 +297,9 @@ impl From<EngineError> for ApiError {
                 .with_param("messages")
                 .with_code("context_length_exceeded"),
             EngineError::InvalidRequest(_) => Self::invalid_request(message),
+            EngineError::InvalidGrammar(_) => {
+                Self::invalid_request(message).with_param("response_format")
+            }
             EngineError::Loading => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
                     .with_code("model_loading")

@@ -197,7 +197,7 @@ async fn out_of_range_parameters_are_400s_naming_the_field() {
 }
 
 #[tokio::test]
-async fn tools_and_response_format_are_rejected_until_supported() {
+async fn tools_are_rejected_until_supported_and_a_bad_response_format_names_its_field() {
     let app = fake_app(FakeReply::ReversePrompt);
     let tools =
         json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]});
@@ -205,11 +205,19 @@ async fn tools_and_response_format_are_rejected_until_supported() {
     let error = answer.error(StatusCode::BAD_REQUEST);
     assert_eq!(error["param"], "tools");
     assert!(error["message"].as_str().unwrap().contains("not supported"));
-    let format = json!({"response_format": {"type": "json_object"}});
+    let format = json!({"response_format": {"type": "yaml"}});
     let answer = post(&app, "/v1/chat/completions", chat_body(format)).await;
     assert_eq!(
         answer.error(StatusCode::BAD_REQUEST)["param"],
-        "response_format"
+        "response_format.type"
+    );
+    // The fake engine cannot follow a grammar and says so (the real one: tests/python).
+    let format = json!({"response_format": {"type": "json_object"}});
+    let answer = post(&app, "/v1/chat/completions", chat_body(format)).await;
+    let error = answer.error(StatusCode::BAD_REQUEST);
+    assert!(
+        error["message"].as_str().unwrap().contains("grammar"),
+        "{error}"
     );
     // What asks for the default behaviour is accepted.
     let neutral = json!({"tools": [], "response_format": {"type": "text"}, "user": "u"});

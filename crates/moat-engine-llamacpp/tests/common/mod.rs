@@ -44,6 +44,7 @@ pub fn request(prompt: &str, max_tokens: u32) -> ValidGenerate {
         logprobs: None,
         prompt_logprobs: false,
         deadline: None,
+        grammar: None,
     }
 }
 

@@ -96,8 +96,23 @@ pub(super) fn refuse_unless_empty(field: &str, value: Option<&Value>, why: &str)
     }
 }
 
-pub(super) const NO_STRUCTURED_OUTPUT: &str =
-    "structured output is not supported yet (it is not on /v1 either)";
+/// Ollama's `format` as the OpenAI body's `response_format`: `"json"` is any JSON object, an
+/// object is a JSON Schema; empty or absent leaves the model free.
+pub(super) fn response_format(format: Option<&Value>) -> Result<Option<Value>> {
+    match format {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if text.is_empty() => Ok(None),
+        Some(Value::String(text)) if text == "json" => Ok(Some(json!({"type": "json_object"}))),
+        Some(schema @ Value::Object(_)) => Ok(Some(json!({
+            "type": "json_schema",
+            "json_schema": {"name": "format", "schema": schema},
+        }))),
+        Some(_) => Err(ApiError::invalid_request(
+            "format: expected \"json\" or a JSON Schema object",
+        )
+        .with_param("format")),
+    }
+}
 pub(super) const NO_TOOLS: &str = "tool calling is not supported yet (it is not on /v1 either)";
 pub(super) const NO_THINKING: &str = "thinking is not supported by moat's models";
 pub(super) const NO_IMAGES: &str = "moat's models take text only";
@@ -140,7 +155,6 @@ impl Common {
     /// The OpenAI body's fields from these: model, stream with usage, sampling options, log
     /// probabilities (in chat's form, or with `completions` in the completions endpoint's).
     pub(super) fn openai_body(&self, model: &str, completions: bool) -> Result<Map<String, Value>> {
-        refuse_unless_empty("format", self.format.as_ref(), NO_STRUCTURED_OUTPUT)?;
         refuse_unless_empty("think", self.think.as_ref(), NO_THINKING)?;
         let top = self.top_logprobs.unwrap_or(0);
         if top > 0 && !self.wants_logprobs() {
@@ -162,6 +176,9 @@ impl Common {
         // Always streamed inside, with usage: see `respond`.
         body.insert("stream".into(), json!(true));
         body.insert("stream_options".into(), json!({ "include_usage": true }));
+        if let Some(format) = response_format(self.format.as_ref())? {
+            body.insert("response_format".into(), format);
+        }
         if let Some(options) = &self.options {
             apply_options(options, &mut body)?;
         }

@@ -54,20 +54,41 @@ fn samplers_moat_lacks_and_unknown_options_are_refused() {
 #[test]
 fn fields_moat_does_not_do_are_refused_unless_empty() {
     for empty in [json!(null), json!(""), json!([]), json!(false)] {
-        assert!(refuse_unless_empty("format", Some(&empty), "no").is_ok());
+        assert!(refuse_unless_empty("tools", Some(&empty), "no").is_ok());
     }
-    assert!(refuse_unless_empty("format", None, "no").is_ok());
+    assert!(refuse_unless_empty("tools", None, "no").is_ok());
     for set in [
-        json!("json"),
+        json!("x"),
         json!({"type": "object"}),
         json!([{}]),
         json!(true),
     ] {
-        let error = refuse_unless_empty("format", Some(&set), "not yet")
+        let error = refuse_unless_empty("tools", Some(&set), "not yet")
             .err()
             .unwrap();
         assert_eq!(error.status, StatusCode::BAD_REQUEST);
-        assert_eq!(error.message, "format: not yet");
+        assert_eq!(error.message, "tools: not yet");
+    }
+}
+
+#[test]
+fn format_becomes_response_format() {
+    for free in [None, Some(json!(null)), Some(json!(""))] {
+        assert_eq!(response_format(free.as_ref()).unwrap(), None);
+    }
+    assert_eq!(
+        response_format(Some(&json!("json"))).unwrap(),
+        Some(json!({"type": "json_object"}))
+    );
+    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+    assert_eq!(
+        response_format(Some(&schema)).unwrap(),
+        Some(json!({"type": "json_schema", "json_schema": {"name": "format", "schema": schema}}))
+    );
+    for bad in [json!("yaml"), json!(["json"]), json!(true)] {
+        let error = response_format(Some(&bad)).err().unwrap();
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert!(error.message.starts_with("format: "), "{}", error.message);
     }
 }
 

@@ -1,0 +1,89 @@
+//! Constrained sampling: a request's [`Grammar`] compiled into llama.cpp's grammar sampler, and
+//! the choice of a token that the grammar allows.
+//!
+//! The choice follows llama.cpp's own sampler (`common_sampler_sample`): sample from the whole
+//! vocabulary first and keep the token when the grammar allows it (one grammar check); only
+//! when it does not, mask every token the grammar forbids (a pass over the vocabulary) and
+//! sample again. Both give the distribution of sampling from the masked logits: a token t the
+//! grammar allows is drawn with probability p(t) at once, or after a refused first draw with
+//! probability (1 - A) p(t) / A, where A is the allowed mass; together p(t) / A.
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llama_cpp_2::token::LlamaToken;
+use moat_engine::{EngineError, Grammar, TokenId};
+
+/// The grammar's start rule, as `json_schema_to_grammar` names it.
+const ROOT: &str = "root";
+
+/// Turns a request's grammar into llama.cpp's sampler for it, so that a schema llama.cpp
+/// cannot use is a clear error before the request is queued.
+pub(crate) fn compile(model: &LlamaModel, grammar: &Grammar) -> Result<LlamaSampler, EngineError> {
+    let gbnf = match grammar {
+        Grammar::JsonSchema(schema) => {
+            llama_cpp_2::json_schema_to_grammar(schema).map_err(|_| {
+                EngineError::InvalidGrammar(
+                    "llama.cpp cannot turn this JSON Schema into a grammar (a malformed schema, \
+                     an unresolvable $ref, or a feature it does not support)"
+                        .to_owned(),
+                )
+            })?
+        }
+    };
+    LlamaSampler::grammar(model, &gbnf, ROOT).map_err(|error| {
+        EngineError::InvalidGrammar(format!(
+            "the grammar for this schema was refused by llama.cpp ({error}); \
+             a smaller schema (fewer or shorter repetitions) may fit"
+        ))
+    })
+}
+
+/// Samples a token that `grammar` allows from the logits at batch index `at`, then advances
+/// both samplers past it. Fails when no token is allowed, or the grammar refuses the token it
+/// allowed (neither happens with a grammar llama.cpp accepted).
+pub(crate) fn sample_constrained(
+    chain: &mut LlamaSampler,
+    grammar: &mut LlamaSampler,
+    context: &LlamaContext<'_>,
+    at: i32,
+) -> Result<TokenId, String> {
+    let logits = context.get_logits_ith(at);
+    let mut candidates = context.token_data_array_ith(at);
+    candidates.apply_sampler(chain);
+    let first = candidates.selected_token();
+    let token = match first {
+        Some(token) if allows(grammar, token, logits) => token,
+        _ => {
+            let mut candidates = context.token_data_array_ith(at);
+            candidates.apply_sampler(grammar);
+            candidates.apply_sampler(chain);
+            candidates
+                .selected_token()
+                .filter(|&token| allows(grammar, token, logits))
+                .ok_or_else(|| "the grammar allows no token here".to_owned())?
+        }
+    };
+    chain.accept(token);
+    grammar
+        .try_accept(token)
+        .map_err(|error| format!("the grammar refused token {}: {error}", token.0))?;
+    Ok(token.0)
+}
+
+/// Whether the grammar, in its present state, allows `token` next.
+fn allows(grammar: &mut LlamaSampler, token: LlamaToken, logits: &[f32]) -> bool {
+    let logit = usize::try_from(token.0)
+        .ok()
+        .and_then(|index| logits.get(index))
+        .copied()
+        .unwrap_or(0.0);
+    let mut single = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, logit, 0.0)], false);
+    single.apply_sampler(grammar);
+    single
+        .data
+        .first()
+        .is_some_and(|data| data.logit() != f32::NEG_INFINITY)
+}

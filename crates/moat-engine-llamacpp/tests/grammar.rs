@@ -1,0 +1,161 @@
+//! Output constrained by a JSON Schema, with the real SmolLM2: what it writes parses and
+//! matches the schema, greedy and sampled, and a schema llama.cpp cannot use is refused before
+//! anything is queued.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{generate, request, smollm2};
+use moat_engine::{Engine, EngineError, FinishReason, Grammar, ValidGenerate};
+use serde_json::Value;
+
+const PERSON: &str = r#"{
+  "type": "object",
+  "properties": {
+    "name": {"type": "string", "maxLength": 12},
+    "age": {"type": "integer", "minimum": 0, "maximum": 120},
+    "pet": {"enum": ["cat", "dog", "none"]},
+    "likes_tea": {"type": "boolean"}
+  },
+  "required": ["name", "age", "pet", "likes_tea"],
+  "additionalProperties": false
+}"#;
+
+fn chat(user: &str) -> String {
+    format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
+}
+
+fn constrained(schema: &str, max_tokens: u32) -> ValidGenerate {
+    let mut request = request(&chat("Describe a person you know."), max_tokens);
+    request.stop.ignore_eos = false;
+    request.grammar = Some(Grammar::JsonSchema(schema.to_owned()));
+    request
+}
+
+/// The fields of PERSON, checked one by one.
+fn assert_person(text: &str) {
+    let value: Value = serde_json::from_str(text).unwrap_or_else(|error| {
+        panic!("not JSON ({error}): {text:?}");
+    });
+    let object = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {text}"));
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["age", "likes_tea", "name", "pet"], "{text}");
+    assert!(
+        object["name"].as_str().unwrap().chars().count() <= 12,
+        "{text}"
+    );
+    let age = object["age"].as_i64().unwrap();
+    assert!((0..=120).contains(&age), "{text}");
+    assert!(
+        ["cat", "dog", "none"].contains(&object["pet"].as_str().unwrap()),
+        "{text}"
+    );
+    assert!(object["likes_tea"].is_boolean(), "{text}");
+}
+
+#[tokio::test]
+async fn greedy_output_follows_the_schema_and_ends() {
+    let Some(engine) = smollm2(|_| {}) else {
+        return;
+    };
+    let free = generate(&engine, {
+        let mut request = constrained(PERSON, 96);
+        request.grammar = None;
+        request
+    })
+    .await;
+    assert!(
+        serde_json::from_str::<Value>(&free.text()).is_err(),
+        "without the grammar the model writes prose, so this test shows the grammar's effect: {:?}",
+        free.text()
+    );
+    let bound = generate(&engine, constrained(PERSON, 96)).await;
+    assert_eq!(bound.reason, FinishReason::Stop, "{:?}", bound.text());
+    assert_person(bound.text().trim());
+}
+
+#[tokio::test]
+async fn sampled_outputs_follow_the_schema() {
+    let Some(engine) = smollm2(|options| options.parallel = 4) else {
+        return;
+    };
+    let streams: Vec<_> = (0..8u64)
+        .map(|seed| {
+            let mut request = constrained(PERSON, 128);
+            request.sampling.temperature = 1.2;
+            request.sampling.seed = Some(seed);
+            engine.generate(request).unwrap()
+        })
+        .collect();
+    let mut texts = Vec::new();
+    for stream in streams {
+        let collected = common::collect(stream).await;
+        assert_eq!(
+            collected.reason,
+            FinishReason::Stop,
+            "{:?}",
+            collected.text()
+        );
+        assert_person(collected.text().trim());
+        texts.push(collected.text());
+    }
+    texts.sort();
+    texts.dedup();
+    assert!(
+        texts.len() > 1,
+        "sampling at 1.2 gave one answer: {texts:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_scalar_schema_gives_just_that_value() {
+    let Some(engine) = smollm2(|_| {}) else {
+        return;
+    };
+    let answer = generate(&engine, constrained(r#"{"type": "boolean"}"#, 64)).await;
+    assert_eq!(answer.reason, FinishReason::Stop);
+    let text = answer.text();
+    assert!(
+        ["true", "false"].contains(&text.trim()),
+        "{text:?} is not a JSON boolean"
+    );
+    let object = generate(&engine, {
+        let mut request = constrained("{}", 64);
+        request.grammar = Some(Grammar::json_object());
+        request
+    })
+    .await;
+    let text = object.text();
+    if object.reason == FinishReason::Stop {
+        assert!(serde_json::from_str::<Value>(text.trim())
+            .unwrap()
+            .is_object());
+    } else {
+        assert!(text.trim_start().starts_with('{'), "{text:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_schema_llama_cpp_cannot_use_is_refused_at_once() {
+    let Some(engine) = smollm2(|_| {}) else {
+        return;
+    };
+    for schema in [
+        "not json",
+        r##"{"$ref": "#/definitions/missing"}"##,
+        r#"{"type": "array", "minItems": 100000, "items": {"type": "object"}}"#,
+    ] {
+        let error = engine.generate(constrained(schema, 8)).err();
+        assert!(
+            matches!(error, Some(EngineError::InvalidGrammar(_))),
+            "{schema}: {error:?}"
+        );
+    }
+    // The engine keeps serving.
+    let answer = generate(&engine, constrained(PERSON, 96)).await;
+    assert_person(answer.text().trim());
+}
