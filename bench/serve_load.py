@@ -63,9 +63,10 @@ def percentile(xs, p):
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def stream_chat(url, model, messages, max_tokens, timeout=300, first_token=None):
+def stream_chat(url, model, messages, max_tokens, timeout=300, first_token=None, extra=None):
     """One streaming chat completion. Returns dict with t0, token times, usage. Sets the
-    threading.Event `first_token` (if given) when the first token arrives."""
+    threading.Event `first_token` (if given) when the first token arrives. `extra` adds or
+    replaces body fields (`response_format`, ...)."""
     u = urlparse(url)
     body = json.dumps({
         "model": model,
@@ -75,6 +76,7 @@ def stream_chat(url, model, messages, max_tokens, timeout=300, first_token=None)
         "seed": 1,
         "stream": True,
         "stream_options": {"include_usage": True},
+        **(extra or {}),
     })
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
     t0 = time.perf_counter()

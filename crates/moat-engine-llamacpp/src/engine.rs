@@ -147,16 +147,22 @@ impl Engine for LlamaEngine {
         for &(token, _) in &request.sampling.logit_bias {
             vocab.check(token)?;
         }
-        let grammar = request
-            .grammar
-            .as_ref()
-            .map(|grammar| crate::grammar::compile(&self.shared.loaded()?.model, grammar))
-            .transpose()?;
         if !self.shared.try_admit(self.max_in_flight) {
             return Err(EngineError::Overloaded {
                 retry_after: RETRY_AFTER,
             });
         }
+        // After admission, so a full server spends nothing on a grammar it refuses, and at
+        // most `max_in_flight` grammars compile at once.
+        let grammar = request
+            .grammar
+            .as_ref()
+            .map(|grammar| {
+                let model = &self.shared.loaded()?.model;
+                crate::grammar::compile(model, grammar)
+            })
+            .transpose()
+            .inspect_err(|_| self.shared.release(1))?;
         let (sender, receiver) = tokio_mpsc::channel(STREAM_CAPACITY);
         let job = Job {
             prompt,

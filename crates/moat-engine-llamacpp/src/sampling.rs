@@ -108,25 +108,37 @@ impl<'a> LogSoftmax<'a> {
 
     /// The `n` most likely tokens, most likely first (ties: lower id first).
     pub(crate) fn top(&self, n: usize) -> Vec<(TokenId, f32)> {
-        if n == 0 {
-            return Vec::new();
-        }
-        let mut ids: Vec<usize> = (0..self.logits.len()).collect();
-        let by_logit_desc =
-            |a: &usize, b: &usize| self.logits[*b].total_cmp(&self.logits[*a]).then(a.cmp(b));
-        let n = n.min(ids.len());
-        if n < ids.len() {
-            ids.select_nth_unstable_by(n - 1, by_logit_desc);
-            ids.truncate(n);
-        }
-        ids.sort_unstable_by(by_logit_desc);
-        ids.into_iter()
+        most_likely(self.logits, n)
+            .into_iter()
             .map(|index| {
                 let token = TokenId::try_from(index).unwrap_or(TokenId::MAX);
                 (token, self.logits[index] - self.log_sum_exp)
             })
             .collect()
     }
+}
+
+/// The indices of the `n` largest logits, largest first; ties go to the lower index, as
+/// llama.cpp's greedy sampler breaks them.
+pub(crate) fn most_likely(logits: &[f32], n: usize) -> Vec<usize> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut ids: Vec<usize> = (0..logits.len()).collect();
+    let by_logit_desc = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+    let n = n.min(ids.len());
+    if n < ids.len() {
+        ids.select_nth_unstable_by(n - 1, by_logit_desc);
+        ids.truncate(n);
+    }
+    ids.sort_unstable_by(by_logit_desc);
+    ids
+}
+
+/// Whether the chain is nothing but llama.cpp's greedy choice on the raw logits (no bias, no
+/// penalties), so the most likely token is the one it picks.
+pub(crate) fn plain_greedy(params: &SamplingParams) -> bool {
+    params.temperature <= 0.0 && params.logit_bias.is_empty() && !penalties_active(params)
 }
 
 #[cfg(test)]

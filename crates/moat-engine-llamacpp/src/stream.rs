@@ -13,7 +13,7 @@ use moat_engine::{
 use tokio::sync::mpsc;
 
 use crate::grammar::sample_constrained;
-use crate::sampling::{penalties_active, sampler_chain, LogSoftmax};
+use crate::sampling::{penalties_active, plain_greedy, sampler_chain, LogSoftmax};
 use crate::vocab::Vocab;
 
 pub(crate) type EventSender = mpsc::Sender<Event>;
@@ -41,6 +41,8 @@ pub(crate) struct Stream {
     /// Kept apart from `sampler`: the prompt's tokens go through the penalties' history but
     /// must never reach the grammar, which only reads the output.
     grammar: Option<LlamaSampler>,
+    /// The chain is greedy on the raw logits (`sampling::plain_greedy`).
+    plain_greedy: bool,
     text: TextAssembler,
     ignore_eos: bool,
     logprobs: Option<u8>,
@@ -60,6 +62,7 @@ impl Stream {
             outbox: EventOutbox::new(job.sender.clone()),
             sampler,
             grammar: job.grammar.take(),
+            plain_greedy: plain_greedy(&request.sampling),
             text: TextAssembler::new(request.stop.stop_strings.iter().cloned()),
             ignore_eos: request.stop.ignore_eos,
             logprobs: request.logprobs,
@@ -128,16 +131,19 @@ impl Stream {
     ) -> Sample {
         let token = match self.grammar.as_mut() {
             None => self.sampler.sample(context, at).0,
-            Some(grammar) => match sample_constrained(&mut self.sampler, grammar, context, at) {
-                Ok(token) => token,
-                Err(problem) => {
-                    self.end_with(Err(EngineError::Internal(problem)));
-                    return Sample {
-                        token: vocab.eog_token(),
-                        stop: true,
-                    };
+            Some(grammar) => {
+                match sample_constrained(&mut self.sampler, grammar, context, at, self.plain_greedy)
+                {
+                    Ok(token) => token,
+                    Err(problem) => {
+                        self.end_with(Err(EngineError::Internal(problem)));
+                        return Sample {
+                            token: vocab.eog_token(),
+                            stop: true,
+                        };
+                    }
                 }
-            },
+            }
         };
         let end_of_generation = !self.ignore_eos && vocab.is_eog(token);
         let (text, stop) = if end_of_generation {

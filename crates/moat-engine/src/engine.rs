@@ -106,7 +106,9 @@ pub trait Engine: Send + Sync + 'static {
     /// The text of tokens, as bytes (a token may hold part of a UTF-8 character).
     fn token_bytes(&self, token: TokenId) -> Result<Vec<u8>, EngineError>;
     /// Queues a generation. Fails at once with `Overloaded` when the admission queue is full,
-    /// or `PromptTooLong` when the prompt does not fit the context.
+    /// or `PromptTooLong` when the prompt does not fit the context. A request with a grammar
+    /// compiles it here (`InvalidGrammar` when it cannot), which can take milliseconds for a
+    /// large schema: async callers then call this on a blocking thread.
     fn generate(&self, request: ValidGenerate) -> Result<TokenStream, EngineError>;
     /// The engine's load as of its last step, for metrics; `None` for a backend that does not
     /// report it (or before its model is loaded). Never blocks on a running step.
