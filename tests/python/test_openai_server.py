@@ -716,6 +716,33 @@ def test_run_with_an_empty_pipe_and_no_prompt_says_so(home):
     assert not done.stdout.strip(), done.stdout
 
 
+def test_run_holds_the_answer_to_json_or_a_schema(home):
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}, "population": {"type": "integer", "minimum": 0}},
+        "required": ["city", "population"],
+        "additionalProperties": False,
+    }
+    (home / "city.json").write_text(json.dumps(schema))
+    done = moat(home, "run", SMOLLM2, "Tell me about a city.", "--json-schema", "city.json", "--temperature", "0",
+                "--max-tokens", "64", stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert sorted(answer) == ["city", "population"] and isinstance(answer["population"], int), answer
+    done = moat(home, "run", SMOLLM2, "Say hello.", "--json", "--temperature", "0", "--max-tokens", "64",
+                stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.lstrip().startswith("{"), done.stdout
+    # A file that is not a schema, and a schema llama.cpp cannot use: exit 1, saying why.
+    (home / "bad.json").write_text("{not json")
+    (home / "dangling.json").write_text(json.dumps({"$ref": "#/$defs/missing"}))
+    for name, words in [("bad.json", "is not JSON"), ("dangling.json", "JSON Schema"), ("missing.json", "reading")]:
+        done = moat(home, "run", SMOLLM2, "x", "--json-schema", name, stdin=subprocess.DEVNULL, timeout=120)
+        assert done.returncode == 1 and words in done.stderr, (name, done.stderr)
+    done = moat(home, "run", SMOLLM2, "x", "--json", "--json-schema", "city.json", stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and "cannot be used with" in done.stderr, done.stderr
+
+
 def test_run_refuses_a_piped_prompt_longer_than_the_context(home):
     done = moat(home, "run", SMOLLM2, "--ctx", "64", "--max-tokens", "4", input="word " * 200, timeout=120)
     assert done.returncode == 1, done.stderr

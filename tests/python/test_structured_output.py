@@ -5,9 +5,9 @@ Qwen2.5-Coder-0.5B-Instruct.
 
 Covers: a pydantic model filled by both models where free text would not parse; a stream that
 holds to the schema and equals the whole answer; sampled choices that all follow it; a JSON
-object; `response_format` on completions (a moat extension, as in vLLM); malformed formats and
-schemas llama.cpp cannot use refused with a 400 naming the field, the server serving on; Ollama's
-``format`` as ``"json"`` and as a schema.
+object; `response_format` on completions (a moat extension, as in vLLM); malformed formats,
+schemas llama.cpp cannot use and schemas that would crash its converter refused with a 400
+naming the field, the server serving on; Ollama's ``format`` as ``"json"`` and as a schema.
 
 Run as part of tests/python (see test_openai_server.py); skips without MOAT_TEST_MODELS.
 """
@@ -135,9 +135,21 @@ def test_formats_that_cannot_be_followed_are_400s_naming_the_field(client):
         # More repetitions than llama.cpp's grammar parser takes.
         ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array", "minItems": 100000}}},
          "response_format"),
+        # Schemas that would crash llama.cpp's converter (endless recursion) or parser (2^64 rules):
+        # refused by moat's own check first.
+        ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"allOf": [{"$ref": "#/allOf/0"}]}}},
+         "response_format"),
+        ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "minLength": 5, "maxLength": 2}}},
+         "response_format"),
     ]
     for response_format, param in cases:
         expect_error(openai.BadRequestError, lambda: ask(client, response_format=response_format), param=param)
+    error = expect_error(
+        openai.BadRequestError,
+        lambda: ask(client, response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "type": "object", "properties": {"s": {"type": "string", "minLength": 5, "maxLength": 2}}}}}),
+    )
+    assert "#/properties/s: minLength 5 is above maxLength 2" in error.message, error.message
     # The server keeps serving, grammars included.
     Person.model_validate_json(ask(client, temperature=0, response_format=PERSON_FORMAT).choices[0].message.content)
 

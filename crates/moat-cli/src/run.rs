@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use moat_engine::{
-    ChatMessage, ChatTemplate, Engine, EngineError, GenerationEvent, Prompt, RenderOptions,
-    SamplingParams, StopConditions, TemplateError, TokenId, ValidGenerate,
+    ChatMessage, ChatTemplate, Engine, EngineError, GenerationEvent, Grammar, Prompt,
+    RenderOptions, SamplingParams, StopConditions, TemplateError, TokenId, ValidGenerate,
 };
 use moat_engine_llamacpp::{LlamaEngine, LoadOptions};
 use moat_types::SamplingDefaults;
@@ -52,6 +52,32 @@ pub struct RunArgs {
     /// Send the prompt as is, without the chat template.
     #[arg(long)]
     raw: bool,
+    /// Answer with one JSON object (OpenAI's `json_object`, Ollama's `--format json`).
+    #[arg(long, conflicts_with = "json_schema")]
+    json: bool,
+    /// Answer with a JSON value matching the JSON Schema in FILE. The model is held to it while
+    /// it writes; `--max-tokens` can still cut an answer short.
+    #[arg(long, value_name = "FILE")]
+    json_schema: Option<std::path::PathBuf>,
+}
+
+/// The grammar `--json` or `--json-schema FILE` asks for.
+fn run_grammar(args: &RunArgs) -> Result<Option<Grammar>> {
+    if args.json {
+        return Ok(Some(Grammar::json_object()));
+    }
+    let Some(path) = &args.json_schema else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the JSON Schema {}", path.display()))?;
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(schema @ serde_json::Value::Object(_)) => {
+            Ok(Some(Grammar::JsonSchema(schema.to_string())))
+        }
+        Ok(_) => bail!("{}: a JSON Schema is a JSON object", path.display()),
+        Err(error) => bail!("{} is not JSON: {error}", path.display()),
+    }
 }
 
 /// Sampling when neither the flags nor the manifest say: mild, like other local runners.
@@ -72,6 +98,7 @@ struct Session {
     /// `None` with `--raw`; the error when the model has no usable template.
     template: Option<Result<ChatTemplate, TemplateError>>,
     sampling: SamplingParams,
+    grammar: Option<Grammar>,
     max_tokens: Option<u32>,
     stop: Vec<String>,
     history: Vec<ChatMessage>,
@@ -83,6 +110,7 @@ pub fn run(home: &Path, args: RunArgs) -> Result<u8> {
             bail!("--temperature must be between 0 and 2");
         }
     }
+    let grammar = run_grammar(&args)?;
     let store = open_store(home)?;
     let model = model_file(&store, &args.model)?;
     let engine_args = EngineArgs {
@@ -112,6 +140,7 @@ pub fn run(home: &Path, args: RunArgs) -> Result<u8> {
         engine,
         template,
         sampling: run_sampling(&model.manifest.sampling, &args),
+        grammar,
         max_tokens: args.max_tokens.or(model.manifest.sampling.max_tokens),
         stop: model.manifest.sampling.stop.clone(),
         history: system
@@ -231,7 +260,7 @@ impl Session {
             logprobs: None,
             prompt_logprobs: false,
             deadline: None,
-            grammar: None,
+            grammar: self.grammar.clone(),
         };
         let mut stream = self.engine.generate(request)?;
         let mut reply = String::new();

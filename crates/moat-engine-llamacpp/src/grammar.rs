@@ -4,9 +4,12 @@
 //! The choice follows llama.cpp's own sampler (`common_sampler_sample`): sample from the whole
 //! vocabulary first and keep the token when the grammar allows it (one grammar check); only
 //! when it does not, mask every token the grammar forbids (a pass over the vocabulary) and
-//! sample again. Both give the distribution of sampling from the masked logits: a token t the
-//! grammar allows is drawn with probability p(t) at once, or after a refused first draw with
-//! probability (1 - A) p(t) / A, where A is the allowed mass; together p(t) / A.
+//! sample again. With temperature alone this is the distribution of sampling from the masked
+//! logits: a token t the grammar allows is drawn with probability p(t) at once, or after a
+//! refused first draw with probability (1 - A) p(t) / A, where A is the allowed mass; together
+//! p(t) / A. With top-k, top-p or min-p it is not quite: the first draw is cut to the likeliest
+//! tokens of the whole vocabulary, the second to the likeliest allowed ones (llama.cpp and
+//! llama-server sample the same way).
 //!
 //! A plain greedy request (temperature 0, no bias, no penalties) goes further: it checks the
 //! most likely tokens one by one, most likely first, and takes the first the grammar allows,
@@ -23,6 +26,7 @@ use llama_cpp_2::token::LlamaToken;
 use moat_engine::{EngineError, Grammar, TokenId};
 
 use crate::sampling::most_likely;
+use crate::schema_check;
 
 /// The grammar's start rule, as `json_schema_to_grammar` names it.
 const ROOT: &str = "root";
@@ -36,6 +40,10 @@ const GREEDY_CANDIDATES: usize = 32;
 pub(crate) fn compile(model: &LlamaModel, grammar: &Grammar) -> Result<LlamaSampler, EngineError> {
     let gbnf = match grammar {
         Grammar::JsonSchema(schema) => {
+            // Shapes that crash or stall llama.cpp's converter never reach it.
+            schema_check::check(schema).map_err(|problem| {
+                EngineError::InvalidGrammar(format!("the JSON Schema is refused: {problem}"))
+            })?;
             llama_cpp_2::json_schema_to_grammar(schema).map_err(|_| {
                 EngineError::InvalidGrammar(
                     "llama.cpp cannot turn this JSON Schema into a grammar (a malformed schema, \
@@ -69,13 +77,13 @@ pub(crate) fn sample_constrained(
         most_likely(logits, GREEDY_CANDIDATES)
             .into_iter()
             .filter_map(|index| i32::try_from(index).ok().map(LlamaToken))
-            .find(|&token| allows(grammar, token, logits))
+            .find(|&token| allows(grammar, token))
     } else {
         let mut candidates = context.token_data_array_ith(at);
         candidates.apply_sampler(chain);
         candidates
             .selected_token()
-            .filter(|&token| allows(grammar, token, logits))
+            .filter(|&token| allows(grammar, token))
     };
     let token = match first {
         Some(token) => token,
@@ -85,7 +93,7 @@ pub(crate) fn sample_constrained(
             candidates.apply_sampler(chain);
             candidates
                 .selected_token()
-                .filter(|&token| allows(grammar, token, logits))
+                .filter(|&token| allows(grammar, token))
                 .ok_or_else(|| "the grammar allows no token here".to_owned())?
         }
     };
@@ -96,14 +104,10 @@ pub(crate) fn sample_constrained(
     Ok(token.0)
 }
 
-/// Whether the grammar, in its present state, allows `token` next.
-fn allows(grammar: &mut LlamaSampler, token: LlamaToken, logits: &[f32]) -> bool {
-    let logit = usize::try_from(token.0)
-        .ok()
-        .and_then(|index| logits.get(index))
-        .copied()
-        .unwrap_or(0.0);
-    let mut single = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, logit, 0.0)], false);
+/// Whether the grammar, in its present state, allows `token` next: it sets the logit of a
+/// token it forbids to -inf, so the candidate starts at 0.
+fn allows(grammar: &mut LlamaSampler, token: LlamaToken) -> bool {
+    let mut single = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 0.0, 0.0)], false);
     single.apply_sampler(grammar);
     single
         .data

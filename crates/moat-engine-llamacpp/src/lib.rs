@@ -24,6 +24,7 @@ mod model_context;
 mod options;
 mod placement;
 mod sampling;
+mod schema_check;
 mod shared;
 mod stream;
 mod vocab;

@@ -119,13 +119,22 @@ impl<'a> LogSoftmax<'a> {
 }
 
 /// The indices of the `n` largest logits, largest first; ties go to the lower index, as
-/// llama.cpp's greedy sampler breaks them.
+/// llama.cpp's greedy sampler breaks them (-0 ties with +0, and NaN ranks last).
 pub(crate) fn most_likely(logits: &[f32], n: usize) -> Vec<usize> {
     if n == 0 {
         return Vec::new();
     }
     let mut ids: Vec<usize> = (0..logits.len()).collect();
-    let by_logit_desc = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+    let rank = |index: usize| {
+        let logit = logits[index];
+        if logit.is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            // -0.0 + 0.0 is +0.0: the two zeros compare equal, as they do in llama.cpp.
+            logit + 0.0
+        }
+    };
+    let by_logit_desc = |a: &usize, b: &usize| rank(*b).total_cmp(&rank(*a)).then(a.cmp(b));
     let n = n.min(ids.len());
     if n < ids.len() {
         ids.select_nth_unstable_by(n - 1, by_logit_desc);
@@ -163,6 +172,13 @@ mod tests {
         assert_eq!(top, vec![1, 3, 2]);
         assert_eq!(softmax.top(0), vec![]);
         assert_eq!(softmax.top(10).len(), 5);
+    }
+
+    #[test]
+    fn most_likely_breaks_ties_as_greedy_does() {
+        let logits = [0.5_f32, f32::NAN, 2.0, -0.0, 2.0, 0.0, f32::NEG_INFINITY];
+        assert_eq!(most_likely(&logits, 7), vec![2, 4, 0, 3, 5, 1, 6]);
+        assert_eq!(most_likely(&logits, 2), vec![2, 4]);
     }
 
     #[test]
