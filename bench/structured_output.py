@@ -13,7 +13,9 @@ serves a repeat): "Describe six people you know as a JSON array ..."
           samples through its general path (draw, check, mask the vocabulary when refused)
           instead of checking the likeliest tokens one by one, so the two rows compare them
 Streaming chat, temperature 0, max_tokens --max-tokens. Per round the servers alternate (order
-flipped each round); per server and format, --requests requests back to back.
+flipped each round); per server and format, --requests requests back to back, or with
+--concurrency C, --requests batches of C requests sent at once (distinct prompts), each batch
+also reporting aggregate tokens/s (its tokens / its wall time).
 
 One JSON line per request on stdout: server, format, round, completion tokens, TTFT, generation
 tokens/s ((tokens - 1) / (last token - first token)), finish (stop or length) and whether the
@@ -26,6 +28,8 @@ import argparse
 import json
 import statistics
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -73,6 +77,26 @@ def follows(fmt, text):
     return True
 
 
+def one(url, a, fmt, word):
+    """One streamed request; its result line (without server and round)."""
+    extra = {"response_format": FORMATS[fmt]} if FORMATS[fmt] else {}
+    extra.update(EXTRA.get(fmt, {}))
+    prompt = (f"{word}. Describe six people you know as a JSON array of objects "
+              "with name, age, pet and likes_tea.")
+    r = stream_chat(url, a.model, [{"role": "user", "content": prompt}], a.max_tokens, extra=extra)
+    times = r["times"]
+    tokens = (r["usage"] or {}).get("completion_tokens", len(times))
+    gen = ((tokens - 1) / (times[-1] - times[0])
+           if len(times) > 1 and times[-1] > times[0] else None)
+    return {
+        "format": fmt, "tokens": tokens,
+        "ttft_ms": round(1e3 * (times[0] - r["t0"]), 2) if times else None,
+        "gen_tok_s": round(gen, 2) if gen else None,
+        "finish": "length" if tokens >= a.max_tokens else "stop",
+        "follows": follows(fmt, r["text"]),
+    }
+
+
 def run(a):
     servers = [spec.split("=", 1) for spec in a.server]
     n = 0
@@ -80,30 +104,38 @@ def run(a):
         order = servers if rnd % 2 == 0 else list(reversed(servers))
         for name, url in order:
             for fmt in a.formats.split(","):
-                extra = {"response_format": FORMATS[fmt]} if FORMATS[fmt] else {}
-                extra.update(EXTRA.get(fmt, {}))
                 for _ in range(a.requests):
-                    word = WORDS[n % len(WORDS)] + str(n)
-                    n += 1
-                    prompt = (f"{word}. Describe six people you know as a JSON array of objects "
-                              "with name, age, pet and likes_tea.")
-                    r = stream_chat(url, a.model, [{"role": "user", "content": prompt}],
-                                    a.max_tokens, extra=extra)
-                    times = r["times"]
-                    tokens = (r["usage"] or {}).get("completion_tokens", len(times))
-                    gen = ((tokens - 1) / (times[-1] - times[0])
-                           if len(times) > 1 and times[-1] > times[0] else None)
-                    print(json.dumps({
-                        "server": name, "format": fmt, "round": rnd, "tokens": tokens,
-                        "ttft_ms": round(1e3 * (times[0] - r["t0"]), 2) if times else None,
-                        "gen_tok_s": round(gen, 2) if gen else None,
-                        "finish": "length" if tokens >= a.max_tokens else "stop",
-                        "follows": follows(fmt, r["text"]),
-                    }), flush=True)
+                    words = [WORDS[(n + i) % len(WORDS)] + str(n + i) for i in range(a.concurrency)]
+                    n += a.concurrency
+                    began = time.perf_counter()
+                    with ThreadPoolExecutor(a.concurrency) as pool:
+                        lines = list(pool.map(lambda word: one(url, a, fmt, word), words))
+                    wall = time.perf_counter() - began
+                    for line in lines:
+                        print(json.dumps({"server": name, "round": rnd, "concurrency": a.concurrency,
+                                          **line}), flush=True)
+                    if a.concurrency > 1:
+                        tokens = sum(line["tokens"] for line in lines)
+                        print(json.dumps({"kind": "batch", "server": name, "format": fmt, "round": rnd,
+                                          "concurrency": a.concurrency, "tokens": tokens,
+                                          "wall_s": round(wall, 3),
+                                          "agg_tok_s": round(tokens / wall, 2)}), flush=True)
 
 
 def summary(path):
     rows = [json.loads(line) for line in open(path) if line.startswith("{")]
+    batches = [r for r in rows if r.get("kind") == "batch"]
+    rows = [r for r in rows if r.get("kind") != "batch"]
+    if batches:
+        agg = {}
+        for b in batches:
+            agg.setdefault((b["server"], b["format"]), {}).setdefault(b["round"], []).append(b["agg_tok_s"])
+        print("| server | format | streams | aggregate tok/s |")
+        print("|---|---|---:|---:|")
+        for (server, fmt), rounds in sorted(agg.items()):
+            value = statistics.median(statistics.median(v) for v in rounds.values())
+            print(f"| {server} | {fmt} | {batches[0]['concurrency']} | {value:.1f} |")
+        print()
     by = {}
     for r in rows:
         by.setdefault((r["server"], r["format"]), {}).setdefault(r["round"], []).append(r)
@@ -134,7 +166,10 @@ def main():
     p.add_argument("--model", default="smollm2:135m")
     p.add_argument("--formats", default="free,schema,object")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--requests", type=int, default=3)
+    p.add_argument("--requests", type=int, default=3,
+                   help="requests (or, with --concurrency, batches) per server, format and round")
+    p.add_argument("--concurrency", type=int, default=1,
+                   help="requests sent at once; each batch also reports aggregate tokens/s")
     p.add_argument("--max-tokens", type=int, default=400)
     p.add_argument("--summary", metavar="FILE")
     a = p.parse_args()
