@@ -208,6 +208,25 @@ def test_an_alias_answers_from_a_local_model_whole_and_streamed(gateway):
     assert with_usage[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
+def test_response_format_reaches_upstreams_as_sent_and_holds_local_targets(gateway, upstreams):
+    client = gateway.client()
+    schema = {"type": "object", "properties": {"word": {"type": "string", "maxLength": 12}},
+              "required": ["word"], "additionalProperties": False}
+    response_format = {"type": "json_schema", "json_schema": {"name": "word", "strict": True, "schema": schema}}
+    # A local target answers held to the schema (its own model's grammar).
+    local = client.chat.completions.create(
+        model="local-chat", messages=[{"role": "user", "content": "Say hi."}], max_tokens=32,
+        temperature=0, response_format=response_format,
+    )
+    assert local.choices[0].finish_reason == "stop", local
+    assert sorted(json.loads(local.choices[0].message.content)) == ["word"]
+    # An upstream gets the field as the client sent it, to enforce itself (the fake does not).
+    before = len(upstreams["leaky"].requests)
+    chat(client, "guarded", response_format=response_format)
+    sent = upstreams["leaky"].requests[before:]
+    assert sent and all(body["response_format"] == response_format for body in sent), sent
+
+
 def test_fallback_when_the_first_upstream_answers_5xx(gateway, upstreams):
     before = len(upstreams["broken"].requests)
     answer = chat(gateway.client(), "after-5xx")
