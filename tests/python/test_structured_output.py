@@ -1,4 +1,4 @@
-"""Structured output over a real socket: `response_format` (OpenAI's API, driven by the official
+"""Structured output and tool calls over a real socket: `response_format` (OpenAI's API, driven by the official
 ``openai`` SDK, its ``parse`` helper with a pydantic model included) and Ollama's ``format``
 (driven by the official ``ollama`` client), with the real SmolLM2-135M-Instruct and
 Qwen2.5-Coder-0.5B-Instruct.
@@ -8,6 +8,10 @@ holds to the schema and equals the whole answer; sampled choices that all follow
 object; `response_format` on completions (a moat extension, as in vLLM); malformed formats,
 schemas llama.cpp cannot use and schemas that would crash its converter refused with a 400
 naming the field, the server serving on; Ollama's ``format`` as ``"json"`` and as a schema.
+Tool calls with Qwen2.5-Coder (its template shows Hermes-style ``<tool_call>`` calls): auto,
+required and a named tool answered with calls whose arguments follow the tool's schema,
+streamed as tool-call deltas equal to the whole answer, a tool's result sent back, text that
+stays text, n choices with their own call ids, and every refusal naming its field.
 
 Run as part of tests/python (see test_openai_server.py); skips without MOAT_TEST_MODELS.
 """
@@ -167,3 +171,97 @@ def test_ollama_format_json_and_schema(server):
     body = json.dumps({"model": SMOLLM2, "messages": [{"role": "user", "content": "x"}], "format": "yaml"}).encode()
     status, _, error = http("POST", server.url + "/api/chat", body)
     assert status == 400 and error["error"].startswith("format:"), error
+
+
+# ----------------------------------------------------------------------------
+# tool calls (Qwen2.5-Coder's chat template shows Hermes-style <tool_call> calls)
+# ----------------------------------------------------------------------------
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["city"]}}}
+TIME = {"type": "function", "function": {
+    "name": "get_time", "description": "Get the current time in a timezone",
+    "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"]}}}
+WEATHER_QUESTION = [{"role": "user", "content": "What's the weather like in Paris today?"}]
+
+
+def only_call(choice, name):
+    assert choice.finish_reason == "tool_calls", choice
+    assert choice.message.content is None, choice.message
+    [call] = choice.message.tool_calls
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == name
+    return json.loads(call.function.arguments)
+
+
+@pytest.mark.parametrize("tool_choice", ["auto", "required"])
+def test_a_question_for_a_tool_is_answered_with_a_call(client, tool_choice):
+    answer = client.chat.completions.create(model=QWEN, messages=WEATHER_QUESTION, tools=[WEATHER, TIME],
+                                            tool_choice=tool_choice, temperature=0)
+    arguments = only_call(answer.choices[0], "get_weather")
+    assert arguments["city"] == "Paris" and set(arguments) <= {"city", "unit"}, arguments
+
+
+def test_a_named_tool_is_the_one_called_with_arguments_matching_its_schema(client):
+    answer = client.chat.completions.create(
+        model=QWEN, messages=WEATHER_QUESTION, tools=[WEATHER, TIME], temperature=0,
+        tool_choice={"type": "function", "function": {"name": "get_time"}})
+    arguments = only_call(answer.choices[0], "get_time")
+    assert list(arguments) == ["timezone"] and isinstance(arguments["timezone"], str), arguments
+
+
+def test_a_streamed_call_arrives_as_tool_call_deltas_equal_to_the_whole_answer(client):
+    whole = client.chat.completions.create(model=QWEN, messages=WEATHER_QUESTION, tools=[WEATHER],
+                                           tool_choice="required", temperature=0).choices[0].message.tool_calls
+    chunks = list(client.chat.completions.create(model=QWEN, messages=WEATHER_QUESTION, tools=[WEATHER],
+                                                 tool_choice="required", temperature=0, stream=True))
+    deltas = [call for chunk in chunks for choice in chunk.choices for call in (choice.delta.tool_calls or [])]
+    assert [(d.index, d.function.name, d.function.arguments) for d in deltas] == [
+        (0, call.function.name, call.function.arguments) for call in whole]
+    assert all(not (choice.delta.content or "") for chunk in chunks for choice in chunk.choices)
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_tool_results_go_back_into_the_conversation(client):
+    call = client.chat.completions.create(model=QWEN, messages=WEATHER_QUESTION, tools=[WEATHER],
+                                          tool_choice="required", temperature=0).choices[0].message.tool_calls[0]
+    conversation = WEATHER_QUESTION + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature_celsius": 22, "sky": "sunny"})},
+    ]
+    answer = client.chat.completions.create(model=QWEN, messages=conversation, tools=[WEATHER], tool_choice="none",
+                                            temperature=0, max_tokens=80)
+    choice = answer.choices[0]
+    assert choice.message.tool_calls is None
+    # The template put the tool's result in the prompt: the model's answer repeats it.
+    assert "22" in choice.message.content, choice.message.content
+
+
+def test_without_tool_choice_text_stays_text_and_n_choices_get_their_own_calls(client):
+    answer = client.chat.completions.create(model=QWEN, messages=[{"role": "user", "content": "Write a haiku about rain."}],
+                                            tools=[WEATHER], temperature=0, max_tokens=60)
+    assert answer.choices[0].message.tool_calls is None and answer.choices[0].message.content
+    answer = client.chat.completions.create(model=QWEN, messages=WEATHER_QUESTION, tools=[WEATHER],
+                                            tool_choice="required", n=2, temperature=0.8, seed=5)
+    ids = [choice.message.tool_calls[0].id for choice in answer.choices]
+    assert len(set(ids)) == 2, ids
+
+
+def test_tool_errors_name_their_field(client):
+    cases = [
+        (dict(model=SMOLLM2, tools=[WEATHER]), "tools"),  # SmolLM2's template shows no tool calls
+        (dict(model=QWEN, tools=[{"type": "function", "function": {"name": "bad name"}}]), "tools[0].function.name"),
+        (dict(model=QWEN, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}}),
+         "tool_choice.function.name"),
+        (dict(model=QWEN, tool_choice="required"), "tool_choice"),
+        (dict(model=QWEN, tools=[WEATHER], response_format={"type": "json_object"}), "response_format"),
+    ]
+    for kwargs, param in cases:
+        expect_error(openai.BadRequestError,
+                     lambda: client.chat.completions.create(messages=WEATHER_QUESTION, **kwargs), param=param)
+    expect_error(openai.BadRequestError, lambda: client.chat.completions.create(
+        model=QWEN, messages=[{"role": "tool", "content": "22"}]), param="messages[0].tool_call_id")

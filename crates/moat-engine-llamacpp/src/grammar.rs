@@ -30,6 +30,9 @@ use crate::schema_check;
 
 /// The grammar's start rule, as `json_schema_to_grammar` names it.
 const ROOT: &str = "root";
+/// The start rule around a tagged value (checked not to be among the converter's rules,
+/// which are named after the schema's properties and definitions).
+const TAGGED_ROOT: &str = "moat-tagged-root";
 
 /// How many of the most likely tokens a plain greedy request checks one at a time before it
 /// masks the whole vocabulary.
@@ -38,27 +41,71 @@ const GREEDY_CANDIDATES: usize = 32;
 /// Turns a request's grammar into llama.cpp's sampler for it, so that a schema llama.cpp
 /// cannot use is a clear error before the request is queued.
 pub(crate) fn compile(model: &LlamaModel, grammar: &Grammar) -> Result<LlamaSampler, EngineError> {
-    let gbnf = match grammar {
-        Grammar::JsonSchema(schema) => {
-            // Shapes that crash or stall llama.cpp's converter never reach it.
-            schema_check::check(schema).map_err(|problem| {
-                EngineError::InvalidGrammar(format!("the JSON Schema is refused: {problem}"))
-            })?;
-            llama_cpp_2::json_schema_to_grammar(schema).map_err(|_| {
-                EngineError::InvalidGrammar(
-                    "llama.cpp cannot turn this JSON Schema into a grammar (a malformed schema, \
-                     an unresolvable $ref, or a feature it does not support)"
-                        .to_owned(),
-                )
-            })?
+    let (gbnf, root) = match grammar {
+        Grammar::JsonSchema(schema) => (schema_grammar(schema)?, ROOT),
+        Grammar::Tagged {
+            schema,
+            open,
+            close,
+            many,
+        } => {
+            // The converter's rules, plus a start rule of our own around its `root`.
+            let one = format!("{} {ROOT} {}", gbnf_literal(open), gbnf_literal(close));
+            let more = if *many {
+                format!(" ({} {one})*", gbnf_literal("\n"))
+            } else {
+                String::new()
+            };
+            let rules = schema_grammar(schema)?;
+            if rules.lines().any(|line| line.starts_with(TAGGED_ROOT)) {
+                return Err(EngineError::InvalidGrammar(format!(
+                    "the schema gives a rule named {TAGGED_ROOT}, which moat needs for its own"
+                )));
+            }
+            (
+                format!("{rules}\n{TAGGED_ROOT} ::= {one}{more}\n"),
+                TAGGED_ROOT,
+            )
         }
     };
-    LlamaSampler::grammar(model, &gbnf, ROOT).map_err(|error| {
+    LlamaSampler::grammar(model, &gbnf, root).map_err(|error| {
         EngineError::InvalidGrammar(format!(
             "the grammar for this schema was refused by llama.cpp ({error}); \
              a smaller schema (fewer or shorter repetitions) may fit"
         ))
     })
+}
+
+/// A JSON Schema as llama.cpp grammar rules, its start rule named `root`.
+fn schema_grammar(schema: &str) -> Result<String, EngineError> {
+    // Shapes that crash or stall llama.cpp's converter never reach it.
+    schema_check::check(schema).map_err(|problem| {
+        EngineError::InvalidGrammar(format!("the JSON Schema is refused: {problem}"))
+    })?;
+    llama_cpp_2::json_schema_to_grammar(schema).map_err(|_| {
+        EngineError::InvalidGrammar(
+            "llama.cpp cannot turn this JSON Schema into a grammar (a malformed schema, an \
+             unresolvable $ref, or a feature it does not support)"
+                .to_owned(),
+        )
+    })
+}
+
+/// Text as a GBNF string literal.
+fn gbnf_literal(text: &str) -> String {
+    let mut literal = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => literal.push_str("\\\""),
+            '\\' => literal.push_str("\\\\"),
+            '\n' => literal.push_str("\\n"),
+            '\r' => literal.push_str("\\r"),
+            '\t' => literal.push_str("\\t"),
+            c => literal.push(c),
+        }
+    }
+    literal.push('"');
+    literal
 }
 
 /// Samples a token that `grammar` allows from the logits at batch index `at`, then advances

@@ -76,6 +76,14 @@ pub enum Grammar {
     /// One JSON value that matches this JSON Schema (given as its JSON text). `{}` allows any
     /// JSON value, `{"type": "object"}` any object.
     JsonSchema(String),
+    /// A JSON value matching `schema` (JSON text) between `open` and `close`: a tool call in
+    /// the text format a model was trained on. With `many`, one or more, each after a newline.
+    Tagged {
+        schema: String,
+        open: String,
+        close: String,
+        many: bool,
+    },
 }
 
 impl Grammar {

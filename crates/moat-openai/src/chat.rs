@@ -10,6 +10,7 @@ use crate::fields::{screen, CHAT_FIELDS};
 use crate::logprobs::ChatLogprobs;
 use crate::params::{token_count, SamplingFields};
 use crate::parse::{object, typed};
+use crate::tools::{self, ToolCall, ValidTools};
 use crate::{GenerationParams, ModelLimits, WireError};
 
 /// Most alternatives per token chat may ask for (OpenAI's limit).
@@ -20,6 +21,7 @@ enum Role {
     System,
     User,
     Assistant,
+    Tool,
 }
 
 impl Role {
@@ -28,6 +30,7 @@ impl Role {
             Self::System => "system",
             Self::User => "user",
             Self::Assistant => "assistant",
+            Self::Tool => "tool",
         }
     }
 }
@@ -44,9 +47,12 @@ pub struct ChatRequest {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidChat {
     pub model: String,
-    /// Text messages with the roles templates know: `developer` becomes `system`.
+    /// Messages with the roles templates know (`developer` becomes `system`); assistant
+    /// messages keep their `tool_calls`, tool messages their `tool_call_id`.
     pub messages: Vec<ChatMessage>,
     pub params: GenerationParams,
+    /// Tools the answer may (or must) call; `None` without tools or with `tool_choice: none`.
+    pub tools: Option<ValidTools>,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +62,9 @@ struct ChatFields {
     top_logprobs: Option<i64>,
     max_tokens: Option<i64>,
     max_completion_tokens: Option<i64>,
+    tools: Option<Value>,
+    tool_choice: Option<Value>,
+    parallel_tool_calls: Option<Value>,
 }
 
 /// Parses a chat body: JSON, known fields only (rejected ones named), a model named.
@@ -121,59 +130,95 @@ impl ChatRequest {
                 "at least one message is needed",
             ));
         }
+        answered_calls_only(&messages)?;
         if let Some(system) = &limits.system_prompt {
             if messages[0].0 != Role::System {
-                messages.insert(0, (Role::System, system.clone()));
+                messages.insert(
+                    0,
+                    (Role::System, ChatMessage::text("system", system.clone())),
+                );
             }
         }
-        let messages = messages
-            .into_iter()
-            .map(|(role, content)| ChatMessage::text(role.as_str(), content))
-            .collect();
+        let messages = messages.into_iter().map(|(_, message)| message).collect();
+        let mut params = sampling.validate(limits, max_tokens, logprobs)?;
+        let tools = tools::parse(
+            fields.tools.as_ref(),
+            fields.tool_choice.as_ref(),
+            fields.parallel_tool_calls.as_ref(),
+        )?;
+        if let Some(tools) = &tools {
+            if params.grammar.is_some() {
+                return Err(WireError::Unsupported {
+                    param: "response_format".into(),
+                    reason: "a JSON response_format cannot be combined with tools: it would keep \
+                             the model from writing a call"
+                        .into(),
+                });
+            }
+            params.grammar = tools.forced_grammar();
+        }
         Ok(ValidChat {
             model: self.model,
             messages,
-            params: sampling.validate(limits, max_tokens, logprobs)?,
+            params,
+            tools,
         })
     }
 }
 
-const TOOLS_LATER: &str = "tool calling is not supported yet";
-
-fn parse_message(index: usize, message: &Map<String, Value>) -> Result<(Role, String), WireError> {
+fn parse_message(
+    index: usize,
+    message: &Map<String, Value>,
+) -> Result<(Role, ChatMessage), WireError> {
     let at = |field: &str| format!("messages[{index}].{field}");
     let role = match message.get("role").and_then(Value::as_str) {
         Some("system" | "developer") => Role::System,
         Some("user") => Role::User,
         Some("assistant") => Role::Assistant,
-        Some(role @ ("tool" | "function")) => {
+        Some("tool") => Role::Tool,
+        Some("function") => {
             return Err(WireError::Unsupported {
                 param: at("role"),
-                reason: format!("'{role}' messages need tool calling, which is not supported yet"),
+                reason: "'function' messages are OpenAI's deprecated form; send 'tool' messages"
+                    .into(),
             })
         }
         Some(other) => {
             return Err(WireError::invalid(
                 at("role"),
-                format!("'{other}' is not one of system, developer, user, assistant"),
+                format!("'{other}' is not one of system, developer, user, assistant, tool"),
             ))
         }
         None => return Err(WireError::Missing { param: at("role") }),
     };
+    let mut tool_calls = None;
+    let mut tool_call_id = None;
     for (key, value) in message {
         match key.as_str() {
             "role" | "content" | "name" | "refusal" => {}
+            "tool_calls" if role == Role::Assistant => {
+                tool_calls = tool_calls_of(value, &at(key))?;
+            }
+            "tool_call_id" if role == Role::Tool => match value {
+                Value::String(id) => tool_call_id = Some(id.clone()),
+                _ => return Err(WireError::invalid(at(key), "expected a string")),
+            },
             "tool_calls" | "tool_call_id" | "function_call" | "audio" => {
                 let empty = value.is_null() || value.as_array().is_some_and(Vec::is_empty);
                 if !empty {
-                    return Err(WireError::Unsupported {
-                        param: at(key),
-                        reason: TOOLS_LATER.into(),
-                    });
+                    return Err(WireError::invalid(
+                        at(key),
+                        format!("not expected on a '{}' message", role.as_str()),
+                    ));
                 }
             }
             _ => return Err(WireError::UnknownField { param: at(key) }),
         }
+    }
+    if role == Role::Tool && tool_call_id.is_none() {
+        return Err(WireError::Missing {
+            param: at("tool_call_id"),
+        });
     }
     let content = match message.get("content") {
         Some(Value::String(text)) => text.clone(),
@@ -191,7 +236,62 @@ fn parse_message(index: usize, message: &Map<String, Value>) -> Result<(Role, St
             ))
         }
     };
-    Ok((role, content))
+    let mut parsed = ChatMessage::text(role.as_str(), content);
+    parsed.tool_calls = tool_calls;
+    parsed.tool_call_id = tool_call_id;
+    Ok((role, parsed))
+}
+
+/// Each tool message answers a call an earlier assistant message made, as OpenAI requires.
+fn answered_calls_only(messages: &[(Role, ChatMessage)]) -> Result<(), WireError> {
+    let mut calls: Vec<&str> = Vec::new();
+    for (index, (role, message)) in messages.iter().enumerate() {
+        if let Some(Value::Array(made)) = &message.tool_calls {
+            calls.extend(made.iter().filter_map(|call| call.get("id")?.as_str()));
+        }
+        if *role == Role::Tool {
+            let id = message.tool_call_id.as_deref().unwrap_or_default();
+            if !calls.contains(&id) {
+                return Err(WireError::invalid(
+                    format!("messages[{index}].tool_call_id"),
+                    format!("no earlier assistant message made a tool call with id '{id}'"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An assistant message's `tool_calls`: each `{"id", "type": "function", "function": {"name",
+/// "arguments"}}`, kept as sent (the template reads them; `arguments` may be JSON text).
+fn tool_calls_of(value: &Value, at: &str) -> Result<Option<Value>, WireError> {
+    let calls = match value {
+        Value::Null => return Ok(None),
+        Value::Array(calls) if calls.is_empty() => return Ok(None),
+        Value::Array(calls) => calls,
+        _ => return Err(WireError::invalid(at, "expected an array of tool calls")),
+    };
+    for (index, call) in calls.iter().enumerate() {
+        let name = call
+            .get("function")
+            .and_then(|function| function.get("name"))
+            .and_then(Value::as_str);
+        if name.is_none() {
+            return Err(WireError::Missing {
+                param: format!("{at}[{index}].function.name"),
+            });
+        }
+        let arguments = call
+            .get("function")
+            .and_then(|function| function.get("arguments"));
+        if !matches!(arguments, None | Some(Value::String(_) | Value::Object(_))) {
+            return Err(WireError::invalid(
+                format!("{at}[{index}].function.arguments"),
+                "expected JSON text",
+            ));
+        }
+    }
+    Ok(Some(value.clone()))
 }
 
 /// Content given as parts: text parts are joined with newlines; images, audio and files are
@@ -230,8 +330,11 @@ fn text_parts(index: usize, parts: &[Value]) -> Result<String, WireError> {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ChatResponseMessage {
     pub role: &'static str,
-    pub content: String,
+    /// `null` when the answer is only tool calls, as in OpenAI's.
+    pub content: Option<String>,
     pub refusal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -277,12 +380,25 @@ impl ChatChoice {
             index,
             message: ChatResponseMessage {
                 role: "assistant",
-                content,
+                content: Some(content),
                 refusal: None,
+                tool_calls: None,
             },
             logprobs,
             finish_reason,
         }
+    }
+
+    /// Adds the answer's tool calls; content that is empty then reads `null`.
+    pub fn with_tool_calls(mut self, calls: Vec<ToolCall>) -> Self {
+        if calls.is_empty() {
+            return self;
+        }
+        if self.message.content.as_deref() == Some("") {
+            self.message.content = None;
+        }
+        self.message.tool_calls = Some(calls);
+        self
     }
 }
 
@@ -292,6 +408,8 @@ pub struct ChatDelta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -339,6 +457,7 @@ impl ChatCompletionChunk {
                 delta: ChatDelta {
                     role: Some("assistant"),
                     content: Some(String::new()),
+                    tool_calls: None,
                 },
                 logprobs: None,
                 finish_reason: None,
@@ -359,8 +478,25 @@ impl ChatCompletionChunk {
                 delta: ChatDelta {
                     role: None,
                     content: Some(text),
+                    tool_calls: None,
                 },
                 logprobs,
+                finish_reason: None,
+            },
+        )
+    }
+
+    /// A choice's tool calls, whole, each with its `index` among them.
+    pub fn tool_calls(ids: &ResponseIds, index: u32, calls: Vec<ToolCall>) -> Self {
+        Self::one(
+            ids,
+            ChatChunkChoice {
+                index,
+                delta: ChatDelta {
+                    tool_calls: Some(calls),
+                    ..ChatDelta::default()
+                },
+                logprobs: None,
                 finish_reason: None,
             },
         )
@@ -450,7 +586,44 @@ mod tests {
         assert_eq!(param_of(r#"{"model":"m","messages":[]}"#), "messages");
         assert_eq!(
             param_of(r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#),
+            "messages[0].tool_call_id"
+        );
+        assert_eq!(
+            param_of(r#"{"model":"m","messages":[{"role":"function","content":"x"}]}"#),
             "messages[0].role"
+        );
+        assert_eq!(
+            param_of(
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"tool","tool_call_id":"c9","content":"x"}]}"#
+            ),
+            "messages[1].tool_call_id"
+        );
+        let answered = validate(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"},
+                {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+                {"role":"tool","tool_call_id":"c1","content":"22"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(answered.messages[2].role, "tool");
+        assert_eq!(answered.messages[2].tool_call_id.as_deref(), Some("c1"));
+        assert!(answered.messages[1].tool_calls.is_some());
+        assert_eq!(
+            param_of(
+                r#"{"model":"m","messages":[{"role":"user","content":"x","tool_call_id":"c"}]}"#
+            ),
+            "messages[0].tool_call_id"
+        );
+        assert_eq!(
+            param_of(
+                r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"arguments":"{}"}}]}]}"#
+            ),
+            "messages[0].tool_calls[0].function.name"
+        );
+        assert_eq!(
+            param_of(&format!(
+                r#"{{"model":"m","messages":{user},"tools":[{{"type":"function","function":{{"name":"f"}}}}],"response_format":{{"type":"json_object"}}}}"#
+            )),
+            "response_format"
         );
         assert_eq!(
             param_of(r#"{"model":"m","messages":[{"role":"user"}]}"#),
@@ -490,7 +663,7 @@ mod tests {
             param_of(&format!(
                 r#"{{"model":"m","messages":{user},"tools":[{{"type":"function"}}]}}"#
             )),
-            "tools"
+            "tools[0].function"
         );
         assert_eq!(
             param_of(&format!(

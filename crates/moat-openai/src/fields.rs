@@ -46,14 +46,14 @@ const fn rule(name: &'static str, support: FieldSupport, note: &'static str) -> 
 
 use FieldSupport::{Ignored, Rejected, Supported};
 
-const TOOLS_LATER: &str = "tool calling is not supported yet";
+const DEPRECATED_FUNCTIONS: &str = "OpenAI's deprecated functions API; send tools and tool_choice";
 
 /// `/v1/chat/completions`, sorted by name.
 pub const CHAT_FIELDS: &[FieldRule] = &[
     rule("audio", Rejected, "audio output is not supported"),
     rule("frequency_penalty", Supported, "-2.0 to 2.0"),
-    rule("function_call", Rejected, TOOLS_LATER),
-    rule("functions", Rejected, TOOLS_LATER),
+    rule("function_call", Rejected, DEPRECATED_FUNCTIONS),
+    rule("functions", Rejected, DEPRECATED_FUNCTIONS),
     rule(
         "knowledge_base",
         Supported,
@@ -82,7 +82,7 @@ pub const CHAT_FIELDS: &[FieldRule] = &[
     rule(
         "messages",
         Supported,
-        "roles system, developer (as system), user, assistant; text content or text parts",
+        "roles system, developer (as system), user, assistant (with tool_calls), tool (with tool_call_id); text content or text parts",
     ),
     rule("metadata", Ignored, "moat stores no completions"),
     rule("min_p", Supported, "moat extension: 0.0 to 1.0"),
@@ -93,7 +93,7 @@ pub const CHAT_FIELDS: &[FieldRule] = &[
     ),
     rule("model", Supported, "a model name as listed by /v1/models"),
     rule("n", Supported, "1 to 16: n generations of the same prompt"),
-    rule("parallel_tool_calls", Rejected, TOOLS_LATER),
+    rule("parallel_tool_calls", Supported, "default true; false: at most one call per answer"),
     rule(
         "prediction",
         Rejected,
@@ -151,13 +151,13 @@ pub const CHAT_FIELDS: &[FieldRule] = &[
     rule("temperature", Supported, "0.0 to 2.0; 0 is greedy"),
     rule(
         "tool_choice",
-        Rejected,
-        "tool calling is not supported yet; only \"none\" is accepted",
+        Supported,
+        "none, auto (the default with tools), required, or {type: function, function: {name}}; required and a named tool hold the answer to a call",
     ),
     rule(
         "tools",
-        Rejected,
-        "tool calling is not supported yet; only an empty list is accepted",
+        Supported,
+        "up to 128 function tools (name, description, parameters, strict); the model's chat template must show Hermes-style <tool_call> calls (Qwen2.5, Hermes, ...)",
     ),
     rule("top_k", Supported, "moat extension: 0 or -1 is off"),
     rule("top_logprobs", Supported, "0 to 20, with logprobs: true"),
@@ -201,8 +201,8 @@ pub const COMPLETION_FIELDS: &[FieldRule] = &[
 /// nothing from the client.
 fn asks_for_default(name: &str, value: &Value, body: &Map<String, Value>) -> bool {
     match name {
-        "tools" | "functions" => value.as_array().is_some_and(Vec::is_empty),
-        "tool_choice" | "function_call" => value.as_str() == Some("none"),
+        "functions" => value.as_array().is_some_and(Vec::is_empty),
+        "function_call" => value.as_str() == Some("none"),
         "modalities" => value
             .as_array()
             .is_some_and(|items| items.iter().all(|item| item.as_str() == Some("text"))),
@@ -269,7 +269,7 @@ mod tests {
 
     #[test]
     fn screening_rejects_unknown_and_unsupported_and_drops_ignored() {
-        let mut ok = body(r#"{"model":"m","user":"u","tools":[],"tool_choice":"none"}"#);
+        let mut ok = body(r#"{"model":"m","user":"u","functions":[],"function_call":"none"}"#);
         screen(&mut ok, CHAT_FIELDS).unwrap();
         assert_eq!(ok.keys().collect::<Vec<_>>(), ["model"]);
 
@@ -278,10 +278,10 @@ mod tests {
             screen(&mut unknown, CHAT_FIELDS).unwrap_err().param(),
             Some("temprature")
         );
-        let mut tools = body(r#"{"tools":[{"type":"function"}]}"#);
+        let mut functions = body(r#"{"functions":[{"name":"f"}]}"#);
         assert!(matches!(
-            screen(&mut tools, CHAT_FIELDS),
-            Err(WireError::Unsupported { param, .. }) if param == "tools"
+            screen(&mut functions, CHAT_FIELDS),
+            Err(WireError::Unsupported { param, .. }) if param == "functions"
         ));
         let mut format = body(r#"{"response_format":{"type":"json_object"}}"#);
         screen(&mut format, CHAT_FIELDS).unwrap();

@@ -14,6 +14,7 @@ mod logprobs;
 mod params;
 mod parse;
 mod response_format;
+mod tools;
 
 pub use chat::{
     parse_chat_request, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
@@ -30,3 +31,7 @@ pub use completion::{
 pub use error::WireError;
 pub use logprobs::{ChatLogprobToken, ChatLogprobs, ChatTopLogprob, CompletionLogprobs, TopMap};
 pub use params::{GenerationParams, ModelLimits, MAX_CHOICES, MAX_STOP_STRINGS};
+pub use tools::{
+    parse_calls, FunctionCall, ParsedCalls, ToolCall, ToolCallReader, ToolChoice, ValidTools,
+    HERMES_CLOSE, HERMES_OPEN,
+};

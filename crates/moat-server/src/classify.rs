@@ -46,7 +46,7 @@ impl EngineClassifier {
             .as_ref()
             .map_err(|e| ClassifierError(e.clone()))?;
         let messages = vec![ChatMessage::text("user", text)];
-        let tokens = prompt::chat(model, &self.name, messages)
+        let tokens = prompt::chat(model, &self.name, messages, None)
             .await
             .map_err(|error| ClassifierError(error.message))?;
         let request = ValidGenerate {

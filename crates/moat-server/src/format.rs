@@ -4,7 +4,8 @@
 use moat_engine::{GeneratedToken, GenerationEvent, TokenLogprob};
 use moat_openai::{
     finish_reason, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatLogprobToken, ChatLogprobs,
-    Completion, CompletionChoice, CompletionLogprobs, ResponseIds, WireUsage,
+    Completion, CompletionChoice, CompletionLogprobs, FunctionCall, ResponseIds, ToolCall,
+    ToolCallReader, WireUsage,
 };
 
 use crate::generate::Format;
@@ -14,6 +15,9 @@ struct ChatChoiceState {
     text: String,
     logprobs: Vec<ChatLogprobToken>,
     finish_reason: &'static str,
+    /// With tools: the model's text, held back from the first call on.
+    calls_reader: Option<ToolCallReader>,
+    tool_calls: Vec<ToolCall>,
 }
 
 pub(crate) struct ChatFormat {
@@ -29,6 +33,31 @@ impl ChatFormat {
             with_logprobs,
             choices: (0..n_choices).map(|_| ChatChoiceState::default()).collect(),
         }
+    }
+
+    /// Reads calls of these tools out of each choice's text (the request has tools): the
+    /// calls become `tool_calls`, the rest stays content.
+    pub(crate) fn reading_tool_calls(mut self, names: Option<Vec<String>>) -> Self {
+        if let Some(names) = names {
+            for choice in &mut self.choices {
+                choice.calls_reader = Some(ToolCallReader::new(names.clone()));
+            }
+        }
+        self
+    }
+
+    /// OpenAI's form of a choice's calls; ids are unique per response.
+    fn tool_calls(&self, index: u32, calls: Vec<(String, String)>) -> Vec<ToolCall> {
+        calls
+            .into_iter()
+            .zip(0u32..)
+            .map(|((name, arguments), position)| ToolCall {
+                index: Some(position),
+                id: format!("call_{}_{index}_{position}", self.ids.id),
+                kind: "function",
+                function: FunctionCall { name, arguments },
+            })
+            .collect()
     }
 }
 
@@ -46,6 +75,10 @@ impl Format for ChatFormat {
                 let logprob = logprob
                     .filter(|_| self.with_logprobs)
                     .map(|l| ChatLogprobToken::from(&l));
+                let text = match &mut choice.calls_reader {
+                    Some(reader) => reader.push(&text),
+                    None => text,
+                };
                 if text.is_empty() && logprob.is_none() {
                     return Vec::new();
                 }
@@ -61,11 +94,38 @@ impl Format for ChatFormat {
             }
             GenerationEvent::Finished { reason, .. } => {
                 choice.finish_reason = finish_reason(reason);
-                vec![ChatCompletionChunk::finish(
+                let mut chunks = Vec::new();
+                if let Some(reader) = choice.calls_reader.take() {
+                    let parsed = reader.finish();
+                    if !parsed.content.is_empty() {
+                        choice.text.push_str(&parsed.content);
+                        chunks.push(ChatCompletionChunk::content(
+                            &self.ids,
+                            index,
+                            parsed.content,
+                            None,
+                        ));
+                    }
+                    if !parsed.calls.is_empty() {
+                        // OpenAI says tool_calls when the answer ends in calls, even when
+                        // the model went on to its end-of-turn token.
+                        let finish = choice.finish_reason;
+                        let calls = self.tool_calls(index, parsed.calls);
+                        let choice = &mut self.choices[index as usize];
+                        choice.tool_calls.clone_from(&calls);
+                        if finish == "stop" {
+                            choice.finish_reason = "tool_calls";
+                        }
+                        chunks.push(ChatCompletionChunk::tool_calls(&self.ids, index, calls));
+                    }
+                }
+                let choice = &self.choices[index as usize];
+                chunks.push(ChatCompletionChunk::finish(
                     &self.ids,
                     index,
                     choice.finish_reason,
-                )]
+                ));
+                chunks
             }
         }
     }
@@ -85,7 +145,12 @@ impl Format for ChatFormat {
                     content: choice.logprobs,
                     refusal: None,
                 });
+                let calls = choice.tool_calls.into_iter().map(|call| ToolCall {
+                    index: None,
+                    ..call
+                });
                 ChatChoice::new(index, choice.text, logprobs, choice.finish_reason)
+                    .with_tool_calls(calls.collect())
             })
             .collect();
         ChatCompletion::new(&self.ids, choices, usage)

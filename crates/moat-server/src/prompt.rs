@@ -47,11 +47,13 @@ fn token_text(engine: &dyn Engine, token: TokenId) -> Result<String, ApiError> {
     Ok(String::from_utf8_lossy(&engine.token_bytes(token)?).into_owned())
 }
 
-/// The prompt tokens of a chat: the model's template with the generation prompt, tokenized.
+/// The prompt tokens of a chat: the model's template with the generation prompt (and the
+/// tool definitions, when the request has tools), tokenized.
 pub(crate) async fn chat(
     model: &Arc<ServedModel>,
     model_name: &str,
     messages: Vec<ChatMessage>,
+    tools: Option<serde_json::Value>,
 ) -> Result<Vec<TokenId>, ApiError> {
     let model = Arc::clone(model);
     let model_name = model_name.to_string();
@@ -62,6 +64,7 @@ pub(crate) async fn chat(
             .map_err(|error| ApiError::chat_template(&model_name, error))?;
         let options = RenderOptions {
             add_generation_prompt: true,
+            tools,
             ..RenderOptions::default()
         };
         let text = template

@@ -29,7 +29,7 @@ use crate::guarding::{self, Watch};
 use crate::routes::knowledge::blocking;
 use crate::stream::{fixed_pieces, pieces, Answer};
 use crate::trust::Caller;
-use crate::{prompt, ApiError, AppState, GroundingRequest};
+use crate::{prompt, ApiError, AppState, GroundingRequest, ServedModel};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/v1/chat/completions", post(chat))
@@ -161,7 +161,11 @@ pub(crate) async fn local_chat(
             }
         }
     }
-    let tokens = prompt::chat(&model, &chat.model, chat.messages).await?;
+    if chat.tools.is_some() {
+        tools_supported(&model, &chat.model)?;
+    }
+    let definitions = chat.tools.as_ref().map(|tools| tools.definitions.clone());
+    let tokens = prompt::chat(&model, &chat.model, chat.messages, definitions).await?;
     let params = &chat.params;
     let jobs = (0..params.n)
         .map(|index| {
@@ -184,7 +188,14 @@ pub(crate) async fn local_chat(
         ));
     }
     let ids = state.response_ids("chatcmpl", &chat.model);
-    let format = ChatFormat::new(ids.clone(), params.n, params.logprobs.is_some());
+    let format = ChatFormat::new(ids.clone(), params.n, params.logprobs.is_some())
+        .reading_tool_calls(chat.tools.as_ref().map(|tools| {
+            tools
+                .functions
+                .iter()
+                .map(|(name, _)| name.clone())
+                .collect()
+        }));
     let citations: Option<Vec<WireCitation>> = citations;
     if params.stream {
         let trailer = citations.map(|c| citations_chunk(&ids, c));
@@ -201,6 +212,22 @@ pub(crate) async fn local_chat(
             Some(citations) => with_citations(&whole, citations),
         }))
     }
+}
+
+/// Tools need a chat template that shows the model the Hermes call format moat reads back
+/// (`<tool_call>`): other models would be told about tools in a format they were not trained
+/// on, or not at all, and their calls would come back as text.
+fn tools_supported(model: &ServedModel, name: &str) -> Result<(), ApiError> {
+    let template = model.engine.info().chat_template.as_deref().unwrap_or("");
+    if template.contains("tools") && template.contains(moat_openai::HERMES_OPEN) {
+        return Ok(());
+    }
+    Err(ApiError::invalid_request(format!(
+        "'{name}' cannot call tools here: its chat template does not show Hermes-style {} \
+         calls, the one format moat reads back (Qwen2.5, Hermes and others use it)",
+        moat_openai::HERMES_OPEN
+    ))
+    .with_param("tools"))
 }
 
 /// The messages' text, one per line, for the audit log (when it records prompts).
