@@ -303,7 +303,7 @@ def test_every_refusal_is_an_ollama_error_with_its_status(server, client):
         (lambda: ask(client, model="no-such-model"), 404, "no-such-model"),
         (lambda: ask(client, model=MINILM), 400, "embedding"),
         (lambda: client.embed(model=SMOLLM2, input="x"), 400, "not an embedding model"),
-        (lambda: ask(client, tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]), 400, "tool"),
+        (lambda: ask(client, tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]), 400, "cannot call tools"),
         (lambda: client.chat(model=SMOLLM2, messages=[{"role": "user", "content": "x", "images": ["aGk="]}]), 400, "text only"),
         (lambda: ask(client, options={"mirostat": 2}), 400, "mirostat"),
         (lambda: ask(client, options={"temprature": 0.2}), 400, "not an Ollama option"),

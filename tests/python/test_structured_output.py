@@ -239,6 +239,10 @@ def test_tool_results_go_back_into_the_conversation(client):
     assert choice.message.tool_calls is None
     # The template put the tool's result in the prompt: the model's answer repeats it.
     assert "22" in choice.message.content, choice.message.content
+    # With the tools shown as well (auto), the same history renders with their definitions.
+    shown = client.chat.completions.create(model=QWEN, messages=conversation, tools=[WEATHER],
+                                           temperature=0, max_tokens=80)
+    assert shown.usage.prompt_tokens > answer.usage.prompt_tokens + 50, (shown.usage, answer.usage)
 
 
 def test_without_tool_choice_text_stays_text_and_n_choices_get_their_own_calls(client):
@@ -247,8 +251,28 @@ def test_without_tool_choice_text_stays_text_and_n_choices_get_their_own_calls(c
     assert answer.choices[0].message.tool_calls is None and answer.choices[0].message.content
     answer = client.chat.completions.create(model=QWEN, messages=WEATHER_QUESTION, tools=[WEATHER],
                                             tool_choice="required", n=2, temperature=0.8, seed=5)
-    ids = [choice.message.tool_calls[0].id for choice in answer.choices]
-    assert len(set(ids)) == 2, ids
+    for choice in answer.choices:
+        assert "city" in only_call(choice, "get_weather")
+
+
+class Item(BaseModel):
+    name: str = Field(max_length=20)
+    quantity: int = Field(ge=1, le=10)
+
+
+class Order(BaseModel):
+    items: list[Item] = Field(min_length=1, max_length=3)
+
+
+def test_a_pydantic_tool_with_nested_models_is_called_with_valid_arguments(client):
+    # pydantic_function_tool writes the nested model under $defs and refers to it with $ref:
+    # forced, the call's arguments follow it.
+    tool = openai.pydantic_function_tool(Order, name="place_order", description="Order groceries")
+    assert "$defs" in json.dumps(tool)
+    answer = client.chat.completions.create(
+        model=QWEN, messages=[{"role": "user", "content": "Order two apples and a loaf of bread."}],
+        tools=[tool], tool_choice="required", temperature=0)
+    Order.model_validate(only_call(answer.choices[0], "place_order"))
 
 
 def test_tool_errors_name_their_field(client):
@@ -265,3 +289,27 @@ def test_tool_errors_name_their_field(client):
                      lambda: client.chat.completions.create(messages=WEATHER_QUESTION, **kwargs), param=param)
     expect_error(openai.BadRequestError, lambda: client.chat.completions.create(
         model=QWEN, messages=[{"role": "tool", "content": "22"}]), param="messages[0].tool_call_id")
+
+
+def test_ollama_tools_whole_streamed_and_answered(server):
+    client = ollama.Client(host=server.url, timeout=120)
+    messages = [{"role": "user", "content": "What's the weather like in Paris today?"}]
+    answer = client.chat(model=QWEN, messages=messages, tools=[WEATHER], options={"temperature": 0})
+    [call] = answer.message.tool_calls
+    assert call.function.name == "get_weather" and call.function.arguments["city"] == "Paris", call
+    assert answer.done_reason == "stop"
+    parts = list(client.chat(model=QWEN, messages=messages, tools=[WEATHER], options={"temperature": 0}, stream=True))
+    streamed = [c for part in parts for c in (part.message.tool_calls or [])]
+    assert [(c.function.name, c.function.arguments) for c in streamed] == [(call.function.name, call.function.arguments)]
+    assert parts[-1].done
+    # The call and its result go back, in Ollama's form (no ids).
+    conversation = messages + [
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather", "arguments": call.function.arguments}}]},
+        {"role": "tool", "content": json.dumps({"temperature_celsius": 22, "sky": "sunny"})},
+    ]
+    answer = client.chat(model=QWEN, messages=conversation, options={"temperature": 0, "num_predict": 80})
+    assert "22" in answer.message.content, answer.message.content
+    # A tool message with no call before it is refused.
+    with pytest.raises(ollama.ResponseError) as raised:
+        client.chat(model=QWEN, messages=[{"role": "tool", "content": "22"}])
+    assert raised.value.status_code == 400 and "tool message" in raised.value.error

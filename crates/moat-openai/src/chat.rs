@@ -394,7 +394,12 @@ impl ChatChoice {
         if calls.is_empty() {
             return self;
         }
-        if self.message.content.as_deref() == Some("") {
+        if self
+            .message
+            .content
+            .as_deref()
+            .is_some_and(|text| text.trim().is_empty())
+        {
             self.message.content = None;
         }
         self.message.tool_calls = Some(calls);

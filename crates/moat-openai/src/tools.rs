@@ -187,6 +187,12 @@ fn function(index: usize, tool: &Value) -> Result<(String, Value), WireError> {
     }
     let parameters = match function.get("parameters") {
         None | Some(Value::Null) => json!({"type": "object"}),
+        // Arguments are an object; `{}` alone would let a forced call's be any JSON value.
+        Some(Value::Object(schema)) if !schema.contains_key("type") => {
+            let mut schema = schema.clone();
+            schema.insert("type".into(), json!("object"));
+            Value::Object(schema)
+        }
         Some(schema @ Value::Object(_)) => schema.clone(),
         Some(_) => {
             return Err(WireError::invalid(
@@ -210,7 +216,15 @@ impl ValidTools {
                 ToolChoice::Required => true,
                 ToolChoice::Named(wanted) => wanted == name,
             })
-            .map(|(name, parameters)| {
+            .enumerate()
+            .map(|(index, (name, parameters))| {
+                // Each tool's schema moves to anyOf/{index}/properties/arguments of one document,
+                // so its own `#/...` references must point there.
+                let mut parameters = parameters.clone();
+                rebase_refs(
+                    &mut parameters,
+                    &format!("#/anyOf/{index}/properties/arguments"),
+                );
                 json!({
                     "type": "object",
                     "properties": {"name": {"const": name}, "arguments": parameters},
@@ -228,6 +242,27 @@ impl ValidTools {
             close: format!("\n{HERMES_CLOSE}"),
             many: self.parallel,
         })
+    }
+}
+
+/// Points a schema's local references (`#`, `#/$defs/...`) at the place `base` where the
+/// schema now sits inside a larger document.
+fn rebase_refs(schema: &mut Value, base: &str) {
+    match schema {
+        Value::Object(object) => {
+            for (key, value) in object.iter_mut() {
+                match value {
+                    Value::String(target) if key == "$ref" => {
+                        if let Some(rest) = target.strip_prefix('#') {
+                            *target = format!("{base}{rest}");
+                        }
+                    }
+                    _ => rebase_refs(value, base),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| rebase_refs(item, base)),
+        _ => {}
     }
 }
 
@@ -257,11 +292,12 @@ pub struct ParsedCalls {
     pub calls: Vec<(String, String)>,
 }
 
-/// Reads the calls out of a whole answer. Calls in `<tool_call>` tags may name any function
-/// (the client sees what the model asked for); text outside the tags is content. Without tags,
-/// small models often write the call bare, or in a ```json fence: an answer that is nothing
-/// but such objects, each `{"name": <one of names>, "arguments": {...}}`, is calls too.
-/// Anything that does not parse stays text, whole, so nothing is lost.
+/// Reads the calls out of a whole answer: calls in `<tool_call>` tags, text outside them is
+/// content. Without tags, small models often write the call bare, or in a ```json fence: an
+/// answer that is nothing but such objects is calls too. A call must name one of `names` and
+/// hold `{"name", "arguments": {...}}`. Text that does not read as calls stays text: all of
+/// it when the first call does not parse, the rest from a later call that does not (one cut
+/// short by `max_tokens`), so nothing is lost and no good call is dropped.
 pub fn parse_calls(text: &str, names: &[String]) -> ParsedCalls {
     let as_text = || ParsedCalls {
         content: text.to_owned(),
@@ -277,16 +313,19 @@ pub fn parse_calls(text: &str, names: &[String]) -> ParsedCalls {
     let mut calls = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find(HERMES_OPEN) {
-        content.push_str(&rest[..start]);
         let after = &rest[start + HERMES_OPEN.len()..];
         // A model may stop (end of turn) before it writes the closing tag.
         let (inside, next) = match after.find(HERMES_CLOSE) {
             Some(end) => (&after[..end], &after[end + HERMES_CLOSE.len()..]),
             None => (after, ""),
         };
-        let Some(call) = read_call(inside, None) else {
-            return as_text();
+        let Some(call) = read_call(inside, names) else {
+            if calls.is_empty() {
+                return as_text();
+            }
+            break;
         };
+        content.push_str(&rest[..start]);
         calls.push(call);
         rest = next;
     }
@@ -312,20 +351,20 @@ fn bare_calls(text: &str, names: &[String]) -> Option<Vec<(String, String)>> {
     }
     let mut calls = Vec::new();
     for value in serde_json::Deserializer::from_str(body).into_iter::<Value>() {
-        calls.push(read_call_value(&value.ok()?, Some(names))?);
+        calls.push(read_call_value(&value.ok()?, names)?);
     }
     (!calls.is_empty()).then_some(calls)
 }
 
-fn read_call(inside: &str, names: Option<&[String]>) -> Option<(String, String)> {
+fn read_call(inside: &str, names: &[String]) -> Option<(String, String)> {
     read_call_value(&serde_json::from_str(inside.trim()).ok()?, names)
 }
 
-/// `{"name": ..., "arguments": {...}}`; with `names`, the name must be one of them.
-fn read_call_value(value: &Value, names: Option<&[String]>) -> Option<(String, String)> {
+/// `{"name": <one of names>, "arguments": {...}}`.
+fn read_call_value(value: &Value, names: &[String]) -> Option<(String, String)> {
     let object = value.as_object()?;
     let name = object.get("name")?.as_str()?.to_owned();
-    if names.is_some_and(|names| !names.contains(&name)) {
+    if !names.contains(&name) {
         return None;
     }
     if object.keys().any(|key| key != "name" && key != "arguments") {
@@ -346,25 +385,40 @@ fn read_call_value(value: &Value, names: Option<&[String]>) -> Option<(String, S
 }
 
 /// Streams a choice's text while holding back what may be calls: text goes out as it comes
-/// until `<tool_call>` (or what may be its start) appears, and an answer that begins with `{`
-/// or a code fence (a call written without tags, perhaps) is held whole; the held text waits
-/// for the end, where `finish` reads it.
+/// until `<tool_call>` (or what may be its start) appears, and an answer that opens with `{`
+/// or with a code fence whose first line is `{` (a call written without tags, perhaps) is held
+/// whole. Whitespace before the first call is no content. The held text waits for the end,
+/// where `finish` reads it.
 #[derive(Debug, Default)]
 pub struct ToolCallReader {
     names: Vec<String>,
+    /// More than one call per answer (`parallel_tool_calls`).
+    parallel: bool,
     /// Everything the model wrote.
     text: String,
     /// How much of `text` went out as content.
     sent: usize,
+    /// The opening was looked at and is text, not a bare call.
+    opened_as_text: bool,
     /// Nothing more goes out before `finish`.
     holding: bool,
 }
 
+/// What the first characters of an answer say.
+enum Opening {
+    /// Too little to tell.
+    Unsure,
+    /// It may be a call without tags.
+    Call,
+    Text,
+}
+
 impl ToolCallReader {
-    /// A reader for calls of these functions.
-    pub fn new(names: Vec<String>) -> Self {
+    /// A reader for calls of these functions; without `parallel`, only the first call counts.
+    pub fn new(names: Vec<String>, parallel: bool) -> Self {
         Self {
             names,
+            parallel,
             ..Self::default()
         }
     }
@@ -375,19 +429,24 @@ impl ToolCallReader {
         if self.holding {
             return String::new();
         }
-        if self.sent == 0 {
-            let start = self.text.trim_start();
-            if start.is_empty() {
-                return String::new();
-            }
-            if start.starts_with('{') || start.starts_with('`') {
-                self.holding = true;
-                return String::new();
+        if !self.opened_as_text {
+            match opening(&self.text) {
+                Opening::Unsure => return String::new(),
+                Opening::Call => {
+                    self.holding = true;
+                    return String::new();
+                }
+                Opening::Text => self.opened_as_text = true,
             }
         }
         if let Some(start) = self.text[self.sent..].find(HERMES_OPEN) {
             self.holding = true;
-            let out = self.text[self.sent..self.sent + start].to_owned();
+            let before = &self.text[self.sent..self.sent + start];
+            let out = if self.sent == 0 && before.trim().is_empty() {
+                String::new()
+            } else {
+                before.to_owned()
+            };
             self.sent += start;
             return out;
         }
@@ -411,14 +470,46 @@ impl ToolCallReader {
     /// calls goes out as content.
     pub fn finish(self) -> ParsedCalls {
         let held = &self.text[self.sent..];
-        let parsed = parse_calls(held, &self.names);
+        let mut parsed = parse_calls(held, &self.names);
         if parsed.calls.is_empty() {
             return ParsedCalls {
                 content: held.to_owned(),
                 calls: Vec::new(),
             };
         }
+        if !self.parallel {
+            parsed.calls.truncate(1);
+        }
         parsed
+    }
+}
+
+fn opening(text: &str) -> Opening {
+    let start = text.trim_start();
+    if start.is_empty() {
+        return Opening::Unsure;
+    }
+    if start.starts_with('{') {
+        return Opening::Call;
+    }
+    let Some(fenced) = start.strip_prefix("```") else {
+        return if "```".starts_with(start) {
+            Opening::Unsure
+        } else {
+            Opening::Text
+        };
+    };
+    // The fence's first line is its language; the call, if it is one, starts on the next.
+    let Some(newline) = fenced.find('\n') else {
+        return Opening::Unsure;
+    };
+    let body = fenced[newline + 1..].trim_start();
+    if body.is_empty() {
+        Opening::Unsure
+    } else if body.starts_with('{') {
+        Opening::Call
+    } else {
+        Opening::Text
     }
 }
 
@@ -474,6 +565,23 @@ mod tests {
                 .unwrap()
                 .forced_grammar(),
             None
+        );
+        // A tool's own references follow it into the combined schema; `{}` parameters are
+        // an object.
+        let nested = json!([{"type": "function", "function": {"name": "add", "parameters": {
+            "$defs": {"item": {"type": "object", "properties": {"n": {"type": "integer"}}}},
+            "type": "object", "properties": {"item": {"$ref": "#/$defs/item"}}}}},
+            {"type": "function", "function": {"name": "noop", "parameters": {}}}]);
+        let valid = parse(Some(&nested), Some(&json!("required")), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(valid.functions[1].1, json!({"type": "object"}));
+        let Some(Grammar::Tagged { schema, .. }) = valid.forced_grammar() else {
+            panic!("required forces a call");
+        };
+        assert!(
+            schema.contains(r##""$ref":"#/anyOf/0/properties/arguments/$defs/item""##),
+            "{schema}"
         );
     }
 
@@ -540,16 +648,20 @@ mod tests {
                 ("get_time".to_owned(), "{}".to_owned())
             ]
         );
-        // No closing tag (the model ended its turn), and arguments given as text; in tags any
-        // name goes through.
+        // No closing tag (the model ended its turn), and arguments given as text.
         let parsed = parse_calls(
-            "<tool_call>\n{\"name\": \"other\", \"arguments\": \"{\\\"a\\\": 1}\"}",
+            "<tool_call>\n{\"name\": \"get_time\", \"arguments\": \"{\\\"a\\\": 1}\"}",
             &names,
         );
         assert_eq!(
             parsed.calls,
-            vec![("other".to_owned(), r#"{"a": 1}"#.to_owned())]
+            vec![("get_time".to_owned(), r#"{"a": 1}"#.to_owned())]
         );
+        // A second call cut short keeps the first; the rest is text.
+        let cut = "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_wea";
+        let parsed = parse_calls(cut, &names);
+        assert_eq!(parsed.calls, vec![("get_time".to_owned(), "{}".to_owned())]);
+        assert_eq!(parsed.content, "<tool_call>\n{\"name\": \"get_wea");
         // Without tags: bare objects or a fenced block naming known tools.
         let bare = "```json\n{\"name\": \"get_time\", \"arguments\": {\"tz\": \"UTC\"}}\n```";
         assert_eq!(
@@ -563,6 +675,7 @@ mod tests {
             "plain answer",
             "<tool_call>\nnot json\n</tool_call>",
             "<tool_call>{\"arguments\": {}}</tool_call>",
+            "<tool_call>{\"name\": \"unknown\", \"arguments\": {}}</tool_call>",
             "{\"name\": \"say_hello\", \"arguments\": {}}",
             "{\"name\": \"get_time\", \"arguments\": {}, \"extra\": 1}",
             "{\"name\": \"get_time\", \"arguments\": {}} and then some words",
@@ -581,7 +694,7 @@ mod tests {
 
     #[test]
     fn a_stream_holds_back_what_may_be_calls() {
-        let mut stream = ToolCallReader::new(vec!["f".into()]);
+        let mut stream = ToolCallReader::new(vec!["f".into()], true);
         let mut out = String::new();
         for piece in [
             "Sure",
@@ -597,16 +710,16 @@ mod tests {
         assert_eq!(parsed.calls, vec![("f".to_owned(), "{}".to_owned())]);
         assert_eq!(parsed.content, "");
         // A "<" that does not become the tag goes out once it cannot.
-        let mut stream = ToolCallReader::new(vec!["f".into()]);
+        let mut stream = ToolCallReader::new(vec!["f".into()], true);
         assert_eq!(stream.push("a <"), "a ");
         assert_eq!(stream.push("b"), "<b");
         assert_eq!(stream.finish(), ParsedCalls::default());
         // Held text that is no call goes out at the end.
-        let mut stream = ToolCallReader::new(vec!["f".into()]);
+        let mut stream = ToolCallReader::new(vec!["f".into()], true);
         assert_eq!(stream.push("x <tool_call> oops"), "x ");
         assert_eq!(stream.finish().content, "<tool_call> oops");
         // An answer that opens with a brace or a fence is held whole.
-        let mut stream = ToolCallReader::new(vec!["f".into()]);
+        let mut stream = ToolCallReader::new(vec!["f".into()], true);
         assert_eq!(stream.push("\n"), "");
         assert_eq!(stream.push("{\"name\": \"f\","), "");
         assert_eq!(stream.push(" \"arguments\": {}}"), "");
@@ -614,8 +727,39 @@ mod tests {
             stream.finish().calls,
             vec![("f".to_owned(), "{}".to_owned())]
         );
-        let mut stream = ToolCallReader::new(vec!["f".into()]);
-        assert_eq!(stream.push("```py\nx = 1\n```"), "");
-        assert_eq!(stream.finish().content, "```py\nx = 1\n```");
+        // A fence goes out once its first line shows it holds no call.
+        let mut stream = ToolCallReader::new(vec!["f".into()], true);
+        assert_eq!(stream.push("``"), "");
+        assert_eq!(stream.push("`py"), "");
+        assert_eq!(stream.push("\nx = 1\n```"), "```py\nx = 1\n```");
+        assert_eq!(stream.finish(), ParsedCalls::default());
+        let mut stream = ToolCallReader::new(vec!["f".into()], true);
+        assert_eq!(
+            stream.push("```json\n{\"name\": \"f\", \"arguments\": {}}\n```"),
+            ""
+        );
+        assert_eq!(stream.finish().calls.len(), 1);
+        // Whitespace before the first call is no content.
+        let mut stream = ToolCallReader::new(vec!["f".into()], true);
+        assert_eq!(stream.push("\n"), "");
+        assert_eq!(
+            stream.push("<tool_call>\n{\"name\": \"f\", \"arguments\": {}}"),
+            ""
+        );
+        assert_eq!(stream.finish().content, "");
+        // Without parallel calls only the first counts.
+        let mut stream = ToolCallReader::new(vec!["f".into()], false);
+        stream.push(
+            "{\"name\": \"f\", \"arguments\": {\"a\": 1}}\n{\"name\": \"f\", \"arguments\": {}}",
+        );
+        assert_eq!(
+            stream.finish().calls,
+            vec![("f".to_owned(), r#"{"a":1}"#.to_owned())]
+        );
+        // Multibyte text next to a partial tag.
+        let mut stream = ToolCallReader::new(vec!["f".into()], true);
+        assert_eq!(stream.push("é ü <too"), "é ü ");
+        assert_eq!(stream.push("l"), "");
+        assert_eq!(stream.push("ß"), "<toolß");
     }
 }

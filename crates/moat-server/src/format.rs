@@ -5,7 +5,7 @@ use moat_engine::{GeneratedToken, GenerationEvent, TokenLogprob};
 use moat_openai::{
     finish_reason, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatLogprobToken, ChatLogprobs,
     Completion, CompletionChoice, CompletionLogprobs, FunctionCall, ResponseIds, ToolCall,
-    ToolCallReader, WireUsage,
+    ToolCallReader, ValidTools, WireUsage,
 };
 
 use crate::generate::Format;
@@ -37,10 +37,15 @@ impl ChatFormat {
 
     /// Reads calls of these tools out of each choice's text (the request has tools): the
     /// calls become `tool_calls`, the rest stays content.
-    pub(crate) fn reading_tool_calls(mut self, names: Option<Vec<String>>) -> Self {
-        if let Some(names) = names {
+    pub(crate) fn reading_tool_calls(mut self, tools: Option<&ValidTools>) -> Self {
+        if let Some(tools) = tools {
+            let names: Vec<String> = tools
+                .functions
+                .iter()
+                .map(|(name, _)| name.clone())
+                .collect();
             for choice in &mut self.choices {
-                choice.calls_reader = Some(ToolCallReader::new(names.clone()));
+                choice.calls_reader = Some(ToolCallReader::new(names.clone(), tools.parallel));
             }
         }
         self
@@ -303,5 +308,113 @@ impl Format for CompletionFormat {
             })
             .collect();
         Completion::new(&self.ids, choices, Some(usage))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moat_engine::{FinishReason, Usage};
+    use serde_json::{json, Value};
+
+    fn token(text: &str) -> GenerationEvent {
+        GenerationEvent::Token(GeneratedToken {
+            id: 0,
+            text: text.to_owned(),
+            logprob: None,
+        })
+    }
+
+    fn tools(parallel: bool) -> ValidTools {
+        ValidTools {
+            definitions: json!([]),
+            choice: moat_openai::ToolChoice::Auto,
+            parallel,
+            functions: vec![("f".to_owned(), json!({"type": "object"}))],
+        }
+    }
+
+    /// The chunks of one choice that writes `pieces`, as JSON, and the whole answer.
+    fn run(pieces: &[&str], parallel: bool) -> (Vec<Value>, Value) {
+        let ids = ResponseIds {
+            id: "chatcmpl-7".into(),
+            created: 1,
+            model: "m".into(),
+        };
+        let mut format = ChatFormat::new(ids, 1, false).reading_tool_calls(Some(&tools(parallel)));
+        let mut events = vec![GenerationEvent::Started {
+            prompt_tokens: 3,
+            cached_tokens: 0,
+            prompt_logprobs: None,
+        }];
+        events.extend(pieces.iter().map(|piece| token(piece)));
+        events.push(GenerationEvent::Finished {
+            reason: FinishReason::Stop,
+            usage: Usage::default(),
+        });
+        let chunks = events
+            .into_iter()
+            .flat_map(|event| format.on_event(0, event))
+            .map(|chunk| serde_json::to_value(chunk).unwrap())
+            .collect();
+        let whole = serde_json::to_value(format.into_whole(WireUsage::default())).unwrap();
+        (chunks, whole)
+    }
+
+    #[test]
+    fn calls_become_tool_calls_whole_and_streamed() {
+        let (chunks, whole) = run(
+            &[
+                "\n",
+                "<tool_call>\n{\"name\": ",
+                "\"f\", \"arguments\": {\"a\": 1}}\n</tool_call>",
+            ],
+            true,
+        );
+        let message = &whole["choices"][0]["message"];
+        assert_eq!(message["content"], Value::Null, "{whole}");
+        assert_eq!(message["tool_calls"][0]["function"]["name"], "f");
+        assert_eq!(
+            message["tool_calls"][0]["function"]["arguments"],
+            r#"{"a":1}"#
+        );
+        assert_eq!(message["tool_calls"][0]["id"], "call_chatcmpl-7_0_0");
+        assert!(message["tool_calls"][0].get("index").is_none(), "{whole}");
+        assert_eq!(whole["choices"][0]["finish_reason"], "tool_calls");
+        // Streamed: the role, then one delta with the calls (index set), then the finish.
+        let deltas: Vec<&Value> = chunks.iter().map(|c| &c["choices"][0]["delta"]).collect();
+        assert_eq!(deltas.len(), 3, "{chunks:?}");
+        assert_eq!(deltas[1]["tool_calls"][0]["index"], 0);
+        assert_eq!(deltas[1]["tool_calls"][0]["function"]["name"], "f");
+        assert!(deltas[1].get("content").is_none());
+        assert_eq!(chunks[2]["choices"][0]["finish_reason"], "tool_calls");
+    }
+
+    #[test]
+    fn text_before_a_call_streams_and_text_without_calls_stays_text() {
+        let (chunks, whole) = run(
+            &[
+                "Let me look. ",
+                "<tool_call>{\"name\": \"f\", \"arguments\": {}}</tool_call>",
+            ],
+            true,
+        );
+        assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "Let me look. ");
+        assert_eq!(whole["choices"][0]["message"]["content"], "Let me look. ");
+        assert_eq!(whole["choices"][0]["finish_reason"], "tool_calls");
+        let (_, whole) = run(&["Just ", "text."], true);
+        assert_eq!(whole["choices"][0]["message"]["content"], "Just text.");
+        assert!(whole["choices"][0]["message"].get("tool_calls").is_none());
+        assert_eq!(whole["choices"][0]["finish_reason"], "stop");
+        // Two bare calls, parallel calls off: the first counts.
+        let (_, whole) = run(
+            &["{\"name\": \"f\", \"arguments\": {\"n\": 1}}\n{\"name\": \"f\", \"arguments\": {}}"],
+            false,
+        );
+        let calls = whole["choices"][0]["message"]["tool_calls"]
+            .as_array()
+            .unwrap();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0]["function"]["arguments"], r#"{"n":1}"#);
     }
 }

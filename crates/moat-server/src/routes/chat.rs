@@ -179,7 +179,15 @@ pub(crate) async fn local_chat(
             .map(|job| u64::from(job.request.stop.max_tokens))
             .sum::<u64>();
     caller.admit(state.trust(), tokens.len() as u64, reserved)?;
-    let mut choices = start(&model.engine, jobs).await?;
+    let forced_call = params.grammar.is_some() && chat.tools.is_some();
+    let mut choices = start(&model.engine, jobs).await.map_err(|error| {
+        // A grammar from tools (required or named) that cannot be used is the tools' fault.
+        if forced_call && error.param.as_deref() == Some("response_format") {
+            error.with_param("tools")
+        } else {
+            error
+        }
+    })?;
     for choice in &mut choices {
         choice.watch(Watch::new(
             caller.ticket.clone(),
@@ -189,13 +197,7 @@ pub(crate) async fn local_chat(
     }
     let ids = state.response_ids("chatcmpl", &chat.model);
     let format = ChatFormat::new(ids.clone(), params.n, params.logprobs.is_some())
-        .reading_tool_calls(chat.tools.as_ref().map(|tools| {
-            tools
-                .functions
-                .iter()
-                .map(|(name, _)| name.clone())
-                .collect()
-        }));
+        .reading_tool_calls(chat.tools.as_ref());
     let citations: Option<Vec<WireCitation>> = citations;
     if params.stream {
         let trailer = citations.map(|c| citations_chunk(&ids, c));
@@ -219,7 +221,10 @@ pub(crate) async fn local_chat(
 /// on, or not at all, and their calls would come back as text.
 fn tools_supported(model: &ServedModel, name: &str) -> Result<(), ApiError> {
     let template = model.engine.info().chat_template.as_deref().unwrap_or("");
-    if template.contains("tools") && template.contains(moat_openai::HERMES_OPEN) {
+    // Some templates put XML, not JSON, inside <tool_call> (Qwen3-Coder's <function=...>,
+    // GLM's <arg_key>): moat cannot read those calls.
+    let xml_inside = template.contains("<function=") || template.contains("<arg_key>");
+    if template.contains("tools") && template.contains(moat_openai::HERMES_OPEN) && !xml_inside {
         return Ok(());
     }
     Err(ApiError::invalid_request(format!(

@@ -56,6 +56,26 @@ impl Tally {
     }
 }
 
+/// Calls in an OpenAI chunk's delta or answer's message, in Ollama's form:
+/// `{"function": {"name", "arguments": {...}}}` (arguments as an object, not JSON text).
+pub(super) fn ollama_tool_calls(part: &Value) -> Vec<Value> {
+    let Some(calls) = part.get("tool_calls").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    calls
+        .iter()
+        .filter_map(|call| {
+            let function = call.get("function")?;
+            let arguments = function
+                .get("arguments")
+                .and_then(Value::as_str)
+                .and_then(|text| serde_json::from_str::<Value>(text).ok())
+                .unwrap_or_else(|| json!({}));
+            Some(json!({"function": {"name": function.get("name")?, "arguments": arguments}}))
+        })
+        .collect()
+}
+
 /// One object of an answer with `text` as its content.
 pub(super) fn object(shape: Shape, model: &str, text: &str) -> Map<String, Value> {
     let mut object = Map::new();
@@ -110,6 +130,8 @@ pub(super) enum Step {
     /// Text to pass on, with the log probabilities of the tokens read since the last text
     /// (when asked for).
     Text(String, Vec<Value>),
+    /// Tool calls, in Ollama's form.
+    Calls(Vec<Value>),
     /// The answer failed: this error body (OpenAI's shape).
     Failed(String),
     /// Nothing to pass on (a role chunk, the finish chunk, the usage chunk).
@@ -146,7 +168,21 @@ impl Reader {
             return Step::Nothing;
         };
         if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            // Ollama ends an answer that made calls with "stop".
+            let reason = if reason == "tool_calls" {
+                "stop"
+            } else {
+                reason
+            };
             self.tally.finish = Some(reason.to_owned());
+        }
+        let calls = choice
+            .get("delta")
+            .map(ollama_tool_calls)
+            .unwrap_or_default();
+        if !calls.is_empty() {
+            self.tally.first_token.get_or_insert_with(Instant::now);
+            return Step::Calls(calls);
         }
         self.logprobs.extend(token_logprobs(choice));
         match choice_text(choice, "delta").filter(|t| !t.is_empty()) {
@@ -226,6 +262,14 @@ impl Relay {
                     object.insert("done".into(), json!(false));
                     return Some((Ok(line(&Value::Object(object))), self));
                 }
+                Some(Step::Calls(calls)) => {
+                    let mut object = object(self.shape, &self.model, "");
+                    if let Some(message) = object.get_mut("message") {
+                        message["tool_calls"] = Value::Array(calls);
+                    }
+                    object.insert("done".into(), json!(false));
+                    return Some((Ok(line(&Value::Object(object))), self));
+                }
                 Some(Step::Failed(body)) => {
                     self.done = true;
                     let error = json!({ "error": error_message(&body) });
@@ -285,17 +329,24 @@ pub(super) async fn respond(
     }
     let mut text = String::new();
     let mut logprobs = Vec::new();
+    let mut calls = Vec::new();
     while let Some(step) = reader.next().await {
         match step {
             Step::Text(piece, more) => {
                 text.push_str(&piece);
                 logprobs.extend(more);
             }
+            Step::Calls(more) => calls.extend(more),
             Step::Failed(body) => return Err(failed(&body)),
             Step::Nothing => {}
         }
     }
     let mut object = object(shape, model, &text);
+    if !calls.is_empty() {
+        if let Some(message) = object.get_mut("message") {
+            message["tool_calls"] = Value::Array(calls);
+        }
+    }
     if asked.logprobs {
         logprobs.append(&mut reader.logprobs);
         object.insert("logprobs".into(), Value::Array(logprobs));
@@ -326,10 +377,11 @@ impl Asked {
 pub(super) fn whole_as_chunk(value: &Value) -> String {
     let choice = value.pointer("/choices/0").cloned().unwrap_or_default();
     let text = choice_text(&choice, "message").unwrap_or_default();
+    let calls = choice.pointer("/message/tool_calls").cloned();
     json!({
         "choices": [{
             "index": 0,
-            "delta": { "content": text },
+            "delta": { "content": text, "tool_calls": calls },
             "finish_reason": choice.get("finish_reason"),
         }],
         "usage": value.get("usage"),

@@ -33,22 +33,80 @@ pub(super) async fn chat(
     let began = Instant::now();
     let request: ChatRequest = parse(&body)?;
     let model = resolve(&state, &request.common.model);
-    refuse_unless_empty("tools", request.tools.as_ref(), NO_TOOLS)?;
     let mut openai = request.common.openai_body(&model, false)?;
     if request.messages.is_empty() {
         return loaded(&state, &caller, &model, Shape::Chat, &request.common.model);
     }
+    // Ollama's tools are OpenAI's function tools; the model decides (no tool_choice).
+    if let Some(tools) = request.tools.as_ref().filter(|tools| !tools.is_null()) {
+        openai.insert("tools".into(), tools.clone());
+    }
     let mut messages = Vec::with_capacity(request.messages.len());
-    for message in &request.messages {
+    // Ollama's calls carry no ids and its tool messages none either: each call gets one here,
+    // and each tool message answers the earliest call not answered yet, as Ollama pairs them.
+    let mut unanswered = std::collections::VecDeque::new();
+    let mut made = 0usize;
+    for (index, message) in request.messages.iter().enumerate() {
         refuse_unless_empty("messages.images", message.images.as_ref(), NO_IMAGES)?;
-        refuse_unless_empty("messages.tool_calls", message.tool_calls.as_ref(), NO_TOOLS)?;
         refuse_unless_empty("messages.thinking", message.thinking.as_ref(), NO_THINKING)?;
-        messages.push(json!({ "role": message.role, "content": message.content }));
+        let mut openai_message = json!({ "role": message.role, "content": message.content });
+        if let Some(calls) = message.tool_calls.as_ref().filter(|calls| !calls.is_null()) {
+            let calls = openai_tool_calls(calls, index, &mut made)?;
+            unanswered.extend(calls.iter().filter_map(|call| call.get("id").cloned()));
+            openai_message["tool_calls"] = Value::Array(calls);
+        }
+        if message.role == "tool" {
+            let id = unanswered.pop_front().ok_or_else(|| {
+                ApiError::invalid_request(format!(
+                    "messages[{index}]: a tool message answers a call, and no earlier assistant \
+                     message has a call left to answer"
+                ))
+                .with_param("messages")
+            })?;
+            openai_message["tool_call_id"] = id;
+        }
+        messages.push(openai_message);
     }
     openai.insert("messages".into(), Value::Array(messages));
     let answer = answer_chat(&state, &caller, &Value::Object(openai)).await?;
     let asked = Asked::of(&request.common);
     respond(answer, Shape::Chat, &request.common.model, asked, began).await
+}
+
+/// An assistant message's calls in Ollama's form (`{"function": {"name", "arguments": {...}}}`)
+/// as OpenAI's (`{"id", "type": "function", "function": {"name", "arguments": "<JSON text>"}}`).
+fn openai_tool_calls(calls: &Value, index: usize, made: &mut usize) -> Result<Vec<Value>> {
+    let invalid = |why: &str| {
+        ApiError::invalid_request(format!("messages[{index}].tool_calls: {why}"))
+            .with_param("messages")
+    };
+    let Value::Array(calls) = calls else {
+        return Err(invalid("expected an array"));
+    };
+    calls
+        .iter()
+        .map(|call| {
+            let function = call
+                .get("function")
+                .ok_or_else(|| invalid("each call needs its function"))?;
+            let name = function
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid("each call needs a function name"))?;
+            let arguments = match function.get("arguments") {
+                None | Some(Value::Null) => "{}".to_owned(),
+                Some(Value::String(text)) => text.clone(),
+                Some(object) => object.to_string(),
+            };
+            let id = format!("call_{made}");
+            *made += 1;
+            Ok(json!({
+                "id": id,
+                "type": "function",
+                "function": { "name": name, "arguments": arguments },
+            }))
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]

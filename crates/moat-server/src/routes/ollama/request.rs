@@ -113,8 +113,6 @@ pub(super) fn response_format(format: Option<&Value>) -> Result<Option<Value>> {
         .with_param("format")),
     }
 }
-pub(super) const NO_TOOLS: &str =
-    "tool calling is not on the Ollama API yet; /v1/chat/completions has it (tools, tool_choice)";
 pub(super) const NO_THINKING: &str = "thinking is not supported by moat's models";
 pub(super) const NO_IMAGES: &str = "moat's models take text only";
 
