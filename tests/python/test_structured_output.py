@@ -10,8 +10,10 @@ schemas llama.cpp cannot use and schemas that would crash its converter refused 
 naming the field, the server serving on; Ollama's ``format`` as ``"json"`` and as a schema.
 Tool calls with Qwen2.5-Coder (its template shows Hermes-style ``<tool_call>`` calls): auto,
 required and a named tool answered with calls whose arguments follow the tool's schema,
-streamed as tool-call deltas equal to the whole answer, a tool's result sent back, text that
-stays text, n choices with their own call ids, and every refusal naming its field.
+streamed as tool-call deltas equal to the whole answer, a tool's result sent back (with and
+without the tools shown), text that stays text, n forced choices each with its call, a
+pydantic tool whose nested model is a $ref, every refusal naming its field, and Ollama's
+tools (whole, streamed, answered).
 
 Run as part of tests/python (see test_openai_server.py); skips without MOAT_TEST_MODELS.
 """
