@@ -38,9 +38,10 @@ class FakeUpstream:
     """An OpenAI-compatible endpoint that answers every chat request the same way, after an
     optional delay, or fails with a status; it records each request body it receives."""
 
-    def __init__(self, status: int = 200, delay: float = 0.0, content: str = "from the fake upstream"):
+    def __init__(self, status: int = 200, delay: float = 0.0, content: str | None = "from the fake upstream",
+                 tool_calls: list | None = None):
         self.requests: list[dict] = []
-        self.status, self.delay, self.content = status, delay, content
+        self.status, self.delay, self.content, self.tool_calls = status, delay, content, tool_calls
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -81,10 +82,13 @@ class FakeUpstream:
                         self.wfile.write(f"data: {json.dumps(last)}\n\n".encode())
                     self.wfile.write(b"data: [DONE]\n\n")
                     return
+                message = {"role": "assistant", "content": fake.content}
+                if fake.tool_calls:
+                    message["tool_calls"] = fake.tool_calls
                 self.send_json(200, {
                     "id": "fake-1", "object": "chat.completion", "created": 1, "model": body["model"],
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": fake.content},
-                                 "finish_reason": "stop"}],
+                    "choices": [{"index": 0, "message": message,
+                                 "finish_reason": "tool_calls" if fake.tool_calls else "stop"}],
                     "usage": usage,
                 })
 
@@ -113,6 +117,9 @@ def upstreams():
         "slow": FakeUpstream(delay=5.0),
         "good": FakeUpstream(content="the good upstream answered"),
         "leaky": FakeUpstream(content="Sure: the card is 4111 1111 1111 1111, keep it safe."),
+        "caller": FakeUpstream(content=None, tool_calls=[{
+            "id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]),
     }
     yield fakes
     for fake in fakes.values():
@@ -159,6 +166,13 @@ guard = "careful"
 type = "upstream"
 url = "{upstreams['leaky'].url}"
 model = "leaky-model"
+
+[aliases.guarded-tools]
+guard = "careful"
+[[aliases.guarded-tools.targets]]
+type = "upstream"
+url = "{upstreams['caller'].url}"
+model = "caller-model"
 
 [aliases.after-timeout]
 [[aliases.after-timeout.targets]]
@@ -225,6 +239,15 @@ def test_response_format_reaches_upstreams_as_sent_and_holds_local_targets(gatew
     chat(client, "guarded", response_format=response_format)
     sent = upstreams["leaky"].requests[before:]
     assert sent and all(body["response_format"] == response_format for body in sent), sent
+
+
+def test_an_upstream_answer_that_is_only_tool_calls_passes_the_output_rail(gateway):
+    answer = gateway.client().chat.completions.create(
+        model="guarded-tools", messages=[{"role": "user", "content": "Weather in Paris?"}])
+    choice = answer.choices[0]
+    assert choice.message.content is None, choice.message
+    assert choice.message.tool_calls[0].function.name == "get_weather"
+    assert choice.finish_reason == "tool_calls"
 
 
 def test_fallback_when_the_first_upstream_answers_5xx(gateway, upstreams):

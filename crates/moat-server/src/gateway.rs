@@ -329,7 +329,9 @@ impl OutputRail {
             if finished {
                 out.push_str(&scanner.finish().map_err(|e| self.blocked(e))?);
             }
-            if part.contains_key("content") || !out.is_empty() {
+            // A `null` content (an answer that is only tool calls) stays `null`.
+            let had_text = part.get("content").is_some_and(Value::is_string);
+            if had_text || !out.is_empty() {
                 part.insert("content".into(), Value::String(out));
             }
         }
