@@ -84,7 +84,8 @@ fn check_texts(
     Ok(last)
 }
 
-/// The input rail over a chat's messages (their text and text parts).
+/// The input rail over a chat's messages: their text and text parts, and the arguments of the
+/// tool calls earlier assistant turns made (JSON text; a redaction stays inside its string).
 pub(crate) fn chat_input(
     guard: &ChosenGuard,
     messages: &mut [ChatMessage],
@@ -98,6 +99,15 @@ pub(crate) fn chat_input(
                 texts.extend(parts.iter_mut().filter_map(|part| part.text.as_mut()));
             }
             None => {}
+        }
+        if let Some(serde_json::Value::Array(calls)) = &mut message.tool_calls {
+            for call in calls.iter_mut() {
+                if let Some(serde_json::Value::String(arguments)) =
+                    call.pointer_mut("/function/arguments")
+                {
+                    texts.push(arguments);
+                }
+            }
         }
     }
     check_texts(guard, &mut texts, ticket)

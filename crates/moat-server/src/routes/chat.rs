@@ -240,20 +240,43 @@ pub(crate) fn message_texts(messages: &[ChatMessage]) -> String {
     let mut out = String::new();
     for message in messages {
         let text = match &message.content {
-            Some(moat_engine::MessageContent::Text(text)) => text.clone(),
-            Some(moat_engine::MessageContent::Parts(parts)) => parts
-                .iter()
-                .filter_map(|part| part.text.as_deref())
-                .collect::<Vec<_>>()
-                .join(" "),
-            None => continue,
+            Some(moat_engine::MessageContent::Text(text)) => Some(text.clone()),
+            Some(moat_engine::MessageContent::Parts(parts)) => Some(
+                parts
+                    .iter()
+                    .filter_map(|part| part.text.as_deref())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            None => None,
         };
-        out.push_str(&message.role);
-        out.push_str(": ");
-        out.push_str(&text);
-        out.push('\n');
+        // An assistant turn that only made calls has no text line, just its calls.
+        if let Some(text) = text.filter(|text| !text.is_empty() || message.tool_calls.is_none()) {
+            out.push_str(&message.role);
+            out.push_str(": ");
+            out.push_str(&text);
+            out.push('\n');
+        }
+        for call in message.tool_calls.iter().flat_map(tool_call_list) {
+            let function = |field: &str| {
+                call.pointer(&format!("/function/{field}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            out.push_str(&format!(
+                "{}: call {}({})\n",
+                message.role,
+                function("name"),
+                function("arguments")
+            ));
+        }
     }
     out
+}
+
+fn tool_call_list(calls: &Value) -> &[Value] {
+    calls.as_array().map(Vec::as_slice).unwrap_or_default()
 }
 
 /// Retrieves for the last user message and builds the grounded messages.
