@@ -373,6 +373,11 @@ fn open_client(url: &str) -> Result<Client, VectorError> {
 }
 
 fn is_connection_reset(error: &postgres::Error) -> bool {
+    // PGlite may also close the new connection outright before the handshake completes
+    // ("connection closed", no I/O error underneath): the same transient.
+    if error.is_closed() {
+        return true;
+    }
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
