@@ -67,6 +67,9 @@ class FakeUpstream:
                     })
                     return
                 usage = {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}
+                if body.get("stream") and fake.tool_calls:
+                    self.stream_calls(body)
+                    return
                 if body.get("stream"):
                     self.send_response(200)
                     self.send_header("content-type", "text/event-stream")
@@ -91,6 +94,29 @@ class FakeUpstream:
                                  "finish_reason": "tool_calls" if fake.tool_calls else "stop"}],
                     "usage": usage,
                 })
+
+            def stream_calls(self, body):
+                """The calls as OpenAI streams them: a first delta with each call's id and name,
+                then its arguments in pieces of 5 characters, then the finish."""
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.end_headers()
+
+                def send(delta, finish=None):
+                    chunk = {"id": "fake-1", "object": "chat.completion.chunk", "created": 1,
+                             "model": body["model"],
+                             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+                send({"role": "assistant", "content": None})
+                for index, call in enumerate(fake.tool_calls):
+                    send({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                                          "function": {"name": call["function"]["name"], "arguments": ""}}]})
+                    arguments = call["function"]["arguments"]
+                    for at in range(0, len(arguments), 5):
+                        send({"tool_calls": [{"index": index, "function": {"arguments": arguments[at:at + 5]}}]})
+                send({}, "tool_calls")
+                self.wfile.write(b"data: [DONE]\n\n")
 
             def send_json(self, status, value):
                 data = json.dumps(value).encode()
@@ -119,7 +145,8 @@ def upstreams():
         "leaky": FakeUpstream(content="Sure: the card is 4111 1111 1111 1111, keep it safe."),
         "caller": FakeUpstream(content=None, tool_calls=[{
             "id": "call_1", "type": "function",
-            "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]),
+            "function": {"name": "get_weather",
+                         "arguments": "{\"city\": \"Paris\", \"notify\": \"jane.doe@example.com\"}"}}]),
     }
     yield fakes
     for fake in fakes.values():
@@ -248,6 +275,29 @@ def test_an_upstream_answer_that_is_only_tool_calls_passes_the_output_rail(gatew
     assert choice.message.content is None, choice.message
     assert choice.message.tool_calls[0].function.name == "get_weather"
     assert choice.finish_reason == "tool_calls"
+
+
+def test_the_rails_read_tool_definitions_and_upstream_call_arguments(gateway, upstreams):
+    client = gateway.client()
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Weather; questions to ops@example.com.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    whole = client.chat.completions.create(model="guarded-tools", messages=messages, tools=tools)
+    # The tool's description left for the upstream with the address redacted, its name kept.
+    sent = upstreams["caller"].requests[-1]["tools"][0]["function"]
+    assert sent["name"] == "get_weather" and "ops@example.com" not in sent["description"], sent
+    assert sent["description"].startswith("Weather; questions to ["), sent
+    # The upstream's call came back with the address in its arguments redacted, whole and
+    # streamed (where the arguments arrive in pieces that split the address).
+    call = whole.choices[0].message.tool_calls[0]
+    assert json.loads(call.function.arguments) == {"city": "Paris", "notify": "[EMAIL_1]"}
+    streamed = {}
+    for chunk in client.chat.completions.create(
+            model="guarded-tools", messages=messages, tools=tools, stream=True):
+        for piece in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            streamed[piece.index] = streamed.get(piece.index, "") + (piece.function.arguments or "")
+    assert streamed == {0: call.function.arguments}, streamed
 
 
 def test_fallback_when_the_first_upstream_answers_5xx(gateway, upstreams):

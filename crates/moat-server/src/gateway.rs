@@ -270,7 +270,12 @@ async fn guard_messages(
         .set_prompt(|| crate::routes::chat::message_texts(&messages));
     let guard = state.trust().guard_for(caller.key.as_ref(), alias)?;
     if let Some(guard) = &guard {
-        guarding::chat_input(guard, &mut messages, &caller.ticket)?;
+        guarding::chat_input(
+            guard,
+            &mut messages,
+            object.get_mut("tools"),
+            &caller.ticket,
+        )?;
         crate::classify::input_rail(state, guard, &messages, &caller.ticket).await?;
         let redacted = serde_json::to_value(&messages)
             .map_err(|error| ApiError::internal(format!("re-encoding messages: {error}")))?;
@@ -280,66 +285,32 @@ async fn guard_messages(
     Ok((bytes, guard))
 }
 
-/// The output rail over an answer the gateway passes on: one incremental scanner per choice,
-/// fed each content delta as it arrives (holding back only what a detector still needs) and
-/// flushed at the choice's finish. A local target ran the rail itself, on its tokens; running
-/// it again here on the same text changes nothing that passed.
+/// The output rail over an answer the gateway passes on: the scanners of [`AnswerScan`], and
+/// the ticket their hits are recorded on. A local target ran the rail itself, on its tokens;
+/// running it again here on the same text changes nothing that passed.
 struct OutputRail {
-    guard: ChosenGuard,
-    scanners: Vec<(u64, OutputScanner)>,
+    scan: AnswerScan,
     ticket: Ticket,
 }
 
 impl OutputRail {
     fn new(guard: Option<ChosenGuard>, ticket: &Ticket) -> Option<OutputRail> {
         guard.filter(|g| g.scans_output).map(|guard| OutputRail {
-            guard,
-            scanners: Vec::new(),
+            scan: AnswerScan::new(guard.guard),
             ticket: ticket.clone(),
         })
-    }
-
-    fn scanner(&mut self, index: u64) -> &mut OutputScanner {
-        let at = match self.scanners.iter().position(|(i, _)| *i == index) {
-            Some(at) => at,
-            None => {
-                self.scanners.push((index, self.guard.guard.scanner()));
-                self.scanners.len() - 1
-            }
-        };
-        &mut self.scanners[at].1
     }
 
     /// Scans the choices of a chunk (`delta`) or a whole answer (`message`) in place; a
     /// block is the error to answer with.
     fn scan(&mut self, value: &mut Value, field: &str, whole: bool) -> Result<(), ApiError> {
-        let Some(choices) = value.get_mut("choices").and_then(Value::as_array_mut) else {
-            return Ok(());
-        };
-        for choice in choices {
-            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let finished = whole || choice.get("finish_reason").is_some_and(|f| !f.is_null());
-            let Some(part) = choice.get_mut(field).and_then(Value::as_object_mut) else {
-                continue;
-            };
-            let text = part.get("content").and_then(Value::as_str).unwrap_or("");
-            let scanner = self.scanner(index);
-            let mut out = scanner.push(text).map_err(|e| self.blocked(e))?;
-            let scanner = self.scanner(index);
-            if finished {
-                out.push_str(&scanner.finish().map_err(|e| self.blocked(e))?);
-            }
-            // A `null` content (an answer that is only tool calls) stays `null`.
-            let had_text = part.get("content").is_some_and(Value::is_string);
-            if had_text || !out.is_empty() {
-                part.insert("content".into(), Value::String(out));
-            }
-        }
-        Ok(())
+        self.scan
+            .scan(value, field, whole)
+            .map_err(|error| self.blocked(error))
     }
 
     fn record(&self) {
-        for (_, scanner) in &self.scanners {
+        for scanner in self.scan.scanners() {
             let hits = scanner.hits();
             let decision = hits.iter().map(|h| h.action).max().unwrap_or(Action::Allow);
             self.ticket.record_rails(
@@ -358,7 +329,169 @@ impl OutputRail {
     }
 }
 
-/// Who calls, as the router cares: the key (the cache is per key) and whether it is private.
+/// Which text of a choice a scanner reads: its content, or the arguments of one of its tool
+/// calls (by the call's index).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Slot {
+    Content,
+    Arguments(u64),
+}
+
+/// The output rail's scanners over one answer: one incremental scanner per choice's content
+/// and per tool call's arguments, fed each delta as it arrives (holding back only what a
+/// detector still needs) and flushed when the choice finishes. Arguments are JSON text,
+/// scanned as text like a prompt's earlier calls on the input rail.
+struct AnswerScan {
+    guard: moat_guard::RuleGuard,
+    /// (choice index, slot, scanner, finished).
+    scanners: Vec<(u64, Slot, OutputScanner, bool)>,
+}
+
+impl AnswerScan {
+    fn new(guard: moat_guard::RuleGuard) -> AnswerScan {
+        AnswerScan {
+            guard,
+            scanners: Vec::new(),
+        }
+    }
+
+    fn scanners(&self) -> impl Iterator<Item = &OutputScanner> {
+        self.scanners.iter().map(|(_, _, scanner, _)| scanner)
+    }
+
+    /// Feeds `text` to the scanner of `slot` in choice `index` (finishing it when `last`);
+    /// returns what may be sent now.
+    fn feed(
+        &mut self,
+        index: u64,
+        slot: Slot,
+        text: &str,
+        last: bool,
+    ) -> Result<String, GuardError> {
+        // Nothing comes after a choice's end; should it, a new scanner reads it.
+        let at = match self
+            .scanners
+            .iter()
+            .position(|(i, s, _, done)| *i == index && *s == slot && !done)
+        {
+            Some(at) => at,
+            None => {
+                self.scanners
+                    .push((index, slot, self.guard.scanner(), false));
+                self.scanners.len() - 1
+            }
+        };
+        let (_, _, scanner, finished) = &mut self.scanners[at];
+        let mut out = scanner.push(text)?;
+        if last {
+            out.push_str(&scanner.finish()?);
+            *finished = true;
+        }
+        Ok(out)
+    }
+
+    /// Scans the choices of a chunk (`delta`) or a whole answer (`message`) in place.
+    fn scan(&mut self, value: &mut Value, field: &str, whole: bool) -> Result<(), GuardError> {
+        let Some(choices) = value.get_mut("choices").and_then(Value::as_array_mut) else {
+            return Ok(());
+        };
+        for choice in choices {
+            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let finished = whole || choice.get("finish_reason").is_some_and(|f| !f.is_null());
+            let Some(choice) = choice.as_object_mut() else {
+                continue;
+            };
+            if !choice.get(field).is_some_and(Value::is_object) {
+                if !finished {
+                    continue;
+                }
+                // A last chunk without a delta still flushes what was held back.
+                choice.insert(field.into(), Value::Object(Map::new()));
+            }
+            let Some(part) = choice.get_mut(field).and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let text = part.get("content").and_then(Value::as_str).unwrap_or("");
+            let out = self.feed(index, Slot::Content, text, finished)?;
+            // A `null` content (an answer that is only tool calls) stays `null`.
+            let had_text = part.get("content").is_some_and(Value::is_string);
+            if had_text || !out.is_empty() {
+                part.insert("content".into(), Value::String(out));
+            }
+            self.scan_calls(index, part, whole, finished)?;
+        }
+        Ok(())
+    }
+
+    /// The arguments of a choice's tool calls: a whole answer's at once, a stream's fragment
+    /// by fragment (by each call's `index`), and what is held back when the choice finishes
+    /// goes out as one more fragment of its call.
+    fn scan_calls(
+        &mut self,
+        index: u64,
+        part: &mut Map<String, Value>,
+        whole: bool,
+        finished: bool,
+    ) -> Result<(), GuardError> {
+        if let Some(Value::Array(calls)) = part.get_mut("tool_calls") {
+            for (position, call) in calls.iter_mut().enumerate() {
+                let call_index = match call.get("index").and_then(Value::as_u64) {
+                    Some(i) if !whole => i,
+                    _ => position as u64,
+                };
+                if let Some(Value::String(arguments)) = call.pointer_mut("/function/arguments") {
+                    *arguments = self.feed(index, Slot::Arguments(call_index), arguments, whole)?;
+                }
+            }
+        }
+        if whole || !finished {
+            return Ok(());
+        }
+        let open: Vec<u64> = self
+            .scanners
+            .iter()
+            .filter_map(|(i, slot, _, done)| match slot {
+                Slot::Arguments(call) if *i == index && !done => Some(*call),
+                _ => None,
+            })
+            .collect();
+        for call_index in open {
+            let rest = self.feed(index, Slot::Arguments(call_index), "", true)?;
+            if rest.is_empty() {
+                continue;
+            }
+            let calls = part
+                .entry("tool_calls")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            let Value::Array(calls) = calls else {
+                continue;
+            };
+            let entry = calls
+                .iter_mut()
+                .find(|call| call.get("index").and_then(Value::as_u64) == Some(call_index));
+            let Some(entry) = entry.and_then(Value::as_object_mut) else {
+                calls.push(serde_json::json!({
+                    "index": call_index,
+                    "function": {"arguments": rest},
+                }));
+                continue;
+            };
+            let function = entry
+                .entry("function")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(function) = function {
+                match function.get_mut("arguments") {
+                    Some(Value::String(arguments)) => arguments.push_str(&rest),
+                    _ => {
+                        function.insert("arguments".into(), Value::String(rest));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn call_context(caller: &Caller) -> CallContext {
     CallContext {
         key_id: caller.key.as_ref().map(|key| key.id.0.to_string()),
@@ -594,4 +727,170 @@ fn error_message(text: &str) -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scan_with(policy: &str) -> AnswerScan {
+        let config: moat_guard::GuardConfig = toml::from_str(policy).unwrap();
+        AnswerScan::new(moat_guard::RuleGuard::new(&config).unwrap())
+    }
+
+    fn redacting() -> AnswerScan {
+        scan_with("[output.actions]\npii = \"redact\"\n")
+    }
+
+    fn chunk(delta: Value, finish: Option<&str>) -> Value {
+        json!({"object": "chat.completion.chunk",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    }
+
+    /// The arguments of each call (by index) put together from a stream's chunks.
+    fn arguments(chunks: &[Value]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for chunk in chunks {
+            for call in chunk["choices"][0]["delta"]["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let index = call["index"].as_u64().unwrap() as usize;
+                if out.len() <= index {
+                    out.resize(index + 1, String::new());
+                }
+                out[index].push_str(call["function"]["arguments"].as_str().unwrap_or(""));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_whole_answers_call_arguments_pass_the_output_rail() {
+        let mut scan = redacting();
+        let mut answer = json!({"choices": [{"index": 0, "finish_reason": "tool_calls",
+        "message": {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "a", "type": "function",
+             "function": {"name": "pay", "arguments": "{\"card\": \"4111 1111 1111 1111\"}"}},
+            {"id": "b", "type": "function",
+             "function": {"name": "mail", "arguments": "{\"to\": \"jane.doe@example.com\"}"}}
+        ]}}]});
+        scan.scan(&mut answer, "message", true).unwrap();
+        let message = &answer["choices"][0]["message"];
+        assert!(message["content"].is_null(), "{message}");
+        let first = message["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .unwrap();
+        let second = message["tool_calls"][1]["function"]["arguments"]
+            .as_str()
+            .unwrap();
+        assert_eq!(first, "{\"card\": \"[CREDIT_CARD_1]\"}");
+        assert_eq!(second, "{\"to\": \"[EMAIL_1]\"}");
+        assert_eq!(message["tool_calls"][1]["function"]["name"], "mail");
+    }
+
+    #[test]
+    fn streamed_call_arguments_are_scanned_across_fragments_and_flushed_at_the_finish() {
+        let mut scan = redacting();
+        let mut chunks = vec![
+            chunk(
+                json!({"role": "assistant", "content": null, "tool_calls": [
+                {"index": 0, "id": "a", "type": "function",
+                 "function": {"name": "pay", "arguments": ""}}]}),
+                None,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 0,
+                "function": {"arguments": "{\"card\": \"4111 11"}}]}),
+                None,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 0,
+                "function": {"arguments": "11 1111 1111\"}"}}]}),
+                None,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 1, "id": "b", "type": "function",
+                "function": {"name": "mail", "arguments": "{\"to\": \"jane.doe@exa"}}]}),
+                None,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 1,
+                "function": {"arguments": "mple.com\"}"}}]}),
+                None,
+            ),
+            // The last chunk has no call fragment: what was held back is added to it.
+            chunk(json!({}), Some("tool_calls")),
+        ];
+        for chunk in &mut chunks {
+            scan.scan(chunk, "delta", false).unwrap();
+        }
+        let all = serde_json::to_string(&chunks).unwrap();
+        assert!(
+            !all.contains("4111") && !all.contains("example.com"),
+            "{all}"
+        );
+        let calls = arguments(&chunks);
+        assert_eq!(
+            calls,
+            ["{\"card\": \"[CREDIT_CARD_1]\"}", "{\"to\": \"[EMAIL_1]\"}"]
+        );
+        // Nothing of the card number went out before it was judged whole.
+        assert!(!arguments(&chunks[..3]).concat().contains("4111"), "{all}");
+        // No content appeared where there was none.
+        assert!(chunks
+            .iter()
+            .all(|c| c["choices"][0]["delta"]["content"].is_null()));
+    }
+
+    #[test]
+    fn a_last_chunk_without_a_delta_still_flushes() {
+        let mut scan = redacting();
+        let mut chunks = vec![
+            chunk(
+                json!({"tool_calls": [{"index": 0, "id": "a", "type": "function",
+                "function": {"name": "mail", "arguments": "{\"to\": \"bob"}}]}),
+                None,
+            ),
+            json!({"choices": [{"index": 0, "finish_reason": "tool_calls"}]}),
+        ];
+        for chunk in &mut chunks {
+            scan.scan(chunk, "delta", false).unwrap();
+        }
+        assert_eq!(arguments(&chunks), ["{\"to\": \"bob"]);
+        // The short text was held back until the finish, which had to carry it.
+        assert_eq!(arguments(&chunks[1..]), ["{\"to\": \"bob"]);
+    }
+
+    #[test]
+    fn a_blocked_class_in_call_arguments_blocks_whole_and_streamed() {
+        let policy = "[output.actions]\nsecret = \"block\"\n";
+        let key = "AKIAIOSFODNN7EXAMPLE";
+        let mut whole = json!({"choices": [{"index": 0, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "a", "type": "function",
+                 "function": {"name": "s3", "arguments": format!("{{\"aws_access_key_id\": \"{key}\"}}")}}]}}]});
+        let error = scan_with(policy)
+            .scan(&mut whole, "message", true)
+            .unwrap_err();
+        assert!(matches!(error, GuardError::Blocked { .. }), "{error}");
+
+        let mut scan = scan_with(policy);
+        let mut first = chunk(
+            json!({"tool_calls": [{"index": 0, "id": "a", "type": "function",
+            "function": {"name": "s3", "arguments": format!("{{\"aws_access_key_id\": \"{}", &key[..8])}}]}),
+            None,
+        );
+        let mut last = chunk(
+            json!({"tool_calls": [{"index": 0,
+            "function": {"arguments": format!("{}\"}}", &key[8..])}}]}),
+            Some("tool_calls"),
+        );
+        scan.scan(&mut first, "delta", false).unwrap();
+        assert!(!first.to_string().contains(&key[..8]), "{first}");
+        let error = scan.scan(&mut last, "delta", false).unwrap_err();
+        assert!(matches!(error, GuardError::Blocked { .. }), "{error}");
+    }
 }

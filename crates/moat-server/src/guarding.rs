@@ -85,13 +85,18 @@ fn check_texts(
 }
 
 /// The input rail over a chat's messages: their text and text parts, and the arguments of the
-/// tool calls earlier assistant turns made (JSON text; a redaction stays inside its string).
+/// tool calls earlier assistant turns made (JSON text; a redaction stays inside its string);
+/// and over the request's tool definitions, which the model reads too (see [`tool_texts`]).
 pub(crate) fn chat_input(
     guard: &ChosenGuard,
     messages: &mut [ChatMessage],
+    tools: Option<&mut serde_json::Value>,
     ticket: &Ticket,
 ) -> Result<RedactionMap, ApiError> {
     let mut texts: Vec<&mut String> = Vec::new();
+    if let Some(tools) = tools {
+        tool_texts(tools, None, &mut texts);
+    }
     for message in messages.iter_mut() {
         match &mut message.content {
             Some(MessageContent::Text(text)) => texts.push(text),
@@ -111,6 +116,41 @@ pub(crate) fn chat_input(
         }
     }
     check_texts(guard, &mut texts, ticket)
+}
+
+/// Keys whose string values in a tool definition are identifiers or syntax, not prose for the
+/// model: a function's `name` (a redaction there would rename the tool), JSON Schema's
+/// `type`, `format`, `pattern` and references.
+const TOOL_SYNTAX_KEYS: [&str; 7] = [
+    "name", "type", "format", "pattern", "$ref", "$schema", "$id",
+];
+
+/// The strings of the `tools` array that reach the model as text through its chat template:
+/// descriptions and titles at any depth, enum values, defaults and examples. A poisoned tool
+/// description is a prompt injection like any other.
+fn tool_texts<'a>(
+    value: &'a mut serde_json::Value,
+    key: Option<&str>,
+    texts: &mut Vec<&'a mut String>,
+) {
+    match value {
+        serde_json::Value::String(text)
+            if !key.is_some_and(|key| TOOL_SYNTAX_KEYS.contains(&key)) =>
+        {
+            texts.push(text);
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                tool_texts(item, key, texts);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                tool_texts(value, Some(key), texts);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The input rail over one completion prompt.

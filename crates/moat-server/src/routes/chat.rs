@@ -133,7 +133,12 @@ pub(crate) async fn local_chat(
     caller.ticket.set_prompt(|| message_texts(&chat.messages));
     let mut redactions = None;
     if let Some(guard) = &guard {
-        let map = guarding::chat_input(guard, &mut chat.messages, &caller.ticket)?;
+        let map = guarding::chat_input(
+            guard,
+            &mut chat.messages,
+            chat.tools.as_mut().map(|tools| &mut tools.definitions),
+            &caller.ticket,
+        )?;
         crate::classify::input_rail(state, guard, &chat.messages, &caller.ticket).await?;
         if state.trust().restore_redactions() {
             redactions = Some(Arc::new(map));
