@@ -257,6 +257,39 @@ def test_without_tool_choice_text_stays_text_and_n_choices_get_their_own_calls(c
         assert "city" in only_call(choice, "get_weather")
 
 
+FORECAST = {"type": "function", "function": {
+    "name": "get_forecast", "description": "Get the weather forecast for the next days",
+    "parameters": {"type": "object", "properties": {
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["days", "unit"], "additionalProperties": False}}}
+
+
+def test_with_auto_a_call_the_model_opens_is_held_to_the_tools(client):
+    # The bias makes `<tool_call>` Qwen's likeliest token at every step: unheld, it writes
+    # nothing but that tag. With `auto` the grammar takes over once the tag is written, so the
+    # call names a known tool and its arguments match the schema (which has no free text,
+    # where the tag would be allowed).
+    bias = {"151657": 30}  # `<tool_call>` in Qwen2.5's vocabulary
+    question = [{"role": "user", "content": "Will it rain in Paris this week?"}]
+    answer = client.chat.completions.create(
+        model=QWEN, messages=question, tools=[FORECAST, TIME], temperature=0, max_tokens=60,
+        parallel_tool_calls=False, logit_bias=bias)
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    [call] = choice.message.tool_calls
+    arguments = json.loads(call.function.arguments)
+    if call.function.name == "get_forecast":
+        assert 1 <= arguments["days"] <= 7 and arguments["unit"] in ("celsius", "fahrenheit"), arguments
+        assert set(arguments) == {"days", "unit"}, arguments
+    else:
+        assert call.function.name == "get_time" and list(arguments) == ["timezone"], call
+    unheld = client.chat.completions.create(
+        model=QWEN, messages=question, tools=[FORECAST, TIME], tool_choice="none", temperature=0,
+        max_tokens=8, logit_bias=bias)
+    assert unheld.choices[0].message.content.startswith("<tool_call><tool_call>"), unheld.choices[0]
+
+
 class Item(BaseModel):
     name: str = Field(max_length=20)
     quantity: int = Field(ge=1, le=10)

@@ -162,7 +162,8 @@ impl Engine for LlamaEngine {
                 crate::grammar::compile(model, grammar)
             })
             .transpose()
-            .inspect_err(|_| self.shared.release(1))?;
+            .inspect_err(|_| self.shared.release(1))?
+            .flatten();
         let (sender, receiver) = tokio_mpsc::channel(STREAM_CAPACITY);
         let job = Job {
             prompt,

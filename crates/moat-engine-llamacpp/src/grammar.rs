@@ -39,41 +39,72 @@ const TAGGED_ROOT: &str = "moat-tagged-root";
 const GREEDY_CANDIDATES: usize = 32;
 
 /// Turns a request's grammar into llama.cpp's sampler for it, so that a schema llama.cpp
-/// cannot use is a clear error before the request is queued.
-pub(crate) fn compile(model: &LlamaModel, grammar: &Grammar) -> Result<LlamaSampler, EngineError> {
-    let (gbnf, root) = match grammar {
-        Grammar::JsonSchema(schema) => (schema_grammar(schema)?, ROOT),
+/// cannot use is a clear error before the request is queued. `None`: a lazy grammar this
+/// model cannot watch for (see [`Grammar::Tagged`]), so the model is free.
+pub(crate) fn compile(
+    model: &LlamaModel,
+    grammar: &Grammar,
+) -> Result<Option<LlamaSampler>, EngineError> {
+    match grammar {
+        Grammar::JsonSchema(schema) => strict(model, &schema_grammar(schema)?, ROOT).map(Some),
         Grammar::Tagged {
             schema,
             open,
             close,
             many,
+            lazy,
         } => {
-            // The converter's rules, plus a start rule of our own around its `root`.
-            let one = format!("{} {ROOT} {}", gbnf_literal(open), gbnf_literal(close));
-            let more = if *many {
-                format!(" ({} {one})*", gbnf_literal("\n"))
-            } else {
-                String::new()
-            };
-            let rules = schema_grammar(schema)?;
-            if rules.lines().any(|line| line.starts_with(TAGGED_ROOT)) {
-                return Err(EngineError::InvalidGrammar(format!(
-                    "the schema gives a rule named {TAGGED_ROOT}, which moat needs for its own"
-                )));
+            if !lazy {
+                let gbnf = tagged_grammar(schema, open, close, *many)?;
+                return strict(model, &gbnf, TAGGED_ROOT).map(Some);
             }
-            (
-                format!("{rules}\n{TAGGED_ROOT} ::= {one}{more}\n"),
-                TAGGED_ROOT,
-            )
+            // llama.cpp watches for a trigger token at no cost per token; a trigger word
+            // would be searched for in the whole text so far at every token.
+            let Some(trigger) = open.split_whitespace().next() else {
+                return Ok(None);
+            };
+            let [token] = model.vocab().tokenize(trigger.as_bytes(), false, true)[..] else {
+                return Ok(None);
+            };
+            let Ok(gbnf) = tagged_grammar(schema, open, close, *many) else {
+                return Ok(None);
+            };
+            let no_words: [&[u8]; 0] = [];
+            Ok(LlamaSampler::grammar_lazy(model, &gbnf, TAGGED_ROOT, no_words, &[token]).ok())
         }
-    };
-    LlamaSampler::grammar(model, &gbnf, root).map_err(|error| {
+    }
+}
+
+fn strict(model: &LlamaModel, gbnf: &str, root: &str) -> Result<LlamaSampler, EngineError> {
+    LlamaSampler::grammar(model, gbnf, root).map_err(|error| {
         EngineError::InvalidGrammar(format!(
             "the grammar for this schema was refused by llama.cpp ({error}); \
              a smaller schema (fewer or shorter repetitions) may fit"
         ))
     })
+}
+
+/// The rules of a tagged value: the converter's, plus a start rule of our own around its
+/// `root`.
+fn tagged_grammar(
+    schema: &str,
+    open: &str,
+    close: &str,
+    many: bool,
+) -> Result<String, EngineError> {
+    let one = format!("{} {ROOT} {}", gbnf_literal(open), gbnf_literal(close));
+    let more = if many {
+        format!(" ({} {one})*", gbnf_literal("\n"))
+    } else {
+        String::new()
+    };
+    let rules = schema_grammar(schema)?;
+    if rules.lines().any(|line| line.starts_with(TAGGED_ROOT)) {
+        return Err(EngineError::InvalidGrammar(format!(
+            "the schema gives a rule named {TAGGED_ROOT}, which moat needs for its own"
+        )));
+    }
+    Ok(format!("{rules}\n{TAGGED_ROOT} ::= {one}{more}\n"))
 }
 
 /// A JSON Schema as llama.cpp grammar rules, its start rule named `root`.

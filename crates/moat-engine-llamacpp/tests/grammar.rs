@@ -220,3 +220,96 @@ async fn a_schema_llama_cpp_cannot_use_is_refused_at_once() {
         assert_person(common::collect(stream).await.text().trim());
     }
 }
+
+/// Qwen2.5-Coder-0.5B, whose template writes tool calls as Hermes `<tool_call>` tags (one
+/// token in its vocabulary).
+fn qwen() -> Option<moat_engine_llamacpp::LlamaEngine> {
+    let path = moat_testkit::test_model(moat_testkit::models::QWEN25_CODER)?;
+    let mut options = moat_engine_llamacpp::LoadOptions::new("qwen2.5-coder:0.5b");
+    options.n_ctx_per_seq = 1024;
+    let engine = moat_engine_llamacpp::LlamaEngine::load(&path, options).unwrap();
+    engine.wait_until_loaded().unwrap();
+    Some(engine)
+}
+
+const WEATHER_CALL: &str = r#"{"anyOf": [{"type": "object",
+  "properties": {"name": {"const": "get_weather"},
+                 "arguments": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+                               "required": ["city"], "additionalProperties": false}},
+  "required": ["name", "arguments"], "additionalProperties": false}]}"#;
+
+/// `auto` tools: the calls' grammar, lazy.
+fn calls_when_opened() -> Grammar {
+    Grammar::Tagged {
+        schema: WEATHER_CALL.to_owned(),
+        open: "<tool_call>\n".to_owned(),
+        close: "\n</tool_call>".to_owned(),
+        many: false,
+        lazy: true,
+    }
+}
+
+#[tokio::test]
+async fn a_lazy_grammar_leaves_free_text_alone() {
+    let Some(engine) = qwen() else {
+        return;
+    };
+    let prompt = "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n";
+    let mut free = request(prompt, 24);
+    free.stop.ignore_eos = false;
+    let mut lazy = free.clone();
+    lazy.grammar = Some(calls_when_opened());
+    let free = generate(&engine, free).await;
+    let lazy = generate(&engine, lazy).await;
+    assert!(!free.text().contains("<tool_call>"), "{}", free.text());
+    assert_eq!(lazy.ids(), free.ids(), "{}", lazy.text());
+}
+
+#[tokio::test]
+async fn a_lazy_grammar_holds_a_call_once_the_model_opens_one() {
+    let Some(engine) = qwen() else {
+        return;
+    };
+    let open = engine.tokenize("<tool_call>", false, true).unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    let prompt =
+        "<|im_start|>user\nWhat is the weather in Paris?<|im_end|>\n<|im_start|>assistant\n";
+    // The bias makes `<tool_call>` the likeliest token at every step: the model opens a call
+    // at once, and without the grammar keeps writing the tag.
+    let mut biased = request(prompt, 64);
+    biased.stop.ignore_eos = false;
+    biased.sampling.logit_bias = vec![(open[0], 30.0)];
+    let unconstrained = generate(&engine, biased.clone()).await;
+    assert!(
+        unconstrained.text().starts_with("<tool_call><tool_call>"),
+        "{}",
+        unconstrained.text()
+    );
+    biased.grammar = Some(calls_when_opened());
+    let held = generate(&engine, biased).await;
+    let text = held.text();
+    assert_eq!(held.reason, FinishReason::Stop, "{text}");
+    let body = text
+        .strip_prefix("<tool_call>\n")
+        .and_then(|rest| rest.strip_suffix("\n</tool_call>"))
+        .unwrap_or_else(|| panic!("not one tagged call: {text:?}"));
+    let call: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(call["name"], "get_weather", "{text}");
+    let city = call["arguments"]["city"].as_str().unwrap();
+    assert!(city.chars().count() <= 20, "{text}");
+}
+
+#[tokio::test]
+async fn a_lazy_grammar_the_model_cannot_watch_for_leaves_it_free() {
+    // SmolLM2 has no `<tool_call>` token: the request runs as if it had no grammar.
+    let Some(engine) = smollm2(|_| {}) else {
+        return;
+    };
+    let mut free = request(&chat("Name three colors."), 24);
+    free.stop.ignore_eos = false;
+    let mut lazy = free.clone();
+    lazy.grammar = Some(calls_when_opened());
+    let free = generate(&engine, free).await;
+    let lazy = generate(&engine, lazy).await;
+    assert_eq!(lazy.ids(), free.ids(), "{}", lazy.text());
+}

@@ -78,11 +78,18 @@ pub enum Grammar {
     JsonSchema(String),
     /// A JSON value matching `schema` (JSON text) between `open` and `close`: a tool call in
     /// the text format a model was trained on. With `many`, one or more, each after a newline.
+    ///
+    /// With `lazy`, the model writes freely until it writes the tag that starts `open` (its
+    /// text up to the first whitespace); from there the rest of the answer is held to the
+    /// calls. A backend that cannot watch for that tag cheaply (it is not one token of the
+    /// model's vocabulary), or cannot turn the schema into a grammar, leaves the model free
+    /// instead of failing the request: a lazy grammar is a help, not a promise.
     Tagged {
         schema: String,
         open: String,
         close: String,
         many: bool,
+        lazy: bool,
     },
 }
 

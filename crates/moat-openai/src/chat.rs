@@ -155,7 +155,7 @@ impl ChatRequest {
                         .into(),
                 });
             }
-            params.grammar = tools.forced_grammar();
+            params.grammar = tools.grammar();
         }
         Ok(ValidChat {
             model: self.model,

@@ -152,7 +152,7 @@ pub const CHAT_FIELDS: &[FieldRule] = &[
     rule(
         "tool_choice",
         Supported,
-        "none, auto (the default with tools), required, or {type: function, function: {name}}; required and a named tool hold the answer to a call",
+        "none, auto (the default with tools), required, or {type: function, function: {name}}; required and a named tool hold the answer to a call; with auto a call the model opens with its tag is held to the tools",
     ),
     rule(
         "tools",

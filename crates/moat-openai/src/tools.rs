@@ -205,15 +205,15 @@ fn function(index: usize, tool: &Value) -> Result<(String, Value), WireError> {
 }
 
 impl ValidTools {
-    /// The grammar that makes the answer a call (`required`, or the named tool) in the Hermes
-    /// format; `None` for `auto`, where the model chooses.
-    pub fn forced_grammar(&self) -> Option<Grammar> {
+    /// The grammar of the calls in the Hermes format: for `required` or a named tool, the
+    /// answer must be calls; for `auto` the grammar is lazy: the model chooses, and once it
+    /// opens a `<tool_call>` the call is held to a known tool's name and its schema.
+    pub fn grammar(&self) -> Option<Grammar> {
         let calls: Vec<Value> = self
             .functions
             .iter()
             .filter(|(name, _)| match &self.choice {
-                ToolChoice::Auto => false,
-                ToolChoice::Required => true,
+                ToolChoice::Auto | ToolChoice::Required => true,
                 ToolChoice::Named(wanted) => wanted == name,
             })
             .enumerate()
@@ -241,6 +241,7 @@ impl ValidTools {
             open: format!("{HERMES_OPEN}\n"),
             close: format!("\n{HERMES_CLOSE}"),
             many: self.parallel,
+            lazy: self.choice == ToolChoice::Auto,
         })
     }
 }
@@ -541,10 +542,13 @@ mod tests {
             .unwrap();
         assert_eq!(valid.choice, ToolChoice::Named("get_time".into()));
         assert!(!valid.parallel);
-        let Some(Grammar::Tagged { schema, many, .. }) = valid.forced_grammar() else {
+        let Some(Grammar::Tagged {
+            schema, many, lazy, ..
+        }) = valid.grammar()
+        else {
             panic!("a named tool forces a call");
         };
-        assert!(!many);
+        assert!(!many && !lazy);
         assert!(
             schema.contains("get_time") && !schema.contains("get_weather"),
             "{schema}"
@@ -552,19 +556,22 @@ mod tests {
         let required = parse(Some(&tools), Some(&json!("required")), None)
             .unwrap()
             .unwrap();
-        let Some(Grammar::Tagged { schema, .. }) = required.forced_grammar() else {
+        let Some(Grammar::Tagged { schema, .. }) = required.grammar() else {
             panic!("required forces a call");
         };
         assert!(
             schema.contains("get_time") && schema.contains("get_weather"),
             "{schema}"
         );
-        assert_eq!(
-            parse(Some(&tools), Some(&json!("auto")), None)
-                .unwrap()
-                .unwrap()
-                .forced_grammar(),
-            None
+        let Some(Grammar::Tagged { schema, lazy, .. }) =
+            parse(Some(&tools), None, None).unwrap().unwrap().grammar()
+        else {
+            panic!("auto holds a call the model opens to the tools");
+        };
+        assert!(lazy);
+        assert!(
+            schema.contains("get_time") && schema.contains("get_weather"),
+            "{schema}"
         );
         // A tool's own references follow it into the combined schema; `{}` parameters are
         // an object.
@@ -576,7 +583,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(valid.functions[1].1, json!({"type": "object"}));
-        let Some(Grammar::Tagged { schema, .. }) = valid.forced_grammar() else {
+        let Some(Grammar::Tagged { schema, .. }) = valid.grammar() else {
             panic!("required forces a call");
         };
         assert!(
