@@ -281,13 +281,17 @@ def test_the_rails_read_tool_definitions_and_upstream_call_arguments(gateway, up
     client = gateway.client()
     tools = [{"type": "function", "function": {
         "name": "get_weather", "description": "Weather; questions to ops@example.com.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string"}, "notify": {"enum": ["desk@example.com"]}}}}}]
     messages = [{"role": "user", "content": "Weather in Paris?"}]
     whole = client.chat.completions.create(model="guarded-tools", messages=messages, tools=tools)
     # The tool's description left for the upstream with the address redacted, its name kept.
     sent = upstreams["caller"].requests[-1]["tools"][0]["function"]
     assert sent["name"] == "get_weather" and "ops@example.com" not in sent["description"], sent
     assert sent["description"].startswith("Weather; questions to ["), sent
+    # An enum value is part of the schema, checked but kept as sent (a placeholder there
+    # would change what the tool accepts).
+    assert sent["parameters"]["properties"]["notify"]["enum"] == ["desk@example.com"], sent
     # The upstream's call came back with the address in its arguments redacted, whole and
     # streamed (where the arguments arrive in pieces that split the address).
     call = whole.choices[0].message.tool_calls[0]
@@ -298,6 +302,26 @@ def test_the_rails_read_tool_definitions_and_upstream_call_arguments(gateway, up
         for piece in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
             streamed[piece.index] = streamed.get(piece.index, "") + (piece.function.arguments or "")
     assert streamed == {0: call.function.arguments}, streamed
+
+
+def test_ollama_chat_through_a_guarded_alias_puts_streamed_call_fragments_together(gateway):
+    # The upstream streams the call's arguments in 5-character pieces and the output rail holds
+    # some back until the finish: Ollama's answer still carries the whole call once.
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    for stream in (False, True):
+        body = json.dumps({"model": "guarded-tools", "stream": stream, "tools": tools,
+                           "messages": [{"role": "user", "content": "Weather in Paris?"}]}).encode()
+        status, _, answer = http("POST", gateway.url + "/api/chat", body)
+        assert status == 200, answer
+        if stream:
+            lines = [json.loads(line) for line in answer.splitlines()] if isinstance(answer, str) else [answer]
+            calls = [call for line in lines for call in (line.get("message") or {}).get("tool_calls") or []]
+            assert lines[-1]["done"] is True, lines
+        else:
+            calls = answer["message"]["tool_calls"]
+        assert calls == [{"function": {"name": "get_weather",
+                                       "arguments": {"city": "Paris", "notify": "[EMAIL_1]"}}}], (stream, answer)
 
 
 def test_fallback_when_the_first_upstream_answers_5xx(gateway, upstreams):

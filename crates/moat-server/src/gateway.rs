@@ -439,8 +439,16 @@ impl AnswerScan {
                     Some(i) if !whole => i,
                     _ => position as u64,
                 };
-                if let Some(Value::String(arguments)) = call.pointer_mut("/function/arguments") {
-                    *arguments = self.feed(index, Slot::Arguments(call_index), arguments, whole)?;
+                let Some(arguments) = call.pointer_mut("/function/arguments") else {
+                    continue;
+                };
+                // Arguments are JSON text; one sent as JSON itself is read (and passed on)
+                // as its text.
+                if arguments.is_object() || arguments.is_array() {
+                    *arguments = Value::String(arguments.to_string());
+                }
+                if let Value::String(text) = arguments {
+                    *text = self.feed(index, Slot::Arguments(call_index), text, whole)?;
                 }
             }
         }
@@ -463,6 +471,10 @@ impl AnswerScan {
             let calls = part
                 .entry("tool_calls")
                 .or_insert_with(|| Value::Array(Vec::new()));
+            if !calls.is_array() {
+                // `"tool_calls": null` in a finish chunk.
+                *calls = Value::Array(Vec::new());
+            }
             let Value::Array(calls) = calls else {
                 continue;
             };
@@ -862,6 +874,46 @@ mod tests {
         assert_eq!(arguments(&chunks), ["{\"to\": \"bob"]);
         // The short text was held back until the finish, which had to carry it.
         assert_eq!(arguments(&chunks[1..]), ["{\"to\": \"bob"]);
+    }
+
+    #[test]
+    fn a_call_sent_whole_before_a_separate_finish_comes_out_whole() {
+        // A local target's shape: the calls in one chunk, the finish in the next; and a
+        // finish delta that says `"tool_calls": null`, as some upstreams write.
+        for finish in [json!({}), json!({"content": null, "tool_calls": null})] {
+            let mut scan = redacting();
+            let mut chunks = vec![
+                chunk(
+                    json!({"role": "assistant", "content": null, "tool_calls": [
+                    {"index": 0, "id": "a", "type": "function",
+                     "function": {"name": "mail", "arguments": "{\"to\": \"bob@example.com\"}"}}]}),
+                    None,
+                ),
+                chunk(finish, Some("tool_calls")),
+            ];
+            for chunk in &mut chunks {
+                scan.scan(chunk, "delta", false).unwrap();
+            }
+            assert_eq!(
+                arguments(&chunks),
+                ["{\"to\": \"[EMAIL_1]\"}"],
+                "{chunks:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn arguments_sent_as_json_are_scanned_as_their_text() {
+        let mut scan = redacting();
+        let mut answer = json!({"choices": [{"index": 0, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "a", "type": "function",
+                 "function": {"name": "mail", "arguments": {"to": "jane.doe@example.com"}}}]}}]});
+        scan.scan(&mut answer, "message", true).unwrap();
+        assert_eq!(
+            answer["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            "{\"to\":\"[EMAIL_1]\"}"
+        );
     }
 
     #[test]

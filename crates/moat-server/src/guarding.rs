@@ -95,7 +95,9 @@ pub(crate) fn chat_input(
 ) -> Result<RedactionMap, ApiError> {
     let mut texts: Vec<&mut String> = Vec::new();
     if let Some(tools) = tools {
-        tool_texts(tools, None, &mut texts);
+        let mut fixed = Vec::new();
+        tool_texts(tools, None, &mut texts, &mut fixed);
+        check_only(guard, &fixed, ticket)?;
     }
     for message in messages.iter_mut() {
         match &mut message.content {
@@ -118,39 +120,60 @@ pub(crate) fn chat_input(
     check_texts(guard, &mut texts, ticket)
 }
 
-/// Keys whose string values in a tool definition are identifiers or syntax, not prose for the
-/// model: a function's `name` (a redaction there would rename the tool), JSON Schema's
-/// `type`, `format`, `pattern` and references.
-const TOOL_SYNTAX_KEYS: [&str; 7] = [
-    "name", "type", "format", "pattern", "$ref", "$schema", "$id",
-];
+/// Keys whose string values in a tool definition are prose, which a redaction may rewrite.
+const TOOL_PROSE_KEYS: [&str; 2] = ["description", "title"];
 
-/// The strings of the `tools` array that reach the model as text through its chat template:
-/// descriptions and titles at any depth, enum values, defaults and examples. A poisoned tool
-/// description is a prompt injection like any other.
+/// The text of the `tools` array, all of which reaches the model through its chat template (a
+/// poisoned tool description is a prompt injection like any other): descriptions and titles
+/// at any depth into `prose`, every other string and every key (names, property names,
+/// types, enum values, defaults, patterns) into `fixed`, which the rail checks but does not
+/// rewrite, since the tool and the grammar built from its schema must keep them as sent.
 fn tool_texts<'a>(
     value: &'a mut serde_json::Value,
     key: Option<&str>,
-    texts: &mut Vec<&'a mut String>,
+    prose: &mut Vec<&'a mut String>,
+    fixed: &mut Vec<String>,
 ) {
     match value {
-        serde_json::Value::String(text)
-            if !key.is_some_and(|key| TOOL_SYNTAX_KEYS.contains(&key)) =>
-        {
-            texts.push(text);
+        serde_json::Value::String(text) => {
+            if key.is_some_and(|key| TOOL_PROSE_KEYS.contains(&key)) {
+                prose.push(text);
+            } else {
+                fixed.push(text.clone());
+            }
         }
         serde_json::Value::Array(items) => {
             for item in items {
-                tool_texts(item, key, texts);
+                tool_texts(item, key, prose, fixed);
             }
         }
         serde_json::Value::Object(map) => {
             for (key, value) in map.iter_mut() {
-                tool_texts(value, Some(key), texts);
+                fixed.push(key.clone());
+                tool_texts(value, Some(key), prose, fixed);
             }
         }
         _ => {}
     }
+}
+
+/// Checks `texts` under the input rail without rewriting them: a block is the error, and a
+/// finding the policy would redact is recorded as flagged, since it cannot be rewritten.
+fn check_only(guard: &ChosenGuard, texts: &[String], ticket: &Ticket) -> Result<(), ApiError> {
+    if texts.is_empty() {
+        return Ok(());
+    }
+    let verdict = guard.guard.check_input(&texts.join(SEPARATOR))?;
+    if let Some(record) = ticket.record() {
+        record.count_guard_hits("input", &verdict.hits);
+    }
+    let decision = match verdict.decision {
+        Action::Redact => Action::Flag,
+        other => other,
+    };
+    ticket.record_rails(decision_of(decision), verdict.hits.iter().map(rail_name));
+    verdict.into_result(Rail::Input)?;
+    Ok(())
 }
 
 /// The input rail over one completion prompt.

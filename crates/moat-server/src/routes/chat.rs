@@ -184,10 +184,11 @@ pub(crate) async fn local_chat(
             .map(|job| u64::from(job.request.stop.max_tokens))
             .sum::<u64>();
     caller.admit(state.trust(), tokens.len() as u64, reserved)?;
-    let forced_call = params.grammar.is_some() && chat.tools.is_some();
+    let tools_grammar = params.grammar.is_some() && chat.tools.is_some();
     let mut choices = start(&model.engine, jobs).await.map_err(|error| {
-        // A grammar from tools (required or named) that cannot be used is the tools' fault.
-        if forced_call && error.param.as_deref() == Some("response_format") {
+        // A grammar from tools that cannot be used is the tools' fault (only `required` and
+        // named tools get here: with `auto` the engine leaves the model free instead).
+        if tools_grammar && error.param.as_deref() == Some("response_format") {
             error.with_param("tools")
         } else {
             error

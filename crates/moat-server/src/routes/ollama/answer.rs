@@ -56,22 +56,61 @@ impl Tally {
     }
 }
 
-/// Calls in an OpenAI chunk's delta or answer's message, in Ollama's form:
-/// `{"function": {"name", "arguments": {...}}}` (arguments as an object, not JSON text).
-pub(super) fn ollama_tool_calls(part: &Value) -> Vec<Value> {
-    let Some(calls) = part.get("tool_calls").and_then(Value::as_array) else {
-        return Vec::new();
+/// A tool call read from a stream's fragments, by its `index`: OpenAI streams a call's name
+/// in its first fragment and its arguments (JSON text) in pieces, which may arrive over many
+/// chunks (an upstream's, or what an output rail held back and sent with the finish).
+#[derive(Default)]
+pub(super) struct PendingCall {
+    name: Option<Value>,
+    arguments: String,
+}
+
+/// Adds the calls of a chunk's delta to `calls`.
+pub(super) fn read_call_fragments(part: &Value, calls: &mut Vec<PendingCall>) {
+    let Some(fragments) = part.get("tool_calls").and_then(Value::as_array) else {
+        return;
     };
+    for (position, fragment) in fragments.iter().enumerate() {
+        let index = fragment
+            .get("index")
+            .and_then(Value::as_u64)
+            .and_then(|i| usize::try_from(i).ok())
+            .unwrap_or(position);
+        // A call's index is its place among the answer's calls: never far past the last.
+        if index > calls.len() {
+            continue;
+        }
+        if index == calls.len() {
+            calls.push(PendingCall::default());
+        }
+        let call = &mut calls[index];
+        let Some(function) = fragment.get("function") else {
+            continue;
+        };
+        if let Some(name) = function.get("name").filter(|n| n.is_string()) {
+            call.name = Some(name.clone());
+        }
+        match function.get("arguments") {
+            Some(Value::String(text)) => call.arguments.push_str(text),
+            Some(value @ (Value::Object(_) | Value::Array(_))) => {
+                call.arguments = value.to_string();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Finished calls in Ollama's form: `{"function": {"name", "arguments": {...}}}` (arguments as
+/// an object, not JSON text); a call without a name is dropped.
+pub(super) fn ollama_tool_calls(calls: Vec<PendingCall>) -> Vec<Value> {
     calls
-        .iter()
+        .into_iter()
         .filter_map(|call| {
-            let function = call.get("function")?;
-            let arguments = function
-                .get("arguments")
-                .and_then(Value::as_str)
-                .and_then(|text| serde_json::from_str::<Value>(text).ok())
+            let arguments = serde_json::from_str::<Value>(&call.arguments)
+                .ok()
+                .filter(Value::is_object)
                 .unwrap_or_else(|| json!({}));
-            Some(json!({"function": {"name": function.get("name")?, "arguments": arguments}}))
+            Some(json!({"function": {"name": call.name?, "arguments": arguments}}))
         })
         .collect()
 }
@@ -134,63 +173,94 @@ pub(super) enum Step {
     Calls(Vec<Value>),
     /// The answer failed: this error body (OpenAI's shape).
     Failed(String),
-    /// Nothing to pass on (a role chunk, the finish chunk, the usage chunk).
-    Nothing,
 }
 
-/// Reads the internal OpenAI stream: text, the finish reason and the usage.
+/// Reads the internal OpenAI stream: text, tool calls, the finish reason and the usage.
 pub(super) struct Reader {
     pieces: Pieces,
     tally: Tally,
     /// Log probabilities of tokens whose text has not been passed on yet (a stop string's
     /// first characters are held back).
     logprobs: Vec<Value>,
+    /// Tool calls being read, until the choice finishes.
+    calls: Vec<PendingCall>,
+    /// Steps read from one chunk and not yet taken.
+    ready: std::collections::VecDeque<Step>,
 }
 
 impl Reader {
-    /// The next step; `None` at the end of the stream.
-    async fn next(&mut self) -> Option<Step> {
-        let step = match self.pieces.next().await? {
-            Piece::Error(body) => Step::Failed(body),
-            Piece::Chunk(text) => self.chunk(&text),
-        };
-        Some(step)
+    fn new(pieces: Pieces, began: Instant) -> Reader {
+        Reader {
+            pieces,
+            tally: Tally::new(began),
+            logprobs: Vec::new(),
+            calls: Vec::new(),
+            ready: std::collections::VecDeque::new(),
+        }
     }
 
-    fn chunk(&mut self, text: &str) -> Step {
+    /// The next step; `None` at the end of the stream.
+    async fn next(&mut self) -> Option<Step> {
+        loop {
+            if let Some(step) = self.ready.pop_front() {
+                return Some(step);
+            }
+            match self.pieces.next().await {
+                Some(Piece::Error(body)) => return Some(Step::Failed(body)),
+                Some(Piece::Chunk(text)) => self.chunk(&text),
+                // Calls of a stream that ended without a finish reason still count.
+                None if !self.calls.is_empty() => {
+                    return Some(Step::Calls(ollama_tool_calls(std::mem::take(
+                        &mut self.calls,
+                    ))))
+                }
+                None => return None,
+            }
+        }
+    }
+
+    fn chunk(&mut self, text: &str) {
         let Ok(chunk) = serde_json::from_str::<Value>(text) else {
-            return Step::Nothing;
+            return;
         };
         if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
             self.tally.usage(usage);
         }
         let Some(choice) = chunk.pointer("/choices/0") else {
-            return Step::Nothing;
+            return;
         };
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            // Ollama ends an answer that made calls with "stop".
-            let reason = if reason == "tool_calls" {
-                "stop"
-            } else {
-                reason
-            };
-            self.tally.finish = Some(reason.to_owned());
-        }
-        let calls = choice
-            .get("delta")
-            .map(ollama_tool_calls)
-            .unwrap_or_default();
-        if !calls.is_empty() {
-            self.tally.first_token.get_or_insert_with(Instant::now);
-            return Step::Calls(calls);
+        let finished = match choice.get("finish_reason").and_then(Value::as_str) {
+            Some(reason) => {
+                // Ollama ends an answer that made calls with "stop".
+                let reason = if reason == "tool_calls" {
+                    "stop"
+                } else {
+                    reason
+                };
+                self.tally.finish = Some(reason.to_owned());
+                true
+            }
+            None => false,
+        };
+        let delta = choice.get("delta");
+        if let Some(delta) = delta {
+            let before = self.calls.len();
+            read_call_fragments(delta, &mut self.calls);
+            if self.calls.len() > before {
+                self.tally.first_token.get_or_insert_with(Instant::now);
+            }
         }
         self.logprobs.extend(token_logprobs(choice));
-        match choice_text(choice, "delta").filter(|t| !t.is_empty()) {
-            Some(text) => {
-                self.tally.first_token.get_or_insert_with(Instant::now);
-                Step::Text(text.to_owned(), std::mem::take(&mut self.logprobs))
-            }
-            None => Step::Nothing,
+        if let Some(text) = choice_text(choice, "delta").filter(|t| !t.is_empty()) {
+            self.tally.first_token.get_or_insert_with(Instant::now);
+            self.ready.push_back(Step::Text(
+                text.to_owned(),
+                std::mem::take(&mut self.logprobs),
+            ));
+        }
+        if finished && !self.calls.is_empty() {
+            let calls = ollama_tool_calls(std::mem::take(&mut self.calls));
+            self.ready.push_back(Step::Calls(calls));
         }
     }
 }
@@ -252,43 +322,42 @@ pub(super) struct Relay {
 
 impl Relay {
     async fn next_line(mut self) -> Option<(Result<Bytes, std::convert::Infallible>, Self)> {
-        while !self.done {
-            match self.reader.next().await {
-                Some(Step::Text(text, logprobs)) => {
-                    let mut object = object(self.shape, &self.model, &text);
-                    if self.logprobs {
-                        object.insert("logprobs".into(), Value::Array(logprobs));
-                    }
-                    object.insert("done".into(), json!(false));
-                    return Some((Ok(line(&Value::Object(object))), self));
-                }
-                Some(Step::Calls(calls)) => {
-                    let mut object = object(self.shape, &self.model, "");
-                    if let Some(message) = object.get_mut("message") {
-                        message["tool_calls"] = Value::Array(calls);
-                    }
-                    object.insert("done".into(), json!(false));
-                    return Some((Ok(line(&Value::Object(object))), self));
-                }
-                Some(Step::Failed(body)) => {
-                    self.done = true;
-                    let error = json!({ "error": error_message(&body) });
-                    return Some((Ok(line(&error)), self));
-                }
-                Some(Step::Nothing) => {}
-                None => {
-                    self.done = true;
-                    let mut last = object(self.shape, &self.model, "");
-                    if self.logprobs && !self.reader.logprobs.is_empty() {
-                        let rest = std::mem::take(&mut self.reader.logprobs);
-                        last.insert("logprobs".into(), Value::Array(rest));
-                    }
-                    self.reader.tally.done_fields(&mut last);
-                    return Some((Ok(line(&Value::Object(last))), self));
-                }
-            }
+        if self.done {
+            return None;
         }
-        None
+        let value = match self.reader.next().await {
+            Some(Step::Text(text, logprobs)) => {
+                let mut object = object(self.shape, &self.model, &text);
+                if self.logprobs {
+                    object.insert("logprobs".into(), Value::Array(logprobs));
+                }
+                object.insert("done".into(), json!(false));
+                Value::Object(object)
+            }
+            Some(Step::Calls(calls)) => {
+                let mut object = object(self.shape, &self.model, "");
+                if let Some(message) = object.get_mut("message") {
+                    message["tool_calls"] = Value::Array(calls);
+                }
+                object.insert("done".into(), json!(false));
+                Value::Object(object)
+            }
+            Some(Step::Failed(body)) => {
+                self.done = true;
+                json!({ "error": error_message(&body) })
+            }
+            None => {
+                self.done = true;
+                let mut last = object(self.shape, &self.model, "");
+                if self.logprobs && !self.reader.logprobs.is_empty() {
+                    let rest = std::mem::take(&mut self.reader.logprobs);
+                    last.insert("logprobs".into(), Value::Array(rest));
+                }
+                self.reader.tally.done_fields(&mut last);
+                Value::Object(last)
+            }
+        };
+        Some((Ok(line(&value)), self))
     }
 }
 
@@ -306,11 +375,7 @@ pub(super) async fn respond(
         // Every request is made with `stream: true`; a whole answer still reads as one piece.
         Answer::Whole(value) => stream::iter([Piece::Chunk(whole_as_chunk(&value))]).boxed(),
     };
-    let mut reader = Reader {
-        pieces,
-        tally: Tally::new(began),
-        logprobs: Vec::new(),
-    };
+    let mut reader = Reader::new(pieces, began);
     if asked.stream {
         let relay = Relay {
             reader,
@@ -338,7 +403,6 @@ pub(super) async fn respond(
             }
             Step::Calls(more) => calls.extend(more),
             Step::Failed(body) => return Err(failed(&body)),
-            Step::Nothing => {}
         }
     }
     let mut object = object(shape, model, &text);
@@ -439,5 +503,73 @@ pub(super) fn check_chat_model(state: &AppState, model: &str) -> Result<()> {
         Some(Named::Alias(_) | Named::Gateway) => Ok(()),
         Some(Named::Embedding) => Err(ApiError::not_a_chat_model(model)),
         None => Err(ApiError::model_not_found(model)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_fragments_are_put_together_by_index() {
+        let mut calls = Vec::new();
+        for delta in [
+            json!({"tool_calls": [{"index": 0, "id": "a", "type": "function",
+                "function": {"name": "mail", "arguments": ""}}]}),
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"to\": "}}]}),
+            json!({"tool_calls": [{"index": 1, "id": "b", "type": "function",
+                "function": {"name": "time", "arguments": {"zone": "UTC"}}}]}),
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"bob\"}"}}]}),
+            // A fragment for a call that was never opened is not guessed at.
+            json!({"tool_calls": [{"index": 7, "function": {"arguments": "x"}}]}),
+            json!({"tool_calls": null}),
+        ] {
+            read_call_fragments(&delta, &mut calls);
+        }
+        assert_eq!(
+            ollama_tool_calls(calls),
+            [
+                json!({"function": {"name": "mail", "arguments": {"to": "bob"}}}),
+                json!({"function": {"name": "time", "arguments": {"zone": "UTC"}}}),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_reader_gives_text_and_calls_of_one_chunk_and_calls_at_the_finish() {
+        let chunk = |delta: Value, finish: Value| {
+            Piece::Chunk(
+                json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                    .to_string(),
+            )
+        };
+        let pieces = vec![
+            chunk(
+                json!({"content": "Let me check.", "tool_calls": [{"index": 0, "id": "a",
+                    "type": "function", "function": {"name": "mail", "arguments": ""}}]}),
+                Value::Null,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"to\": \"bob\"}"}}]}),
+                json!("tool_calls"),
+            ),
+        ];
+        let mut reader = Reader::new(stream::iter(pieces).boxed(), Instant::now());
+        let mut steps = Vec::new();
+        while let Some(step) = reader.next().await {
+            steps.push(match step {
+                Step::Text(text, _) => json!({"text": text}),
+                Step::Calls(calls) => json!({"calls": calls}),
+                Step::Failed(body) => json!({"failed": body}),
+            });
+        }
+        assert_eq!(
+            steps,
+            [
+                json!({"text": "Let me check."}),
+                json!({"calls": [{"function": {"name": "mail", "arguments": {"to": "bob"}}}]}),
+            ]
+        );
+        assert_eq!(reader.tally.finish.as_deref(), Some("stop"));
     }
 }
