@@ -160,6 +160,46 @@ def test_formats_that_cannot_be_followed_are_400s_naming_the_field(client):
     Person.model_validate_json(ask(client, temperature=0, response_format=PERSON_FORMAT).choices[0].message.content)
 
 
+def test_vllm_and_llama_server_fields_constrain_the_output_too(client):
+    # vLLM's guided_choice: exactly one of the strings.
+    labels = ["positive", "negative", "neutral"]
+    review = [{"role": "user", "content": "Is this review positive or negative? 'Cold food, rude staff.'"}]
+    free = client.chat.completions.create(model=SMOLLM2, messages=review, temperature=0, max_tokens=16)
+    assert free.choices[0].message.content not in labels, free.choices[0].message.content
+    for answer in [
+        client.chat.completions.create(model=SMOLLM2, messages=review, temperature=0, max_tokens=16,
+                                       extra_body={"guided_choice": labels}),
+        client.chat.completions.create(model=SMOLLM2, messages=review, temperature=1.2, seed=3, n=3,
+                                       max_tokens=16, extra_body={"guided_choice": labels}),
+    ]:
+        for choice in answer.choices:
+            assert choice.message.content in labels and choice.finish_reason == "stop", choice
+    completion = client.completions.create(model=SMOLLM2, prompt="The sky is", max_tokens=8, temperature=0,
+                                           extra_body={"guided_choice": ["green", "blue"]})
+    assert completion.choices[0].text in ("green", "blue"), completion.choices[0]
+    # vLLM's guided_json (an object or its JSON text) and llama-server's json_schema.
+    schema = Person.model_json_schema()
+    for extra in [{"guided_json": schema}, {"guided_json": json.dumps(schema)}, {"json_schema": schema},
+                  {"guided_json": schema, "guided_decoding_backend": "xgrammar"}]:
+        answer = ask(client, temperature=0, extra_body=extra)
+        assert answer.choices[0].finish_reason == "stop", (extra, answer.choices[0])
+        Person.model_validate_json(answer.choices[0].message.content)
+    # What moat does not do is a 400 naming the field, never ignored.
+    for extra, param in [
+        ({"guided_regex": "[a-z]+"}, "guided_regex"),
+        ({"guided_grammar": "root ::= \"a\""}, "guided_grammar"),
+        ({"grammar": "root ::= \"a\""}, "grammar"),
+        ({"guided_choice": []}, "guided_choice"),
+        ({"guided_choice": ["a", ""]}, "guided_choice[1]"),
+        ({"guided_json": "not json"}, "guided_json"),
+        ({"guided_json": schema, "guided_choice": labels}, "guided_choice"),
+    ]:
+        expect_error(openai.BadRequestError, lambda: ask(client, extra_body=extra), param=param)
+    expect_error(openai.BadRequestError,
+                 lambda: ask(client, response_format=PERSON_FORMAT, extra_body={"json_schema": schema}),
+                 param="json_schema")
+
+
 def test_ollama_format_json_and_schema(server):
     client = ollama.Client(host=server.url, timeout=120)
     answer = client.chat(model=QWEN, messages=[{"role": "user", "content": ASK}],

@@ -47,6 +47,7 @@ pub(crate) fn compile(
 ) -> Result<Option<LlamaSampler>, EngineError> {
     match grammar {
         Grammar::JsonSchema(schema) => strict(model, &schema_grammar(schema)?, ROOT).map(Some),
+        Grammar::Choice(texts) => strict(model, &choice_grammar(texts)?, ROOT).map(Some),
         Grammar::Tagged {
             schema,
             open,
@@ -105,6 +106,32 @@ fn tagged_grammar(
         )));
     }
     Ok(format!("{rules}\n{TAGGED_ROOT} ::= {one}{more}\n"))
+}
+
+/// The most texts a choice grammar takes, and the most bytes of all of them together.
+const MAX_CHOICES: usize = 1024;
+const MAX_CHOICE_BYTES: usize = 256 * 1024;
+
+/// One of `texts`, as a grammar: literals only, so nothing in them is grammar syntax.
+fn choice_grammar(texts: &[String]) -> Result<String, EngineError> {
+    let bytes: usize = texts.iter().map(String::len).sum();
+    if texts.is_empty() || texts.len() > MAX_CHOICES || bytes > MAX_CHOICE_BYTES {
+        return Err(EngineError::InvalidGrammar(format!(
+            "a choice takes 1 to {MAX_CHOICES} texts of at most {MAX_CHOICE_BYTES} bytes in \
+             all ({} texts, {bytes} bytes given)",
+            texts.len()
+        )));
+    }
+    if texts
+        .iter()
+        .any(|text| text.is_empty() || text.contains('\0'))
+    {
+        return Err(EngineError::InvalidGrammar(
+            "a choice's texts must be non-empty and hold no NUL character".to_owned(),
+        ));
+    }
+    let alternatives: Vec<String> = texts.iter().map(|text| gbnf_literal(text)).collect();
+    Ok(format!("{ROOT} ::= {}\n", alternatives.join(" | ")))
 }
 
 /// A JSON Schema as llama.cpp grammar rules, its start rule named `root`.

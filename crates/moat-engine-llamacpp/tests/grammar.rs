@@ -313,3 +313,56 @@ async fn a_lazy_grammar_the_model_cannot_watch_for_leaves_it_free() {
     let lazy = generate(&engine, lazy).await;
     assert_eq!(lazy.ids(), free.ids(), "{}", lazy.text());
 }
+
+#[tokio::test]
+async fn a_choice_grammar_gives_exactly_one_of_its_texts() {
+    let Some(engine) = smollm2(|_| {}) else {
+        return;
+    };
+    let texts = ["positive", "negative", "neutral \"or\" mixed\\"];
+    let grammar = Grammar::Choice(texts.iter().map(|t| t.to_string()).collect());
+    let question = "Is this review positive or negative? \"The food was cold and late.\"";
+    let mut greedy = request(&chat(question), 16);
+    greedy.stop.ignore_eos = false;
+    greedy.grammar = Some(grammar.clone());
+    let free = generate(&engine, {
+        let mut free = greedy.clone();
+        free.grammar = None;
+        free
+    })
+    .await;
+    assert!(!texts.contains(&free.text().as_str()), "{}", free.text());
+    let held = generate(&engine, greedy.clone()).await;
+    assert!(texts.contains(&held.text().as_str()), "{:?}", held.text());
+    assert_eq!(held.reason, FinishReason::Stop);
+    // Sampled too, and the quoted one holds its quotes and backslash as text.
+    let mut seen = Vec::new();
+    for seed in 0..6 {
+        let mut sampled = greedy.clone();
+        sampled.sampling.temperature = 1.5;
+        sampled.sampling.seed = Some(seed);
+        sampled.logprobs = None;
+        let out = generate(&engine, sampled).await;
+        assert!(texts.contains(&out.text().as_str()), "{:?}", out.text());
+        seen.push(out.text());
+    }
+    let mut only_quoted = greedy;
+    only_quoted.grammar = Some(Grammar::Choice(vec![texts[2].to_owned()]));
+    assert_eq!(generate(&engine, only_quoted).await.text(), texts[2]);
+
+    for refused in [
+        Grammar::Choice(Vec::new()),
+        Grammar::Choice(vec!["a".into(), String::new()]),
+        Grammar::Choice(vec!["x".into(); 2000]),
+    ] {
+        let mut request = request(&chat(question), 4);
+        request.grammar = Some(refused);
+        assert!(
+            matches!(
+                engine.generate(request),
+                Err(EngineError::InvalidGrammar(_))
+            ),
+            "{seen:?}"
+        );
+    }
+}

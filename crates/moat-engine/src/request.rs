@@ -91,6 +91,8 @@ pub enum Grammar {
         many: bool,
         lazy: bool,
     },
+    /// Exactly one of these texts, then the end (vLLM's `guided_choice`).
+    Choice(Vec<String>),
 }
 
 impl Grammar {

@@ -10,6 +10,7 @@ mod common;
 mod completion;
 mod error;
 pub mod fields;
+mod guided;
 mod logprobs;
 mod params;
 mod parse;

@@ -49,7 +49,8 @@ pub struct GenerationParams {
     /// Alternatives per generated token, when logprobs were asked for.
     pub logprobs: Option<u8>,
     pub n_ctx: u32,
-    /// What the output must follow (`response_format`).
+    /// What the output must follow (`response_format`, or `guided_json`, `guided_choice`,
+    /// `json_schema`).
     pub grammar: Option<Grammar>,
 }
 
@@ -70,6 +71,9 @@ pub(crate) struct SamplingFields {
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
     response_format: Option<Value>,
+    guided_json: Option<Value>,
+    guided_choice: Option<Value>,
+    json_schema: Option<Value>,
 }
 
 #[derive(Default, Deserialize)]
@@ -266,7 +270,14 @@ impl SamplingFields {
             include_usage,
             logprobs,
             n_ctx: limits.n_ctx,
-            grammar: crate::response_format::parse(self.response_format.as_ref())?,
+            grammar: crate::guided::grammar(
+                crate::response_format::parse(self.response_format.as_ref())?,
+                crate::guided::Guided {
+                    guided_json: self.guided_json.as_ref(),
+                    guided_choice: self.guided_choice.as_ref(),
+                    json_schema: self.json_schema.as_ref(),
+                },
+            )?,
         })
     }
 }
