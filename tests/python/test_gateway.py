@@ -31,7 +31,7 @@ if not os.environ.get("MOAT_TEST_MODELS"):
 
 import openai  # noqa: E402
 
-from test_openai_server import SMOLLM2, Server, http, pull  # noqa: E402
+from test_openai_server import SMOLLM2, Server, http, moat, pull  # noqa: E402
 
 
 class FakeUpstream:
@@ -39,9 +39,11 @@ class FakeUpstream:
     optional delay, or fails with a status; it records each request body it receives."""
 
     def __init__(self, status: int = 200, delay: float = 0.0, content: str | None = "from the fake upstream",
-                 tool_calls: list | None = None):
+                 tool_calls: list | None = None, unfinished: bool = False):
         self.requests: list[dict] = []
         self.status, self.delay, self.content, self.tool_calls = status, delay, content, tool_calls
+        # Streams end after the content, in 4-character pieces, with no finish reason.
+        self.unfinished = unfinished
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -69,6 +71,18 @@ class FakeUpstream:
                 usage = {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}
                 if body.get("stream") and fake.tool_calls:
                     self.stream_calls(body)
+                    return
+                if body.get("stream") and fake.unfinished:
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.end_headers()
+                    for at in range(0, len(fake.content), 4):
+                        chunk = {"id": "fake-2", "object": "chat.completion.chunk", "created": 1,
+                                 "model": body["model"],
+                                 "choices": [{"index": 0, "delta": {"content": fake.content[at:at + 4]},
+                                              "finish_reason": None}]}
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.write(b"data: [DONE]\n\n")
                     return
                 if body.get("stream"):
                     self.send_response(200)
@@ -143,6 +157,7 @@ def upstreams():
         "slow": FakeUpstream(delay=5.0),
         "good": FakeUpstream(content="the good upstream answered"),
         "leaky": FakeUpstream(content="Sure: the card is 4111 1111 1111 1111, keep it safe."),
+        "unfinished": FakeUpstream(content="Mail jane.doe@example.com today", unfinished=True),
         "caller": FakeUpstream(content=None, tool_calls=[{
             "id": "call_1", "type": "function",
             "function": {"name": "get_weather",
@@ -193,6 +208,13 @@ guard = "careful"
 type = "upstream"
 url = "{upstreams['leaky'].url}"
 model = "leaky-model"
+
+[aliases.guarded-unfinished]
+guard = "careful"
+[[aliases.guarded-unfinished.targets]]
+type = "upstream"
+url = "{upstreams['unfinished'].url}"
+model = "unfinished-model"
 
 [aliases.guarded-tools]
 guard = "careful"
@@ -322,6 +344,26 @@ def test_ollama_chat_through_a_guarded_alias_puts_streamed_call_fragments_togeth
             calls = answer["message"]["tool_calls"]
         assert calls == [{"function": {"name": "get_weather",
                                        "arguments": {"city": "Paris", "notify": "[EMAIL_1]"}}}], (stream, answer)
+
+
+def test_a_guarded_stream_that_ends_without_a_finish_loses_no_text_and_is_audited(gateway):
+    client = gateway.client()
+    chunks = list(client.chat.completions.create(
+        model="guarded-unfinished", stream=True, messages=[{"role": "user", "content": "Go."}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    # The rail held the end of the text back; the stream's end sent it.
+    assert text == "Mail [EMAIL_1] today", text
+    # The output rail's redaction is in the audit log, for streams as for whole answers.
+    deadline = time.monotonic() + 10
+    while True:
+        done = moat(gateway.home, "audit", "--jsonl", "--model", "guarded-unfinished")
+        assert done.returncode == 0, done.stderr
+        entries = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+        if entries or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert entries and entries[-1]["decision"] == "redacted", entries
+    assert "pii.email" in entries[-1]["rails"], entries
 
 
 def test_fallback_when_the_first_upstream_answers_5xx(gateway, upstreams):

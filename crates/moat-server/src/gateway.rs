@@ -25,7 +25,7 @@ use std::sync::{Arc, Weak};
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
-use futures_util::stream::StreamExt;
+use futures_util::stream::{self, StreamExt};
 use moat_engine::ChatMessage;
 use moat_gateway::{
     CacheStatus, CallContext, Gateway, GatewayError, GatewayErrorKind, LocalResolver, LocalTarget,
@@ -172,41 +172,70 @@ pub(crate) async fn chat_answer(
         }
         ProviderReply::Stream(chunks) => {
             let caller = caller.clone();
+            // The envelope (id, object, created, model) of the last chunk, for a chunk that
+            // carries what the rail still held when the upstream stopped sending choices.
+            let mut envelope: Option<Map<String, Value>> = None;
             let pieces = chunks
-                .map(move |item| match item {
-                    Ok(mut chunk) => {
-                        if let Some(rail) = &mut rail {
-                            if let Err(error) = rail.scan(&mut chunk, "delta", false) {
-                                return Some(Piece::Error(
-                                    serde_json::to_string(&error.body()).unwrap_or_default(),
-                                ));
+                .map(Some)
+                .chain(stream::once(async { None }))
+                .map(move |item| {
+                    let mut out = Vec::new();
+                    match item {
+                        // The upstream's stream ended: what is still held (a stream without
+                        // its finish reason) goes out, and the rail's hits are recorded.
+                        None => {
+                            if let Some(rail) = &mut rail {
+                                out.extend(rail.flush_piece(envelope.as_ref()));
+                                rail.record();
                             }
                         }
-                        if !hit {
-                            answered(&caller, &chunk);
+                        Some(Ok(mut chunk)) => {
+                            let usage_only = chunk.get("usage").is_some_and(|u| !u.is_null())
+                                && chunk
+                                    .get("choices")
+                                    .and_then(Value::as_array)
+                                    .is_some_and(Vec::is_empty);
+                            if let Some(rail) = &mut rail {
+                                if usage_only {
+                                    // No choice comes after the usage chunk.
+                                    out.extend(rail.flush_piece(envelope.as_ref()));
+                                } else if let Err(error) = rail.scan(&mut chunk, "delta", false) {
+                                    out.push(Piece::Error(
+                                        serde_json::to_string(&error.body()).unwrap_or_default(),
+                                    ));
+                                    return out;
+                                }
+                            }
+                            if let Some(object) = chunk.as_object().filter(|_| rail.is_some()) {
+                                envelope = Some(
+                                    ["id", "object", "created", "model"]
+                                        .iter()
+                                        .filter_map(|key| {
+                                            Some(((*key).to_owned(), object.get(*key)?.clone()))
+                                        })
+                                        .collect(),
+                                );
+                            }
+                            if !hit {
+                                answered(&caller, &chunk);
+                            }
+                            if usage_only && !hit {
+                                settle(&caller, &chunk);
+                            }
+                            if !usage_only || client_usage {
+                                out.push(Piece::Chunk(chunk.to_string()));
+                            }
                         }
-                        let usage_only = chunk.get("usage").is_some_and(|u| !u.is_null())
-                            && chunk
-                                .get("choices")
-                                .and_then(Value::as_array)
-                                .is_some_and(Vec::is_empty);
-                        if usage_only && !hit {
-                            settle(&caller, &chunk);
-                        }
-                        if usage_only && !client_usage {
-                            None
-                        } else {
-                            Some(Piece::Chunk(chunk.to_string()))
+                        Some(Err(error)) => {
+                            let error = broken_off(&error);
+                            out.push(Piece::Error(
+                                serde_json::to_string(&error.body()).unwrap_or_default(),
+                            ));
                         }
                     }
-                    Err(error) => {
-                        let error = broken_off(&error);
-                        Some(Piece::Error(
-                            serde_json::to_string(&error.body()).unwrap_or_default(),
-                        ))
-                    }
+                    out
                 })
-                .filter_map(|piece| async move { piece });
+                .flat_map(stream::iter);
             // An error piece ends the stream.
             let pieces = pieces
                 .scan(false, |ended, piece| {
@@ -309,6 +338,27 @@ impl OutputRail {
             .map_err(|error| self.blocked(error))
     }
 
+    /// A chunk with what the open scanners still hold (see [`AnswerScan::flush`]), in the
+    /// envelope of the stream's last chunk; an error piece if that text is blocked.
+    fn flush_piece(&mut self, envelope: Option<&Map<String, Value>>) -> Option<Piece> {
+        let choices = match self.scan.flush() {
+            Ok(choices) if choices.is_empty() => return None,
+            Ok(choices) => choices,
+            Err(error) => {
+                let error = self.blocked(error);
+                return Some(Piece::Error(
+                    serde_json::to_string(&error.body()).unwrap_or_default(),
+                ));
+            }
+        };
+        let mut chunk = envelope.cloned().unwrap_or_default();
+        chunk
+            .entry("object")
+            .or_insert_with(|| Value::String("chat.completion.chunk".into()));
+        chunk.insert("choices".into(), Value::Array(choices));
+        Some(Piece::Chunk(Value::Object(chunk).to_string()))
+    }
+
     fn record(&self) {
         for scanner in self.scan.scanners() {
             let hits = scanner.hits();
@@ -388,6 +438,55 @@ impl AnswerScan {
             *finished = true;
         }
         Ok(out)
+    }
+
+    /// Finishes every scanner still open (a stream that ended, or stopped sending choices,
+    /// without a choice's finish reason; or text that came after it): what they held, as
+    /// one choice delta per choice, without a finish reason.
+    fn flush(&mut self) -> Result<Vec<Value>, GuardError> {
+        let open: Vec<(u64, Slot)> = self
+            .scanners
+            .iter()
+            .filter(|(_, _, _, done)| !done)
+            .map(|(index, slot, _, _)| (*index, *slot))
+            .collect();
+        let mut deltas: Vec<(u64, Map<String, Value>)> = Vec::new();
+        for (index, slot) in open {
+            let rest = self.feed(index, slot, "", true)?;
+            if rest.is_empty() {
+                continue;
+            }
+            let at = match deltas.iter().position(|(i, _)| *i == index) {
+                Some(at) => at,
+                None => {
+                    deltas.push((index, Map::new()));
+                    deltas.len() - 1
+                }
+            };
+            let delta = &mut deltas[at].1;
+            match slot {
+                Slot::Content => {
+                    delta.insert("content".into(), Value::String(rest));
+                }
+                Slot::Arguments(call) => {
+                    let calls = delta
+                        .entry("tool_calls")
+                        .or_insert_with(|| Value::Array(Vec::new()));
+                    if let Value::Array(calls) = calls {
+                        calls.push(serde_json::json!({
+                            "index": call,
+                            "function": {"arguments": rest},
+                        }));
+                    }
+                }
+            }
+        }
+        Ok(deltas
+            .into_iter()
+            .map(|(index, delta)| {
+                serde_json::json!({"index": index, "delta": delta, "finish_reason": null})
+            })
+            .collect())
     }
 
     /// Scans the choices of a chunk (`delta`) or a whole answer (`message`) in place.
@@ -914,6 +1013,40 @@ mod tests {
             answer["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
             "{\"to\":\"[EMAIL_1]\"}"
         );
+    }
+
+    #[test]
+    fn what_a_stream_without_a_finish_left_held_is_flushed_at_its_end() {
+        let mut scan = redacting();
+        let mut chunks = vec![
+            chunk(json!({"content": "Mail jane.doe@exa"}), None),
+            chunk(
+                json!({"content": "mple.com today", "tool_calls": [{"index": 0, "id": "a",
+                "type": "function", "function": {"name": "mail", "arguments": "{\"to\": \"bob"}}]}),
+                None,
+            ),
+        ];
+        for chunk in &mut chunks {
+            scan.scan(chunk, "delta", false).unwrap();
+        }
+        let sent: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        let flushed = scan.flush().unwrap();
+        assert_eq!(flushed.len(), 1, "{flushed:?}");
+        let last = json!({"choices": flushed});
+        let content = format!(
+            "{sent}{}",
+            last["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or("")
+        );
+        assert_eq!(content, "Mail [EMAIL_1] today");
+        chunks.push(last);
+        assert_eq!(arguments(&chunks), ["{\"to\": \"bob"]);
+        // Nothing is left to flush a second time.
+        assert_eq!(scan.flush().unwrap(), Vec::<Value>::new());
     }
 
     #[test]
