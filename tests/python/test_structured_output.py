@@ -193,6 +193,10 @@ def test_vllm_and_llama_server_fields_constrain_the_output_too(client):
         ({"guided_choice": ["a", ""]}, "guided_choice[1]"),
         ({"guided_json": "not json"}, "guided_json"),
         ({"guided_json": schema, "guided_choice": labels}, "guided_choice"),
+        ({"guided_json": schema, "guided_decoding_backend": "xgrammar:disable-any-whitespace"},
+         "guided_decoding_backend"),
+        # Past the engine's limits: the error still names the field that was sent.
+        ({"guided_choice": [f"label {i}" for i in range(300)]}, "guided_choice"),
     ]:
         expect_error(openai.BadRequestError, lambda: ask(client, extra_body=extra), param=param)
     expect_error(openai.BadRequestError,

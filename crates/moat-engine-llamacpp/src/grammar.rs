@@ -79,7 +79,7 @@ pub(crate) fn compile(
 fn strict(model: &LlamaModel, gbnf: &str, root: &str) -> Result<LlamaSampler, EngineError> {
     LlamaSampler::grammar(model, gbnf, root).map_err(|error| {
         EngineError::InvalidGrammar(format!(
-            "the grammar for this schema was refused by llama.cpp ({error}); \
+            "this grammar was refused by llama.cpp ({error}); \
              a smaller schema (fewer or shorter repetitions) may fit"
         ))
     })
@@ -109,8 +109,10 @@ fn tagged_grammar(
 }
 
 /// The most texts a choice grammar takes, and the most bytes of all of them together.
-const MAX_CHOICES: usize = 1024;
-const MAX_CHOICE_BYTES: usize = 256 * 1024;
+/// Each text is a grammar stack while it is a candidate, and a refused first draw checks the
+/// vocabulary against every stack: the count bounds that work.
+const MAX_CHOICES: usize = 256;
+const MAX_CHOICE_BYTES: usize = 64 * 1024;
 
 /// One of `texts`, as a grammar: literals only, so nothing in them is grammar syntax.
 fn choice_grammar(texts: &[String]) -> Result<String, EngineError> {

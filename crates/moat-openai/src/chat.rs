@@ -148,14 +148,17 @@ impl ChatRequest {
         )?;
         if let Some(tools) = &tools {
             if params.grammar.is_some() {
+                let field = params.grammar_field;
                 return Err(WireError::Unsupported {
-                    param: "response_format".into(),
-                    reason: "a JSON response_format cannot be combined with tools: it would keep \
-                             the model from writing a call"
-                        .into(),
+                    param: field.into(),
+                    reason: format!(
+                        "{field} cannot be combined with tools: its grammar would keep the model \
+                         from writing a call"
+                    ),
                 });
             }
             params.grammar = tools.grammar();
+            params.grammar_field = "tools";
         }
         Ok(ValidChat {
             model: self.model,

@@ -55,8 +55,8 @@ pub const CHAT_FIELDS: &[FieldRule] = &[
     rule("function_call", Rejected, DEPRECATED_FUNCTIONS),
     rule("functions", Rejected, DEPRECATED_FUNCTIONS),
     rule("grammar", Rejected, "raw GBNF grammars are not supported; send json_schema, guided_json, guided_choice or response_format"),
-    rule("guided_choice", Supported, "moat extension (as in vLLM): 1 to 1,024 non-empty strings; the output is exactly one of them"),
-    rule("guided_decoding_backend", Ignored, "moat extension (as in vLLM): moat has one backend, llama.cpp's grammar sampler"),
+    rule("guided_choice", Supported, "moat extension (as in vLLM): 1 to 256 non-empty strings (64 KiB in all); the output is one of them"),
+    rule("guided_decoding_backend", Rejected, "backend options (xgrammar:disable-any-whitespace, ...) are not supported; a bare backend name is accepted and changes nothing: moat has one backend, llama.cpp's grammar sampler"),
     rule("guided_grammar", Rejected, "grammars are not supported; send guided_json, guided_choice or response_format"),
     rule("guided_json", Supported, "moat extension (as in vLLM): a JSON Schema, as an object or its JSON text; as response_format json_schema"),
     rule("guided_regex", Rejected, "regular expressions are not supported; send guided_json or guided_choice"),
@@ -185,8 +185,8 @@ pub const COMPLETION_FIELDS: &[FieldRule] = &[
     rule("echo", Supported, "the prompt is returned before the completion (with its logprobs when logprobs is set)"),
     rule("frequency_penalty", Supported, "-2.0 to 2.0"),
     rule("grammar", Rejected, "raw GBNF grammars are not supported; send json_schema, guided_json, guided_choice or response_format"),
-    rule("guided_choice", Supported, "moat extension (as in vLLM): 1 to 1,024 non-empty strings; the output is exactly one of them"),
-    rule("guided_decoding_backend", Ignored, "moat extension (as in vLLM): moat has one backend, llama.cpp's grammar sampler"),
+    rule("guided_choice", Supported, "moat extension (as in vLLM): 1 to 256 non-empty strings (64 KiB in all); the output is one of them"),
+    rule("guided_decoding_backend", Rejected, "backend options (xgrammar:disable-any-whitespace, ...) are not supported; a bare backend name is accepted and changes nothing: moat has one backend, llama.cpp's grammar sampler"),
     rule("guided_grammar", Rejected, "grammars are not supported; send guided_json, guided_choice or response_format"),
     rule("guided_json", Supported, "moat extension (as in vLLM): a JSON Schema, as an object or its JSON text; as response_format json_schema"),
     rule("guided_regex", Rejected, "regular expressions are not supported; send guided_json or guided_choice"),
@@ -223,6 +223,8 @@ fn asks_for_default(name: &str, value: &Value, body: &Map<String, Value>) -> boo
             .as_array()
             .is_some_and(|items| items.iter().all(|item| item.as_str() == Some("text"))),
         "suffix" => value.as_str() == Some(""),
+        // A backend's name asks for the same constraint; its options (after `:`) change it.
+        "guided_decoding_backend" => value.as_str().is_some_and(|name| !name.contains(':')),
         "best_of" => {
             let n = body.get("n").and_then(Value::as_u64).unwrap_or(1);
             value.as_u64() == Some(n)

@@ -15,12 +15,13 @@ pub(crate) struct Guided<'a> {
     pub json_schema: Option<&'a Value>,
 }
 
-/// The grammar of `response_format` (already parsed) or of one of the other fields.
+/// The grammar of `response_format` (already parsed) or of one of the other fields, with the
+/// name of the field it came from (for an error about it later).
 pub(crate) fn grammar(
     response_format: Option<Grammar>,
     guided: Guided<'_>,
-) -> Result<Option<Grammar>, WireError> {
-    let mut given: Vec<(&str, Grammar)> = Vec::new();
+) -> Result<Option<(Grammar, &'static str)>, WireError> {
+    let mut given: Vec<(&'static str, Grammar)> = Vec::new();
     if let Some(grammar) = response_format {
         given.push(("response_format", grammar));
     }
@@ -35,7 +36,7 @@ pub(crate) fn grammar(
     }
     match given.len() {
         0 => Ok(None),
-        1 => Ok(given.pop().map(|(_, grammar)| grammar)),
+        1 => Ok(given.pop().map(|(field, grammar)| (grammar, field))),
         _ => Err(WireError::invalid(
             given[1].0,
             format!(
@@ -110,6 +111,7 @@ mod tests {
                 json_schema: schema.as_ref(),
             },
         )
+        .map(|found| found.map(|(grammar, _)| grammar))
     }
 
     #[test]
@@ -135,9 +137,8 @@ mod tests {
 
     #[test]
     fn bad_values_and_two_constraints_name_their_field() {
-        let param = |result: Result<Option<Grammar>, WireError>| {
-            result.unwrap_err().param().unwrap().to_owned()
-        };
+        let param =
+            |result: Result<Option<_>, WireError>| result.unwrap_err().param().unwrap().to_owned();
         assert_eq!(
             param(guided(Some(json!("not json")), None, None)),
             "guided_json"
@@ -168,6 +169,9 @@ mod tests {
                 ..Guided::default()
             },
         );
-        assert_eq!(param(both), "guided_json");
+        assert_eq!(
+            param(both.map(|found| found.map(|(g, _)| g))),
+            "guided_json"
+        );
     }
 }

@@ -50,8 +50,11 @@ pub struct GenerationParams {
     pub logprobs: Option<u8>,
     pub n_ctx: u32,
     /// What the output must follow (`response_format`, or `guided_json`, `guided_choice`,
-    /// `json_schema`).
+    /// `json_schema`, or the calls of `tools`).
     pub grammar: Option<Grammar>,
+    /// The request field the grammar came from, for an error about it (`response_format` when
+    /// there is none).
+    pub grammar_field: &'static str,
 }
 
 /// The shared fields as sent.
@@ -260,6 +263,14 @@ impl SamplingFields {
             Some(options) => options.include_usage.unwrap_or(false),
             None => false,
         };
+        let grammar = crate::guided::grammar(
+            crate::response_format::parse(self.response_format.as_ref())?,
+            crate::guided::Guided {
+                guided_json: self.guided_json.as_ref(),
+                guided_choice: self.guided_choice.as_ref(),
+                json_schema: self.json_schema.as_ref(),
+            },
+        )?;
         Ok(GenerationParams {
             sampling,
             max_tokens,
@@ -270,14 +281,10 @@ impl SamplingFields {
             include_usage,
             logprobs,
             n_ctx: limits.n_ctx,
-            grammar: crate::guided::grammar(
-                crate::response_format::parse(self.response_format.as_ref())?,
-                crate::guided::Guided {
-                    guided_json: self.guided_json.as_ref(),
-                    guided_choice: self.guided_choice.as_ref(),
-                    json_schema: self.json_schema.as_ref(),
-                },
-            )?,
+            grammar_field: grammar
+                .as_ref()
+                .map_or("response_format", |(_, field)| field),
+            grammar: grammar.map(|(grammar, _)| grammar),
         })
     }
 }

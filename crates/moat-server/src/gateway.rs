@@ -166,7 +166,6 @@ pub(crate) async fn chat_answer(
             }
             if let Some(rail) = &mut rail {
                 rail.scan(&mut value, "message", true)?;
-                rail.record();
             }
             Answer::Whole(value)
         }
@@ -182,19 +181,17 @@ pub(crate) async fn chat_answer(
                     let mut out = Vec::new();
                     match item {
                         // The upstream's stream ended: what is still held (a stream without
-                        // its finish reason) goes out, and the rail's hits are recorded.
+                        // its finish reason) goes out.
                         None => {
                             if let Some(rail) = &mut rail {
                                 out.extend(rail.flush_piece(envelope.as_ref()));
-                                rail.record();
                             }
                         }
                         Some(Ok(mut chunk)) => {
                             let usage_only = chunk.get("usage").is_some_and(|u| !u.is_null())
                                 && chunk
                                     .get("choices")
-                                    .and_then(Value::as_array)
-                                    .is_some_and(Vec::is_empty);
+                                    .is_none_or(|c| c.as_array().is_some_and(Vec::is_empty));
                             if let Some(rail) = &mut rail {
                                 if usage_only {
                                     // No choice comes after the usage chunk.
@@ -315,11 +312,18 @@ async fn guard_messages(
 }
 
 /// The output rail over an answer the gateway passes on: the scanners of [`AnswerScan`], and
-/// the ticket their hits are recorded on. A local target ran the rail itself, on its tokens;
-/// running it again here on the same text changes nothing that passed.
+/// the ticket their hits are recorded on when the rail is dropped (the answer sent, or the
+/// client gone), before the ticket's audit entry is written. A local target ran the rail
+/// itself, on its tokens; running it again here on the same text changes nothing that passed.
 struct OutputRail {
     scan: AnswerScan,
     ticket: Ticket,
+}
+
+impl Drop for OutputRail {
+    fn drop(&mut self) {
+        self.record();
+    }
 }
 
 impl OutputRail {

@@ -56,34 +56,47 @@ impl Tally {
     }
 }
 
-/// A tool call read from a stream's fragments, by its `index`: OpenAI streams a call's name
-/// in its first fragment and its arguments (JSON text) in pieces, which may arrive over many
-/// chunks (an upstream's, or what an output rail held back and sent with the finish).
+/// A tool call read from a stream's fragments: OpenAI streams a call's id and name in its
+/// first fragment and its arguments (JSON text) in pieces, which may arrive over many chunks
+/// (an upstream's, or what an output rail held back and sent with the finish).
 #[derive(Default)]
 pub(super) struct PendingCall {
+    /// The `index` its fragments carry (upstreams number calls from 0 or 1, or leave it out).
+    key: u64,
+    id: Option<String>,
     name: Option<Value>,
     arguments: String,
 }
 
-/// Adds the calls of a chunk's delta to `calls`.
+/// Adds the calls of a chunk's delta to `calls`: a fragment with an `id` not seen under its
+/// index starts a call (some upstreams give every call index 0), one without goes on the
+/// latest call with its index (or its place in the chunk, when it has none).
 pub(super) fn read_call_fragments(part: &Value, calls: &mut Vec<PendingCall>) {
     let Some(fragments) = part.get("tool_calls").and_then(Value::as_array) else {
         return;
     };
     for (position, fragment) in fragments.iter().enumerate() {
-        let index = fragment
+        let key = fragment
             .get("index")
             .and_then(Value::as_u64)
-            .and_then(|i| usize::try_from(i).ok())
-            .unwrap_or(position);
-        // A call's index is its place among the answer's calls: never far past the last.
-        if index > calls.len() {
-            continue;
+            .unwrap_or(position as u64);
+        let id = fragment.get("id").and_then(Value::as_str);
+        let latest = calls.iter().rposition(|call| call.key == key);
+        let at = match (latest, id) {
+            (Some(at), Some(id)) if calls[at].id.as_deref().is_some_and(|seen| seen != id) => None,
+            (latest, _) => latest,
+        };
+        let at = at.unwrap_or_else(|| {
+            calls.push(PendingCall {
+                key,
+                ..PendingCall::default()
+            });
+            calls.len() - 1
+        });
+        let call = &mut calls[at];
+        if let Some(id) = id {
+            call.id = Some(id.to_owned());
         }
-        if index == calls.len() {
-            calls.push(PendingCall::default());
-        }
-        let call = &mut calls[index];
         let Some(function) = fragment.get("function") else {
             continue;
         };
@@ -186,6 +199,8 @@ pub(super) struct Reader {
     calls: Vec<PendingCall>,
     /// Steps read from one chunk and not yet taken.
     ready: std::collections::VecDeque<Step>,
+    /// The pieces have ended (a local stream must not be polled again).
+    ended: bool,
 }
 
 impl Reader {
@@ -196,6 +211,7 @@ impl Reader {
             logprobs: Vec::new(),
             calls: Vec::new(),
             ready: std::collections::VecDeque::new(),
+            ended: false,
         }
     }
 
@@ -205,16 +221,21 @@ impl Reader {
             if let Some(step) = self.ready.pop_front() {
                 return Some(step);
             }
+            if self.ended {
+                return None;
+            }
             match self.pieces.next().await {
                 Some(Piece::Error(body)) => return Some(Step::Failed(body)),
                 Some(Piece::Chunk(text)) => self.chunk(&text),
-                // Calls of a stream that ended without a finish reason still count.
-                None if !self.calls.is_empty() => {
-                    return Some(Step::Calls(ollama_tool_calls(std::mem::take(
-                        &mut self.calls,
-                    ))))
+                None => {
+                    self.ended = true;
+                    // Calls of a stream that ended without a finish reason still count.
+                    if !self.calls.is_empty() {
+                        let calls = ollama_tool_calls(std::mem::take(&mut self.calls));
+                        return Some(Step::Calls(calls));
+                    }
+                    return None;
                 }
-                None => return None,
             }
         }
     }
@@ -520,8 +541,6 @@ mod tests {
             json!({"tool_calls": [{"index": 1, "id": "b", "type": "function",
                 "function": {"name": "time", "arguments": {"zone": "UTC"}}}]}),
             json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"bob\"}"}}]}),
-            // A fragment for a call that was never opened is not guessed at.
-            json!({"tool_calls": [{"index": 7, "function": {"arguments": "x"}}]}),
             json!({"tool_calls": null}),
         ] {
             read_call_fragments(&delta, &mut calls);
@@ -533,6 +552,44 @@ mod tests {
                 json!({"function": {"name": "time", "arguments": {"zone": "UTC"}}}),
             ]
         );
+    }
+
+    #[test]
+    fn calls_numbered_from_one_or_all_at_index_zero_stay_apart() {
+        let call = |index: u64, id: &str, name: &str, arguments: &str| {
+            json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+                "function": {"name": name, "arguments": arguments}}]})
+        };
+        let more = |index: u64, arguments: &str| json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]});
+        let expected = [
+            json!({"function": {"name": "a", "arguments": {"x": 1}}}),
+            json!({"function": {"name": "b", "arguments": {"y": 2}}}),
+        ];
+        for (first, second) in [(1, 2), (0, 0)] {
+            let mut calls = Vec::new();
+            for delta in [
+                call(first, "c1", "a", "{\"x\":"),
+                more(first, "1}"),
+                call(second, "c2", "b", "{\"y\":"),
+                more(second, "2}"),
+            ] {
+                read_call_fragments(&delta, &mut calls);
+            }
+            assert_eq!(
+                ollama_tool_calls(calls),
+                expected,
+                "indexes {first}, {second}"
+            );
+        }
+        // No index at all: each call's place in its chunk.
+        let mut calls = Vec::new();
+        read_call_fragments(
+            &json!({"tool_calls": [
+                {"id": "c1", "function": {"name": "a", "arguments": "{\"x\":1}"}},
+                {"id": "c2", "function": {"name": "b", "arguments": "{\"y\":2}"}}]}),
+            &mut calls,
+        );
+        assert_eq!(ollama_tool_calls(calls), expected);
     }
 
     #[tokio::test]
