@@ -37,6 +37,7 @@ pub(super) async fn chat(
     if request.messages.is_empty() {
         return loaded(&state, &caller, &model, Shape::Chat, &request.common.model);
     }
+    apply_ollama_defaults(&state, &model, &mut openai);
     // Ollama's tools are OpenAI's function tools; the model decides (no tool_choice).
     if let Some(tools) = request.tools.as_ref().filter(|tools| !tools.is_null()) {
         openai.insert("tools".into(), tools.clone());
@@ -165,6 +166,7 @@ pub(super) async fn generate(
             &request.common.model,
         );
     }
+    apply_ollama_defaults(&state, &model, &mut openai);
     let answer = if request.raw {
         if request.system.as_deref().is_some_and(|s| !s.is_empty()) {
             return Err(ApiError::invalid_request(

@@ -25,13 +25,52 @@ pub(super) const SERVER_OPTIONS: &[&str] = &[
 pub(super) const IGNORED_OPTIONS: &[&str] = &[
     // moat never shifts the context: a prompt that does not fit is a 400.
     "num_keep",
-    // Penalties look at the whole sequence.
+    // Penalties look at the last 64 tokens, Ollama's default window.
     "repeat_last_n",
     "penalize_newline",
     // Only with mirostat, which must be 0.
     "mirostat_tau",
     "mirostat_eta",
 ];
+
+/// Ollama's own sampling defaults, as the OpenAI body's fields: what an Ollama client that
+/// sends no options gets from Ollama (its penalty window, 64 tokens, is moat's too).
+fn ollama_defaults() -> [(&'static str, Value); 4] {
+    [
+        ("temperature", json!(0.8)),
+        ("top_k", json!(40)),
+        ("top_p", json!(0.9)),
+        ("repetition_penalty", json!(1.1)),
+    ]
+}
+
+/// Fills Ollama's defaults into `body` where neither the request's options nor the manifest of
+/// the local model `model` set a field (the manifest's `sampling` is what a Modelfile's
+/// parameters are to Ollama). A model served elsewhere (a gateway alias) keeps its own.
+pub(super) fn apply_ollama_defaults(state: &AppState, model: &str, body: &mut Map<String, Value>) {
+    let target = state
+        .knowledge()
+        .config
+        .aliases
+        .get(model)
+        .map_or(model, |alias| alias.model.as_str());
+    let Ok(served) = state.model(target) else {
+        return;
+    };
+    let manifest = &served.limits.defaults;
+    let in_manifest = |field: &str| match field {
+        "temperature" => manifest.temperature.is_some(),
+        "top_k" => manifest.top_k.is_some(),
+        "top_p" => manifest.top_p.is_some(),
+        "repetition_penalty" => manifest.repeat_penalty.is_some(),
+        _ => false,
+    };
+    for (field, value) in ollama_defaults() {
+        if !body.contains_key(field) && !in_manifest(field) {
+            body.insert(field.into(), value);
+        }
+    }
+}
 
 /// Turns Ollama's `options` into the OpenAI request's sampling fields.
 pub(super) fn apply_options(
