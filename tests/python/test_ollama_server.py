@@ -37,8 +37,6 @@ ALIAS = "assistant"
 ROUTED = "routed"
 CTX = 2048
 GREEDY = {"temperature": 0, "num_predict": 12}
-# Greedy without the repeat penalty Ollama's defaults add: the most likely token each time.
-GREEDY_PLAIN = {**GREEDY, "repeat_penalty": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -144,16 +142,30 @@ def test_chat_whole_and_streamed_agree_with_each_other_and_with_v1(server, clien
     assert last.done and last.done_reason == "length" and last.message.content == ""
     assert last.eval_count == 12 and last.prompt_eval_count == whole.prompt_eval_count
 
-    # Ollama's defaults fill what the options leave out (repeat_penalty 1.1 here), as Ollama
-    # does; /v1 keeps OpenAI's (no penalty), so the same greedy request differs without it.
     body = {"model": SMOLLM2, "messages": [{"role": "user", "content": "Write a paragraph about the sea."}],
             "temperature": 0, "max_tokens": 12}
-    status, _, plain = http("POST", server.url + "/v1/chat/completions", json.dumps(body).encode())
-    status, _, v1 = http("POST", server.url + "/v1/chat/completions",
-                         json.dumps({**body, "repetition_penalty": 1.1}).encode())
+    status, _, v1 = http("POST", server.url + "/v1/chat/completions", json.dumps(body).encode())
     assert status == 200, v1
     assert v1["choices"][0]["message"]["content"] == whole.message.content
-    assert plain["choices"][0]["message"]["content"] != whole.message.content, plain
+
+
+def test_options_left_out_take_ollamas_defaults(server, client):
+    # Seeded sampling is repeatable: Ollama's answer without temperature, top_k and top_p is
+    # /v1's with Ollama's defaults for them (0.8, 40, 0.9), not with OpenAI's (1, none, 1).
+    answer = ask(client, options={"seed": 11, "num_predict": 24}, stream=False)
+    body = {"model": SMOLLM2, "messages": [{"role": "user", "content": "Write a paragraph about the sea."}],
+            "seed": 11, "max_tokens": 24}
+    texts = {}
+    for name, extra in [("ollama", {"temperature": 0.8, "top_k": 40, "top_p": 0.9}), ("openai", {})]:
+        status, _, v1 = http("POST", server.url + "/v1/chat/completions", json.dumps({**body, **extra}).encode())
+        assert status == 200, v1
+        texts[name] = v1["choices"][0]["message"]["content"]
+    assert answer.message.content == texts["ollama"], (answer.message.content, texts)
+    assert answer.message.content != texts["openai"], texts
+    # An option sent wins over the default.
+    hot = ask(client, options={"seed": 11, "num_predict": 24, "temperature": 1.0, "top_k": 0, "top_p": 1.0},
+              stream=False)
+    assert hot.message.content == texts["openai"], (hot.message.content, texts)
 
 
 def test_a_conversation_reaches_the_template_as_on_v1(server, client):
@@ -164,7 +176,7 @@ def test_a_conversation_reaches_the_template_as_on_v1(server, client):
         {"role": "user", "content": "And grass?"},
     ]
     one = client.chat(model=SMOLLM2, messages=messages, options=GREEDY, stream=False)
-    body = {"model": SMOLLM2, "messages": messages, "temperature": 0, "max_tokens": 12, "repetition_penalty": 1.1}
+    body = {"model": SMOLLM2, "messages": messages, "temperature": 0, "max_tokens": 12}
     status, _, v1 = http("POST", server.url + "/v1/chat/completions", json.dumps(body).encode())
     assert status == 200, v1
     assert one.prompt_eval_count == v1["usage"]["prompt_tokens"]
@@ -217,19 +229,19 @@ def test_options_map_onto_moats_sampling(client):
 
 
 def test_an_alias_and_the_latest_tag_resolve(client):
-    direct = ask(client, options=GREEDY_PLAIN, stream=False)
+    direct = ask(client, options=GREEDY, stream=False)
     for name in [ALIAS, f"{ALIAS}:latest", ROUTED]:
-        via = ask(client, model=name, options=GREEDY_PLAIN, stream=False)
+        via = ask(client, model=name, options=GREEDY, stream=False)
         assert via.message.content == direct.message.content
         assert via.model == name
         assert via.eval_count == direct.eval_count and via.prompt_eval_count == direct.prompt_eval_count
     # Through the gateway, streamed too.
-    text, parts = streamed_text(ask(client, model=ROUTED, options=GREEDY_PLAIN, stream=True))
+    text, parts = streamed_text(ask(client, model=ROUTED, options=GREEDY, stream=True))
     assert text == direct.message.content and parts[-1].eval_count == 12
 
 
 def test_logprobs_as_ollama_reports_them(client):
-    whole = ask(client, options=GREEDY_PLAIN, stream=False, logprobs=True, top_logprobs=3)
+    whole = ask(client, options=GREEDY, stream=False, logprobs=True, top_logprobs=3)
     assert len(whole.logprobs) == whole.eval_count == 12
     assert "".join(entry.token for entry in whole.logprobs) == whole.message.content
     for entry in whole.logprobs:
@@ -238,14 +250,14 @@ def test_logprobs_as_ollama_reports_them(client):
         assert entry.top_logprobs[0].token == entry.token
         assert abs(entry.top_logprobs[0].logprob - entry.logprob) < 1e-6
         assert entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob
-    parts = list(ask(client, options=GREEDY_PLAIN, stream=True, logprobs=True))
+    parts = list(ask(client, options=GREEDY, stream=True, logprobs=True))
     streamed = [entry for part in parts for entry in (part.logprobs or [])]
     assert [e.token for e in streamed] == [e.token for e in whole.logprobs]
     raw = client.generate(model=SMOLLM2, prompt="1, 2, 3,", raw=True, logprobs=True, top_logprobs=2,
-                          options={"temperature": 0, "num_predict": 4, "repeat_penalty": 1.0})
+                          options={"temperature": 0, "num_predict": 4})
     assert len(raw.logprobs) == 4 and all(len(e.top_logprobs) == 2 for e in raw.logprobs)
     assert raw.logprobs[0].top_logprobs[0].token == raw.logprobs[0].token
-    assert ask(client, options=GREEDY_PLAIN, stream=False).logprobs is None
+    assert ask(client, options=GREEDY, stream=False).logprobs is None
     error = refused(lambda: ask(client, top_logprobs=2))
     assert error.status_code == 400 and "logprobs" in error.error
 

@@ -25,7 +25,7 @@ pub(super) const SERVER_OPTIONS: &[&str] = &[
 pub(super) const IGNORED_OPTIONS: &[&str] = &[
     // moat never shifts the context: a prompt that does not fit is a 400.
     "num_keep",
-    // Penalties look at the last 64 tokens, Ollama's default window.
+    // Penalties look at the last 64 tokens (the default window).
     "repeat_last_n",
     "penalize_newline",
     // Only with mirostat, which must be 0.
@@ -33,14 +33,15 @@ pub(super) const IGNORED_OPTIONS: &[&str] = &[
     "mirostat_eta",
 ];
 
-/// Ollama's own sampling defaults, as the OpenAI body's fields: what an Ollama client that
-/// sends no options gets from Ollama (its penalty window, 64 tokens, is moat's too).
-fn ollama_defaults() -> [(&'static str, Value); 4] {
+/// Ollama's sampling defaults, as the OpenAI body's fields: what an Ollama client that sends
+/// no options gets from Ollama. Not its `repeat_penalty` (1.1 in its API's defaults): Ollama's
+/// engines differ on whether they apply it, and a penalty would also turn greedy decoding
+/// (`temperature: 0`) into something else and slow constrained greedy sampling.
+fn ollama_defaults() -> [(&'static str, Value); 3] {
     [
         ("temperature", json!(0.8)),
         ("top_k", json!(40)),
         ("top_p", json!(0.9)),
-        ("repetition_penalty", json!(1.1)),
     ]
 }
 
@@ -62,7 +63,6 @@ pub(super) fn apply_ollama_defaults(state: &AppState, model: &str, body: &mut Ma
         "temperature" => manifest.temperature.is_some(),
         "top_k" => manifest.top_k.is_some(),
         "top_p" => manifest.top_p.is_some(),
-        "repetition_penalty" => manifest.repeat_penalty.is_some(),
         _ => false,
     };
     for (field, value) in ollama_defaults() {
