@@ -71,11 +71,22 @@ pub(crate) trait Format: Send + 'static {
 }
 
 /// Starts every job, then waits for each one's `Started`. Any failure drops the streams
-/// already started, which cancels them.
+/// already started, which cancels them. A grammar the engine cannot use is a 400 naming
+/// `grammar_field`, the request field it came from (`GenerationParams::grammar_field`).
 pub(crate) async fn start(
     engine: &Arc<dyn Engine>,
     jobs: Vec<Job>,
+    grammar_field: &'static str,
 ) -> Result<Vec<Started>, ApiError> {
+    let refused = |error: EngineError| {
+        let grammar = matches!(error, EngineError::InvalidGrammar(_));
+        let error = ApiError::from(error);
+        if grammar {
+            error.with_param(grammar_field)
+        } else {
+            error
+        }
+    };
     let mut pending = Vec::with_capacity(jobs.len());
     for job in jobs {
         let stream = if job.request.grammar.is_some() {
@@ -86,9 +97,10 @@ pub(crate) async fn start(
                 .await
                 .map_err(|error| {
                     EngineError::Internal(format!("the grammar task failed: {error}"))
-                })??
+                })?
+                .map_err(refused)?
         } else {
-            engine.generate(job.request)?
+            engine.generate(job.request).map_err(refused)?
         };
         pending.push((job.index, job.first_of_prompt, stream));
     }

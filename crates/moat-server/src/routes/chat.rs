@@ -184,16 +184,9 @@ pub(crate) async fn local_chat(
             .map(|job| u64::from(job.request.stop.max_tokens))
             .sum::<u64>();
     caller.admit(state.trust(), tokens.len() as u64, reserved)?;
-    let grammar_field = params.grammar_field;
-    let mut choices = start(&model.engine, jobs).await.map_err(|error| {
-        // A grammar that cannot be used is the fault of the field it came from (`tools` only
-        // when required or named: with `auto` the engine leaves the model free instead).
-        if error.param.as_deref() == Some("response_format") {
-            error.with_param(grammar_field)
-        } else {
-            error
-        }
-    })?;
+    // A grammar from `tools` that cannot be used names `tools` (only when required or named:
+    // with `auto` the engine leaves the model free instead).
+    let mut choices = start(&model.engine, jobs, params.grammar_field).await?;
     for choice in &mut choices {
         choice.watch(Watch::new(
             caller.ticket.clone(),

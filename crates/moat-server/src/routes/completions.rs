@@ -99,14 +99,9 @@ pub(crate) async fn local_completions(
             .map(|job| u64::from(job.request.stop.max_tokens))
             .sum::<u64>();
     caller.admit(state.trust(), prompt_tokens, reserved)?;
-    let grammar_field = params.grammar_field;
-    let mut choices = start(&model.engine, jobs).await.map_err(|error| {
-        if error.param.as_deref() == Some("response_format") {
-            error.with_param(grammar_field)
-        } else {
-            about_the_prompt(error)
-        }
-    })?;
+    let mut choices = start(&model.engine, jobs, params.grammar_field)
+        .await
+        .map_err(about_the_prompt)?;
     let n = params.n.max(1);
     for (choice, index) in choices.iter_mut().zip(0u32..) {
         let restore = redactions.get((index / n) as usize).cloned().flatten();
