@@ -174,6 +174,8 @@ enum ContentShape {
 #[derive(Clone)]
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// The template as given.
+    source: String,
     bos_token: Option<String>,
     eos_token: Option<String>,
     content_shape: ContentShape,
@@ -211,6 +213,7 @@ impl ChatTemplate {
         eos_token: Option<String>,
     ) -> Result<ChatTemplate, TemplateError> {
         let mut env = hf_environment();
+        let given = source.to_owned();
         let source = rewrite_generation_tags(source).into_owned();
         env.add_template_owned(TEMPLATE_NAME, source)
             .map_err(|err| TemplateError::Syntax {
@@ -219,12 +222,18 @@ impl ChatTemplate {
             })?;
         let mut template = ChatTemplate {
             env,
+            source: given,
             bos_token,
             eos_token,
             content_shape: ContentShape::AsGiven,
         };
         template.content_shape = template.probe_content_shape();
         Ok(template)
+    }
+
+    /// The template's text, as given.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Renders the conversation to the prompt text the model sees.

@@ -10,6 +10,7 @@ use crate::fields::{screen, CHAT_FIELDS};
 use crate::logprobs::ChatLogprobs;
 use crate::params::{token_count, SamplingFields};
 use crate::parse::{object, typed};
+use crate::reasoning::ReasoningFormat;
 use crate::tools::{self, ToolCall, ValidTools};
 use crate::{GenerationParams, ModelLimits, WireError};
 
@@ -53,6 +54,10 @@ pub struct ValidChat {
     pub params: GenerationParams,
     /// Tools the answer may (or must) call; `None` without tools or with `tool_choice: none`.
     pub tools: Option<ValidTools>,
+    /// Whether the model's thinking is read out of its text (`reasoning_format`).
+    pub reasoning: ReasoningFormat,
+    /// Further chat-template variables (`chat_template_kwargs`).
+    pub template_kwargs: Map<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +70,49 @@ struct ChatFields {
     tools: Option<Value>,
     tool_choice: Option<Value>,
     parallel_tool_calls: Option<Value>,
+    reasoning_format: Option<Value>,
+    chat_template_kwargs: Option<Value>,
+}
+
+/// Most `chat_template_kwargs` a request may give.
+const MAX_TEMPLATE_KWARGS: usize = 32;
+/// Template variables a request may not set: moat sets them.
+const RESERVED_TEMPLATE_VARIABLES: &[&str] = &[
+    "messages",
+    "tools",
+    "documents",
+    "add_generation_prompt",
+    "bos_token",
+    "eos_token",
+];
+
+/// `chat_template_kwargs`: an object of variables for the chat template.
+fn template_kwargs(value: Option<Value>) -> Result<Map<String, Value>, WireError> {
+    const FIELD: &str = "chat_template_kwargs";
+    let kwargs = match value {
+        None | Some(Value::Null) => return Ok(Map::new()),
+        Some(Value::Object(kwargs)) => kwargs,
+        Some(_) => return Err(WireError::invalid(FIELD, "expected an object")),
+    };
+    if kwargs.len() > MAX_TEMPLATE_KWARGS {
+        return Err(WireError::invalid(
+            FIELD,
+            format!(
+                "{} variables; at most {MAX_TEMPLATE_KWARGS} are accepted",
+                kwargs.len()
+            ),
+        ));
+    }
+    if let Some(name) = kwargs
+        .keys()
+        .find(|name| RESERVED_TEMPLATE_VARIABLES.contains(&name.as_str()))
+    {
+        return Err(WireError::invalid(
+            format!("{FIELD}.{name}"),
+            "moat sets this template variable itself",
+        ));
+    }
+    Ok(kwargs)
 }
 
 /// Parses a chat body: JSON, known fields only (rejected ones named), a model named.
@@ -165,6 +213,8 @@ impl ChatRequest {
             messages,
             params,
             tools,
+            reasoning: ReasoningFormat::parse(fields.reasoning_format.as_ref())?,
+            template_kwargs: template_kwargs(fields.chat_template_kwargs)?,
         })
     }
 }
@@ -196,9 +246,16 @@ fn parse_message(
     };
     let mut tool_calls = None;
     let mut tool_call_id = None;
+    let mut reasoning = None;
     for (key, value) in message {
         match key.as_str() {
             "role" | "content" | "name" | "refusal" => {}
+            // A reasoning model's earlier thinking, for templates that show it (Qwen3's).
+            "reasoning_content" if role == Role::Assistant => match value {
+                Value::Null => {}
+                Value::String(text) => reasoning = Some(text.clone()),
+                _ => return Err(WireError::invalid(at(key), "expected a string")),
+            },
             "tool_calls" if role == Role::Assistant => {
                 tool_calls = tool_calls_of(value, &at(key))?;
             }
@@ -242,6 +299,11 @@ fn parse_message(
     let mut parsed = ChatMessage::text(role.as_str(), content);
     parsed.tool_calls = tool_calls;
     parsed.tool_call_id = tool_call_id;
+    if let Some(reasoning) = reasoning {
+        parsed
+            .extra
+            .insert("reasoning_content".into(), Value::String(reasoning));
+    }
     Ok((role, parsed))
 }
 
@@ -335,6 +397,9 @@ pub struct ChatResponseMessage {
     pub role: &'static str,
     /// `null` when the answer is only tool calls, as in OpenAI's.
     pub content: Option<String>,
+    /// A reasoning model's thinking, read out of its text (see `reasoning_format`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     pub refusal: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
@@ -384,12 +449,19 @@ impl ChatChoice {
             message: ChatResponseMessage {
                 role: "assistant",
                 content: Some(content),
+                reasoning_content: None,
                 refusal: None,
                 tool_calls: None,
             },
             logprobs,
             finish_reason,
         }
+    }
+
+    /// Adds the thinking read out of the answer's text.
+    pub fn with_reasoning(mut self, reasoning: Option<String>) -> Self {
+        self.message.reasoning_content = reasoning;
+        self
     }
 
     /// Adds the answer's tool calls; content that is empty then reads `null`.
@@ -416,6 +488,8 @@ pub struct ChatDelta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
 }
@@ -465,7 +539,7 @@ impl ChatCompletionChunk {
                 delta: ChatDelta {
                     role: Some("assistant"),
                     content: Some(String::new()),
-                    tool_calls: None,
+                    ..ChatDelta::default()
                 },
                 logprobs: None,
                 finish_reason: None,
@@ -484,9 +558,32 @@ impl ChatCompletionChunk {
             ChatChunkChoice {
                 index,
                 delta: ChatDelta {
-                    role: None,
                     content: Some(text),
-                    tool_calls: None,
+                    ..ChatDelta::default()
+                },
+                logprobs,
+                finish_reason: None,
+            },
+        )
+    }
+
+    /// A piece of a reasoning model's thinking and (where the thinking ended within it) of
+    /// its answer.
+    pub fn reasoning(
+        ids: &ResponseIds,
+        index: u32,
+        reasoning: String,
+        content: Option<String>,
+        logprobs: Option<ChatLogprobs>,
+    ) -> Self {
+        Self::one(
+            ids,
+            ChatChunkChoice {
+                index,
+                delta: ChatDelta {
+                    reasoning_content: Some(reasoning),
+                    content,
+                    ..ChatDelta::default()
                 },
                 logprobs,
                 finish_reason: None,
@@ -542,6 +639,66 @@ mod tests {
 
     fn validate(json: &str) -> Result<ValidChat, WireError> {
         parse_chat_request(json.as_bytes())?.validate(&limits())
+    }
+
+    #[test]
+    fn reasoning_fields_are_read_and_checked() {
+        let chat = validate(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],
+                "reasoning_format":"none","chat_template_kwargs":{"enable_thinking":false}}"#,
+        )
+        .unwrap();
+        assert_eq!(chat.reasoning, ReasoningFormat::Inline);
+        assert_eq!(chat.template_kwargs["enable_thinking"], Value::Bool(false));
+        let chat =
+            validate(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        assert_eq!(chat.reasoning, ReasoningFormat::Auto);
+        assert!(chat.template_kwargs.is_empty());
+        let many: Map<String, Value> = (0..=MAX_TEMPLATE_KWARGS)
+            .map(|i| (format!("v{i}"), Value::from(i)))
+            .collect();
+        let cases = [
+            (
+                r#""chat_template_kwargs":[1]"#.to_owned(),
+                "chat_template_kwargs",
+            ),
+            (
+                r#""chat_template_kwargs":{"messages":[]}"#.to_owned(),
+                "chat_template_kwargs.messages",
+            ),
+            (
+                format!(r#""chat_template_kwargs":{}"#, Value::Object(many)),
+                "chat_template_kwargs",
+            ),
+            (r#""reasoning_format":"r1""#.to_owned(), "reasoning_format"),
+        ];
+        for (field, param) in cases {
+            let body =
+                format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],{field}}}"#);
+            assert_eq!(validate(&body).unwrap_err().param(), Some(param), "{field}");
+        }
+    }
+
+    #[test]
+    fn an_assistant_turn_keeps_its_reasoning_for_the_template() {
+        let chat = validate(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"},
+                {"role":"assistant","content":"Hello.","reasoning_content":"Greet back."},
+                {"role":"user","content":"again"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(chat.messages[1].extra["reasoning_content"], "Greet back.");
+        let user =
+            r#"{"model":"m","messages":[{"role":"user","content":"hi","reasoning_content":"x"}]}"#;
+        assert_eq!(
+            validate(user).unwrap_err().param(),
+            Some("messages[0].reasoning_content")
+        );
+        let number = r#"{"model":"m","messages":[{"role":"assistant","content":"a","reasoning_content":1}]}"#;
+        assert_eq!(
+            validate(number).unwrap_err().param(),
+            Some("messages[0].reasoning_content")
+        );
     }
 
     #[test]

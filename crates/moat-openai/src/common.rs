@@ -22,11 +22,31 @@ pub struct PromptTokensDetails {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionTokensDetails {
+    /// Completion tokens a reasoning model spent thinking (its `<think>` block, tags
+    /// included).
+    pub reasoning_tokens: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireUsage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
     pub prompt_tokens_details: PromptTokensDetails,
+    /// Only for answers whose thinking was read out of the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
+}
+
+impl WireUsage {
+    /// This usage with `reasoning_tokens` of its completion tokens spent thinking.
+    pub fn with_reasoning_tokens(self, reasoning_tokens: u32) -> Self {
+        Self {
+            completion_tokens_details: Some(CompletionTokensDetails { reasoning_tokens }),
+            ..self
+        }
+    }
 }
 
 /// Adds up the usage of a request's choices: each prompt counts once (its `n` choices share
@@ -60,6 +80,7 @@ impl From<Usage> for WireUsage {
             prompt_tokens_details: PromptTokensDetails {
                 cached_tokens: usage.cached_tokens,
             },
+            completion_tokens_details: None,
         }
     }
 }

@@ -14,6 +14,7 @@ mod guided;
 mod logprobs;
 mod params;
 mod parse;
+mod reasoning;
 mod response_format;
 mod tools;
 
@@ -22,8 +23,8 @@ pub use chat::{
     ChatDelta, ChatRequest, ChatResponseMessage, ValidChat,
 };
 pub use common::{
-    finish_reason, ErrorBody, ErrorResponse, Model, ModelList, PromptTokensDetails, ResponseIds,
-    UsageTally, WireUsage,
+    finish_reason, CompletionTokensDetails, ErrorBody, ErrorResponse, Model, ModelList,
+    PromptTokensDetails, ResponseIds, UsageTally, WireUsage,
 };
 pub use completion::{
     parse_completion_request, Completion, CompletionChoice, CompletionChunk, CompletionRequest,
@@ -32,6 +33,9 @@ pub use completion::{
 pub use error::WireError;
 pub use logprobs::{ChatLogprobToken, ChatLogprobs, ChatTopLogprob, CompletionLogprobs, TopMap};
 pub use params::{GenerationParams, ModelLimits, MAX_CHOICES, MAX_STOP_STRINGS};
+pub use reasoning::{
+    prompt_opens_thinking, ReasoningFormat, ReasoningReader, Split, THINK_CLOSE, THINK_OPEN,
+};
 pub use tools::{
     parse_calls, FunctionCall, ParsedCalls, ToolCall, ToolCallReader, ToolChoice, ValidTools,
     HERMES_CLOSE, HERMES_OPEN,

@@ -46,9 +46,10 @@ impl EngineClassifier {
             .as_ref()
             .map_err(|e| ClassifierError(e.clone()))?;
         let messages = vec![ChatMessage::text("user", text)];
-        let tokens = prompt::chat(model, &self.name, messages, None)
+        let tokens = prompt::chat(model, &self.name, messages, None, Default::default())
             .await
-            .map_err(|error| ClassifierError(error.message))?;
+            .map_err(|error| ClassifierError(error.message))?
+            .tokens;
         let request = ValidGenerate {
             prompt: Prompt::Tokens(tokens),
             sampling: SamplingParams {

@@ -4,8 +4,8 @@
 use moat_engine::{GeneratedToken, GenerationEvent, TokenLogprob};
 use moat_openai::{
     finish_reason, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatLogprobToken, ChatLogprobs,
-    Completion, CompletionChoice, CompletionLogprobs, FunctionCall, ResponseIds, ToolCall,
-    ToolCallReader, ValidTools, WireUsage,
+    Completion, CompletionChoice, CompletionLogprobs, FunctionCall, ReasoningReader, ResponseIds,
+    Split, ToolCall, ToolCallReader, ValidTools, WireUsage,
 };
 
 use crate::generate::Format;
@@ -18,12 +18,18 @@ struct ChatChoiceState {
     /// With tools: the model's text, held back from the first call on.
     calls_reader: Option<ToolCallReader>,
     tool_calls: Vec<ToolCall>,
+    /// For a reasoning model: its thinking, read out of the text before calls are.
+    reasoning_reader: Option<ReasoningReader>,
+    reasoning: String,
+    reasoning_tokens: u32,
 }
 
 pub(crate) struct ChatFormat {
     ids: ResponseIds,
     with_logprobs: bool,
     choices: Vec<ChatChoiceState>,
+    /// Thinking is read out of the text: usage reports its tokens.
+    separates_reasoning: bool,
 }
 
 impl ChatFormat {
@@ -32,7 +38,28 @@ impl ChatFormat {
             ids,
             with_logprobs,
             choices: (0..n_choices).map(|_| ChatChoiceState::default()).collect(),
+            separates_reasoning: false,
         }
+    }
+
+    /// Reads a reasoning model's thinking out of each choice's text into `reasoning_content`:
+    /// `Some(opened)` when it does, with `opened` when the prompt ended inside the thinking.
+    pub(crate) fn reading_reasoning(mut self, opened: Option<bool>) -> Self {
+        if let Some(opened) = opened {
+            self.separates_reasoning = true;
+            for choice in &mut self.choices {
+                choice.reasoning_reader = Some(ReasoningReader::new(opened));
+            }
+        }
+        self
+    }
+
+    /// The usage, with the thinking's tokens when thinking is read out.
+    fn usage(&self, usage: WireUsage) -> WireUsage {
+        if !self.separates_reasoning {
+            return usage;
+        }
+        usage.with_reasoning_tokens(self.choices.iter().map(|c| c.reasoning_tokens).sum())
     }
 
     /// Reads calls of these tools out of each choice's text (the request has tools): the
@@ -80,11 +107,20 @@ impl Format for ChatFormat {
                 let logprob = logprob
                     .filter(|_| self.with_logprobs)
                     .map(|l| ChatLogprobToken::from(&l));
-                let text = match &mut choice.calls_reader {
+                let split = match &mut choice.reasoning_reader {
                     Some(reader) => reader.push(&text),
-                    None => text,
+                    None => Split {
+                        content: text,
+                        ..Split::default()
+                    },
                 };
-                if text.is_empty() && logprob.is_none() {
+                choice.reasoning_tokens += u32::from(split.thinking);
+                choice.reasoning.push_str(&split.reasoning);
+                let text = match &mut choice.calls_reader {
+                    Some(reader) => reader.push(&split.content),
+                    None => split.content,
+                };
+                if text.is_empty() && split.reasoning.is_empty() && logprob.is_none() {
                     return Vec::new();
                 }
                 choice.text.push_str(&text);
@@ -93,13 +129,50 @@ impl Format for ChatFormat {
                     content: vec![token],
                     refusal: None,
                 });
-                vec![ChatCompletionChunk::content(
-                    &self.ids, index, text, logprobs,
+                if split.reasoning.is_empty() {
+                    return vec![ChatCompletionChunk::content(
+                        &self.ids, index, text, logprobs,
+                    )];
+                }
+                let text = (!text.is_empty()).then_some(text);
+                vec![ChatCompletionChunk::reasoning(
+                    &self.ids,
+                    index,
+                    split.reasoning,
+                    text,
+                    logprobs,
                 )]
             }
             GenerationEvent::Finished { reason, .. } => {
                 choice.finish_reason = finish_reason(reason);
                 let mut chunks = Vec::new();
+                let mut held_content = String::new();
+                if let Some(reader) = choice.reasoning_reader.take() {
+                    let rest = reader.finish();
+                    if !rest.reasoning.is_empty() {
+                        choice.reasoning.push_str(&rest.reasoning);
+                        chunks.push(ChatCompletionChunk::reasoning(
+                            &self.ids,
+                            index,
+                            rest.reasoning,
+                            None,
+                            None,
+                        ));
+                    }
+                    held_content = match &mut choice.calls_reader {
+                        Some(reader) => reader.push(&rest.content),
+                        None => rest.content,
+                    };
+                }
+                if !held_content.is_empty() {
+                    choice.text.push_str(&held_content);
+                    chunks.push(ChatCompletionChunk::content(
+                        &self.ids,
+                        index,
+                        held_content,
+                        None,
+                    ));
+                }
                 if let Some(reader) = choice.calls_reader.take() {
                     let parsed = reader.finish();
                     if !parsed.content.is_empty() {
@@ -136,10 +209,12 @@ impl Format for ChatFormat {
     }
 
     fn usage_chunk(&self, usage: WireUsage) -> ChatCompletionChunk {
-        ChatCompletionChunk::usage(&self.ids, usage)
+        ChatCompletionChunk::usage(&self.ids, self.usage(usage))
     }
 
     fn into_whole(self, usage: WireUsage) -> ChatCompletion {
+        let usage = self.usage(usage);
+        let separates_reasoning = self.separates_reasoning;
         let with_logprobs = self.with_logprobs;
         let choices = self
             .choices
@@ -154,7 +229,9 @@ impl Format for ChatFormat {
                     index: None,
                     ..call
                 });
+                let reasoning = separates_reasoning.then_some(choice.reasoning);
                 ChatChoice::new(index, choice.text, logprobs, choice.finish_reason)
+                    .with_reasoning(reasoning.filter(|text| !text.is_empty()))
                     .with_tool_calls(calls.collect())
             })
             .collect();
@@ -334,14 +411,23 @@ mod tests {
         }
     }
 
-    /// The chunks of one choice that writes `pieces`, as JSON, and the whole answer.
-    fn run(pieces: &[&str], parallel: bool) -> (Vec<Value>, Value) {
-        let ids = ResponseIds {
+    fn ids() -> ResponseIds {
+        ResponseIds {
             id: "chatcmpl-7".into(),
             created: 1,
             model: "m".into(),
-        };
-        let mut format = ChatFormat::new(ids, 1, false).reading_tool_calls(Some(&tools(parallel)));
+        }
+    }
+
+    /// The chunks of one choice that writes `pieces`, as JSON, and the whole answer.
+    fn run(pieces: &[&str], parallel: bool) -> (Vec<Value>, Value) {
+        let format = ChatFormat::new(ids(), 1, false).reading_tool_calls(Some(&tools(parallel)));
+        let (chunks, _, whole) = run_with(format, pieces);
+        (chunks, whole)
+    }
+
+    /// The chunks, the usage chunk and the whole answer.
+    fn run_with(mut format: ChatFormat, pieces: &[&str]) -> (Vec<Value>, Value, Value) {
         let mut events = vec![GenerationEvent::Started {
             prompt_tokens: 3,
             cached_tokens: 0,
@@ -357,8 +443,102 @@ mod tests {
             .flat_map(|event| format.on_event(0, event))
             .map(|chunk| serde_json::to_value(chunk).unwrap())
             .collect();
-        let whole = serde_json::to_value(format.into_whole(WireUsage::default())).unwrap();
-        (chunks, whole)
+        let usage = WireUsage::from(Usage {
+            prompt_tokens: 3,
+            completion_tokens: pieces.len() as u32,
+            ..Usage::default()
+        });
+        let usage_chunk = serde_json::to_value(format.usage_chunk(usage)).unwrap();
+        let whole = serde_json::to_value(format.into_whole(usage)).unwrap();
+        (chunks, usage_chunk, whole)
+    }
+
+    /// What the stream's deltas put together: (reasoning_content, content).
+    fn streamed_texts(chunks: &[Value]) -> (String, String) {
+        let mut texts = (String::new(), String::new());
+        for chunk in chunks {
+            let delta = &chunk["choices"][0]["delta"];
+            texts.0 += delta["reasoning_content"].as_str().unwrap_or_default();
+            texts.1 += delta["content"].as_str().unwrap_or_default();
+        }
+        texts
+    }
+
+    #[test]
+    fn a_reasoning_models_thinking_goes_apart_and_its_call_is_read_after_it() {
+        let format = ChatFormat::new(ids(), 1, false)
+            .reading_tool_calls(Some(&tools(true)))
+            .reading_reasoning(Some(false));
+        let (chunks, usage, whole) = run_with(
+            format,
+            &[
+                "<think>",
+                "\nI will call f, not <tool_call> here.",
+                "\n</think>\n\n",
+                "<tool_call>{\"name\": \"f\", \"arguments\": {}}</tool_call>",
+            ],
+        );
+        let message = &whole["choices"][0]["message"];
+        assert_eq!(
+            message["reasoning_content"], "I will call f, not <tool_call> here.",
+            "{whole}"
+        );
+        assert_eq!(message["content"], Value::Null);
+        assert_eq!(message["tool_calls"].as_array().unwrap().len(), 1);
+        assert_eq!(whole["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(
+            whole["usage"]["completion_tokens_details"]["reasoning_tokens"], 3,
+            "the tags count"
+        );
+        let (reasoning, content) = streamed_texts(&chunks);
+        assert_eq!(reasoning, "I will call f, not <tool_call> here.");
+        assert_eq!(content, "");
+        assert_eq!(
+            usage["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            3
+        );
+    }
+
+    #[test]
+    fn thinking_the_prompt_opened_and_an_answer_are_streamed_apart() {
+        let format = ChatFormat::new(ids(), 1, false).reading_reasoning(Some(true));
+        let (chunks, _, whole) = run_with(format, &["Two", " and\n", " two.</think>Four", "."]);
+        let message = &whole["choices"][0]["message"];
+        let thinking = "Two and\n two.";
+        assert_eq!(message["reasoning_content"], thinking);
+        assert_eq!(message["content"], "Four.");
+        assert_eq!(streamed_texts(&chunks), (thinking.into(), "Four.".into()));
+        assert_eq!(
+            whole["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            3
+        );
+        // The piece that ends the thinking carries both.
+        let both = &chunks[3]["choices"][0]["delta"];
+        assert_eq!(
+            (both["reasoning_content"].as_str(), both["content"].as_str()),
+            (Some("\n two."), Some("Four"))
+        );
+    }
+
+    #[test]
+    fn without_reading_reasoning_the_tags_are_content() {
+        let (chunks, whole) = run(&["<think>", "x", "</think>", "y"], true);
+        let message = &whole["choices"][0]["message"];
+        assert_eq!(message["content"], "<think>x</think>y");
+        assert!(message.get("reasoning_content").is_none());
+        assert!(whole["usage"].get("completion_tokens_details").is_none());
+        assert_eq!(streamed_texts(&chunks).1, "<think>x</think>y");
+        // Read, but the model did not think: no reasoning_content, zero reasoning tokens.
+        let format = ChatFormat::new(ids(), 1, false).reading_reasoning(Some(false));
+        let (_, _, whole) = run_with(format, &["Just", " text"]);
+        assert!(whole["choices"][0]["message"]
+            .get("reasoning_content")
+            .is_none());
+        assert_eq!(whole["choices"][0]["message"]["content"], "Just text");
+        assert_eq!(
+            whole["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            0
+        );
     }
 
     #[test]

@@ -47,14 +47,25 @@ fn token_text(engine: &dyn Engine, token: TokenId) -> Result<String, ApiError> {
     Ok(String::from_utf8_lossy(&engine.token_bytes(token)?).into_owned())
 }
 
+/// A chat's prompt, and what its template says of the model's thinking.
+pub(crate) struct ChatPrompt {
+    pub(crate) tokens: Vec<TokenId>,
+    /// The template writes or reads `<think>`: the model is a reasoning model.
+    pub(crate) template_thinks: bool,
+    /// The prompt ends inside the thinking (its generation prompt opened `<think>`).
+    pub(crate) opens_thinking: bool,
+}
+
 /// The prompt tokens of a chat: the model's template with the generation prompt (and the
-/// tool definitions, when the request has tools), tokenized.
+/// tool definitions, when the request has tools, and the request's further template
+/// variables), tokenized.
 pub(crate) async fn chat(
     model: &Arc<ServedModel>,
     model_name: &str,
     messages: Vec<ChatMessage>,
     tools: Option<serde_json::Value>,
-) -> Result<Vec<TokenId>, ApiError> {
+    variables: serde_json::Map<String, serde_json::Value>,
+) -> Result<ChatPrompt, ApiError> {
     let model = Arc::clone(model);
     let model_name = model_name.to_string();
     blocking(move || {
@@ -65,12 +76,16 @@ pub(crate) async fn chat(
         let options = RenderOptions {
             add_generation_prompt: true,
             tools,
-            ..RenderOptions::default()
+            extra: variables,
         };
         let text = template
             .render(&messages, &options)
             .map_err(|error| ApiError::chat_template(&model_name, &error))?;
-        tokenize(model.engine.as_ref(), &text)
+        Ok(ChatPrompt {
+            tokens: tokenize(model.engine.as_ref(), &text)?,
+            template_thinks: template.source().contains(moat_openai::THINK_OPEN),
+            opens_thinking: moat_openai::prompt_opens_thinking(&text),
+        })
     })
     .await
 }

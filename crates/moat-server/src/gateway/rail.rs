@@ -88,13 +88,18 @@ impl OutputRail {
     }
 }
 
-/// Which text of a choice a scanner reads: its content, or the arguments of one of its tool
-/// calls (by the call's index).
+/// Which text of a choice a scanner reads: one of its [`TEXT_FIELDS`], or the arguments of one
+/// of its tool calls (by the call's index).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Slot {
-    Content,
+    Text(&'static str),
     Arguments(u64),
 }
+
+/// The text fields of a message or delta: the answer, and a reasoning model's thinking
+/// (`reasoning_content` as llama-server and DeepSeek send it, `reasoning` as newer vLLM
+/// does).
+const TEXT_FIELDS: [&str; 3] = ["content", "reasoning_content", "reasoning"];
 
 /// The output rail's scanners over one answer: one incremental scanner per choice's content
 /// and per tool call's arguments, fed each delta as it arrives (holding back only what a
@@ -174,8 +179,8 @@ impl AnswerScan {
             };
             let delta = &mut deltas[at].1;
             match slot {
-                Slot::Content => {
-                    delta.insert("content".into(), Value::String(rest));
+                Slot::Text(name) => {
+                    delta.insert(name.into(), Value::String(rest));
                 }
                 Slot::Arguments(call) => {
                     let calls = delta
@@ -219,12 +224,29 @@ impl AnswerScan {
             let Some(part) = choice.get_mut(field).and_then(Value::as_object_mut) else {
                 continue;
             };
-            let text = part.get("content").and_then(Value::as_str).unwrap_or("");
-            let out = self.feed(index, Slot::Content, text, finished)?;
-            // A `null` content (an answer that is only tool calls) stays `null`.
-            let had_text = part.get("content").is_some_and(Value::is_string);
-            if had_text || !out.is_empty() {
-                part.insert("content".into(), Value::String(out));
+            // Thinking ends where the answer starts: what its scanner holds goes out with
+            // the answer's first text, not after it.
+            let answering = part
+                .get("content")
+                .and_then(Value::as_str)
+                .is_some_and(|text| !text.is_empty());
+            for name in TEXT_FIELDS {
+                let last = finished || (answering && name != "content");
+                let text = part.get(name).and_then(Value::as_str).unwrap_or("");
+                // A field that never had text in this choice needs no scanner.
+                let open = self
+                    .scanners
+                    .iter()
+                    .any(|(i, slot, _, done)| *i == index && *slot == Slot::Text(name) && !done);
+                if text.is_empty() && !open && name != "content" {
+                    continue;
+                }
+                let out = self.feed(index, Slot::Text(name), text, last)?;
+                // A `null` content (an answer that is only tool calls) stays `null`.
+                let had_text = part.get(name).is_some_and(Value::is_string);
+                if had_text || !out.is_empty() {
+                    part.insert(name.into(), Value::String(out));
+                }
             }
             self.scan_calls(index, part, whole, finished)?;
         }
@@ -519,6 +541,50 @@ mod tests {
         assert_eq!(arguments(&chunks), ["{\"to\": \"bob"]);
         // Nothing is left to flush a second time.
         assert_eq!(scan.flush().unwrap(), Vec::<Value>::new());
+    }
+
+    #[test]
+    fn a_reasoning_models_thinking_passes_the_output_rail_whole_and_streamed() {
+        for field in ["reasoning_content", "reasoning"] {
+            let mut scan = redacting();
+            let mut answer = json!({"choices": [{"index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "Done.",
+                            field: "Write to jane.doe@example.com first."}}]});
+            scan.scan(&mut answer, "message", true).unwrap();
+            assert_eq!(
+                answer["choices"][0]["message"][field],
+                "Write to [EMAIL_1] first."
+            );
+            let mut scan = redacting();
+            let mut chunks = vec![
+                chunk(json!({field: "Write to jane.doe@exa"}), None),
+                chunk(json!({field: "mple.com first."}), None),
+                chunk(json!({"content": "Done."}), None),
+                chunk(json!({}), Some("stop")),
+            ];
+            for chunk in &mut chunks {
+                scan.scan(chunk, "delta", false).unwrap();
+            }
+            let text = |name: &str| -> String {
+                chunks
+                    .iter()
+                    .filter_map(|c| c["choices"][0]["delta"][name].as_str())
+                    .collect()
+            };
+            assert_eq!(text(field), "Write to [EMAIL_1] first.", "{chunks:?}");
+            assert_eq!(text("content"), "Done.");
+            // The chunk that brought the answer's first text (the third) carries the rest of
+            // the thinking: none of it comes after the answer.
+            let thinking_by_the_answer: String = chunks[..3]
+                .iter()
+                .filter_map(|c| c["choices"][0]["delta"][field].as_str())
+                .collect();
+            assert_eq!(thinking_by_the_answer, "Write to [EMAIL_1] first.");
+            assert!(
+                chunks[0]["choices"][0]["delta"].get("content").is_none(),
+                "no content appears where there was none: {chunks:?}"
+            );
+        }
     }
 
     #[test]

@@ -170,7 +170,16 @@ pub(crate) async fn local_chat(
         tools_supported(&model, &chat.model)?;
     }
     let definitions = chat.tools.as_ref().map(|tools| tools.definitions.clone());
-    let tokens = prompt::chat(&model, &chat.model, chat.messages, definitions).await?;
+    let prompt = prompt::chat(
+        &model,
+        &chat.model,
+        chat.messages,
+        definitions,
+        chat.template_kwargs,
+    )
+    .await?;
+    let separates_reasoning = chat.reasoning.separates(prompt.template_thinks);
+    let tokens = prompt.tokens;
     let params = &chat.params;
     let jobs = (0..params.n)
         .map(|index| {
@@ -196,7 +205,8 @@ pub(crate) async fn local_chat(
     }
     let ids = state.response_ids("chatcmpl", &chat.model);
     let format = ChatFormat::new(ids.clone(), params.n, params.logprobs.is_some())
-        .reading_tool_calls(chat.tools.as_ref());
+        .reading_tool_calls(chat.tools.as_ref())
+        .reading_reasoning(separates_reasoning.then_some(prompt.opens_thinking));
     let citations: Option<Vec<WireCitation>> = citations;
     if params.stream {
         let trailer = citations.map(|c| citations_chunk(&ids, c));
@@ -220,10 +230,7 @@ pub(crate) async fn local_chat(
 /// on, or not at all, and their calls would come back as text.
 fn tools_supported(model: &ServedModel, name: &str) -> Result<(), ApiError> {
     let template = model.engine.info().chat_template.as_deref().unwrap_or("");
-    // Some templates put XML, not JSON, inside <tool_call> (Qwen3-Coder's <function=...>,
-    // GLM's <arg_key>): moat cannot read those calls.
-    let xml_inside = template.contains("<function=") || template.contains("<arg_key>");
-    if template.contains("tools") && template.contains(moat_openai::HERMES_OPEN) && !xml_inside {
+    if shows_hermes_calls(template) {
         return Ok(());
     }
     Err(ApiError::invalid_request(format!(
@@ -232,6 +239,14 @@ fn tools_supported(model: &ServedModel, name: &str) -> Result<(), ApiError> {
         moat_openai::HERMES_OPEN
     ))
     .with_param("tools"))
+}
+
+/// Whether a chat template shows the model Hermes-style calls with JSON inside, which moat
+/// reads back. Some templates put XML inside `<tool_call>` (Qwen3-Coder's `<function=...>`,
+/// GLM's `<arg_key>`): moat cannot read those calls.
+pub(crate) fn shows_hermes_calls(template: &str) -> bool {
+    let xml_inside = template.contains("<function=") || template.contains("<arg_key>");
+    template.contains("tools") && template.contains(moat_openai::HERMES_OPEN) && !xml_inside
 }
 
 /// The messages' text, one per line, for the audit log (when it records prompts).

@@ -157,6 +157,27 @@ pub(super) fn choice_text<'a>(choice: &'a Value, part: &str) -> Option<&'a str> 
         .and_then(Value::as_str)
 }
 
+/// A delta's or message's thinking: `reasoning_content` (moat's, llama-server's), or
+/// `reasoning` (newer vLLM's, through a gateway alias).
+pub(super) fn reasoning_text(part: &Value) -> Option<&str> {
+    part.get("reasoning_content")
+        .or_else(|| part.get("reasoning"))
+        .and_then(Value::as_str)
+}
+
+/// Puts `thinking` into an Ollama object: `message.thinking` for chat, `thinking` for
+/// generate.
+fn with_thinking(object: &mut Map<String, Value>, thinking: &str) {
+    match object.get_mut("message").and_then(Value::as_object_mut) {
+        Some(message) => {
+            message.insert("thinking".into(), json!(thinking));
+        }
+        None => {
+            object.insert("thinking".into(), json!(thinking));
+        }
+    }
+}
+
 /// The message of an OpenAI error body (`{"error": {"message": ...}}`), if it is one.
 pub(super) fn openai_error_message(body: &[u8]) -> Option<String> {
     let value = serde_json::from_slice::<Value>(body).ok()?;
@@ -182,6 +203,8 @@ pub(super) enum Step {
     /// Text to pass on, with the log probabilities of the tokens read since the last text
     /// (when asked for).
     Text(String, Vec<Value>),
+    /// A reasoning model's thinking (`reasoning_content`), passed on as `thinking`.
+    Thinking(String),
     /// Tool calls, in Ollama's form.
     Calls(Vec<Value>),
     /// The answer failed: this error body (OpenAI's shape).
@@ -272,6 +295,10 @@ impl Reader {
             }
         }
         self.logprobs.extend(token_logprobs(choice));
+        if let Some(thinking) = delta.and_then(reasoning_text).filter(|t| !t.is_empty()) {
+            self.tally.first_token.get_or_insert_with(Instant::now);
+            self.ready.push_back(Step::Thinking(thinking.to_owned()));
+        }
         if let Some(text) = choice_text(choice, "delta").filter(|t| !t.is_empty()) {
             self.tally.first_token.get_or_insert_with(Instant::now);
             self.ready.push_back(Step::Text(
@@ -363,6 +390,12 @@ impl Relay {
                 object.insert("done".into(), json!(false));
                 Value::Object(object)
             }
+            Some(Step::Thinking(thinking)) => {
+                let mut object = object(self.shape, &self.model, "");
+                with_thinking(&mut object, &thinking);
+                object.insert("done".into(), json!(false));
+                Value::Object(object)
+            }
             Some(Step::Failed(body)) => {
                 self.done = true;
                 json!({ "error": error_message(&body) })
@@ -414,6 +447,7 @@ pub(super) async fn respond(
         return Ok(response);
     }
     let mut text = String::new();
+    let mut thinking = String::new();
     let mut logprobs = Vec::new();
     let mut calls = Vec::new();
     while let Some(step) = reader.next().await {
@@ -422,11 +456,15 @@ pub(super) async fn respond(
                 text.push_str(&piece);
                 logprobs.extend(more);
             }
+            Step::Thinking(piece) => thinking.push_str(&piece),
             Step::Calls(more) => calls.extend(more),
             Step::Failed(body) => return Err(failed(&body)),
         }
     }
     let mut object = object(shape, model, &text);
+    if !thinking.is_empty() {
+        with_thinking(&mut object, &thinking);
+    }
     if !calls.is_empty() {
         if let Some(message) = object.get_mut("message") {
             message["tool_calls"] = Value::Array(calls);
@@ -463,10 +501,11 @@ pub(super) fn whole_as_chunk(value: &Value) -> String {
     let choice = value.pointer("/choices/0").cloned().unwrap_or_default();
     let text = choice_text(&choice, "message").unwrap_or_default();
     let calls = choice.pointer("/message/tool_calls").cloned();
+    let thinking = choice.get("message").and_then(reasoning_text);
     json!({
         "choices": [{
             "index": 0,
-            "delta": { "content": text, "tool_calls": calls },
+            "delta": { "content": text, "tool_calls": calls, "reasoning_content": thinking },
             "finish_reason": choice.get("finish_reason"),
         }],
         "usage": value.get("usage"),
@@ -593,7 +632,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_reader_gives_text_and_calls_of_one_chunk_and_calls_at_the_finish() {
+    async fn the_reader_gives_thinking_text_and_calls_of_one_chunk_and_calls_at_the_finish() {
         let chunk = |delta: Value, finish: Value| {
             Piece::Chunk(
                 json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
@@ -601,6 +640,7 @@ mod tests {
             )
         };
         let pieces = vec![
+            chunk(json!({"reasoning_content": "Bob wants mail."}), Value::Null),
             chunk(
                 json!({"content": "Let me check.", "tool_calls": [{"index": 0, "id": "a",
                     "type": "function", "function": {"name": "mail", "arguments": ""}}]}),
@@ -616,6 +656,7 @@ mod tests {
         while let Some(step) = reader.next().await {
             steps.push(match step {
                 Step::Text(text, _) => json!({"text": text}),
+                Step::Thinking(text) => json!({"thinking": text}),
                 Step::Calls(calls) => json!({"calls": calls}),
                 Step::Failed(body) => json!({"failed": body}),
             });
@@ -623,6 +664,7 @@ mod tests {
         assert_eq!(
             steps,
             [
+                json!({"thinking": "Bob wants mail."}),
                 json!({"text": "Let me check."}),
                 json!({"calls": [{"function": {"name": "mail", "arguments": {"to": "bob"}}}]}),
             ]

@@ -49,8 +49,19 @@ pub(super) async fn chat(
     let mut made = 0usize;
     for (index, message) in request.messages.iter().enumerate() {
         refuse_unless_empty("messages.images", message.images.as_ref(), NO_IMAGES)?;
-        refuse_unless_empty("messages.thinking", message.thinking.as_ref(), NO_THINKING)?;
         let mut openai_message = json!({ "role": message.role, "content": message.content });
+        match message.thinking.as_ref() {
+            // An earlier answer's thinking goes back as OpenAI's `reasoning_content`, for the
+            // template to show or leave out.
+            Some(Value::String(text)) if message.role == "assistant" && !text.is_empty() => {
+                openai_message["reasoning_content"] = json!(text);
+            }
+            thinking => refuse_unless_empty(
+                "messages.thinking",
+                thinking,
+                "only an assistant message has thinking, as text",
+            )?,
+        }
         if let Some(calls) = message.tool_calls.as_ref().filter(|calls| !calls.is_null()) {
             let calls = openai_tool_calls(calls, index, &mut made)?;
             unanswered.extend(calls.iter().filter_map(|call| call.get("id").cloned()));

@@ -150,10 +150,17 @@ pub(super) async fn show(
         .and_then(|model| model.engine.info().chat_template.clone())
         .unwrap_or_default();
     let parameters = served.as_deref().map(parameters).unwrap_or_default();
-    let capabilities = match kind {
+    let mut capabilities = match kind {
         Named::Embedding => vec!["embedding"],
         Named::Chat | Named::Alias(_) | Named::Gateway => vec!["completion"],
     };
+    // What the chat template shows: calls moat reads back, and thinking it reads out.
+    if crate::routes::chat::shows_hermes_calls(&template) {
+        capabilities.push("tools");
+    }
+    if template.contains(moat_openai::THINK_OPEN) {
+        capabilities.push("thinking");
+    }
     let mut info = Map::new();
     if let Some(architecture) = &card.architecture {
         info.insert("general.architecture".into(), json!(architecture));

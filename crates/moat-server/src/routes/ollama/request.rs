@@ -152,7 +152,23 @@ pub(super) fn response_format(format: Option<&Value>) -> Result<Option<Value>> {
         .with_param("format")),
     }
 }
-pub(super) const NO_THINKING: &str = "thinking is not supported by moat's models";
+/// `think`: `Some(true)` to think (the thinking comes back apart, as `thinking`),
+/// `Some(false)` not to, `None` for the model's default. Ollama's levels (`"low"`,
+/// `"medium"`, `"high"`, for gpt-oss) are refused.
+pub(super) fn think(value: Option<&Value>) -> Result<Option<bool>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if text.is_empty() => Ok(None),
+        Some(Value::Bool(on)) => Ok(Some(*on)),
+        Some(Value::String(level)) => Err(ApiError::invalid_request(format!(
+            "think: levels such as '{level}' are not supported; send true or false"
+        ))
+        .with_param("think")),
+        Some(_) => {
+            Err(ApiError::invalid_request("think: expected true or false").with_param("think"))
+        }
+    }
+}
 pub(super) const NO_IMAGES: &str = "moat's models take text only";
 
 /// The fields both `/api/chat` and `/api/generate` take.
@@ -193,7 +209,7 @@ impl Common {
     /// The OpenAI body's fields from these: model, stream with usage, sampling options, log
     /// probabilities (in chat's form, or with `completions` in the completions endpoint's).
     pub(super) fn openai_body(&self, model: &str, completions: bool) -> Result<Map<String, Value>> {
-        refuse_unless_empty("think", self.think.as_ref(), NO_THINKING)?;
+        let think = think(self.think.as_ref())?;
         let top = self.top_logprobs.unwrap_or(0);
         if top > 0 && !self.wants_logprobs() {
             return Err(
@@ -219,6 +235,26 @@ impl Common {
         }
         if let Some(options) = &self.options {
             apply_options(options, &mut body)?;
+        }
+        match think {
+            None => {}
+            Some(true) if completions => {
+                return Err(ApiError::invalid_request(
+                    "think needs the chat template, which a raw prompt skips",
+                )
+                .with_param("think"))
+            }
+            Some(_) if completions => {}
+            Some(on) => {
+                // Qwen3's variable; DeepSeek-R1's template thinks whatever it says.
+                body.insert(
+                    "chat_template_kwargs".into(),
+                    json!({ "enable_thinking": on }),
+                );
+                if on {
+                    body.insert("reasoning_format".into(), json!("deepseek"));
+                }
+            }
         }
         Ok(body)
     }

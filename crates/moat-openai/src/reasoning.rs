@@ -1,0 +1,398 @@
+//! Reasoning models: the thinking a model writes between `<think>` and `</think>` (DeepSeek-R1
+//! and its distills, Qwen3, QwQ and others trained on that form) goes to `reasoning_content`,
+//! apart from the answer, as llama.cpp's server (`--reasoning-format deepseek`, its default
+//! for such templates) and DeepSeek's API send it.
+//!
+//! [`ReasoningFormat`] is the request's `reasoning_format` (llama-server's field);
+//! [`ReasoningReader`] splits a choice's text as it streams.
+
+use serde_json::Value;
+
+use crate::WireError;
+
+/// What opens and closes a model's thinking.
+pub const THINK_OPEN: &str = "<think>";
+pub const THINK_CLOSE: &str = "</think>";
+
+/// `reasoning_format`: whether thinking is read out of the text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReasoningFormat {
+    /// Read it when the model's chat template writes or reads `<think>` (the default).
+    #[default]
+    Auto,
+    /// Always read it (`deepseek`).
+    Separate,
+    /// Never: thinking stays in `content`, tags and all (`none`).
+    Inline,
+}
+
+impl ReasoningFormat {
+    pub(crate) fn parse(value: Option<&Value>) -> Result<Self, WireError> {
+        match value {
+            None | Some(Value::Null) => Ok(Self::Auto),
+            Some(Value::String(name)) => match name.as_str() {
+                "auto" => Ok(Self::Auto),
+                "deepseek" => Ok(Self::Separate),
+                "none" => Ok(Self::Inline),
+                "deepseek-legacy" => Err(WireError::Unsupported {
+                    param: "reasoning_format".into(),
+                    reason: "deepseek-legacy (thinking in both fields) is not supported; \
+                             use deepseek or none"
+                        .into(),
+                }),
+                other => Err(WireError::invalid(
+                    "reasoning_format",
+                    format!("'{other}' is not one of auto, deepseek, none"),
+                )),
+            },
+            Some(_) => Err(WireError::invalid(
+                "reasoning_format",
+                "expected a string: auto, deepseek or none",
+            )),
+        }
+    }
+
+    /// Whether to read thinking out of the text of a model whose template does
+    /// (`template_thinks`) or does not mention `<think>`.
+    pub fn separates(self, template_thinks: bool) -> bool {
+        match self {
+            Self::Auto => template_thinks,
+            Self::Separate => true,
+            Self::Inline => false,
+        }
+    }
+}
+
+/// Whether a prompt leaves the model inside its thinking: the template's generation prompt
+/// ended with `<think>` (DeepSeek-R1's does), so the answer starts with thinking and has no
+/// opening tag.
+pub fn prompt_opens_thinking(prompt: &str) -> bool {
+    prompt.trim_end().ends_with(THINK_OPEN)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Nothing but whitespace yet: the answer may still open with `<think>`.
+    Opening,
+    Thinking,
+    Answering,
+}
+
+/// One piece of text, split.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Split {
+    pub reasoning: String,
+    pub content: String,
+    /// The piece was (part of) the thinking, its tags included: it counts as a reasoning
+    /// token.
+    pub thinking: bool,
+}
+
+/// Splits a choice's text into thinking and answer as it streams. Thinking is only what the
+/// answer opens with: `<think>` after nothing but whitespace (or nothing at all, when the prompt
+/// opened it), up to `</think>`; a `<think>` later in the text is content. Whitespace around
+/// the thinking is dropped; thinking the answer never closed (it ran out of tokens) stays
+/// thinking. Text that may be the start of a tag is held until the next piece tells.
+#[derive(Debug)]
+pub struct ReasoningReader {
+    state: State,
+    /// Text not given out yet: an opening that may become `<think>`, or thinking that may
+    /// become `</think>` (or whitespace before it).
+    held: String,
+    /// Whitespace after `</think>` is dropped until the answer starts.
+    answer_started: bool,
+    /// Thinking given out so far (leading whitespace is dropped until it starts).
+    thinking_started: bool,
+}
+
+impl ReasoningReader {
+    /// A reader for an answer whose prompt did (`opened`) or did not open its thinking.
+    pub fn new(opened: bool) -> Self {
+        Self {
+            state: if opened {
+                State::Thinking
+            } else {
+                State::Opening
+            },
+            held: String::new(),
+            answer_started: false,
+            thinking_started: false,
+        }
+    }
+
+    /// Whether the answer is (so far) thinking.
+    pub fn thinking(&self) -> bool {
+        self.state == State::Thinking
+    }
+
+    /// Takes the next piece of text; returns what may go out now.
+    pub fn push(&mut self, piece: &str) -> Split {
+        let was_thinking = self.state == State::Thinking;
+        let mut split = Split::default();
+        self.held.push_str(piece);
+        if self.state == State::Opening {
+            let start = self.held.trim_start();
+            if start.is_empty() || (THINK_OPEN.starts_with(start) && start != THINK_OPEN) {
+                return split;
+            }
+            if let Some(rest) = start.strip_prefix(THINK_OPEN) {
+                self.held = rest.to_owned();
+                self.state = State::Thinking;
+            } else {
+                // No thinking: the text is the answer as written.
+                self.state = State::Answering;
+                self.answer_started = true;
+            }
+        }
+        if self.state == State::Thinking {
+            split.thinking = true;
+            if let Some(end) = self.held.find(THINK_CLOSE) {
+                let rest = self.held.split_off(end);
+                self.give_thinking(&mut split, true);
+                self.held = rest[THINK_CLOSE.len()..].to_owned();
+                self.state = State::Answering;
+            } else {
+                self.give_thinking(&mut split, false);
+            }
+        }
+        if self.state == State::Answering {
+            split.content = self.take_answer();
+        }
+        split.thinking |= was_thinking;
+        split
+    }
+
+    /// At the end: what is still held.
+    pub fn finish(mut self) -> Split {
+        let mut split = Split::default();
+        match self.state {
+            State::Opening => split.content = std::mem::take(&mut self.held),
+            State::Thinking => {
+                split.thinking = true;
+                let held = std::mem::take(&mut self.held);
+                split.reasoning = if self.thinking_started {
+                    held
+                } else {
+                    held.trim_start().to_owned()
+                };
+            }
+            State::Answering => split.content = self.take_answer(),
+        }
+        split
+    }
+
+    /// Gives out the held thinking but what may be the start of `</think>` and the whitespace
+    /// before it; with `closed`, the held text is all the thinking there is, and its trailing
+    /// whitespace is dropped.
+    fn give_thinking(&mut self, split: &mut Split, closed: bool) {
+        let mut text = std::mem::take(&mut self.held);
+        if !self.thinking_started {
+            let start = text.len() - text.trim_start().len();
+            text.drain(..start);
+        }
+        let keep = if closed {
+            text.truncate(text.trim_end().len());
+            0
+        } else {
+            let tag = tag_prefix_len(&text, THINK_CLOSE);
+            let body = &text[..text.len() - tag];
+            text.len() - body.trim_end().len()
+        };
+        self.held = text.split_off(text.len() - keep);
+        if !text.is_empty() {
+            self.thinking_started = true;
+        }
+        split.reasoning = text;
+    }
+
+    fn take_answer(&mut self) -> String {
+        let mut text = std::mem::take(&mut self.held);
+        if !self.answer_started {
+            let start = text.len() - text.trim_start().len();
+            text.drain(..start);
+            self.answer_started = !text.is_empty();
+        }
+        text
+    }
+}
+
+/// The length of the longest end of `text` that is a proper start of `tag`.
+fn tag_prefix_len(text: &str, tag: &str) -> usize {
+    (1..tag.len())
+        .rev()
+        .find(|&n| {
+            n <= text.len()
+                && text.is_char_boundary(text.len() - n)
+                && tag.starts_with(&text[text.len() - n..])
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `pieces`, returns (reasoning, content, pieces that counted as thinking).
+    fn read(opened: bool, pieces: &[&str]) -> (String, String, usize) {
+        let mut reader = ReasoningReader::new(opened);
+        let (mut reasoning, mut content, mut thinking) = (String::new(), String::new(), 0);
+        for piece in pieces {
+            let split = reader.push(piece);
+            reasoning += &split.reasoning;
+            content += &split.content;
+            thinking += usize::from(split.thinking);
+        }
+        let split = reader.finish();
+        reasoning += &split.reasoning;
+        content += &split.content;
+        (reasoning, content, thinking)
+    }
+
+    /// Every way of cutting `text` into two or three pieces reads as the whole does.
+    fn same_however_cut(opened: bool, text: &str) -> (String, String) {
+        let whole = read(opened, &[text]);
+        let bounds: Vec<usize> = (0..=text.len())
+            .filter(|&i| text.is_char_boundary(i))
+            .collect();
+        for &i in &bounds {
+            for &j in bounds.iter().filter(|&&j| j >= i) {
+                let cut = read(opened, &[&text[..i], &text[i..j], &text[j..]]);
+                assert_eq!((&cut.0, &cut.1), (&whole.0, &whole.1), "cut at {i} and {j}");
+            }
+        }
+        (whole.0, whole.1)
+    }
+
+    #[test]
+    fn thinking_the_answer_opens_with_is_split_from_the_answer() {
+        let text = "<think>\nThe capital of France is Paris.\n</think>\n\nParis.";
+        assert_eq!(
+            same_however_cut(false, text),
+            ("The capital of France is Paris.".into(), "Paris.".into())
+        );
+        let text = "  \n<think>a < b, so </thin k> is not a tag</think>yes";
+        assert_eq!(
+            same_however_cut(false, text),
+            ("a < b, so </thin k> is not a tag".into(), "yes".into())
+        );
+    }
+
+    #[test]
+    fn a_prompt_that_opened_the_thinking_leaves_the_answer_inside_it() {
+        let text = "Two and two.\n</think>\n\nFour.";
+        assert_eq!(
+            same_however_cut(true, text),
+            ("Two and two.".into(), "Four.".into())
+        );
+    }
+
+    #[test]
+    fn text_that_does_not_open_with_think_is_all_content() {
+        for text in [
+            "Paris.",
+            "The tag <think>x</think> comes later.",
+            " <thin",
+            "<",
+            "\n\n",
+        ] {
+            assert_eq!(
+                same_however_cut(false, text),
+                (String::new(), text.to_owned()),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn thinking_that_never_closes_stays_thinking() {
+        assert_eq!(
+            same_however_cut(false, "<think>\nStep one, step two, </th"),
+            (String::new() + "Step one, step two, </th", String::new())
+        );
+        assert_eq!(
+            same_however_cut(true, "I ran out"),
+            ("I ran out".into(), String::new())
+        );
+        assert_eq!(
+            same_however_cut(false, "<think>"),
+            (String::new(), String::new())
+        );
+    }
+
+    #[test]
+    fn whitespace_inside_the_thinking_is_kept_and_around_it_dropped() {
+        let text = "<think>\n\nline one\n\n  line two  \n</think>\n\n  answer\n\n  end";
+        assert_eq!(
+            same_however_cut(false, text),
+            ("line one\n\n  line two".into(), "answer\n\n  end".into())
+        );
+    }
+
+    #[test]
+    fn thinking_streams_as_it_comes_and_only_a_tag_start_is_held() {
+        let mut reader = ReasoningReader::new(false);
+        assert_eq!(reader.push("<thi").reasoning, "");
+        assert!(!reader.thinking());
+        let split = reader.push("nk>Let me");
+        assert_eq!(split.reasoning, "Let me");
+        assert!(split.thinking && reader.thinking());
+        assert_eq!(reader.push(" see </").reasoning, " see");
+        let split = reader.push("think>Yes");
+        assert_eq!(
+            (split.reasoning.as_str(), split.content.as_str()),
+            ("", "Yes")
+        );
+        assert!(
+            split.thinking,
+            "the piece that closes the thinking is thinking"
+        );
+        let split = reader.push(" indeed");
+        assert_eq!(split.content, " indeed");
+        assert!(!split.thinking);
+    }
+
+    #[test]
+    fn pieces_are_counted_as_thinking_up_to_the_closing_tag() {
+        let (_, _, thinking) = read(false, &["<think>", "a", "b", "</think>", "c", "d"]);
+        assert_eq!(thinking, 4);
+        let (_, _, thinking) = read(true, &["a", "</think>", "c"]);
+        assert_eq!(thinking, 2);
+        let (_, _, thinking) = read(false, &["c", "<think>", "d"]);
+        assert_eq!(thinking, 0);
+    }
+
+    #[test]
+    fn multibyte_text_is_cut_on_character_boundaries() {
+        let text = "<think>日本の首都は東京。</think>東京です";
+        assert_eq!(
+            same_however_cut(false, text),
+            ("日本の首都は東京。".into(), "東京です".into())
+        );
+    }
+
+    #[test]
+    fn reasoning_format_reads_llama_servers_names() {
+        let parse = |value: Value| ReasoningFormat::parse(Some(&value));
+        assert_eq!(parse(Value::from("auto")).unwrap(), ReasoningFormat::Auto);
+        assert_eq!(
+            parse(Value::from("deepseek")).unwrap(),
+            ReasoningFormat::Separate
+        );
+        assert_eq!(parse(Value::from("none")).unwrap(), ReasoningFormat::Inline);
+        assert_eq!(ReasoningFormat::parse(None).unwrap(), ReasoningFormat::Auto);
+        for bad in [
+            Value::from("deepseek-legacy"),
+            Value::from("r1"),
+            Value::from(1),
+        ] {
+            let error = parse(bad).unwrap_err();
+            assert_eq!(error.param(), Some("reasoning_format"));
+        }
+        assert!(ReasoningFormat::Auto.separates(true));
+        assert!(!ReasoningFormat::Auto.separates(false));
+        assert!(ReasoningFormat::Separate.separates(false));
+        assert!(!ReasoningFormat::Inline.separates(true));
+        assert!(prompt_opens_thinking("<|Assistant|><think>\n"));
+        assert!(!prompt_opens_thinking("<think>\n\n</think>\n\n"));
+    }
+}
