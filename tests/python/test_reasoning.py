@@ -2,11 +2,11 @@
 ``</think>`` comes back as ``reasoning_content`` (``/v1``, with the official ``openai`` SDK) and
 as ``thinking`` (Ollama's API, with the official ``ollama`` client), apart from the answer.
 
-No reasoning model small enough ships on PyPI, so these tests give Qwen2.5-Coder-0.5B a
-reasoning model's chat template (through the manifest's override, as a user would) and hold
-its output to a known text with ``guided_choice`` where the test needs the closing tag: the
-template is DeepSeek-R1's kind (the generation prompt opens ``<think>``) with Qwen3's
-``enable_thinking`` switch.
+No reasoning model small enough ships on PyPI, so these tests give Qwen2.5-Coder-0.5B two
+reasoning models' kinds of chat template (through the manifest's override, as a user would):
+Qwen3's, where the model opens ``<think>`` itself and ``enable_thinking: false`` writes an empty
+block into the prompt, and DeepSeek-R1's, whose generation prompt opens the thinking. Where a
+test needs the closing tag, ``guided_choice`` holds the output to a known text.
 """
 
 import json
@@ -27,33 +27,46 @@ import openai  # noqa: E402
 from test_openai_server import QWEN, Server, expect_error, model_file, moat  # noqa: E402
 
 THINKER = "qwen-thinks:0.5b"
-# ChatML, an earlier turn's thinking shown to the model, and a generation prompt that opens
-# the thinking unless `enable_thinking` is false (then an empty block, as Qwen3's template).
-THINKING_TEMPLATE = (
+OPENER = "qwen-opens-thinking:0.5b"
+# ChatML with an earlier turn's thinking shown to the model.
+CHATML_TURNS = (
     "{%- for message in messages %}<|im_start|>{{ message.role }}\n"
     "{% if message.reasoning_content is defined %}<think>\n{{ message.reasoning_content }}\n</think>\n\n"
     "{% endif %}{{ message.content }}<|im_end|>\n{% endfor %}"
+)
+# Qwen3's kind: the model opens its thinking; `enable_thinking: false` closes it in the prompt.
+THINKING_TEMPLATE = CHATML_TURNS + (
     "{%- if add_generation_prompt %}<|im_start|>assistant\n"
     "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
-    "{% else %}<think>\n{% endif %}{% endif %}"
+    "{% endif %}{% endif %}"
+)
+# DeepSeek-R1's kind: the generation prompt opens the thinking. Tools as Qwen2.5 shows them.
+OPENING_TEMPLATE = (
+    "{%- if tools %}<|im_start|>system\nYou may call these functions:\n<tools>\n"
+    "{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}</tools>\n"
+    'For each call, write <tool_call>\n{"name": <name>, "arguments": <args>}\n</tool_call><|im_end|>\n'
+    "{% endif %}"
+    + CHATML_TURNS
+    + "{%- if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
 )
 THOUGHT = "The user asks for a capital. France's is Paris."
-SCRIPTED = f"{THOUGHT}\n</think>\n\nParis"
+SCRIPTED = f"<think>\n{THOUGHT}\n</think>\n\nParis"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home: Path = tmp_path_factory.mktemp("moat-reasoning-home")
-    for name in (QWEN, THINKER):
+    for name in (QWEN, THINKER, OPENER):
         done = moat(home, "pull", str(model_file(QWEN)), "--name", name, "--quiet")
         assert done.returncode == 0, done.stderr
-    repo, tag = THINKER.split(":")
-    manifest_path = home / "models" / "manifests" / repo / f"{tag}.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["chat_template"] = THINKING_TEMPLATE
-    manifest_path.write_text(json.dumps(manifest))
-    server = Server(home, [QWEN, THINKER], "--parallel", "2", "--ctx", "2048").wait_ready()
+    for name, template in ((THINKER, THINKING_TEMPLATE), (OPENER, OPENING_TEMPLATE)):
+        repo, tag = name.split(":")
+        manifest_path = home / "models" / "manifests" / repo / f"{tag}.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["chat_template"] = template
+        manifest_path.write_text(json.dumps(manifest))
+    server = Server(home, [QWEN, THINKER, OPENER], "--parallel", "2", "--ctx", "2048").wait_ready()
     yield server
     assert server.stop() == 0, server.output()
 
@@ -97,13 +110,20 @@ def test_thinking_comes_back_apart_whole_and_streamed(client):
     assert usage.completion_tokens_details.reasoning_tokens == details.reasoning_tokens
 
 
-def test_thinking_that_runs_out_of_tokens_stays_thinking(client):
-    answer = client.chat.completions.create(model=THINKER, messages=QUESTION, temperature=0, max_tokens=6)
+def test_thinking_a_prompt_opened_is_read_and_a_grammar_holds_the_answer(client):
+    # The template opened the thinking; free-running, the model runs out of tokens inside it.
+    answer = client.chat.completions.create(model=OPENER, messages=QUESTION, temperature=0, max_tokens=6)
     choice = answer.choices[0]
     assert choice.finish_reason == "length"
     assert choice.message.reasoning_content, answer
     assert choice.message.content == ""
     assert answer.usage.completion_tokens_details.reasoning_tokens == 6
+    # A grammar holds the answer from its first token: what it allows is the answer.
+    held = client.chat.completions.create(
+        model=OPENER, messages=QUESTION, temperature=0, extra_body={"guided_choice": ["Paris", "Rome"]}
+    )
+    assert held.choices[0].message.content in ("Paris", "Rome")
+    assert getattr(held.choices[0].message, "reasoning_content", None) is None
 
 
 def test_reasoning_format_none_leaves_the_thinking_in_the_content(client):
@@ -115,7 +135,7 @@ def test_reasoning_format_none_leaves_the_thinking_in_the_content(client):
 
 
 def test_a_model_that_does_not_think_is_read_only_when_asked(client):
-    text = f"<think>{THOUGHT}</think>Paris"
+    text = SCRIPTED
     plain = client.chat.completions.create(
         model=QWEN, messages=QUESTION, temperature=0, extra_body={"guided_choice": [text]}
     )
@@ -128,10 +148,13 @@ def test_a_model_that_does_not_think_is_read_only_when_asked(client):
     )
     assert read.choices[0].message.reasoning_content == THOUGHT
     assert read.choices[0].message.content == "Paris"
+    assert client.chat.completions.create(
+        model=THINKER, messages=QUESTION, temperature=0, extra_body={"guided_choice": [text]}
+    ).choices[0].message.content == "Paris", "auto reads a thinking template's answers"
 
 
 def test_template_kwargs_reach_the_template(client):
-    thinking = scripted(client)
+    thinking = client.chat.completions.create(model=THINKER, messages=QUESTION, max_tokens=1)
     # With thinking off the prompt holds an empty <think></think> block, and the model's
     # answer is all answer.
     off = client.chat.completions.create(
@@ -188,18 +211,21 @@ def test_reasoning_fields_that_cannot_be_used_are_400s_naming_them(client):
 def test_ollama_think_gives_thinking_apart_and_false_turns_it_off(server):
     client = ollama.Client(host=server.url)
     assert "thinking" in client.show(THINKER).capabilities
+    assert "thinking" in client.show(OPENER).capabilities
     assert client.show(QWEN).capabilities == ["completion", "tools"]
-    answer = client.chat(model=THINKER, messages=QUESTION, think=True, options={"temperature": 0, "num_predict": 6})
+    answer = client.chat(model=OPENER, messages=QUESTION, think=True, options={"temperature": 0, "num_predict": 6})
     assert answer.message.thinking
     assert answer.message.content == ""
     streamed = list(
-        client.chat(model=THINKER, messages=QUESTION, think=True, stream=True, options={"temperature": 0, "num_predict": 6})
+        client.chat(model=OPENER, messages=QUESTION, think=True, stream=True, options={"temperature": 0, "num_predict": 6})
     )
     assert "".join(part.message.thinking or "" for part in streamed) == answer.message.thinking
     off = client.chat(model=THINKER, messages=QUESTION, think=False, options={"temperature": 0, "num_predict": 8})
     assert not off.message.thinking
     assert off.message.content
-    generated = client.generate(model=THINKER, prompt="What is the capital of France?", think=True, options={"temperature": 0, "num_predict": 6})
+    generated = client.generate(
+        model=OPENER, prompt="What is the capital of France?", think=True, options={"temperature": 0, "num_predict": 6}
+    )
     assert generated.thinking == answer.message.thinking
     # An earlier answer's thinking goes back; levels and thinking on other roles are refused.
     follow = client.chat(
@@ -216,3 +242,45 @@ def test_ollama_think_gives_thinking_apart_and_false_turns_it_off(server):
         with pytest.raises(ollama.ResponseError) as error:
             bad()
         assert error.value.status_code == 400
+
+
+FORECAST = {
+    "type": "function",
+    "function": {
+        "name": "get_forecast",
+        "description": "The weather forecast for a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "enum": ["Paris", "Madrid"]}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_a_call_opened_while_thinking_is_held_to_the_tools_and_read_as_a_call(client):
+    # The bias makes `<tool_call>` (one token in Qwen2.5's vocabulary) the likeliest token at
+    # every step, so the model opens a call inside the thinking the template opened; the
+    # lazy grammar of `auto` then holds it to a call and ends the answer. The call is the
+    # answer, not thinking.
+    bias = {"151657": 30}
+    answer = client.chat.completions.create(
+        model=OPENER, messages=QUESTION, tools=[FORECAST], temperature=0, max_tokens=40, logit_bias=bias, parallel_tool_calls=False
+    )
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    [call] = choice.message.tool_calls
+    assert call.function.name == "get_forecast"
+    assert json.loads(call.function.arguments)["city"] in ("Paris", "Madrid")
+    assert "<tool_call>" not in (getattr(choice.message, "reasoning_content", None) or "")
+    streamed = client.chat.completions.create(
+        model=OPENER, messages=QUESTION, tools=[FORECAST], temperature=0, max_tokens=40, logit_bias=bias, parallel_tool_calls=False, stream=True
+    )
+    thinking, calls = "", []
+    for chunk in streamed:
+        for part in chunk.choices:
+            thinking += getattr(part.delta, "reasoning_content", None) or ""
+            calls.extend(part.delta.tool_calls or [])
+    assert "<tool_call>" not in thinking
+    assert [c.function.name for c in calls] == ["get_forecast"]

@@ -100,6 +100,11 @@ impl Grammar {
     pub fn json_object() -> Self {
         Self::JsonSchema(r#"{"type":"object"}"#.to_owned())
     }
+
+    /// The grammar holds the answer from its first token (every kind but a lazy one).
+    pub fn holds_from_the_start(&self) -> bool {
+        !matches!(self, Self::Tagged { lazy: true, .. })
+    }
 }
 
 /// A generation request, validated.

@@ -103,6 +103,10 @@ pub struct ReasoningReader {
     answer_started: bool,
     /// Thinking given out so far (leading whitespace is dropped until it starts).
     thinking_started: bool,
+    /// With tools: what opens a call (see [`ReasoningReader::holding_calls`]).
+    call_open: Option<&'static str>,
+    /// A call was opened in the thinking: nothing more goes out until the thinking closes.
+    holding_call: bool,
 }
 
 impl ReasoningReader {
@@ -117,7 +121,19 @@ impl ReasoningReader {
             held: String::new(),
             answer_started: false,
             thinking_started: false,
+            call_open: None,
+            holding_call: false,
         }
+    }
+
+    /// Holds back a call the model opens while it thinks (`open`, such as `<tool_call>`):
+    /// with `tool_choice: auto` a lazy grammar holds the model to its calls from that tag on
+    /// and then ends the answer, so thinking that never closes after it ends in calls, which
+    /// [`ReasoningReader::finish`] gives as content for the calls reader. Should the thinking
+    /// close after all (the tag was only mentioned), the held text is thinking.
+    pub fn holding_calls(mut self, open: &'static str) -> Self {
+        self.call_open = Some(open);
+        self
     }
 
     /// Whether the answer is (so far) thinking.
@@ -169,20 +185,31 @@ impl ReasoningReader {
             State::Opening => split.content = std::mem::take(&mut self.held),
             State::Thinking => {
                 split.thinking = true;
-                let held = std::mem::take(&mut self.held);
-                split.reasoning = if self.thinking_started {
-                    held
-                } else {
-                    held.trim_start().to_owned()
-                };
+                let mut held = std::mem::take(&mut self.held);
+                if !self.thinking_started {
+                    held = held.trim_start().to_owned();
+                }
+                let call = self
+                    .call_open
+                    .filter(|_| self.holding_call)
+                    .and_then(|open| held.find(open));
+                match call {
+                    Some(at) => {
+                        split.content = held.split_off(at);
+                        held.truncate(held.trim_end().len());
+                        split.reasoning = held;
+                    }
+                    None => split.reasoning = held,
+                }
             }
             State::Answering => split.content = self.take_answer(),
         }
         split
     }
 
-    /// Gives out the held thinking but what may be the start of `</think>` and the whitespace
-    /// before it; with `closed`, the held text is all the thinking there is, and its trailing
+    /// Gives out the held thinking but what may be the start of `</think>` (or of a call's tag,
+    /// or a call opened in the thinking, see [`ReasoningReader::holding_calls`]) and the
+    /// whitespace before it; with `closed`, the held text is all the thinking there is, and its trailing
     /// whitespace is dropped.
     fn give_thinking(&mut self, split: &mut Split, closed: bool) {
         let mut text = std::mem::take(&mut self.held);
@@ -191,12 +218,21 @@ impl ReasoningReader {
             text.drain(..start);
         }
         let keep = if closed {
+            self.holding_call = false;
             text.truncate(text.trim_end().len());
             0
         } else {
-            let tag = tag_prefix_len(&text, THINK_CLOSE);
-            let body = &text[..text.len() - tag];
-            text.len() - body.trim_end().len()
+            let call = self.call_open.and_then(|open| text.find(open));
+            let body_end = if self.holding_call {
+                0
+            } else if let Some(at) = call {
+                self.holding_call = true;
+                at
+            } else {
+                let call_tag = self.call_open.map_or(0, |open| tag_prefix_len(&text, open));
+                text.len() - tag_prefix_len(&text, THINK_CLOSE).max(call_tag)
+            };
+            text.len() - text[..body_end].trim_end().len()
         };
         self.held = text.split_off(text.len() - keep);
         if !text.is_empty() {
@@ -359,6 +395,53 @@ mod tests {
         assert_eq!(thinking, 2);
         let (_, _, thinking) = read(false, &["c", "<think>", "d"]);
         assert_eq!(thinking, 0);
+    }
+
+    /// (reasoning, content) of `text` read with calls held, however it is cut.
+    fn holding_calls_however_cut(text: &str) -> (String, String) {
+        let read = |pieces: &[&str]| {
+            let mut reader = ReasoningReader::new(false).holding_calls("<tool_call>");
+            let (mut reasoning, mut content) = (String::new(), String::new());
+            for piece in pieces {
+                let split = reader.push(piece);
+                reasoning += &split.reasoning;
+                content += &split.content;
+            }
+            let split = reader.finish();
+            (reasoning + &split.reasoning, content + &split.content)
+        };
+        let whole = read(&[text]);
+        for i in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+            assert_eq!(read(&[&text[..i], &text[i..]]), whole, "cut at {i}");
+        }
+        whole
+    }
+
+    #[test]
+    fn a_call_opened_in_thinking_that_never_closes_is_the_answer() {
+        let call = "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>";
+        let text = format!("<think>\nI should call f.\n{call}");
+        assert_eq!(
+            holding_calls_however_cut(&text),
+            ("I should call f.".into(), call.into())
+        );
+        // The tag only mentioned: the thinking closes, and all of it is thinking.
+        let text = "<think>Hermes calls look like <tool_call>{...}.</think>No call.";
+        assert_eq!(
+            holding_calls_however_cut(text),
+            (
+                "Hermes calls look like <tool_call>{...}.".into(),
+                "No call.".into()
+            )
+        );
+        // Nothing goes out while a call is held.
+        let mut reader = ReasoningReader::new(true).holding_calls("<tool_call>");
+        assert_eq!(reader.push("Plan. <tool_").reasoning, "Plan.");
+        assert_eq!(reader.push("call>{\"name\"").reasoning, "");
+        assert_eq!(reader.push(": \"f\"}").reasoning, "");
+        let rest = reader.finish();
+        assert_eq!(rest.content, "<tool_call>{\"name\": \"f\"}");
+        assert_eq!(rest.reasoning, "");
     }
 
     #[test]

@@ -44,11 +44,18 @@ impl ChatFormat {
 
     /// Reads a reasoning model's thinking out of each choice's text into `reasoning_content`:
     /// `Some(opened)` when it does, with `opened` when the prompt ended inside the thinking.
+    /// After `reading_tool_calls`.
     pub(crate) fn reading_reasoning(mut self, opened: Option<bool>) -> Self {
         if let Some(opened) = opened {
             self.separates_reasoning = true;
             for choice in &mut self.choices {
-                choice.reasoning_reader = Some(ReasoningReader::new(opened));
+                let reader = ReasoningReader::new(opened);
+                // With tools, a call opened in the thinking may be the answer (see
+                // `ReasoningReader::holding_calls`).
+                choice.reasoning_reader = Some(match choice.calls_reader {
+                    Some(_) => reader.holding_calls(moat_openai::HERMES_OPEN),
+                    None => reader,
+                });
             }
         }
         self
@@ -496,6 +503,34 @@ mod tests {
         assert_eq!(
             usage["usage"]["completion_tokens_details"]["reasoning_tokens"],
             3
+        );
+    }
+
+    #[test]
+    fn a_call_the_lazy_grammar_held_inside_the_thinking_is_a_call() {
+        let format = ChatFormat::new(ids(), 1, false)
+            .reading_tool_calls(Some(&tools(true)))
+            .reading_reasoning(Some(true));
+        let (chunks, _, whole) = run_with(
+            format,
+            &[
+                "I should call f.",
+                "\n<tool_call>",
+                "\n{\"name\": \"f\", \"arguments\": {\"a\": 1}}",
+                "\n</tool_call>",
+            ],
+        );
+        let message = &whole["choices"][0]["message"];
+        assert_eq!(message["reasoning_content"], "I should call f.", "{whole}");
+        assert_eq!(
+            message["tool_calls"][0]["function"]["arguments"],
+            r#"{"a":1}"#
+        );
+        assert_eq!(whole["choices"][0]["finish_reason"], "tool_calls");
+        let (reasoning, content) = streamed_texts(&chunks);
+        assert_eq!(
+            (reasoning.as_str(), content.as_str()),
+            ("I should call f.", "")
         );
     }
 

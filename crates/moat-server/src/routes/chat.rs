@@ -179,6 +179,14 @@ pub(crate) async fn local_chat(
     )
     .await?;
     let separates_reasoning = chat.reasoning.separates(prompt.template_thinks);
+    // A grammar that holds the answer from its first token leaves no room for thinking: what
+    // it allows is the answer, even after a prompt that opened the thinking.
+    let held_from_the_start = chat
+        .params
+        .grammar
+        .as_ref()
+        .is_some_and(moat_engine::Grammar::holds_from_the_start);
+    let opens_thinking = prompt.opens_thinking && !held_from_the_start;
     let tokens = prompt.tokens;
     let params = &chat.params;
     let jobs = (0..params.n)
@@ -206,7 +214,7 @@ pub(crate) async fn local_chat(
     let ids = state.response_ids("chatcmpl", &chat.model);
     let format = ChatFormat::new(ids.clone(), params.n, params.logprobs.is_some())
         .reading_tool_calls(chat.tools.as_ref())
-        .reading_reasoning(separates_reasoning.then_some(prompt.opens_thinking));
+        .reading_reasoning(separates_reasoning.then_some(opens_thinking));
     let citations: Option<Vec<WireCitation>> = citations;
     if params.stream {
         let trailer = citations.map(|c| citations_chunk(&ids, c));
