@@ -39,9 +39,12 @@ class FakeUpstream:
     optional delay, or fails with a status; it records each request body it receives."""
 
     def __init__(self, status: int = 200, delay: float = 0.0, content: str | None = "from the fake upstream",
-                 tool_calls: list | None = None, unfinished: bool = False):
+                 tool_calls: list | None = None, unfinished: bool = False, reasoning: str | None = None):
         self.requests: list[dict] = []
         self.status, self.delay, self.content, self.tool_calls = status, delay, content, tool_calls
+        # A reasoning model's thinking, sent as llama-server sends it (`reasoning_content`),
+        # streamed in 4-character pieces before the content.
+        self.reasoning = reasoning
         # Streams end after the content, in 4-character pieces, with no finish reason.
         self.unfinished = unfinished
         fake = self
@@ -72,6 +75,9 @@ class FakeUpstream:
                 if body.get("stream") and fake.tool_calls:
                     self.stream_calls(body)
                     return
+                if body.get("stream") and fake.reasoning:
+                    self.stream_reasoning(body)
+                    return
                 if body.get("stream") and fake.unfinished:
                     self.send_response(200)
                     self.send_header("content-type", "text/event-stream")
@@ -100,6 +106,8 @@ class FakeUpstream:
                     self.wfile.write(b"data: [DONE]\n\n")
                     return
                 message = {"role": "assistant", "content": fake.content}
+                if fake.reasoning:
+                    message["reasoning_content"] = fake.reasoning
                 if fake.tool_calls:
                     message["tool_calls"] = fake.tool_calls
                 self.send_json(200, {
@@ -132,6 +140,23 @@ class FakeUpstream:
                 send({}, "tool_calls")
                 self.wfile.write(b"data: [DONE]\n\n")
 
+            def stream_reasoning(self, body):
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.end_headers()
+
+                def send(delta, finish=None):
+                    chunk = {"id": "fake-3", "object": "chat.completion.chunk", "created": 1,
+                             "model": body["model"],
+                             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+                for at in range(0, len(fake.reasoning), 4):
+                    send({"reasoning_content": fake.reasoning[at:at + 4]})
+                send({"content": fake.content})
+                send({}, "stop")
+                self.wfile.write(b"data: [DONE]\n\n")
+
             def send_json(self, status, value):
                 data = json.dumps(value).encode()
                 self.send_response(status)
@@ -158,6 +183,7 @@ def upstreams():
         "good": FakeUpstream(content="the good upstream answered"),
         "leaky": FakeUpstream(content="Sure: the card is 4111 1111 1111 1111, keep it safe."),
         "unfinished": FakeUpstream(content="Mail jane.doe@example.com today", unfinished=True),
+        "thinker": FakeUpstream(content="Done.", reasoning="Write to jane.doe@example.com first."),
         "caller": FakeUpstream(content=None, tool_calls=[{
             "id": "call_1", "type": "function",
             "function": {"name": "get_weather",
@@ -215,6 +241,13 @@ guard = "careful"
 type = "upstream"
 url = "{upstreams['unfinished'].url}"
 model = "unfinished-model"
+
+[aliases.guarded-thinker]
+guard = "careful"
+[[aliases.guarded-thinker.targets]]
+type = "upstream"
+url = "{upstreams['thinker'].url}"
+model = "thinker-model"
 
 [aliases.guarded-tools]
 guard = "careful"
@@ -344,6 +377,35 @@ def test_ollama_chat_through_a_guarded_alias_puts_streamed_call_fragments_togeth
             calls = answer["message"]["tool_calls"]
         assert calls == [{"function": {"name": "get_weather",
                                        "arguments": {"city": "Paris", "notify": "[EMAIL_1]"}}}], (stream, answer)
+
+
+def test_an_upstreams_thinking_passes_the_output_rail_and_reaches_ollama_as_thinking(gateway):
+    # The upstream sends its thinking as `reasoning_content`, in 4-character pieces that split
+    # an address: the rail redacts it there too, and it is all out before the answer.
+    client = gateway.client()
+    messages = [{"role": "user", "content": "Go."}]
+    whole = client.chat.completions.create(model="guarded-thinker", messages=messages)
+    assert whole.choices[0].message.reasoning_content == "Write to [EMAIL_1] first."
+    assert whole.choices[0].message.content == "Done."
+    thinking, answer, order = "", "", []
+    for chunk in client.chat.completions.create(model="guarded-thinker", messages=messages, stream=True):
+        for part in chunk.choices:
+            piece = getattr(part.delta, "reasoning_content", None)
+            if piece:
+                thinking += piece
+                order.append("thinking")
+            if part.delta.content:
+                answer += part.delta.content
+                order.append("answer")
+    assert (thinking, answer) == ("Write to [EMAIL_1] first.", "Done.")
+    assert order[-1] == "answer", order
+    for stream in (False, True):
+        body = json.dumps({"model": "guarded-thinker", "stream": stream, "messages": messages}).encode()
+        status, _, reply = http("POST", gateway.url + "/api/chat", body)
+        assert status == 200, reply
+        lines = [json.loads(line) for line in reply.splitlines()] if stream else [reply]
+        assert "".join(line["message"].get("thinking", "") for line in lines) == "Write to [EMAIL_1] first."
+        assert "".join(line["message"]["content"] for line in lines) == "Done."
 
 
 def test_a_guarded_stream_that_ends_without_a_finish_loses_no_text_and_is_audited(gateway):
