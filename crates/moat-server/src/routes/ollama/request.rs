@@ -59,12 +59,18 @@ pub(super) fn apply_ollama_defaults(state: &AppState, model: &str, body: &mut Ma
         return;
     };
     let manifest = &served.limits.defaults;
-    let in_manifest = |field: &str| match field {
+    fill_defaults(body, |field| match field {
         "temperature" => manifest.temperature.is_some(),
         "top_k" => manifest.top_k.is_some(),
         "top_p" => manifest.top_p.is_some(),
         _ => false,
-    };
+    });
+}
+
+/// Ollama's defaults for the fields neither `body` (the request) nor the manifest
+/// (`in_manifest`) set: the request wins, then the manifest (the engine applies its
+/// defaults), then Ollama's.
+pub(super) fn fill_defaults(body: &mut Map<String, Value>, in_manifest: impl Fn(&str) -> bool) {
     for (field, value) in ollama_defaults() {
         if !body.contains_key(field) && !in_manifest(field) {
             body.insert(field.into(), value);

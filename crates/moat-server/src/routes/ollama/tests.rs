@@ -235,3 +235,67 @@ async fn one_object_gathers_the_stream_and_an_error_keeps_its_status() {
     assert_eq!(error.status, StatusCode::BAD_REQUEST);
     assert_eq!(error.message, "blocked");
 }
+
+#[test]
+fn ollamas_defaults_fill_what_neither_the_request_nor_the_manifest_set() {
+    let mut body = applied(json!({"top_k": 5})).ok().unwrap();
+    fill_defaults(&mut body, |field| field == "top_p");
+    assert_eq!(body.get("top_k"), Some(&json!(5)), "the request wins");
+    assert_eq!(
+        body.get("top_p"),
+        None,
+        "the manifest's default applies in the engine"
+    );
+    assert_eq!(
+        body.get("temperature"),
+        Some(&json!(0.8)),
+        "Ollama's default fills the rest"
+    );
+    let mut body = Map::new();
+    fill_defaults(&mut body, |_| false);
+    assert_eq!(
+        Value::Object(body),
+        json!({"temperature": 0.8, "top_k": 40, "top_p": 0.9})
+    );
+}
+
+fn openai_body_of(request: Value, completions: bool) -> Result<Map<String, Value>> {
+    let common: Common = serde_json::from_value(request).unwrap();
+    common.openai_body("m", completions)
+}
+
+#[test]
+fn think_becomes_the_template_switch_and_reasoning_format() {
+    let on = openai_body_of(json!({"model": "m", "think": true}), false)
+        .ok()
+        .unwrap();
+    assert_eq!(on["chat_template_kwargs"], json!({"enable_thinking": true}));
+    assert_eq!(on["reasoning_format"], "deepseek");
+    let off = openai_body_of(json!({"model": "m", "think": false}), false)
+        .ok()
+        .unwrap();
+    assert_eq!(
+        off["chat_template_kwargs"],
+        json!({"enable_thinking": false})
+    );
+    assert!(!off.contains_key("reasoning_format"));
+    for unset in [json!({"model": "m"}), json!({"model": "m", "think": ""})] {
+        let body = openai_body_of(unset, false).ok().unwrap();
+        assert!(
+            !body.contains_key("chat_template_kwargs") && !body.contains_key("reasoning_format")
+        );
+    }
+    let raw_off = openai_body_of(json!({"model": "m", "think": false}), true)
+        .ok()
+        .unwrap();
+    assert!(!raw_off.contains_key("chat_template_kwargs"));
+    for (request, completions) in [
+        (json!({"model": "m", "think": "high"}), false),
+        (json!({"model": "m", "think": 1}), false),
+        (json!({"model": "m", "think": true}), true),
+    ] {
+        let error = openai_body_of(request, completions).err().unwrap();
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert!(error.message.starts_with("think"), "{}", error.message);
+    }
+}
