@@ -168,6 +168,12 @@ def test_template_kwargs_reach_the_template(client):
     assert getattr(off.choices[0].message, "reasoning_content", None) is None
     assert off.choices[0].message.content
     assert off.usage.completion_tokens_details.reasoning_tokens == 0
+    # OpenAI's reasoning_effort "none" is the same switch; another level changes nothing for
+    # a template that does not read it.
+    none = client.chat.completions.create(model=THINKER, messages=QUESTION, max_tokens=1, reasoning_effort="none")
+    assert none.usage.prompt_tokens == off.usage.prompt_tokens
+    high = client.chat.completions.create(model=THINKER, messages=QUESTION, max_tokens=1, reasoning_effort="high")
+    assert high.usage.prompt_tokens == thinking.usage.prompt_tokens
 
 
 def test_an_earlier_turns_thinking_goes_back_to_the_template(client):
@@ -188,6 +194,7 @@ def test_reasoning_fields_that_cannot_be_used_are_400s_naming_them(client):
     cases = [
         ({"reasoning_format": "deepseek-legacy"}, "reasoning_format"),
         ({"reasoning_format": 1}, "reasoning_format"),
+        ({"reasoning_effort": "max"}, "reasoning_effort"),
         ({"chat_template_kwargs": ["enable_thinking"]}, "chat_template_kwargs"),
         ({"chat_template_kwargs": {"add_generation_prompt": False}}, "chat_template_kwargs.add_generation_prompt"),
     ]

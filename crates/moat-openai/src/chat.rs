@@ -71,7 +71,41 @@ struct ChatFields {
     tool_choice: Option<Value>,
     parallel_tool_calls: Option<Value>,
     reasoning_format: Option<Value>,
+    reasoning_effort: Option<Value>,
     chat_template_kwargs: Option<Value>,
+}
+
+/// `reasoning_effort`'s levels (OpenAI's).
+const REASONING_EFFORTS: &[&str] = &["none", "minimal", "low", "medium", "high", "xhigh"];
+
+/// `reasoning_effort`, as llama-server takes it: `none` turns thinking off through the
+/// template's `enable_thinking`, another level reaches the template as `reasoning_effort`
+/// (gpt-oss's template reads it). Variables set in `chat_template_kwargs` win.
+fn apply_reasoning_effort(
+    value: Option<&Value>,
+    kwargs: &mut Map<String, Value>,
+) -> Result<(), WireError> {
+    const FIELD: &str = "reasoning_effort";
+    let level = match value {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::String(level)) if REASONING_EFFORTS.contains(&level.as_str()) => level,
+        Some(_) => {
+            return Err(WireError::invalid(
+                FIELD,
+                format!("expected one of {}", REASONING_EFFORTS.join(", ")),
+            ))
+        }
+    };
+    if level == "none" {
+        kwargs
+            .entry("enable_thinking")
+            .or_insert(Value::Bool(false));
+    } else {
+        kwargs
+            .entry(FIELD)
+            .or_insert_with(|| Value::String(level.clone()));
+    }
+    Ok(())
 }
 
 /// Most `chat_template_kwargs` a request may give.
@@ -208,13 +242,15 @@ impl ChatRequest {
             params.grammar = tools.grammar();
             params.grammar_field = "tools";
         }
+        let mut template_kwargs = template_kwargs(fields.chat_template_kwargs)?;
+        apply_reasoning_effort(fields.reasoning_effort.as_ref(), &mut template_kwargs)?;
         Ok(ValidChat {
             model: self.model,
             messages,
             params,
             tools,
             reasoning: ReasoningFormat::parse(fields.reasoning_format.as_ref())?,
-            template_kwargs: template_kwargs(fields.chat_template_kwargs)?,
+            template_kwargs,
         })
     }
 }
@@ -676,6 +712,27 @@ mod tests {
             let body =
                 format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],{field}}}"#);
             assert_eq!(validate(&body).unwrap_err().param(), Some(param), "{field}");
+        }
+    }
+
+    #[test]
+    fn reasoning_effort_reaches_the_template_and_none_turns_thinking_off() {
+        let with = |extra: &str| {
+            validate(&format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],{extra}}}"#
+            ))
+        };
+        let low = with(r#""reasoning_effort":"low""#).unwrap();
+        assert_eq!(low.template_kwargs["reasoning_effort"], "low");
+        let none = with(r#""reasoning_effort":"none""#).unwrap();
+        assert_eq!(none.template_kwargs["enable_thinking"], false);
+        assert!(!none.template_kwargs.contains_key("reasoning_effort"));
+        let kwargs_win =
+            with(r#""reasoning_effort":"none","chat_template_kwargs":{"enable_thinking":true}"#)
+                .unwrap();
+        assert_eq!(kwargs_win.template_kwargs["enable_thinking"], true);
+        for bad in [r#""reasoning_effort":"max""#, r#""reasoning_effort":2"#] {
+            assert_eq!(with(bad).unwrap_err().param(), Some("reasoning_effort"));
         }
     }
 

@@ -121,8 +121,8 @@ pub const CHAT_FIELDS: &[FieldRule] = &[
     ),
     rule(
         "reasoning_effort",
-        Rejected,
-        "reasoning effort is not supported",
+        Supported,
+        "none turns thinking off (enable_thinking: false for the template); minimal, low, medium, high or xhigh reach the template as reasoning_effort; see Reasoning models",
     ),
     rule(
         "reasoning_format",
