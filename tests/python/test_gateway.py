@@ -31,7 +31,7 @@ if not os.environ.get("MOAT_TEST_MODELS"):
 
 import openai  # noqa: E402
 
-from test_openai_server import SMOLLM2, Server, http, moat, pull  # noqa: E402
+from test_openai_server import SMOLLM2, Server, http, moat, pull, streamed_thinking  # noqa: E402
 
 
 class FakeUpstream:
@@ -117,9 +117,8 @@ class FakeUpstream:
                     "usage": usage,
                 })
 
-            def stream_calls(self, body):
-                """The calls as OpenAI streams them: a first delta with each call's id and name,
-                then its arguments in pieces of 5 characters, then the finish."""
+            def start_stream(self, body):
+                """Starts an SSE answer; returns a function that sends one chunk of choice 0."""
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
                 self.end_headers()
@@ -129,6 +128,13 @@ class FakeUpstream:
                              "model": body["model"],
                              "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+                return send
+
+            def stream_calls(self, body):
+                """The calls as OpenAI streams them: a first delta with each call's id and name,
+                then its arguments in pieces of 5 characters, then the finish."""
+                send = self.start_stream(body)
 
                 send({"role": "assistant", "content": None})
                 for index, call in enumerate(fake.tool_calls):
@@ -141,15 +147,8 @@ class FakeUpstream:
                 self.wfile.write(b"data: [DONE]\n\n")
 
             def stream_reasoning(self, body):
-                self.send_response(200)
-                self.send_header("content-type", "text/event-stream")
-                self.end_headers()
-
-                def send(delta, finish=None):
-                    chunk = {"id": "fake-3", "object": "chat.completion.chunk", "created": 1,
-                             "model": body["model"],
-                             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                """The thinking in pieces of 4 characters, then the content, then the finish."""
+                send = self.start_stream(body)
 
                 for at in range(0, len(fake.reasoning), 4):
                     send({"reasoning_content": fake.reasoning[at:at + 4]})
@@ -387,16 +386,8 @@ def test_an_upstreams_thinking_passes_the_output_rail_and_reaches_ollama_as_thin
     whole = client.chat.completions.create(model="guarded-thinker", messages=messages)
     assert whole.choices[0].message.reasoning_content == "Write to [EMAIL_1] first."
     assert whole.choices[0].message.content == "Done."
-    thinking, answer, order = "", "", []
-    for chunk in client.chat.completions.create(model="guarded-thinker", messages=messages, stream=True):
-        for part in chunk.choices:
-            piece = getattr(part.delta, "reasoning_content", None)
-            if piece:
-                thinking += piece
-                order.append("thinking")
-            if part.delta.content:
-                answer += part.delta.content
-                order.append("answer")
+    stream = client.chat.completions.create(model="guarded-thinker", messages=messages, stream=True)
+    thinking, answer, order, _ = streamed_thinking(stream)
     assert (thinking, answer) == ("Write to [EMAIL_1] first.", "Done.")
     assert order[-1] == "answer", order
     for stream in (False, True):

@@ -391,6 +391,25 @@ def test_stop_strings_end_the_text_and_are_not_returned(client):
 # ----------------------------------------------------------------------------
 
 
+def streamed_thinking(chunks):
+    """A chat stream's thinking (`reasoning_content`) and answer put together, and which came
+    in what order ("thinking" or "answer" per delta that carried some); the usage chunk's
+    usage, if any."""
+    thinking, answer, order, usage = "", "", [], None
+    for chunk in chunks:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for part in chunk.choices:
+            piece = getattr(part.delta, "reasoning_content", None)
+            if piece:
+                thinking += piece
+                order.append("thinking")
+            if part.delta.content:
+                answer += part.delta.content
+                order.append("answer")
+    return thinking, answer, order, usage
+
+
 def expect_error(error_type, call, code=None, param=None):
     with pytest.raises(error_type) as caught:
         call()

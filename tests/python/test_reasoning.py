@@ -24,7 +24,7 @@ if not os.environ.get("MOAT_TEST_MODELS"):
 import ollama  # noqa: E402
 import openai  # noqa: E402
 
-from test_openai_server import QWEN, Server, expect_error, model_file, moat  # noqa: E402
+from test_openai_server import QWEN, Server, expect_error, model_file, moat, streamed_thinking  # noqa: E402
 
 THINKER = "qwen-thinks:0.5b"
 OPENER = "qwen-opens-thinking:0.5b"
@@ -92,18 +92,7 @@ def test_thinking_comes_back_apart_whole_and_streamed(client):
     assert 0 < details.reasoning_tokens < whole.usage.completion_tokens
 
     stream = scripted(client, stream=True, stream_options={"include_usage": True})
-    thinking, answer, usage, order = "", "", None, []
-    for chunk in stream:
-        if chunk.usage is not None:
-            usage = chunk.usage
-        for choice in chunk.choices:
-            piece = getattr(choice.delta, "reasoning_content", None)
-            if piece:
-                thinking += piece
-                order.append("thinking")
-            if choice.delta.content:
-                answer += choice.delta.content
-                order.append("answer")
+    thinking, answer, order, usage = streamed_thinking(stream)
     assert (thinking, answer) == (THOUGHT, "Paris")
     assert order.index("answer") > order.index("thinking"), order
     assert "thinking" not in order[order.index("answer") + 1 :], order

@@ -583,24 +583,35 @@ impl ChatCompletionChunk {
         )
     }
 
-    pub fn content(
+    /// A chunk of one choice with `delta`.
+    fn delta(
         ids: &ResponseIds,
         index: u32,
-        text: String,
+        delta: ChatDelta,
         logprobs: Option<ChatLogprobs>,
     ) -> Self {
         Self::one(
             ids,
             ChatChunkChoice {
                 index,
-                delta: ChatDelta {
-                    content: Some(text),
-                    ..ChatDelta::default()
-                },
+                delta,
                 logprobs,
                 finish_reason: None,
             },
         )
+    }
+
+    pub fn content(
+        ids: &ResponseIds,
+        index: u32,
+        text: String,
+        logprobs: Option<ChatLogprobs>,
+    ) -> Self {
+        let delta = ChatDelta {
+            content: Some(text),
+            ..ChatDelta::default()
+        };
+        Self::delta(ids, index, delta, logprobs)
     }
 
     /// A piece of a reasoning model's thinking and (where the thinking ended within it) of
@@ -612,35 +623,21 @@ impl ChatCompletionChunk {
         content: Option<String>,
         logprobs: Option<ChatLogprobs>,
     ) -> Self {
-        Self::one(
-            ids,
-            ChatChunkChoice {
-                index,
-                delta: ChatDelta {
-                    reasoning_content: Some(reasoning),
-                    content,
-                    ..ChatDelta::default()
-                },
-                logprobs,
-                finish_reason: None,
-            },
-        )
+        let delta = ChatDelta {
+            reasoning_content: Some(reasoning),
+            content,
+            ..ChatDelta::default()
+        };
+        Self::delta(ids, index, delta, logprobs)
     }
 
     /// A choice's tool calls, whole, each with its `index` among them.
     pub fn tool_calls(ids: &ResponseIds, index: u32, calls: Vec<ToolCall>) -> Self {
-        Self::one(
-            ids,
-            ChatChunkChoice {
-                index,
-                delta: ChatDelta {
-                    tool_calls: Some(calls),
-                    ..ChatDelta::default()
-                },
-                logprobs: None,
-                finish_reason: None,
-            },
-        )
+        let delta = ChatDelta {
+            tool_calls: Some(calls),
+            ..ChatDelta::default()
+        };
+        Self::delta(ids, index, delta, None)
     }
 
     pub fn finish(ids: &ResponseIds, index: u32, finish_reason: &'static str) -> Self {
