@@ -10,7 +10,7 @@ use crate::fields::{screen, CHAT_FIELDS};
 use crate::logprobs::ChatLogprobs;
 use crate::params::{token_count, SamplingFields};
 use crate::parse::{object, typed};
-use crate::reasoning::ReasoningFormat;
+use crate::reasoning::{ReasoningFormat, REASONING_CONTENT};
 use crate::tools::{self, ToolCall, ValidTools};
 use crate::{GenerationParams, ModelLimits, WireError};
 
@@ -338,7 +338,7 @@ fn parse_message(
     if let Some(reasoning) = reasoning {
         parsed
             .extra
-            .insert("reasoning_content".into(), Value::String(reasoning));
+            .insert(REASONING_CONTENT.into(), Value::String(reasoning));
     }
     Ok((role, parsed))
 }

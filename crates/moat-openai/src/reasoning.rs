@@ -10,6 +10,10 @@ use serde_json::Value;
 
 use crate::WireError;
 
+/// Where an assistant message keeps its thinking, in requests and answers (llama-server's and
+/// DeepSeek's name).
+pub const REASONING_CONTENT: &str = "reasoning_content";
+
 /// What opens and closes a model's thinking.
 pub const THINK_OPEN: &str = "<think>";
 pub const THINK_CLOSE: &str = "</think>";

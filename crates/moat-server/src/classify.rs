@@ -108,7 +108,14 @@ fn turns(messages: &[ChatMessage]) -> Vec<Turn> {
                     .filter_map(|part| part.text.as_deref())
                     .collect::<Vec<_>>()
                     .join(" "),
-                None => return None,
+                None => String::new(),
+            };
+            // An earlier turn's thinking, which a template may show the model, is read too.
+            let text = match crate::guarding::message_reasoning(message) {
+                Some(reasoning) if text.is_empty() => reasoning.to_owned(),
+                Some(reasoning) => format!("{reasoning}\n{text}"),
+                None if message.content.is_none() => return None,
+                None => text,
             };
             Some(Turn { speaker, text })
         })

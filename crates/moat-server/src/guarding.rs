@@ -84,7 +84,17 @@ fn check_texts(
     Ok(last)
 }
 
-/// The input rail over a chat's messages: their text and text parts, and the arguments of the
+/// An earlier assistant turn's thinking, if it has any.
+pub(crate) fn message_reasoning(message: &ChatMessage) -> Option<&str> {
+    message
+        .extra
+        .get(moat_openai::REASONING_CONTENT)
+        .and_then(serde_json::Value::as_str)
+        .filter(|text| !text.is_empty())
+}
+
+/// The input rail over a chat's messages: their text and text parts, the thinking of earlier
+/// assistant turns, and the arguments of the
 /// tool calls earlier assistant turns made (JSON text; a redaction stays inside its string);
 /// and over the request's tool definitions, which the model reads too (see [`tool_texts`]).
 pub(crate) fn chat_input(
@@ -115,6 +125,12 @@ pub(crate) fn chat_input(
                     texts.push(arguments);
                 }
             }
+        }
+        // An earlier turn's thinking, which a template may show the model.
+        if let Some(serde_json::Value::String(reasoning)) =
+            message.extra.get_mut(moat_openai::REASONING_CONTENT)
+        {
+            texts.push(reasoning);
         }
     }
     check_texts(guard, &mut texts, ticket)

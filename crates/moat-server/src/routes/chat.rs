@@ -261,6 +261,12 @@ pub(crate) fn shows_hermes_calls(template: &str) -> bool {
 pub(crate) fn message_texts(messages: &[ChatMessage]) -> String {
     let mut out = String::new();
     for message in messages {
+        if let Some(reasoning) = crate::guarding::message_reasoning(message) {
+            out.push_str(&message.role);
+            out.push_str(" (thinking): ");
+            out.push_str(reasoning);
+            out.push('\n');
+        }
         let text = match &message.content {
             Some(moat_engine::MessageContent::Text(text)) => Some(text.clone()),
             Some(moat_engine::MessageContent::Parts(parts)) => Some(
