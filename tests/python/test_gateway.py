@@ -378,7 +378,7 @@ def test_ollama_chat_through_a_guarded_alias_puts_streamed_call_fragments_togeth
                                        "arguments": {"city": "Paris", "notify": "[EMAIL_1]"}}}], (stream, answer)
 
 
-def test_an_upstreams_thinking_passes_the_output_rail_and_reaches_ollama_as_thinking(gateway):
+def test_an_upstreams_thinking_passes_the_output_rail_and_reaches_ollama_as_thinking(gateway, upstreams):
     # The upstream sends its thinking as `reasoning_content`, in 4-character pieces that split
     # an address: the rail redacts it there too, and it is all out before the answer.
     client = gateway.client()
@@ -397,6 +397,14 @@ def test_an_upstreams_thinking_passes_the_output_rail_and_reaches_ollama_as_thin
         lines = [json.loads(line) for line in reply.splitlines()] if stream else [reply]
         assert "".join(line["message"].get("thinking", "") for line in lines) == "Write to [EMAIL_1] first."
         assert "".join(line["message"]["content"] for line in lines) == "Done."
+    # Ollama's think and an earlier answer's thinking are not passed on to the upstream.
+    history = [*messages, {"role": "assistant", "content": "Done.", "thinking": "Easy."}, *messages]
+    body = json.dumps({"model": "guarded-thinker", "stream": False, "think": True, "messages": history}).encode()
+    status, _, reply = http("POST", gateway.url + "/api/chat", body)
+    assert status == 200, reply
+    sent = upstreams["thinker"].requests[-1]
+    assert "chat_template_kwargs" not in sent and "reasoning_format" not in sent, sent
+    assert all("reasoning_content" not in message for message in sent["messages"]), sent
 
 
 def test_a_guarded_stream_that_ends_without_a_finish_loses_no_text_and_is_audited(gateway):

@@ -219,6 +219,9 @@ def test_ollama_think_gives_thinking_apart_and_false_turns_it_off(server):
     off = client.chat(model=THINKER, messages=QUESTION, think=False, options={"temperature": 0, "num_predict": 8})
     assert not off.message.thinking
     assert off.message.content
+    # think=False reached the template: it closed the thinking in the prompt.
+    default = client.chat(model=THINKER, messages=QUESTION, options={"num_predict": 1})
+    assert off.prompt_eval_count > default.prompt_eval_count
     generated = client.generate(
         model=OPENER, prompt="What is the capital of France?", think=True, options={"temperature": 0, "num_predict": 6}
     )

@@ -51,7 +51,7 @@ const DEPRECATED_FUNCTIONS: &str = "OpenAI's deprecated functions API; send tool
 /// `/v1/chat/completions`, sorted by name.
 pub const CHAT_FIELDS: &[FieldRule] = &[
     rule("audio", Rejected, "audio output is not supported"),
-    rule("chat_template_kwargs", Supported, "moat extension (as in vLLM and llama-server): an object of further variables for the model's chat template, such as enable_thinking; at most 32, not messages, tools, documents or add_generation_prompt"),
+    rule("chat_template_kwargs", Supported, "moat extension (as in vLLM and llama-server): an object of further variables for the model's chat template, such as enable_thinking; at most 32, not messages, tools, documents, add_generation_prompt, bos_token or eos_token"),
     rule("frequency_penalty", Supported, "-2.0 to 2.0"),
     rule("function_call", Rejected, DEPRECATED_FUNCTIONS),
     rule("functions", Rejected, DEPRECATED_FUNCTIONS),

@@ -67,6 +67,13 @@ impl ReasoningFormat {
     }
 }
 
+/// Whether a chat template is a reasoning model's: it writes or reads `<think>` or
+/// `</think>` (DeepSeek-R1's distills' first template only splits earlier answers at
+/// `</think>`).
+pub fn template_thinks(template: &str) -> bool {
+    template.contains(THINK_OPEN) || template.contains(THINK_CLOSE)
+}
+
 /// Whether a prompt leaves the model inside its thinking: the template's generation prompt
 /// ended with `<think>` (DeepSeek-R1's does), so the answer starts with thinking and has no
 /// opening tag.
@@ -87,9 +94,6 @@ enum State {
 pub struct Split {
     pub reasoning: String,
     pub content: String,
-    /// The piece was (part of) the thinking, its tags included: it counts as a reasoning
-    /// token.
-    pub thinking: bool,
 }
 
 /// Splits a choice's text into thinking and answer as it streams. Thinking is only what the
@@ -107,10 +111,16 @@ pub struct ReasoningReader {
     answer_started: bool,
     /// Thinking given out so far (leading whitespace is dropped until it starts).
     thinking_started: bool,
-    /// With tools: what opens a call (see [`ReasoningReader::holding_calls`]).
-    call_open: Option<&'static str>,
+    /// With tools: what opens and closes a call (see [`ReasoningReader::holding_calls`]).
+    call_tags: Option<(&'static str, &'static str)>,
     /// A call was opened in the thinking: nothing more goes out until the thinking closes.
     holding_call: bool,
+    /// Pieces taken while the answer might still open with `<think>`.
+    opening_pieces: u32,
+    /// Pieces that were thinking, its tags included (see [`ReasoningReader::thinking_pieces`]).
+    thinking_pieces: u32,
+    /// `thinking_pieces` before the piece that opened a held call.
+    before_call: u32,
 }
 
 impl ReasoningReader {
@@ -125,18 +135,23 @@ impl ReasoningReader {
             held: String::new(),
             answer_started: false,
             thinking_started: false,
-            call_open: None,
+            call_tags: None,
             holding_call: false,
+            opening_pieces: 0,
+            thinking_pieces: 0,
+            before_call: 0,
         }
     }
 
-    /// Holds back a call the model opens while it thinks (`open`, such as `<tool_call>`):
-    /// with `tool_choice: auto` a lazy grammar holds the model to its calls from that tag on
-    /// and then ends the answer, so thinking that never closes after it ends in calls, which
-    /// [`ReasoningReader::finish`] gives as content for the calls reader. Should the thinking
-    /// close after all (the tag was only mentioned), the held text is thinking.
-    pub fn holding_calls(mut self, open: &'static str) -> Self {
-        self.call_open = Some(open);
+    /// Holds back a call the model opens while it thinks (`open`, such as `<tool_call>`, to
+    /// `close`): with `tool_choice: auto` a lazy grammar holds the model to its calls from that
+    /// tag on and then ends the answer, so thinking that never closes and ends with a closed
+    /// call ends in calls, which [`ReasoningReader::finish`] gives as content for the calls
+    /// reader. Should the thinking close after all (the tag was only mentioned), or end
+    /// inside the call (out of tokens), the held text is thinking. Nothing streams while a
+    /// call is held.
+    pub fn holding_calls(mut self, open: &'static str, close: &'static str) -> Self {
+        self.call_tags = Some((open, close));
         self
     }
 
@@ -145,12 +160,23 @@ impl ReasoningReader {
         self.state == State::Thinking
     }
 
+    /// How many of the pieces taken so far were thinking, its tags included: a reasoning
+    /// model's reasoning tokens, when each piece is one token. Pieces that opened with
+    /// `<think>` count once the tag is read, and a call held in the thinking that turned out
+    /// to be the answer's (see [`ReasoningReader::holding_calls`]) stops counting at the end.
+    pub fn thinking_pieces(&self) -> u32 {
+        self.thinking_pieces
+    }
+
     /// Takes the next piece of text; returns what may go out now.
     pub fn push(&mut self, piece: &str) -> Split {
-        let was_thinking = self.state == State::Thinking;
         let mut split = Split::default();
         self.held.push_str(piece);
+        if self.state == State::Thinking {
+            self.thinking_pieces += 1;
+        }
         if self.state == State::Opening {
+            self.opening_pieces += 1;
             let start = self.held.trim_start();
             if start.is_empty() || (THINK_OPEN.starts_with(start) && start != THINK_OPEN) {
                 return split;
@@ -158,6 +184,8 @@ impl ReasoningReader {
             if let Some(rest) = start.strip_prefix(THINK_OPEN) {
                 self.held = rest.to_owned();
                 self.state = State::Thinking;
+                // The pieces that wrote the tag (and any whitespace before it) count.
+                self.thinking_pieces += self.opening_pieces;
             } else {
                 // No thinking: the text is the answer as written.
                 self.state = State::Answering;
@@ -165,7 +193,6 @@ impl ReasoningReader {
             }
         }
         if self.state == State::Thinking {
-            split.thinking = true;
             if let Some(end) = self.held.find(THINK_CLOSE) {
                 let rest = self.held.split_off(end);
                 self.give_thinking(&mut split, true);
@@ -178,36 +205,40 @@ impl ReasoningReader {
         if self.state == State::Answering {
             split.content = self.take_answer();
         }
-        split.thinking |= was_thinking;
         split
     }
 
-    /// At the end: what is still held.
-    pub fn finish(mut self) -> Split {
+    /// At the end: what is still held. Nothing is taken after it.
+    pub fn finish(&mut self) -> Split {
         let mut split = Split::default();
         match self.state {
             State::Opening => split.content = std::mem::take(&mut self.held),
             State::Thinking => {
-                split.thinking = true;
                 let mut held = std::mem::take(&mut self.held);
                 if !self.thinking_started {
                     held = held.trim_start().to_owned();
                 }
-                let call = self
-                    .call_open
-                    .filter(|_| self.holding_call)
-                    .and_then(|open| held.find(open));
+                let call =
+                    self.call_tags
+                        .filter(|_| self.holding_call)
+                        .and_then(|(open, close)| {
+                            let at = held.find(open)?;
+                            held.trim_end().ends_with(close).then_some(at)
+                        });
                 match call {
                     Some(at) => {
                         split.content = held.split_off(at);
                         held.truncate(held.trim_end().len());
                         split.reasoning = held;
+                        self.thinking_pieces = self.before_call;
                     }
                     None => split.reasoning = held,
                 }
             }
             State::Answering => split.content = self.take_answer(),
         }
+        self.state = State::Answering;
+        self.answer_started = true;
         split
     }
 
@@ -226,14 +257,17 @@ impl ReasoningReader {
             text.truncate(text.trim_end().len());
             0
         } else {
-            let call = self.call_open.and_then(|open| text.find(open));
+            let open = self.call_tags.map(|(open, _)| open);
+            let call = open.and_then(|open| text.find(open));
             let body_end = if self.holding_call {
                 0
             } else if let Some(at) = call {
                 self.holding_call = true;
+                // This piece (already counted) opened the call.
+                self.before_call = self.thinking_pieces.saturating_sub(1);
                 at
             } else {
-                let call_tag = self.call_open.map_or(0, |open| tag_prefix_len(&text, open));
+                let call_tag = open.map_or(0, |open| tag_prefix_len(&text, open));
                 text.len() - tag_prefix_len(&text, THINK_CLOSE).max(call_tag)
             };
             text.len() - text[..body_end].trim_end().len()
@@ -273,19 +307,21 @@ mod tests {
     use super::*;
 
     /// Feeds `pieces`, returns (reasoning, content, pieces that counted as thinking).
-    fn read(opened: bool, pieces: &[&str]) -> (String, String, usize) {
-        let mut reader = ReasoningReader::new(opened);
-        let (mut reasoning, mut content, mut thinking) = (String::new(), String::new(), 0);
+    fn read(opened: bool, pieces: &[&str]) -> (String, String, u32) {
+        read_with(ReasoningReader::new(opened), pieces)
+    }
+
+    fn read_with(mut reader: ReasoningReader, pieces: &[&str]) -> (String, String, u32) {
+        let (mut reasoning, mut content) = (String::new(), String::new());
         for piece in pieces {
             let split = reader.push(piece);
             reasoning += &split.reasoning;
             content += &split.content;
-            thinking += usize::from(split.thinking);
         }
         let split = reader.finish();
         reasoning += &split.reasoning;
         content += &split.content;
-        (reasoning, content, thinking)
+        (reasoning, content, reader.thinking_pieces())
     }
 
     /// Every way of cutting `text` into two or three pieces reads as the whole does.
@@ -373,22 +409,25 @@ mod tests {
         let mut reader = ReasoningReader::new(false);
         assert_eq!(reader.push("<thi").reasoning, "");
         assert!(!reader.thinking());
+        assert_eq!(reader.thinking_pieces(), 0);
         let split = reader.push("nk>Let me");
         assert_eq!(split.reasoning, "Let me");
-        assert!(split.thinking && reader.thinking());
+        assert!(reader.thinking());
+        assert_eq!(reader.thinking_pieces(), 2, "both pieces of the tag count");
         assert_eq!(reader.push(" see </").reasoning, " see");
         let split = reader.push("think>Yes");
         assert_eq!(
             (split.reasoning.as_str(), split.content.as_str()),
             ("", "Yes")
         );
-        assert!(
-            split.thinking,
+        assert_eq!(
+            reader.thinking_pieces(),
+            4,
             "the piece that closes the thinking is thinking"
         );
         let split = reader.push(" indeed");
         assert_eq!(split.content, " indeed");
-        assert!(!split.thinking);
+        assert_eq!(reader.thinking_pieces(), 4);
     }
 
     #[test]
@@ -399,20 +438,18 @@ mod tests {
         assert_eq!(thinking, 2);
         let (_, _, thinking) = read(false, &["c", "<think>", "d"]);
         assert_eq!(thinking, 0);
+        let (_, _, thinking) = read(false, &["\n", "<", "think", ">", "a", "</think>"]);
+        assert_eq!(thinking, 6, "whitespace and a tag written in pieces count");
+        let (_, _, thinking) = read(false, &["\n", "<", "b"]);
+        assert_eq!(thinking, 0);
     }
 
     /// (reasoning, content) of `text` read with calls held, however it is cut.
     fn holding_calls_however_cut(text: &str) -> (String, String) {
         let read = |pieces: &[&str]| {
-            let mut reader = ReasoningReader::new(false).holding_calls("<tool_call>");
-            let (mut reasoning, mut content) = (String::new(), String::new());
-            for piece in pieces {
-                let split = reader.push(piece);
-                reasoning += &split.reasoning;
-                content += &split.content;
-            }
-            let split = reader.finish();
-            (reasoning + &split.reasoning, content + &split.content)
+            let reader = ReasoningReader::new(false).holding_calls("<tool_call>", "</tool_call>");
+            let (reasoning, content, _) = read_with(reader, pieces);
+            (reasoning, content)
         };
         let whole = read(&[text]);
         for i in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
@@ -438,14 +475,42 @@ mod tests {
                 "No call.".into()
             )
         );
-        // Nothing goes out while a call is held.
-        let mut reader = ReasoningReader::new(true).holding_calls("<tool_call>");
+        // A mention the answer ran out of tokens after, and a call cut off, stay thinking.
+        let text = "<think>Hermes calls look like <tool_call> tags, so I";
+        assert_eq!(
+            holding_calls_however_cut(text),
+            (
+                "Hermes calls look like <tool_call> tags, so I".into(),
+                String::new()
+            )
+        );
+        let text = "<think>Plan.<tool_call>{\"name\": \"f\", \"argu";
+        assert_eq!(
+            holding_calls_however_cut(text),
+            (
+                "Plan.<tool_call>{\"name\": \"f\", \"argu".into(),
+                String::new()
+            )
+        );
+        // Nothing goes out while a call is held, and its pieces are not thinking.
+        let mut reader = ReasoningReader::new(true).holding_calls("<tool_call>", "</tool_call>");
         assert_eq!(reader.push("Plan. <tool_").reasoning, "Plan.");
         assert_eq!(reader.push("call>{\"name\"").reasoning, "");
-        assert_eq!(reader.push(": \"f\"}").reasoning, "");
+        assert_eq!(reader.push(": \"f\"}</tool_call>").reasoning, "");
+        assert_eq!(reader.thinking_pieces(), 3);
         let rest = reader.finish();
-        assert_eq!(rest.content, "<tool_call>{\"name\": \"f\"}");
+        assert_eq!(rest.content, "<tool_call>{\"name\": \"f\"}</tool_call>");
         assert_eq!(rest.reasoning, "");
+        assert_eq!(
+            reader.thinking_pieces(),
+            1,
+            "the pieces from the one that completed the tag stopped counting"
+        );
+        let (_, _, thinking) = read_with(
+            ReasoningReader::new(true).holding_calls("<tool_call>", "</tool_call>"),
+            &["Plan.", "\n", "<tool_call>", "{}", "</tool_call>"],
+        );
+        assert_eq!(thinking, 2);
     }
 
     #[test]
@@ -480,6 +545,9 @@ mod tests {
         assert!(ReasoningFormat::Separate.separates(false));
         assert!(!ReasoningFormat::Inline.separates(true));
         assert!(prompt_opens_thinking("<|Assistant|><think>\n"));
+        assert!(template_thinks("{{ content.split('</think>')[-1] }}"));
+        assert!(template_thinks("<think>\n"));
+        assert!(!template_thinks("<|im_start|>assistant\n"));
         assert!(!prompt_opens_thinking("<think>\n\n</think>\n\n"));
     }
 }

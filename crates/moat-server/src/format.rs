@@ -1,6 +1,9 @@
 //! The two APIs' `Format`s: how engine events become chat chunks or completion chunks, and
 //! the whole answers built from the same events.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
 use moat_engine::{GeneratedToken, GenerationEvent, TokenLogprob};
 use moat_openai::{
     finish_reason, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatLogprobToken, ChatLogprobs,
@@ -21,15 +24,41 @@ struct ChatChoiceState {
     /// For a reasoning model: its thinking, read out of the text before calls are.
     reasoning_reader: Option<ReasoningReader>,
     reasoning: String,
-    reasoning_tokens: u32,
+    /// Its tokens spent thinking, counted by a [`ThinkingCount`] on the engine's tokens.
+    reasoning_tokens: Arc<AtomicU32>,
+}
+
+/// Counts a choice's tokens spent thinking as the engine gives them, before the output rails
+/// (which hold text back and let it go in later tokens) see them: a reader of its own, set
+/// up as the format's, over the raw token text.
+pub(crate) struct ThinkingCount {
+    reader: ReasoningReader,
+    count: Arc<AtomicU32>,
+}
+
+impl ThinkingCount {
+    pub(crate) fn on_event(&mut self, event: &GenerationEvent) {
+        match event {
+            GenerationEvent::Token(token) => {
+                self.reader.push(&token.text);
+            }
+            GenerationEvent::Finished { .. } => {
+                self.reader.finish();
+            }
+            GenerationEvent::Started { .. } => return,
+        }
+        self.count
+            .store(self.reader.thinking_pieces(), Ordering::Relaxed);
+    }
 }
 
 pub(crate) struct ChatFormat {
     ids: ResponseIds,
     with_logprobs: bool,
     choices: Vec<ChatChoiceState>,
-    /// Thinking is read out of the text: usage reports its tokens.
-    separates_reasoning: bool,
+    /// Thinking is read out of the text (whether the prompt opened it): usage reports its
+    /// tokens.
+    reasoning: Option<bool>,
 }
 
 impl ChatFormat {
@@ -38,7 +67,7 @@ impl ChatFormat {
             ids,
             with_logprobs,
             choices: (0..n_choices).map(|_| ChatChoiceState::default()).collect(),
-            separates_reasoning: false,
+            reasoning: None,
         }
     }
 
@@ -46,27 +75,48 @@ impl ChatFormat {
     /// `Some(opened)` when it does, with `opened` when the prompt ended inside the thinking.
     /// After `reading_tool_calls`.
     pub(crate) fn reading_reasoning(mut self, opened: Option<bool>) -> Self {
-        if let Some(opened) = opened {
-            self.separates_reasoning = true;
-            for choice in &mut self.choices {
-                let reader = ReasoningReader::new(opened);
-                // With tools, a call opened in the thinking may be the answer (see
-                // `ReasoningReader::holding_calls`).
-                choice.reasoning_reader = Some(match choice.calls_reader {
-                    Some(_) => reader.holding_calls(moat_openai::HERMES_OPEN),
-                    None => reader,
-                });
-            }
+        self.reasoning = opened;
+        for index in 0..self.choices.len() {
+            let reader = self.reasoning_reader(index);
+            self.choices[index].reasoning_reader = reader;
         }
         self
     }
 
-    /// The usage, with the thinking's tokens when thinking is read out.
+    /// A reader of choice `index`'s thinking, when thinking is read out.
+    fn reasoning_reader(&self, index: usize) -> Option<ReasoningReader> {
+        let reader = ReasoningReader::new(self.reasoning?);
+        // With tools, a call opened in the thinking may be the answer (see
+        // `ReasoningReader::holding_calls`).
+        Some(match self.choices.get(index)?.calls_reader {
+            Some(_) => reader.holding_calls(moat_openai::HERMES_OPEN, moat_openai::HERMES_CLOSE),
+            None => reader,
+        })
+    }
+
+    /// What counts choice `index`'s tokens spent thinking, for the generation to run on the
+    /// engine's events (`generate::Started::count_thinking`); `None` unless thinking is read
+    /// out.
+    pub(crate) fn thinking_count(&self, index: u32) -> Option<ThinkingCount> {
+        let index = index as usize;
+        Some(ThinkingCount {
+            reader: self.reasoning_reader(index)?,
+            count: Arc::clone(&self.choices.get(index)?.reasoning_tokens),
+        })
+    }
+
+    /// The usage, with the thinking's tokens when thinking is read out (never more than the
+    /// completion's).
     fn usage(&self, usage: WireUsage) -> WireUsage {
-        if !self.separates_reasoning {
+        if self.reasoning.is_none() {
             return usage;
         }
-        usage.with_reasoning_tokens(self.choices.iter().map(|c| c.reasoning_tokens).sum())
+        let thinking: u32 = self
+            .choices
+            .iter()
+            .map(|choice| choice.reasoning_tokens.load(Ordering::Relaxed))
+            .sum();
+        usage.with_reasoning_tokens(thinking.min(usage.completion_tokens))
     }
 
     /// Reads calls of these tools out of each choice's text (the request has tools): the
@@ -121,7 +171,6 @@ impl Format for ChatFormat {
                         ..Split::default()
                     },
                 };
-                choice.reasoning_tokens += u32::from(split.thinking);
                 choice.reasoning.push_str(&split.reasoning);
                 let text = match &mut choice.calls_reader {
                     Some(reader) => reader.push(&split.content),
@@ -154,7 +203,7 @@ impl Format for ChatFormat {
                 choice.finish_reason = finish_reason(reason);
                 let mut chunks = Vec::new();
                 let mut held_content = String::new();
-                if let Some(reader) = choice.reasoning_reader.take() {
+                if let Some(mut reader) = choice.reasoning_reader.take() {
                     let rest = reader.finish();
                     if !rest.reasoning.is_empty() {
                         choice.reasoning.push_str(&rest.reasoning);
@@ -221,7 +270,7 @@ impl Format for ChatFormat {
 
     fn into_whole(self, usage: WireUsage) -> ChatCompletion {
         let usage = self.usage(usage);
-        let separates_reasoning = self.separates_reasoning;
+        let separates_reasoning = self.reasoning.is_some();
         let with_logprobs = self.with_logprobs;
         let choices = self
             .choices
@@ -434,7 +483,17 @@ mod tests {
     }
 
     /// The chunks, the usage chunk and the whole answer.
-    fn run_with(mut format: ChatFormat, pieces: &[&str]) -> (Vec<Value>, Value, Value) {
+    fn run_with(format: ChatFormat, pieces: &[&str]) -> (Vec<Value>, Value, Value) {
+        run_watched(format, pieces, false)
+    }
+
+    /// As `run_with`; with `held`, the format gets what an output rail that held everything
+    /// back gives: each token's event with no text, then all of it in one last token.
+    fn run_watched(
+        mut format: ChatFormat,
+        pieces: &[&str],
+        held: bool,
+    ) -> (Vec<Value>, Value, Value) {
         let mut events = vec![GenerationEvent::Started {
             prompt_tokens: 3,
             cached_tokens: 0,
@@ -445,6 +504,20 @@ mod tests {
             reason: FinishReason::Stop,
             usage: Usage::default(),
         });
+        let mut count = format.thinking_count(0);
+        for event in &events {
+            if let Some(count) = &mut count {
+                count.on_event(event);
+            }
+        }
+        if held {
+            let finished = events.pop().unwrap();
+            for event in &mut events[1..] {
+                *event = token("");
+            }
+            events.push(token(&pieces.concat()));
+            events.push(finished);
+        }
         let chunks = events
             .into_iter()
             .flat_map(|event| format.on_event(0, event))
@@ -532,6 +605,25 @@ mod tests {
             (reasoning.as_str(), content.as_str()),
             ("I should call f.", "")
         );
+        assert_eq!(
+            whole["usage"]["completion_tokens_details"]["reasoning_tokens"], 1,
+            "the call's tokens are not thinking"
+        );
+    }
+
+    #[test]
+    fn thinking_tokens_are_counted_on_the_engines_tokens_not_on_what_a_rail_lets_go() {
+        let pieces = ["<think>", "a", "b", "</think>", "Paris"];
+        for held in [false, true] {
+            let format = ChatFormat::new(ids(), 1, false).reading_reasoning(Some(false));
+            let (_, usage, whole) = run_watched(format, &pieces, held);
+            assert_eq!(whole["choices"][0]["message"]["reasoning_content"], "ab");
+            assert_eq!(whole["choices"][0]["message"]["content"], "Paris");
+            assert_eq!(
+                usage["usage"]["completion_tokens_details"]["reasoning_tokens"], 4,
+                "held: {held}"
+            );
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use moat_engine::{Engine, EngineError, GenerationEvent, TokenStream, ValidGenera
 use moat_openai::{UsageTally, WireUsage};
 use serde::Serialize;
 
+use crate::format::ThinkingCount;
 use crate::guarding::Watch;
 use crate::ApiError;
 
@@ -46,12 +47,25 @@ pub(crate) struct Started {
     started_at: Instant,
     /// Counts its tokens for the request's account and runs the output rails.
     watch: Option<Watch>,
+    /// Counts its tokens spent thinking, before the watch.
+    thinking: Option<ThinkingCount>,
 }
 
 impl Started {
+    /// Which choice of the response this is.
+    pub(crate) fn index(&self) -> u32 {
+        self.index
+    }
+
     /// Sets what watches this choice's answer (see `guarding::Watch`).
     pub(crate) fn watch(&mut self, watch: Watch) {
         self.watch = Some(watch);
+    }
+
+    /// Sets what counts this choice's tokens spent thinking, on the engine's events as they
+    /// come (before the watch may hold their text back).
+    pub(crate) fn count_thinking(&mut self, count: ThinkingCount) {
+        self.thinking = Some(count);
     }
 }
 
@@ -117,6 +131,7 @@ pub(crate) async fn start(
             stream,
             started_at: Instant::now(),
             watch: None,
+            thinking: None,
         });
     }
     Ok(started)
@@ -137,6 +152,7 @@ fn choice_events(choice: Started) -> Pin<Box<dyn Stream<Item = ChoiceEvent> + Se
         stream,
         started_at,
         watch,
+        mut thinking,
     } = choice;
     let mut probe = watch
         .as_ref()
@@ -156,6 +172,9 @@ fn choice_events(choice: Started) -> Pin<Box<dyn Stream<Item = ChoiceEvent> + Se
     let events = head.chain(rest).map(move |event| {
         if let (Some(probe), Ok(event)) = (&mut probe, &event) {
             probe.on_event(first_of_prompt, event);
+        }
+        if let (Some(thinking), Ok(event)) = (&mut thinking, &event) {
+            thinking.on_event(event);
         }
         event.map_err(ApiError::from)
     });

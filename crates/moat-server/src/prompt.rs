@@ -83,7 +83,7 @@ pub(crate) async fn chat(
             .map_err(|error| ApiError::chat_template(&model_name, &error))?;
         Ok(ChatPrompt {
             tokens: tokenize(model.engine.as_ref(), &text)?,
-            template_thinks: template.source().contains(moat_openai::THINK_OPEN),
+            template_thinks: moat_openai::template_thinks(template.source()),
             opens_thinking: moat_openai::prompt_opens_thinking(&text),
         })
     })

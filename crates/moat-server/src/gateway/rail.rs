@@ -224,12 +224,16 @@ impl AnswerScan {
             let Some(part) = choice.get_mut(field).and_then(Value::as_object_mut) else {
                 continue;
             };
-            // Thinking ends where the answer starts: what its scanner holds goes out with
-            // the answer's first text, not after it.
+            // Thinking ends where the answer starts (its text or its calls): what its
+            // scanner holds goes out with the answer's first piece, not after it.
             let answering = part
                 .get("content")
                 .and_then(Value::as_str)
-                .is_some_and(|text| !text.is_empty());
+                .is_some_and(|text| !text.is_empty())
+                || part
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .is_some_and(|calls| !calls.is_empty());
             for name in TEXT_FIELDS {
                 let last = finished || (answering && name != "content");
                 let text = part.get(name).and_then(Value::as_str).unwrap_or("");
@@ -585,6 +589,29 @@ mod tests {
                 "no content appears where there was none: {chunks:?}"
             );
         }
+    }
+
+    #[test]
+    fn thinking_before_calls_is_all_out_before_them() {
+        let mut scan = redacting();
+        let mut chunks = vec![
+            chunk(json!({"reasoning_content": "Write to jane.doe@exa"}), None),
+            chunk(json!({"reasoning_content": "mple.com"}), None),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "id": "a", "type": "function",
+                    "function": {"name": "mail", "arguments": "{}"}}]}),
+                None,
+            ),
+            chunk(json!({}), Some("tool_calls")),
+        ];
+        for chunk in &mut chunks {
+            scan.scan(chunk, "delta", false).unwrap();
+        }
+        let thinking: String = chunks[..3]
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str())
+            .collect();
+        assert_eq!(thinking, "Write to [EMAIL_1]", "{chunks:?}");
     }
 
     #[test]

@@ -204,17 +204,20 @@ pub(crate) async fn local_chat(
     // A grammar from `tools` that cannot be used names `tools` (only when required or named:
     // with `auto` the engine leaves the model free instead).
     let mut choices = start(&model.engine, jobs, params.grammar_field).await?;
+    let ids = state.response_ids("chatcmpl", &chat.model);
+    let format = ChatFormat::new(ids.clone(), params.n, params.logprobs.is_some())
+        .reading_tool_calls(chat.tools.as_ref())
+        .reading_reasoning(separates_reasoning.then_some(opens_thinking));
     for choice in &mut choices {
         choice.watch(Watch::new(
             caller.ticket.clone(),
             guard.as_ref(),
             redactions.clone(),
         ));
+        if let Some(count) = format.thinking_count(choice.index()) {
+            choice.count_thinking(count);
+        }
     }
-    let ids = state.response_ids("chatcmpl", &chat.model);
-    let format = ChatFormat::new(ids.clone(), params.n, params.logprobs.is_some())
-        .reading_tool_calls(chat.tools.as_ref())
-        .reading_reasoning(separates_reasoning.then_some(opens_thinking));
     let citations: Option<Vec<WireCitation>> = citations;
     if params.stream {
         let trailer = citations.map(|c| citations_chunk(&ids, c));

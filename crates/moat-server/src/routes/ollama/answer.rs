@@ -160,9 +160,8 @@ pub(super) fn choice_text<'a>(choice: &'a Value, part: &str) -> Option<&'a str> 
 /// A delta's or message's thinking: `reasoning_content` (moat's, llama-server's), or
 /// `reasoning` (newer vLLM's, through a gateway alias).
 pub(super) fn reasoning_text(part: &Value) -> Option<&str> {
-    part.get("reasoning_content")
-        .or_else(|| part.get("reasoning"))
-        .and_then(Value::as_str)
+    let text = |field: &str| part.get(field).and_then(Value::as_str);
+    text(moat_openai::REASONING_CONTENT).or_else(|| text("reasoning"))
 }
 
 /// Puts `thinking` into an Ollama object: `message.thinking` for chat, `thinking` for
@@ -203,8 +202,9 @@ pub(super) enum Step {
     /// Text to pass on, with the log probabilities of the tokens read since the last text
     /// (when asked for).
     Text(String, Vec<Value>),
-    /// A reasoning model's thinking (`reasoning_content`), passed on as `thinking`.
-    Thinking(String),
+    /// A reasoning model's thinking (`reasoning_content`), passed on as `thinking`, with the
+    /// log probabilities of the tokens read since the last step that carried some.
+    Thinking(String, Vec<Value>),
     /// Tool calls, in Ollama's form.
     Calls(Vec<Value>),
     /// The answer failed: this error body (OpenAI's shape).
@@ -297,7 +297,10 @@ impl Reader {
         self.logprobs.extend(token_logprobs(choice));
         if let Some(thinking) = delta.and_then(reasoning_text).filter(|t| !t.is_empty()) {
             self.tally.first_token.get_or_insert_with(Instant::now);
-            self.ready.push_back(Step::Thinking(thinking.to_owned()));
+            self.ready.push_back(Step::Thinking(
+                thinking.to_owned(),
+                std::mem::take(&mut self.logprobs),
+            ));
         }
         if let Some(text) = choice_text(choice, "delta").filter(|t| !t.is_empty()) {
             self.tally.first_token.get_or_insert_with(Instant::now);
@@ -390,9 +393,12 @@ impl Relay {
                 object.insert("done".into(), json!(false));
                 Value::Object(object)
             }
-            Some(Step::Thinking(thinking)) => {
+            Some(Step::Thinking(thinking, logprobs)) => {
                 let mut object = object(self.shape, &self.model, "");
                 with_thinking(&mut object, &thinking);
+                if self.logprobs {
+                    object.insert("logprobs".into(), Value::Array(logprobs));
+                }
                 object.insert("done".into(), json!(false));
                 Value::Object(object)
             }
@@ -456,7 +462,10 @@ pub(super) async fn respond(
                 text.push_str(&piece);
                 logprobs.extend(more);
             }
-            Step::Thinking(piece) => thinking.push_str(&piece),
+            Step::Thinking(piece, more) => {
+                thinking.push_str(&piece);
+                logprobs.extend(more);
+            }
             Step::Calls(more) => calls.extend(more),
             Step::Failed(body) => return Err(failed(&body)),
         }
@@ -656,7 +665,7 @@ mod tests {
         while let Some(step) = reader.next().await {
             steps.push(match step {
                 Step::Text(text, _) => json!({"text": text}),
-                Step::Thinking(text) => json!({"thinking": text}),
+                Step::Thinking(text, _) => json!({"thinking": text}),
                 Step::Calls(calls) => json!({"calls": calls}),
                 Step::Failed(body) => json!({"failed": body}),
             });

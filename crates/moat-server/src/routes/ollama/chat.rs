@@ -33,7 +33,8 @@ pub(super) async fn chat(
     let began = Instant::now();
     let request: ChatRequest = parse(&body)?;
     let model = resolve(&state, &request.common.model);
-    let mut openai = request.common.openai_body(&model, false)?;
+    let gateway = matches!(named(&state, &model), Some(Named::Gateway));
+    let mut openai = request.common.openai_body(&model, false, gateway)?;
     if request.messages.is_empty() {
         return loaded(&state, &caller, &model, Shape::Chat, &request.common.model);
     }
@@ -54,7 +55,10 @@ pub(super) async fn chat(
             // An earlier answer's thinking goes back as OpenAI's `reasoning_content`, for the
             // template to show or leave out.
             Some(Value::String(text)) if message.role == "assistant" && !text.is_empty() => {
-                openai_message["reasoning_content"] = json!(text);
+                // Not to a gateway's upstreams: some refuse it (DeepSeek's API does).
+                if !gateway {
+                    openai_message[moat_openai::REASONING_CONTENT] = json!(text);
+                }
             }
             thinking => refuse_unless_empty(
                 "messages.thinking",
@@ -167,7 +171,8 @@ pub(super) async fn generate(
         "moat does not return or take token contexts: send the conversation to /api/chat",
     )?;
     refuse_unless_empty("images", request.images.as_ref(), NO_IMAGES)?;
-    let mut openai = request.common.openai_body(&model, request.raw)?;
+    let gateway = matches!(named(&state, &model), Some(Named::Gateway));
+    let mut openai = request.common.openai_body(&model, request.raw, gateway)?;
     if request.prompt.is_empty() {
         return loaded(
             &state,

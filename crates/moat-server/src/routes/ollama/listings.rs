@@ -158,7 +158,7 @@ pub(super) async fn show(
     if crate::routes::chat::shows_hermes_calls(&template) {
         capabilities.push("tools");
     }
-    if template.contains(moat_openai::THINK_OPEN) {
+    if moat_openai::template_thinks(&template) {
         capabilities.push("thinking");
     }
     let mut info = Map::new();

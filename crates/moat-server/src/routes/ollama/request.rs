@@ -214,7 +214,14 @@ impl Common {
 
     /// The OpenAI body's fields from these: model, stream with usage, sampling options, log
     /// probabilities (in chat's form, or with `completions` in the completions endpoint's).
-    pub(super) fn openai_body(&self, model: &str, completions: bool) -> Result<Map<String, Value>> {
+    /// `gateway`: the model is a gateway alias, whose upstreams get no moat-only fields (an
+    /// upstream may refuse what it does not know); they decide on thinking themselves.
+    pub(super) fn openai_body(
+        &self,
+        model: &str,
+        completions: bool,
+        gateway: bool,
+    ) -> Result<Map<String, Value>> {
         let think = think(self.think.as_ref())?;
         let top = self.top_logprobs.unwrap_or(0);
         if top > 0 && !self.wants_logprobs() {
@@ -250,7 +257,7 @@ impl Common {
                 )
                 .with_param("think"))
             }
-            Some(_) if completions => {}
+            Some(_) if completions || gateway => {}
             Some(on) => {
                 // Qwen3's variable; DeepSeek-R1's template thinks whatever it says.
                 body.insert(

@@ -261,7 +261,7 @@ fn ollamas_defaults_fill_what_neither_the_request_nor_the_manifest_set() {
 
 fn openai_body_of(request: Value, completions: bool) -> Result<Map<String, Value>> {
     let common: Common = serde_json::from_value(request).unwrap();
-    common.openai_body("m", completions)
+    common.openai_body("m", completions, false)
 }
 
 #[test]
@@ -285,6 +285,11 @@ fn think_becomes_the_template_switch_and_reasoning_format() {
             !body.contains_key("chat_template_kwargs") && !body.contains_key("reasoning_format")
         );
     }
+    // A gateway alias's upstreams get neither field.
+    let common: Common = serde_json::from_value(json!({"model": "m", "think": true})).unwrap();
+    let upstream = common.openai_body("m", false, true).ok().unwrap();
+    assert!(!upstream.contains_key("chat_template_kwargs"));
+    assert!(!upstream.contains_key("reasoning_format"));
     let raw_off = openai_body_of(json!({"model": "m", "think": false}), true)
         .ok()
         .unwrap();
@@ -298,4 +303,63 @@ fn think_becomes_the_template_switch_and_reasoning_format() {
         assert_eq!(error.status, StatusCode::BAD_REQUEST);
         assert!(error.message.starts_with("think"), "{}", error.message);
     }
+}
+
+#[test]
+fn thinking_is_read_from_either_field_even_beside_a_null() {
+    let read = |part: Value| reasoning_text(&part).map(str::to_owned);
+    assert_eq!(
+        read(json!({"reasoning_content": null, "reasoning": "abc"})),
+        Some("abc".into())
+    );
+    assert_eq!(read(json!({"reasoning_content": "x"})), Some("x".into()));
+    assert_eq!(read(json!({"content": "x"})), None);
+}
+
+#[tokio::test]
+async fn thinking_lines_carry_their_tokens_logprobs() {
+    let entry =
+        |token: &str| json!({"token": token, "logprob": -0.5, "bytes": [], "top_logprobs": []});
+    let chunk = |delta: Value, token: &str| {
+        Piece::Chunk(
+            json!({"choices": [{"index": 0, "delta": delta, "finish_reason": null,
+                "logprobs": {"content": [entry(token)]}}]})
+            .to_string(),
+        )
+    };
+    let pieces = vec![
+        chunk(json!({"reasoning_content": "A"}), "A"),
+        chunk(json!({"reasoning_content": "B"}), "B"),
+        chunk(json!({"content": "C"}), "C"),
+    ];
+    let answer = Answer::Stream(stream::iter(pieces).boxed());
+    let asked = Asked {
+        stream: true,
+        logprobs: true,
+    };
+    let response = respond(answer, Shape::Chat, "m", asked, Instant::now())
+        .await
+        .ok()
+        .unwrap();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let lines: Vec<Value> = String::from_utf8(body.to_vec())
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let tokens: Vec<Vec<String>> = lines
+        .iter()
+        .filter(|line| line["done"] == false)
+        .map(|line| {
+            line["logprobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|entry| entry["token"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect();
+    assert_eq!(tokens, [vec!["A"], vec!["B"], vec!["C"]], "{lines:?}");
 }
