@@ -66,6 +66,10 @@ def server(tmp_path_factory):
         manifest = json.loads(manifest_path.read_text())
         manifest["chat_template"] = template
         manifest_path.write_text(json.dumps(manifest))
+    # A gateway alias whose one target is this node's own thinking model.
+    (home / "moat.toml").write_text(
+        f'[aliases.local-thinker]\n[[aliases.local-thinker.targets]]\ntype = "local"\nmodel = "{THINKER}"\n'
+    )
     server = Server(home, [QWEN, THINKER, OPENER], "--parallel", "2", "--ctx", "2048").wait_ready()
     yield server
     assert server.stop() == 0, server.output()
@@ -219,9 +223,12 @@ def test_ollama_think_gives_thinking_apart_and_false_turns_it_off(server):
     off = client.chat(model=THINKER, messages=QUESTION, think=False, options={"temperature": 0, "num_predict": 8})
     assert not off.message.thinking
     assert off.message.content
-    # think=False reached the template: it closed the thinking in the prompt.
+    # think=False reached the template: it closed the thinking in the prompt. Through a
+    # gateway alias whose target is this node's model too.
     default = client.chat(model=THINKER, messages=QUESTION, options={"num_predict": 1})
     assert off.prompt_eval_count > default.prompt_eval_count
+    via_alias = client.chat(model="local-thinker", messages=QUESTION, think=False, options={"num_predict": 1})
+    assert via_alias.prompt_eval_count == off.prompt_eval_count
     generated = client.generate(
         model=OPENER, prompt="What is the capital of France?", think=True, options={"temperature": 0, "num_predict": 6}
     )

@@ -83,6 +83,11 @@ pub trait Provider: Send + Sync {
     /// Whether requests leave the operator's control (a closed API); private aliases and keys
     /// never call such a provider.
     fn is_external(&self) -> bool;
+    /// Whether the provider is this node's own engine, which takes moat's own request fields
+    /// (an upstream may refuse fields it does not know).
+    fn is_local(&self) -> bool {
+        false
+    }
 }
 
 /// An upstream endpoint as a provider: one client and the model name the upstream knows.

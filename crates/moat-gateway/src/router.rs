@@ -238,6 +238,17 @@ impl Gateway {
         self.current().routes.contains_key(name)
     }
 
+    /// Whether every target of `alias` is this node's own engine ([`Provider::is_local`]).
+    pub fn local_only(&self, alias: &str) -> bool {
+        let table = self.current();
+        table.routes.get(alias).is_some_and(|route| {
+            route
+                .targets
+                .iter()
+                .all(|target| target.replicas.iter().all(|r| r.provider.is_local()))
+        })
+    }
+
     /// Whether a call to `alias` by `context` could reach an external target.
     pub fn may_reach_external(&self, alias: &str, context: &CallContext) -> bool {
         let table = self.current();

@@ -218,13 +218,10 @@ impl ReasoningReader {
                 if !self.thinking_started {
                     held = held.trim_start().to_owned();
                 }
-                let call =
-                    self.call_tags
-                        .filter(|_| self.holding_call)
-                        .and_then(|(open, close)| {
-                            let at = held.find(open)?;
-                            held.trim_end().ends_with(close).then_some(at)
-                        });
+                let call = self
+                    .call_tags
+                    .filter(|_| self.holding_call)
+                    .and_then(|(open, close)| calls_from(&held, open, close));
                 match call {
                     Some(at) => {
                         split.content = held.split_off(at);
@@ -288,6 +285,31 @@ impl ReasoningReader {
         }
         text
     }
+}
+
+/// Where the calls that end `text` start: the first `open` from which the rest is nothing but
+/// calls, each `open`, a JSON value, `close`, apart by whitespace. `None` when no such place
+/// exists (a call cut off, or the tag only mentioned).
+fn calls_from(text: &str, open: &str, close: &str) -> Option<usize> {
+    let only_calls = |mut rest: &str| loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            return true;
+        }
+        let Some(after_open) = rest.strip_prefix(open) else {
+            return false;
+        };
+        let Some(end) = after_open.find(close) else {
+            return false;
+        };
+        if serde_json::from_str::<Value>(after_open[..end].trim()).is_err() {
+            return false;
+        }
+        rest = &after_open[end + close.len()..];
+    };
+    text.match_indices(open)
+        .map(|(at, _)| at)
+        .find(|&at| only_calls(&text[at..]))
 }
 
 /// The length of the longest end of `text` that is a proper start of `tag`.
@@ -490,6 +512,16 @@ mod tests {
             (
                 "Plan.<tool_call>{\"name\": \"f\", \"argu".into(),
                 String::new()
+            )
+        );
+        // The tag mentioned before the call: the mention stays thinking, the call is read.
+        let call = "<tool_call>{\"name\": \"f\", \"arguments\": {}}</tool_call>";
+        let text = format!("<think>I use <tool_call> tags. Now:{call}\n{call}");
+        assert_eq!(
+            holding_calls_however_cut(&text),
+            (
+                "I use <tool_call> tags. Now:".into(),
+                format!("{call}\n{call}")
             )
         );
         // Nothing goes out while a call is held, and its pieces are not thinking.

@@ -93,9 +93,14 @@ impl Classifier for EngineClassifier {
 
 /// The conversation as the classifier sees it: user and assistant turns with text.
 fn turns(messages: &[ChatMessage]) -> Vec<Turn> {
+    // Earlier thinking is read for the turns after the last user message, the ones templates
+    // such as Qwen3's still show (a client that sends every answer back with its thinking
+    // would otherwise grow the classifier's prompt without bound).
+    let last_user = messages.iter().rposition(|message| message.role == "user");
     messages
         .iter()
-        .filter_map(|message| {
+        .enumerate()
+        .filter_map(|(index, message)| {
             let speaker = match message.role.as_str() {
                 "user" => Speaker::User,
                 "assistant" => Speaker::Agent,
@@ -110,8 +115,9 @@ fn turns(messages: &[ChatMessage]) -> Vec<Turn> {
                     .join(" "),
                 None => String::new(),
             };
-            // An earlier turn's thinking, which a template may show the model, is read too.
-            let text = match crate::guarding::message_reasoning(message) {
+            let shown = last_user.is_none_or(|last| index > last);
+            let reasoning = crate::guarding::message_reasoning(message).filter(|_| shown);
+            let text = match reasoning {
                 Some(reasoning) if text.is_empty() => reasoning.to_owned(),
                 Some(reasoning) => format!("{reasoning}\n{text}"),
                 None if message.content.is_none() => return None,
@@ -183,4 +189,49 @@ pub(crate) async fn input_rail(
         .into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn said(role: &str, text: Option<&str>, reasoning: Option<&str>) -> ChatMessage {
+        let mut message = ChatMessage::text(role, text.unwrap_or_default());
+        if text.is_none() {
+            message.content = None;
+        }
+        if let Some(reasoning) = reasoning {
+            message.extra.insert(
+                moat_openai::REASONING_CONTENT.into(),
+                serde_json::Value::from(reasoning),
+            );
+        }
+        message
+    }
+
+    #[test]
+    fn thinking_is_read_for_the_turns_after_the_last_user_message() {
+        let messages = [
+            said("user", Some("q1"), None),
+            said("assistant", Some("a1"), Some("old thinking")),
+            said("user", Some("q2"), None),
+            said("assistant", None, Some("thinking before a call")),
+            said("tool", Some("result"), None),
+            said("assistant", Some("a2"), Some("more thinking")),
+        ];
+        let texts: Vec<(Speaker, String)> = turns(&messages)
+            .into_iter()
+            .map(|turn| (turn.speaker, turn.text))
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                (Speaker::User, "q1".to_owned()),
+                (Speaker::Agent, "a1".to_owned()),
+                (Speaker::User, "q2".to_owned()),
+                (Speaker::Agent, "thinking before a call".to_owned()),
+                (Speaker::Agent, "more thinking\na2".to_owned()),
+            ]
+        );
+    }
 }

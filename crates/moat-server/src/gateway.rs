@@ -536,6 +536,10 @@ impl Provider for LocalProvider {
     fn is_external(&self) -> bool {
         false
     }
+
+    fn is_local(&self) -> bool {
+        true
+    }
 }
 
 /// The message of a serialised OpenAI error body, or the text itself.

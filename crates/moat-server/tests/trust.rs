@@ -672,6 +672,55 @@ async fn the_model_sees_placeholders_for_redacted_input() {
 }
 
 #[tokio::test]
+async fn a_reasoning_models_thinking_passes_the_output_rail_and_its_tokens_are_counted() {
+    let s = guarded(
+        FakeReply::Fixed("<think>Mail jane.doe@example.org now</think>Paris".into()),
+        "[output.actions]\npii = \"redact\"\n",
+        false,
+    );
+    let mut counts = Vec::new();
+    for n in [1, 2] {
+        let body = chat("Where?", json!({"reasoning_format": "deepseek", "n": n}));
+        let whole = post_chat(&s.app, None, body.clone()).await.json();
+        for choice in whole["choices"].as_array().unwrap() {
+            assert_eq!(choice["message"]["reasoning_content"], "Mail [EMAIL_1] now");
+            assert_eq!(choice["message"]["content"], "Paris");
+        }
+        let usage = &whole["usage"];
+        let thinking = usage["completion_tokens_details"]["reasoning_tokens"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            thinking > 0 && thinking < usage["completion_tokens"].as_u64().unwrap(),
+            "{usage}"
+        );
+        let mut streamed_body = body;
+        streamed_body["stream"] = json!(true);
+        streamed_body["stream_options"] = json!({"include_usage": true});
+        let streamed = post_chat(&s.app, None, streamed_body).await;
+        let chunks: Vec<Value> = streamed
+            .sse_data()
+            .iter()
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let thinking_text: String = chunks
+            .iter()
+            .filter(|c| c["choices"][0]["index"] == 0)
+            .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str())
+            .collect();
+        assert_eq!(thinking_text, "Mail [EMAIL_1] now");
+        let last = chunks.last().unwrap();
+        assert_eq!(
+            last["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            thinking
+        );
+        counts.push(thinking);
+    }
+    assert_eq!(counts[1], 2 * counts[0], "each choice counts its own");
+}
+
+#[tokio::test]
 async fn redacted_values_are_restored_in_the_answer_whole_and_streamed() {
     let s = guarded(
         FakeReply::Fixed("I will write to [EMAIL_1] now.".into()),

@@ -160,7 +160,11 @@ pub(super) fn choice_text<'a>(choice: &'a Value, part: &str) -> Option<&'a str> 
 /// A delta's or message's thinking: `reasoning_content` (moat's, llama-server's), or
 /// `reasoning` (newer vLLM's, through a gateway alias).
 pub(super) fn reasoning_text(part: &Value) -> Option<&str> {
-    let text = |field: &str| part.get(field).and_then(Value::as_str);
+    let text = |field: &str| {
+        part.get(field)
+            .and_then(Value::as_str)
+            .filter(|text| !text.is_empty())
+    };
     text(moat_openai::REASONING_CONTENT).or_else(|| text("reasoning"))
 }
 

@@ -33,8 +33,8 @@ pub(super) async fn chat(
     let began = Instant::now();
     let request: ChatRequest = parse(&body)?;
     let model = resolve(&state, &request.common.model);
-    let gateway = matches!(named(&state, &model), Some(Named::Gateway));
-    let mut openai = request.common.openai_body(&model, false, gateway)?;
+    let upstream = reaches_upstreams(&state, &model);
+    let mut openai = request.common.openai_body(&model, false, upstream)?;
     if request.messages.is_empty() {
         return loaded(&state, &caller, &model, Shape::Chat, &request.common.model);
     }
@@ -56,7 +56,7 @@ pub(super) async fn chat(
             // template to show or leave out.
             Some(Value::String(text)) if message.role == "assistant" && !text.is_empty() => {
                 // Not to a gateway's upstreams: some refuse it (DeepSeek's API does).
-                if !gateway {
+                if !upstream {
                     openai_message[moat_openai::REASONING_CONTENT] = json!(text);
                 }
             }
@@ -171,8 +171,8 @@ pub(super) async fn generate(
         "moat does not return or take token contexts: send the conversation to /api/chat",
     )?;
     refuse_unless_empty("images", request.images.as_ref(), NO_IMAGES)?;
-    let gateway = matches!(named(&state, &model), Some(Named::Gateway));
-    let mut openai = request.common.openai_body(&model, request.raw, gateway)?;
+    let upstream = reaches_upstreams(&state, &model);
+    let mut openai = request.common.openai_body(&model, request.raw, upstream)?;
     if request.prompt.is_empty() {
         return loaded(
             &state,

@@ -144,6 +144,15 @@ fn resolve(state: &AppState, name: &str) -> String {
         .unwrap_or_else(|| name.to_owned())
 }
 
+/// Whether `name` is a gateway alias with a target other than this node's engines: its
+/// requests get none of moat's own fields (see `request::Common::openai_body`).
+fn reaches_upstreams(state: &AppState, name: &str) -> bool {
+    matches!(named(state, name), Some(Named::Gateway))
+        && state
+            .gateway()
+            .is_some_and(|gateway| !gateway.local_only(name))
+}
+
 fn named(state: &AppState, name: &str) -> Option<Named> {
     if state.model_names().iter().any(|(served, _)| served == name) {
         return Some(Named::Chat);

@@ -214,13 +214,14 @@ impl Common {
 
     /// The OpenAI body's fields from these: model, stream with usage, sampling options, log
     /// probabilities (in chat's form, or with `completions` in the completions endpoint's).
-    /// `gateway`: the model is a gateway alias, whose upstreams get no moat-only fields (an
-    /// upstream may refuse what it does not know); they decide on thinking themselves.
+    /// `upstream`: the model is a gateway alias that may answer from an upstream, which gets
+    /// no `think` (as `chat_template_kwargs` and `reasoning_format`: an upstream may refuse
+    /// fields it does not know) and decides on thinking itself.
     pub(super) fn openai_body(
         &self,
         model: &str,
         completions: bool,
-        gateway: bool,
+        upstream: bool,
     ) -> Result<Map<String, Value>> {
         let think = think(self.think.as_ref())?;
         let top = self.top_logprobs.unwrap_or(0);
@@ -257,7 +258,7 @@ impl Common {
                 )
                 .with_param("think"))
             }
-            Some(_) if completions || gateway => {}
+            Some(_) if completions || upstream => {}
             Some(on) => {
                 // Qwen3's variable; DeepSeek-R1's template thinks whatever it says.
                 body.insert(

@@ -313,6 +313,10 @@ fn thinking_is_read_from_either_field_even_beside_a_null() {
         Some("abc".into())
     );
     assert_eq!(read(json!({"reasoning_content": "x"})), Some("x".into()));
+    assert_eq!(
+        read(json!({"reasoning_content": "", "reasoning": "y"})),
+        Some("y".into())
+    );
     assert_eq!(read(json!({"content": "x"})), None);
 }
 
