@@ -50,7 +50,7 @@ fn token_text(engine: &dyn Engine, token: TokenId) -> Result<String, ApiError> {
 /// A chat's prompt, and what its template says of the model's thinking.
 pub(crate) struct ChatPrompt {
     pub(crate) tokens: Vec<TokenId>,
-    /// The template writes or reads `<think>`: the model is a reasoning model.
+    /// The template writes or reads `<think>` or `</think>`: the model is a reasoning model.
     pub(crate) template_thinks: bool,
     /// The prompt ends inside the thinking (its generation prompt opened `<think>`).
     pub(crate) opens_thinking: bool,
