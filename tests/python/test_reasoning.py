@@ -290,3 +290,20 @@ def test_a_call_opened_while_thinking_is_held_to_the_tools_and_read_as_a_call(cl
             calls.extend(part.delta.tool_calls or [])
     assert "<tool_call>" not in thinking
     assert [c.function.name for c in calls] == ["get_forecast"]
+
+
+def test_moat_run_prints_the_thinking_apart_from_the_answer(server):
+    # The template opened the thinking and six tokens do not close it: all of them are
+    # thinking, on stderr; stdout carries the (empty) answer.
+    args = ("run", OPENER, "What is the capital of France?", "--max-tokens", "6", "--temperature", "0")
+    shown = moat(server.home, *args)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == "", shown.stdout
+    hidden = moat(server.home, *args, "--hide-thinking")
+    assert hidden.returncode == 0, hidden.stderr
+    thinking = [line for line in shown.stderr.splitlines() if line not in hidden.stderr.splitlines()]
+    assert "".join(thinking).strip(), (shown.stderr, hidden.stderr)
+    # A model that does not think: the answer on stdout, as before.
+    plain = moat(server.home, "run", QWEN, "Say hi.", "--max-tokens", "4", "--temperature", "0")
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.strip()

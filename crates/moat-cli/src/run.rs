@@ -59,6 +59,11 @@ pub struct RunArgs {
     /// it writes; `--max-tokens` can still cut an answer short.
     #[arg(long, value_name = "FILE")]
     json_schema: Option<std::path::PathBuf>,
+    /// A reasoning model's thinking (`<think>…</think>`, when its chat template writes or
+    /// reads it) is not printed. Otherwise it goes to stderr (dimmed on a terminal), apart
+    /// from the answer on stdout.
+    #[arg(long)]
+    hide_thinking: bool,
 }
 
 /// The grammar `--json` or `--json-schema FILE` asks for.
@@ -102,6 +107,9 @@ struct Session {
     max_tokens: Option<u32>,
     stop: Vec<String>,
     history: Vec<ChatMessage>,
+    /// The template is a reasoning model's: its thinking is read out of the answer.
+    thinks: bool,
+    hide_thinking: bool,
 }
 
 pub fn run(home: &Path, args: RunArgs) -> Result<u8> {
@@ -136,8 +144,14 @@ pub fn run(home: &Path, args: RunArgs) -> Result<u8> {
         )
     });
     let system = args.system.clone().or(model.manifest.system_prompt.clone());
+    let thinks = template
+        .as_ref()
+        .and_then(|template| template.as_ref().ok())
+        .is_some_and(|template| moat_openai::template_thinks(template.source()));
     let mut session = Session {
         engine,
+        thinks,
+        hide_thinking: args.hide_thinking,
         template,
         sampling: run_sampling(&model.manifest.sampling, &args),
         grammar,
@@ -205,8 +219,9 @@ fn interactive(session: &mut Session) -> Result<u8> {
 }
 
 impl Session {
-    /// The prompt tokens for `text` as the next user turn (or as is, raw).
-    fn prompt_tokens(&self, text: &str) -> Result<(Vec<TokenId>, Option<ChatMessage>)> {
+    /// The prompt tokens for `text` as the next user turn (or as is, raw), the user message,
+    /// and whether the prompt opened the model's thinking.
+    fn prompt_tokens(&self, text: &str) -> Result<(Vec<TokenId>, Option<ChatMessage>, bool)> {
         let engine = &self.engine;
         let (rendered, message) = match &self.template {
             None => (text.to_string(), None),
@@ -230,12 +245,17 @@ impl Session {
             .bos_token
             .as_deref()
             .is_some_and(|bos| !bos.is_empty() && rendered.starts_with(bos));
-        Ok((engine.tokenize(&rendered, !starts_with_bos, true)?, message))
+        let opened = message.is_some() && moat_openai::prompt_opens_thinking(&rendered);
+        Ok((
+            engine.tokenize(&rendered, !starts_with_bos, true)?,
+            message,
+            opened,
+        ))
     }
 
     /// Streams the answer to stdout; `Some(exit code)` when interrupted.
     fn answer(&mut self, text: &str) -> Result<Option<u8>> {
-        let (tokens, message) = self.prompt_tokens(text)?;
+        let (tokens, message, opened) = self.prompt_tokens(text)?;
         let n_ctx = self.engine.info().n_ctx;
         let prompt_tokens = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
         if prompt_tokens >= n_ctx {
@@ -262,34 +282,120 @@ impl Session {
             deadline: None,
             grammar: self.grammar.clone(),
         };
+        // A grammar (`--json`) holds the answer from its first token: no thinking then.
+        let mut reader = (self.thinks && message.is_some() && self.grammar.is_none())
+            .then(|| moat_openai::ReasoningReader::new(opened));
+        let mut out = Output::new(self.hide_thinking);
         let mut stream = self.engine.generate(request)?;
-        let mut reply = String::new();
-        let mut stdout = std::io::stdout();
         while let Some(event) = stream.blocking_next() {
             if CANCEL.load(Ordering::SeqCst) {
-                println!();
+                out.end();
                 return Ok(Some(EXIT_INTERRUPTED));
             }
-            match event.map_err(anyhow_engine)? {
-                GenerationEvent::Token(token) => {
-                    reply.push_str(&token.text);
-                    if write!(stdout, "{}", token.text)
-                        .and_then(|()| stdout.flush())
-                        .is_err()
-                    {
-                        // stdout closed (`moat run m hi | head -c 10`): stop quietly.
-                        return Ok(Some(0));
-                    }
-                }
-                GenerationEvent::Started { .. } | GenerationEvent::Finished { .. } => {}
+            let piece = match event.map_err(anyhow_engine)? {
+                GenerationEvent::Token(token) => match &mut reader {
+                    Some(reader) => reader.push(&token.text),
+                    None => moat_openai::Split {
+                        content: token.text,
+                        ..Default::default()
+                    },
+                },
+                GenerationEvent::Started { .. } | GenerationEvent::Finished { .. } => continue,
+            };
+            if out.write(&piece).is_err() {
+                // stdout closed (`moat run m hi | head -c 10`): stop quietly.
+                return Ok(Some(0));
             }
         }
-        println!();
+        if let Some(reader) = &mut reader {
+            // What the reader still held; stdout may be gone by now, which changes nothing.
+            let _ = out.write(&reader.finish());
+        }
+        out.end();
         if let Some(message) = message {
             self.history.push(message);
-            self.history.push(ChatMessage::text("assistant", reply));
+            let mut answer = ChatMessage::text("assistant", out.answer);
+            if !out.thinking.is_empty() {
+                // The template decides whether the model sees it again.
+                answer.extra.insert(
+                    moat_openai::REASONING_CONTENT.into(),
+                    serde_json::Value::String(out.thinking),
+                );
+            }
+            self.history.push(answer);
         }
         Ok(None)
+    }
+}
+
+/// Where an answer goes: the answer to stdout, a reasoning model's thinking to stderr (dimmed
+/// on a terminal) unless hidden, both kept for the conversation's history.
+struct Output {
+    hide_thinking: bool,
+    dim: bool,
+    thinking: String,
+    answer: String,
+    /// Stderr is inside a dimmed stretch of thinking.
+    dimmed: bool,
+}
+
+impl Output {
+    fn new(hide_thinking: bool) -> Self {
+        Self {
+            hide_thinking,
+            dim: std::io::stderr().is_terminal(),
+            thinking: String::new(),
+            answer: String::new(),
+            dimmed: false,
+        }
+    }
+
+    /// Writes a piece; an error when stdout is closed.
+    fn write(&mut self, piece: &moat_openai::Split) -> std::io::Result<()> {
+        if !piece.reasoning.is_empty() {
+            self.thinking.push_str(&piece.reasoning);
+            if !self.hide_thinking {
+                let mut stderr = std::io::stderr();
+                if self.dim && !self.dimmed {
+                    let _ = write!(stderr, "\x1b[2m");
+                    self.dimmed = true;
+                }
+                let _ = write!(stderr, "{}", piece.reasoning);
+                let _ = stderr.flush();
+            }
+        }
+        if !piece.content.is_empty() {
+            self.end_thinking();
+            self.answer.push_str(&piece.content);
+            let mut stdout = std::io::stdout();
+            write!(stdout, "{}", piece.content)?;
+            stdout.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Ends the thinking's stretch on stderr (with a newline, so the answer starts on a line
+    /// of its own).
+    fn end_thinking(&mut self) {
+        if self.thinking.is_empty() || self.hide_thinking {
+            return;
+        }
+        let mut stderr = std::io::stderr();
+        if self.dimmed {
+            let _ = write!(stderr, "\x1b[0m");
+            self.dimmed = false;
+        }
+        if !self.answer.is_empty() || self.thinking.ends_with('\n') {
+            return;
+        }
+        let _ = writeln!(stderr);
+    }
+
+    fn end(&mut self) {
+        if self.answer.is_empty() {
+            self.end_thinking();
+        }
+        println!();
     }
 }
 
