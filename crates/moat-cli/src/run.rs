@@ -295,10 +295,7 @@ impl Session {
             let piece = match event.map_err(anyhow_engine)? {
                 GenerationEvent::Token(token) => match &mut reader {
                     Some(reader) => reader.push(&token.text),
-                    None => moat_openai::Split {
-                        content: token.text,
-                        ..Default::default()
-                    },
+                    None => moat_openai::Split::answer(token.text),
                 },
                 GenerationEvent::Started { .. } | GenerationEvent::Finished { .. } => continue,
             };

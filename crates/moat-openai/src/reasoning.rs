@@ -96,6 +96,16 @@ pub struct Split {
     pub content: String,
 }
 
+impl Split {
+    /// A piece that is all answer (a model whose thinking is not read out).
+    pub fn answer(content: String) -> Self {
+        Self {
+            content,
+            ..Self::default()
+        }
+    }
+}
+
 /// Splits a choice's text into thinking and answer as it streams. Thinking is only what the
 /// answer opens with: `<think>` after nothing but whitespace (or nothing at all, when the prompt
 /// opened it), up to `</think>`; a `<think>` later in the text is content. Whitespace around
@@ -156,7 +166,8 @@ impl ReasoningReader {
     }
 
     /// Whether the answer is (so far) thinking.
-    pub fn thinking(&self) -> bool {
+    #[cfg(test)]
+    fn thinking(&self) -> bool {
         self.state == State::Thinking
     }
 

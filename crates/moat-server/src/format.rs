@@ -166,10 +166,7 @@ impl Format for ChatFormat {
                     .map(|l| ChatLogprobToken::from(&l));
                 let split = match &mut choice.reasoning_reader {
                     Some(reader) => reader.push(&text),
-                    None => Split {
-                        content: text,
-                        ..Split::default()
-                    },
+                    None => Split::answer(text),
                 };
                 choice.reasoning.push_str(&split.reasoning);
                 let text = match &mut choice.calls_reader {
