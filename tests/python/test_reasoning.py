@@ -103,7 +103,7 @@ def test_thinking_comes_back_apart_whole_and_streamed(client):
     assert usage.completion_tokens_details.reasoning_tokens == details.reasoning_tokens
 
 
-def test_thinking_a_prompt_opened_is_read_and_a_grammar_holds_the_answer(client):
+def test_thinking_a_prompt_opened_is_read_and_a_grammar_holds_the_answer_after_it(client):
     # The template opened the thinking; free-running, the model runs out of tokens inside it.
     answer = client.chat.completions.create(model=OPENER, messages=QUESTION, temperature=0, max_tokens=6)
     choice = answer.choices[0]
@@ -111,12 +111,92 @@ def test_thinking_a_prompt_opened_is_read_and_a_grammar_holds_the_answer(client)
     assert choice.message.reasoning_content, answer
     assert choice.message.content == ""
     assert answer.usage.completion_tokens_details.reasoning_tokens == 6
-    # A grammar holds the answer from its first token: what it allows is the answer.
+    # A grammar waits for the thinking (which the budget ends) and holds the answer.
     held = client.chat.completions.create(
-        model=OPENER, messages=QUESTION, temperature=0, extra_body={"guided_choice": ["Paris", "Rome"]}
+        model=OPENER,
+        messages=QUESTION,
+        temperature=0,
+        max_tokens=40,
+        extra_body={"guided_choice": ["Paris", "Rome"], "thinking_token_budget": 4},
     )
+    assert held.choices[0].finish_reason == "stop", held
     assert held.choices[0].message.content in ("Paris", "Rome")
-    assert getattr(held.choices[0].message, "reasoning_content", None) is None
+    assert held.choices[0].message.reasoning_content.startswith(choice.message.reasoning_content[:3]), held
+    assert held.usage.completion_tokens_details.reasoning_tokens == 4 + 4, held.usage
+    # A choice that writes the tags itself holds the whole answer from its first token.
+    scripted = client.chat.completions.create(
+        model=OPENER, messages=QUESTION, temperature=0, extra_body={"guided_choice": [f"{THOUGHT}\n</think>\n\nParis"]}
+    )
+    assert scripted.choices[0].message.reasoning_content == THOUGHT
+    assert scripted.choices[0].message.content == "Paris"
+
+
+FRUITS = {
+    "type": "object",
+    "properties": {"fruit": {"type": "string", "enum": ["apple", "banana", "cherry"]}, "count": {"type": "integer", "minimum": 1, "maximum": 9}},
+    "required": ["fruit", "count"],
+    "additionalProperties": False,
+}
+FRUITS_FORMAT = {"type": "json_schema", "json_schema": {"name": "fruits", "schema": FRUITS}}
+
+
+def test_a_thinking_budget_ends_the_thinking_and_the_answer_follows(client):
+    free = client.chat.completions.create(model=OPENER, messages=QUESTION, temperature=0, max_tokens=24)
+    assert free.choices[0].message.content == "", "free-running, the model never ends its thinking"
+    assert free.choices[0].message.reasoning_content, free
+    for budget in ({"thinking_token_budget": 5}, {"reasoning_budget_tokens": 5}):
+        bounded = client.chat.completions.create(model=OPENER, messages=QUESTION, temperature=0, max_tokens=24, extra_body=budget)
+        message = bounded.choices[0].message
+        # The budget's five tokens are the model's own; the closing tag is forced after them.
+        assert free.choices[0].message.reasoning_content.startswith(message.reasoning_content), bounded
+        assert message.content, bounded
+        # The forced "\n</think>\n\n" (4 tokens in Qwen2.5's vocabulary) counts as thinking,
+        # as the tag a model writes itself does.
+        assert bounded.usage.completion_tokens_details.reasoning_tokens == 5 + 4, bounded.usage
+    nothing = client.chat.completions.create(
+        model=OPENER, messages=QUESTION, temperature=0, max_tokens=8, extra_body={"reasoning_budget_tokens": 0}
+    )
+    assert not getattr(nothing.choices[0].message, "reasoning_content", None), nothing
+    assert nothing.choices[0].message.content
+    # -1 is llama-server's "no limit"; a budget and its other name must agree.
+    unlimited = client.chat.completions.create(
+        model=OPENER, messages=QUESTION, temperature=0, max_tokens=24, extra_body={"reasoning_budget_tokens": -1}
+    )
+    assert unlimited.choices[0].message == free.choices[0].message
+    for extra, param in (
+        ({"thinking_token_budget": -1}, "thinking_token_budget"),
+        ({"thinking_token_budget": 4, "reasoning_budget_tokens": 5}, "reasoning_budget_tokens"),
+    ):
+        expect_error(
+            openai.BadRequestError,
+            lambda: client.chat.completions.create(model=OPENER, messages=QUESTION, max_tokens=1, extra_body=extra),
+            param=param,
+        )
+
+
+def test_a_schema_holds_the_answer_after_the_thinking(client):
+    streamed = client.chat.completions.create(
+        model=OPENER,
+        messages=QUESTION,
+        temperature=0,
+        max_tokens=60,
+        response_format=FRUITS_FORMAT,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"thinking_token_budget": 3},
+    )
+    thinking, answer, order, usage = streamed_thinking(streamed)
+    assert thinking, order
+    assert order.index("answer") > order.index("thinking"), order
+    fruit = json.loads(answer)
+    assert fruit["fruit"] in ("apple", "banana", "cherry") and 1 <= fruit["count"] <= 9, answer
+    # Three of the model's tokens, then the forced closing tag's four (free-running under the
+    # grammar, this model closes its thinking after ten).
+    assert usage.completion_tokens_details.reasoning_tokens == 3 + 4, usage
+    # A model that does not open its thinking answers to the schema at once.
+    direct = client.chat.completions.create(model=THINKER, messages=QUESTION, temperature=0, max_tokens=60, response_format=FRUITS_FORMAT)
+    assert getattr(direct.choices[0].message, "reasoning_content", None) is None
+    assert json.loads(direct.choices[0].message.content)["fruit"] in ("apple", "banana", "cherry")
 
 
 def test_reasoning_format_none_leaves_the_thinking_in_the_content(client):

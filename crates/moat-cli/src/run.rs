@@ -281,6 +281,7 @@ impl Session {
             prompt_logprobs: false,
             deadline: None,
             grammar: self.grammar.clone(),
+            thinking: None,
         };
         // A grammar (`--json`) holds the answer from its first token: no thinking then.
         let mut reader = (self.thinks && message.is_some() && self.grammar.is_none())

@@ -159,7 +159,7 @@ impl Engine for LlamaEngine {
             .as_ref()
             .map(|grammar| {
                 let model = &self.shared.loaded()?.model;
-                crate::grammar::compile(model, grammar)
+                crate::grammar::compile(model, grammar, request.thinking.as_ref())
             })
             .transpose()
             .inspect_err(|_| self.shared.release(1))?

@@ -23,7 +23,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
-use moat_engine::{EngineError, Grammar, TokenId};
+use moat_engine::{EngineError, Grammar, Thinking, TokenId};
 
 use crate::sampling::most_likely;
 use crate::schema_check;
@@ -34,20 +34,41 @@ const ROOT: &str = "root";
 /// which are named after the schema's properties and definitions).
 const TAGGED_ROOT: &str = "moat-tagged-root";
 
+/// The start rule of a grammar that lets the model think first, and the prefix of the rules
+/// that read the thinking.
+const THINKING_ROOT: &str = "moat-thinking-root";
+const THOUGHT: &str = "moat-thought";
+
+/// Most whitespace between the end of the thinking and what the grammar holds (Qwen3 writes
+/// `</think>` and a blank line).
+const GAP_AFTER_THINKING: usize = 4;
+
 /// How many of the most likely tokens a plain greedy request checks one at a time before it
 /// masks the whole vocabulary.
 const GREEDY_CANDIDATES: usize = 32;
 
 /// Turns a request's grammar into llama.cpp's sampler for it, so that a schema llama.cpp
 /// cannot use is a clear error before the request is queued. `None`: a lazy grammar this
-/// model cannot watch for (see [`Grammar::Tagged`]), so the model is free.
+/// model cannot watch for (see [`Grammar::Tagged`]), so the model is free. With
+/// [`Thinking::grammar_after`], a grammar that holds the answer from its first token lets the
+/// model think first ([`after_thinking`]).
 pub(crate) fn compile(
     model: &LlamaModel,
     grammar: &Grammar,
+    thinking: Option<&Thinking>,
 ) -> Result<Option<LlamaSampler>, EngineError> {
+    let thinking = thinking.filter(|thinking| thinking.grammar_after);
+    let held = |gbnf: String, root: &str| match thinking {
+        None => strict(model, &gbnf, root),
+        Some(thinking) => strict(
+            model,
+            &after_thinking(&gbnf, root, thinking)?,
+            THINKING_ROOT,
+        ),
+    };
     match grammar {
-        Grammar::JsonSchema(schema) => strict(model, &schema_grammar(schema)?, ROOT).map(Some),
-        Grammar::Choice(texts) => strict(model, &choice_grammar(texts)?, ROOT).map(Some),
+        Grammar::JsonSchema(schema) => held(schema_grammar(schema)?, ROOT).map(Some),
+        Grammar::Choice(texts) => held(choice_grammar(texts)?, ROOT).map(Some),
         Grammar::Tagged {
             schema,
             open,
@@ -57,7 +78,7 @@ pub(crate) fn compile(
         } => {
             if !lazy {
                 let gbnf = tagged_grammar(schema, open, close, *many)?;
-                return strict(model, &gbnf, TAGGED_ROOT).map(Some);
+                return held(gbnf, TAGGED_ROOT).map(Some);
             }
             // llama.cpp watches for a trigger token at no cost per token; a trigger word
             // would be searched for in the whole text so far at every token.
@@ -106,6 +127,98 @@ fn tagged_grammar(
         )));
     }
     Ok(format!("{rules}\n{TAGGED_ROOT} ::= {one}{more}\n"))
+}
+
+/// `rules` (starting at `root`) after the model's thinking: free text up to the first
+/// `thinking.close`, then a little whitespace. After a prompt that opened the thinking, the
+/// thinking must end; otherwise the answer may start with `thinking.open` (and then must end
+/// its thinking) or go straight to `root`.
+fn after_thinking(rules: &str, root: &str, thinking: &Thinking) -> Result<String, EngineError> {
+    if rules
+        .lines()
+        .any(|line| line.starts_with(THINKING_ROOT) || line.starts_with(THOUGHT))
+    {
+        return Err(EngineError::InvalidGrammar(format!(
+            "the schema gives a rule named {THINKING_ROOT} or {THOUGHT}…, which moat needs for \
+             its own"
+        )));
+    }
+    let close: Vec<char> = thinking.close.chars().collect();
+    if close.is_empty() || thinking.open.is_empty() {
+        return Err(EngineError::InvalidGrammar(
+            "thinking needs an opening and a closing tag".to_owned(),
+        ));
+    }
+    let thought = format!("{THOUGHT}-0");
+    let gap = format!("[ \\t\\n]{{0,{GAP_AFTER_THINKING}}}");
+    let start = if thinking.opened {
+        format!("{thought} {gap} {root}")
+    } else {
+        format!("({} {thought} {gap})? {root}", gbnf_literal(&thinking.open))
+    };
+    Ok(format!(
+        "{rules}\n{THINKING_ROOT} ::= {start}\n{}",
+        text_through(&close)
+    ))
+}
+
+/// Rules `moat-thought-0` .. `-(n-1)` for any text up to and including the first `close` (of
+/// n characters): rule i reads on after the first i characters of `close` were just seen,
+/// like a string-search automaton; each alternative reads one character, and reading the
+/// last one of `close` ends the text.
+fn text_through(close: &[char]) -> String {
+    // After the first `matched` characters of `close` and then `c`: how many now match.
+    let advance = |matched: usize, c: char| {
+        let mut seen: Vec<char> = close[..matched].to_vec();
+        seen.push(c);
+        (1..=seen.len())
+            .rev()
+            .find(|&n| seen[seen.len() - n..] == close[..n])
+            .unwrap_or(0)
+    };
+    let mut distinct: Vec<char> = close.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let class: String = distinct.iter().map(|&c| gbnf_class_char(c)).collect();
+    let mut rules = String::new();
+    for matched in 0..close.len() {
+        let mut alternatives = Vec::new();
+        for &c in &distinct {
+            let literal = gbnf_literal(&c.to_string());
+            match advance(matched, c) {
+                n if n == close.len() => alternatives.push(literal),
+                0 => {}
+                n => alternatives.push(format!("{literal} {THOUGHT}-{n}")),
+            }
+        }
+        // Any other character, or one of close's that leads back to the start.
+        let back_to_start: String = distinct
+            .iter()
+            .filter(|&&c| advance(matched, c) == 0)
+            .map(|&c| gbnf_literal(&c.to_string()))
+            .collect::<Vec<_>>()
+            .join(" | ");
+        alternatives.push(format!("[^{class}] {THOUGHT}-0"));
+        if !back_to_start.is_empty() {
+            alternatives.push(format!("({back_to_start}) {THOUGHT}-0"));
+        }
+        rules.push_str(&format!(
+            "{THOUGHT}-{matched} ::= {}\n",
+            alternatives.join(" | ")
+        ));
+    }
+    rules
+}
+
+/// A character inside a GBNF character class.
+fn gbnf_class_char(c: char) -> String {
+    match c {
+        '\\' | ']' | '[' | '^' | '-' => format!("\\{c}"),
+        '\n' => "\\n".to_owned(),
+        '\r' => "\\r".to_owned(),
+        '\t' => "\\t".to_owned(),
+        c => c.to_string(),
+    }
 }
 
 /// The most texts a choice grammar takes, and the most bytes of all of them together.
@@ -209,6 +322,24 @@ pub(crate) fn sample_constrained(
         .try_accept(token)
         .map_err(|error| format!("the grammar refused token {}: {error}", token.0))?;
     Ok(token.0)
+}
+
+/// Takes `token` without sampling it (a forced token): advances the chain (the penalties'
+/// history) and the grammar past it. False, with nothing changed, when the grammar does not
+/// allow it.
+pub(crate) fn force(
+    chain: &mut LlamaSampler,
+    grammar: Option<&mut LlamaSampler>,
+    token: TokenId,
+) -> bool {
+    let token = LlamaToken(token);
+    if let Some(grammar) = grammar {
+        if !allows(grammar, token) || grammar.try_accept(token).is_err() {
+            return false;
+        }
+    }
+    chain.accept(token);
+    true
 }
 
 /// Whether the grammar, in its present state, allows `token` next: it sets the logit of a

@@ -3,16 +3,18 @@
 //! into events; the scheduler decides when the sequence ends. It knows nothing of batches,
 //! slots or the KV cache.
 
+use std::collections::VecDeque;
+
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use moat_engine::{
-    EngineError, Event, EventOutbox, FinishReason, GeneratedToken, GenerationEvent, TextAssembler,
-    TokenId, TokenLogprob, TopLogprob, Usage, ValidGenerate,
+    BudgetWatch, EngineError, Event, EventOutbox, FinishReason, GeneratedToken, GenerationEvent,
+    TextAssembler, TokenId, TokenLogprob, TopLogprob, Usage, ValidGenerate,
 };
 use tokio::sync::mpsc;
 
-use crate::grammar::sample_constrained;
+use crate::grammar::{force, sample_constrained};
 use crate::sampling::{penalties_active, plain_greedy, sampler_chain, LogSoftmax};
 use crate::vocab::Vocab;
 
@@ -48,6 +50,12 @@ pub(crate) struct Stream {
     logprobs: Option<u8>,
     /// Filled while the prompt is computed, when the request asked for prompt logprobs.
     prompt_logprobs: Option<Vec<Option<TokenLogprob>>>,
+    /// The request's thinking budget, watched token by token.
+    budget: Option<BudgetWatch>,
+    /// What ends the thinking when its budget is spent: the closing tag, as tokens.
+    closing: Vec<TokenId>,
+    /// Tokens that the model is made to write next, in order, instead of sampling.
+    forced: VecDeque<TokenId>,
 }
 
 impl Stream {
@@ -67,6 +75,13 @@ impl Stream {
             ignore_eos: request.stop.ignore_eos,
             logprobs: request.logprobs,
             prompt_logprobs: request.prompt_logprobs.then(|| vec![None]),
+            budget: request.thinking.as_ref().and_then(BudgetWatch::new),
+            // A newline first, so the tag stands on its own line (as reasoning models write
+            // it), and a blank line after it, as Qwen3's and DeepSeek-R1's do.
+            closing: request.thinking.as_ref().map_or_else(Vec::new, |thinking| {
+                vocab.tokenize(&format!("\n{}\n\n", thinking.close), false, true)
+            }),
+            forced: VecDeque::new(),
         }
     }
 
@@ -129,9 +144,22 @@ impl Stream {
         at: i32,
         vocab: &Vocab<'_>,
     ) -> Sample {
-        let token = match self.grammar.as_mut() {
-            None => self.sampler.sample(context, at).0,
-            Some(grammar) => {
+        if let Some(budget) = self.budget.as_mut().filter(|budget| budget.spent()) {
+            budget.end();
+            self.forced = self.closing.iter().copied().collect();
+        }
+        let forced = self
+            .forced
+            .pop_front()
+            .filter(|&token| force(&mut self.sampler, self.grammar.as_mut(), token));
+        if forced.is_none() {
+            // Nothing to force, or the grammar refused the forced text: the model goes on.
+            self.forced.clear();
+        }
+        let token = match (forced, self.grammar.as_mut()) {
+            (Some(token), _) => token,
+            (None, None) => self.sampler.sample(context, at).0,
+            (None, Some(grammar)) => {
                 match sample_constrained(&mut self.sampler, grammar, context, at, self.plain_greedy)
                 {
                     Ok(token) => token,
@@ -149,7 +177,11 @@ impl Stream {
         let (text, stop) = if end_of_generation {
             (self.text.flush(), true)
         } else {
-            let output = self.text.push(&vocab.piece(token, false));
+            let piece = vocab.piece(token, false);
+            if let Some(budget) = &mut self.budget {
+                budget.observe(&piece);
+            }
+            let output = self.text.push(&piece);
             (output.text, output.stopped)
         };
         if !(end_of_generation && text.is_empty()) {

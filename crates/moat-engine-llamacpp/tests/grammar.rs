@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{generate, request, smollm2};
+use common::{generate, qwen, request, smollm2};
 use moat_engine::{Engine, EngineError, FinishReason, Grammar, ValidGenerate};
 use serde_json::Value;
 
@@ -223,15 +223,6 @@ async fn a_schema_llama_cpp_cannot_use_is_refused_at_once() {
 
 /// Qwen2.5-Coder-0.5B, whose template writes tool calls as Hermes `<tool_call>` tags (one
 /// token in its vocabulary).
-fn qwen() -> Option<moat_engine_llamacpp::LlamaEngine> {
-    let path = moat_testkit::test_model(moat_testkit::models::QWEN25_CODER)?;
-    let mut options = moat_engine_llamacpp::LoadOptions::new("qwen2.5-coder:0.5b");
-    options.n_ctx_per_seq = 1024;
-    let engine = moat_engine_llamacpp::LlamaEngine::load(&path, options).unwrap();
-    engine.wait_until_loaded().unwrap();
-    Some(engine)
-}
-
 const WEATHER_CALL: &str = r#"{"anyOf": [{"type": "object",
   "properties": {"name": {"const": "get_weather"},
                  "arguments": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},

@@ -222,6 +222,16 @@ impl Engine for FakeEngine {
                 "the fake engine does not constrain output to a grammar".to_owned(),
             ));
         }
+        if request
+            .thinking
+            .as_ref()
+            .is_some_and(|thinking| thinking.budget.is_some())
+        {
+            // Scripted replies cannot be made to end their thinking either.
+            return Err(EngineError::InvalidRequest(
+                "the fake engine does not bound thinking".to_owned(),
+            ));
+        }
         let options = SubmitOptions {
             max_tokens: Some(request.stop.max_tokens),
             deadline: request.deadline,

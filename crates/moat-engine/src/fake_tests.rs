@@ -29,6 +29,7 @@ fn request(prompt: &str) -> ValidGenerate {
         prompt_logprobs: false,
         deadline: None,
         grammar: None,
+        thinking: None,
     }
 }
 

@@ -18,6 +18,7 @@ mod request;
 pub mod scheduler;
 mod stop;
 pub mod template;
+mod thinking;
 mod utf8;
 
 pub use embed::{EmbedInput, Embedder, EmbedderInfo, Embeddings};
@@ -26,7 +27,9 @@ pub use error::EngineError;
 pub use event::{FinishReason, GeneratedToken, GenerationEvent, TokenLogprob, TopLogprob, Usage};
 pub use fake::{FakeConfig, FakeEngine, FakeReply};
 pub use outbox::{Event, EventOutbox, TextAssembler};
-pub use request::{Grammar, Prompt, SamplingParams, StopConditions, TokenId, ValidGenerate};
+pub use request::{
+    Grammar, Prompt, SamplingParams, StopConditions, Thinking, TokenId, ValidGenerate,
+};
 pub use scheduler::{
     BatchEntry, Ended, KvOp, LogitsKind, LogitsUse, Rejected, RequestId, Sampled, Scheduler,
     SchedulerConfig, SchedulerConfigError, SchedulerStats, SeqId, StepPlan, SubmitOptions,
@@ -36,4 +39,5 @@ pub use template::{
     select_template_source, ChatMessage, ChatTemplate, ContentPart, MessageContent, RenderOptions,
     TemplateError,
 };
+pub use thinking::BudgetWatch;
 pub use utf8::Utf8Decoder;

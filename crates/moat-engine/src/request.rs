@@ -107,6 +107,26 @@ impl Grammar {
     }
 }
 
+/// A reasoning model's thinking, for a request whose answer may start with it: its tags, and
+/// what the engine does about it. The server reads the thinking out of the text; the engine
+/// needs to know of it only to bound it and to hold a grammar back until it ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Thinking {
+    /// What opens the thinking at the start of the answer (`<think>`).
+    pub open: String,
+    /// What ends it (`</think>`).
+    pub close: String,
+    /// The prompt ended inside the thinking (the chat template opened it).
+    pub opened: bool,
+    /// Most tokens of thinking: once they are spent, the model is made to write `close`
+    /// (after the character it is in the middle of, if any).
+    pub budget: Option<u32>,
+    /// The request's grammar, if it holds the answer from its first token, holds what follows
+    /// the thinking instead: the model may think first (and must, after a prompt that opened
+    /// the thinking, end it).
+    pub grammar_after: bool,
+}
+
 /// A generation request, validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidGenerate {
@@ -122,4 +142,7 @@ pub struct ValidGenerate {
     pub deadline: Option<Instant>,
     /// What the output must follow; `None` leaves the model free.
     pub grammar: Option<Grammar>,
+    /// The model may start its answer with thinking; `None` for a model that does not think,
+    /// or a request that reads its output as it is.
+    pub thinking: Option<Thinking>,
 }

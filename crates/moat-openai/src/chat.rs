@@ -58,6 +58,8 @@ pub struct ValidChat {
     pub reasoning: ReasoningFormat,
     /// Further chat-template variables (`chat_template_kwargs`).
     pub template_kwargs: Map<String, Value>,
+    /// Most tokens of thinking (`thinking_token_budget`, `reasoning_budget_tokens`).
+    pub thinking_budget: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +75,8 @@ struct ChatFields {
     reasoning_format: Option<Value>,
     reasoning_effort: Option<Value>,
     chat_template_kwargs: Option<Value>,
+    thinking_token_budget: Option<Value>,
+    reasoning_budget_tokens: Option<Value>,
 }
 
 /// `reasoning_effort`'s levels (OpenAI's).
@@ -106,6 +110,42 @@ fn apply_reasoning_effort(
             .or_insert_with(|| Value::String(level.clone()));
     }
     Ok(())
+}
+
+/// The thinking budget, under vLLM's name (`thinking_token_budget`: 0 or more) or
+/// llama-server's (`reasoning_budget_tokens`: 0 or more, -1 for none). Both may be given if
+/// they agree.
+fn thinking_budget(
+    vllm: Option<&Value>,
+    llama_server: Option<&Value>,
+) -> Result<Option<u32>, WireError> {
+    let read = |field: &str, value: Option<&Value>, unlimited: Option<i64>| {
+        let count = match value {
+            None | Some(Value::Null) => return Ok(None),
+            Some(value) => value
+                .as_i64()
+                .ok_or_else(|| WireError::invalid(field, "expected an integer number of tokens"))?,
+        };
+        if Some(count) == unlimited {
+            return Ok(None);
+        }
+        let low = unlimited.map_or("0", |_| "-1 (no limit)");
+        u32::try_from(count).map(Some).map_err(|_| {
+            WireError::invalid(
+                field,
+                format!("{count} is out of range: expected {low} to {}", u32::MAX),
+            )
+        })
+    };
+    let vllm_budget = read("thinking_token_budget", vllm, None)?;
+    let llama_budget = read("reasoning_budget_tokens", llama_server, Some(-1))?;
+    match (vllm_budget, llama_budget) {
+        (Some(a), Some(b)) if a != b => Err(WireError::invalid(
+            "reasoning_budget_tokens",
+            format!("{b} disagrees with thinking_token_budget ({a}); send one of them"),
+        )),
+        (a, b) => Ok(a.or(b)),
+    }
 }
 
 /// Most `chat_template_kwargs` a request may give.
@@ -251,6 +291,10 @@ impl ChatRequest {
             tools,
             reasoning: ReasoningFormat::parse(fields.reasoning_format.as_ref())?,
             template_kwargs,
+            thinking_budget: thinking_budget(
+                fields.thinking_token_budget.as_ref(),
+                fields.reasoning_budget_tokens.as_ref(),
+            )?,
         })
     }
 }
@@ -672,6 +716,46 @@ mod tests {
 
     fn validate(json: &str) -> Result<ValidChat, WireError> {
         parse_chat_request(json.as_bytes())?.validate(&limits())
+    }
+
+    #[test]
+    fn a_thinking_budget_is_read_under_either_name() {
+        let budget = |fields: &str| {
+            let body =
+                format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}]{fields}}}"#);
+            validate(&body).map(|chat| chat.thinking_budget)
+        };
+        assert_eq!(budget("").unwrap(), None);
+        assert_eq!(budget(r#","thinking_token_budget":0"#).unwrap(), Some(0));
+        assert_eq!(
+            budget(r#","reasoning_budget_tokens":64"#).unwrap(),
+            Some(64)
+        );
+        assert_eq!(budget(r#","reasoning_budget_tokens":-1"#).unwrap(), None);
+        assert_eq!(
+            budget(r#","thinking_token_budget":8,"reasoning_budget_tokens":8"#).unwrap(),
+            Some(8)
+        );
+        let refused = [
+            (r#","thinking_token_budget":-1"#, "thinking_token_budget"),
+            (r#","thinking_token_budget":1.5"#, "thinking_token_budget"),
+            (r#","thinking_token_budget":"8""#, "thinking_token_budget"),
+            (
+                r#","reasoning_budget_tokens":-2"#,
+                "reasoning_budget_tokens",
+            ),
+            (
+                r#","reasoning_budget_tokens":4294967296"#,
+                "reasoning_budget_tokens",
+            ),
+            (
+                r#","thinking_token_budget":8,"reasoning_budget_tokens":9"#,
+                "reasoning_budget_tokens",
+            ),
+        ];
+        for (fields, param) in refused {
+            assert_eq!(budget(fields).unwrap_err().param(), Some(param), "{fields}");
+        }
     }
 
     #[test]

@@ -120,6 +120,11 @@ pub const CHAT_FIELDS: &[FieldRule] = &[
         "moat's prefix cache needs no key",
     ),
     rule(
+        "reasoning_budget_tokens",
+        Supported,
+        "moat extension (as in llama-server): most tokens of thinking, 0 or more (-1: no limit); the model is then made to end its thinking; see Reasoning models",
+    ),
+    rule(
         "reasoning_effort",
         Supported,
         "none turns thinking off (enable_thinking: false for the template); minimal, low, medium, high or xhigh reach the template as reasoning_effort; see Reasoning models",
@@ -163,6 +168,11 @@ pub const CHAT_FIELDS: &[FieldRule] = &[
         "include_usage: a last chunk with usage and no choices; only with stream",
     ),
     rule("temperature", Supported, "0.0 to 2.0; 0 is greedy"),
+    rule(
+        "thinking_token_budget",
+        Supported,
+        "moat extension (as in vLLM): most tokens of thinking, 0 or more; the model is then made to end its thinking; see Reasoning models",
+    ),
     rule(
         "tool_choice",
         Supported,

@@ -336,6 +336,7 @@ impl GenerationParams {
             prompt_logprobs,
             deadline: None,
             grammar: self.grammar.clone(),
+            thinking: None,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! [`ReasoningFormat`] is the request's `reasoning_format` (llama-server's field);
 //! [`ReasoningReader`] splits a choice's text as it streams.
 
+use moat_engine::Grammar;
 use serde_json::Value;
 
 use crate::WireError;
@@ -64,6 +65,18 @@ impl ReasoningFormat {
             Self::Separate => true,
             Self::Inline => false,
         }
+    }
+}
+
+/// Whether a grammar writes the thinking itself: a `guided_choice` whose texts carry the
+/// tags scripts the whole answer, thinking and all, so it holds the answer from its first
+/// token. Other grammars hold what follows the thinking.
+pub fn writes_thinking(grammar: &Grammar) -> bool {
+    match grammar {
+        Grammar::Choice(texts) => texts
+            .iter()
+            .any(|text| text.contains(THINK_OPEN) || text.contains(THINK_CLOSE)),
+        Grammar::JsonSchema(_) | Grammar::Tagged { .. } => false,
     }
 }
 
@@ -338,6 +351,18 @@ fn tag_prefix_len(text: &str, tag: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_choice_that_carries_the_tags_writes_the_thinking() {
+        let choice =
+            |texts: &[&str]| Grammar::Choice(texts.iter().map(|t| t.to_string()).collect());
+        assert!(writes_thinking(&choice(&["yes", "hm</think>no"])));
+        assert!(writes_thinking(&choice(&["<think>a"])));
+        assert!(!writes_thinking(&choice(&["yes", "no <thinking>"])));
+        assert!(!writes_thinking(&Grammar::JsonSchema(
+            r#"{"const": "</think>"}"#.to_owned()
+        )));
+    }
 
     /// Feeds `pieces`, returns (reasoning, content, pieces that counted as thinking).
     fn read(opened: bool, pieces: &[&str]) -> (String, String, u32) {

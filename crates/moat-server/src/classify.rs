@@ -65,6 +65,7 @@ impl EngineClassifier {
             prompt_logprobs: false,
             deadline: None,
             grammar: None,
+            thinking: None,
         };
         let mut stream = model
             .engine

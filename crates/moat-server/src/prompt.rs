@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use moat_engine::{ChatMessage, Engine, EngineError, RenderOptions, TokenId};
+use moat_engine::{ChatMessage, Engine, EngineError, Grammar, RenderOptions, Thinking, TokenId};
 use moat_openai::PromptInput;
 
 use crate::{ApiError, ServedModel};
@@ -54,6 +54,35 @@ pub(crate) struct ChatPrompt {
     pub(crate) template_thinks: bool,
     /// The prompt ends inside the thinking (its generation prompt opened `<think>`).
     pub(crate) opens_thinking: bool,
+}
+
+impl ChatPrompt {
+    /// What the engine is told of the answer's thinking: nothing for a model that does not
+    /// think (and a request that does not ask to read thinking), so a budget has nothing to
+    /// bound there. When the thinking is read out, a grammar that holds the answer from its
+    /// first token waits for the thinking, unless it writes the tags itself
+    /// (`moat_openai::writes_thinking`).
+    pub(crate) fn thinking(
+        &self,
+        separates_reasoning: bool,
+        grammar: Option<&Grammar>,
+        budget: Option<u32>,
+    ) -> Option<Thinking> {
+        if !(separates_reasoning || self.template_thinks) {
+            return None;
+        }
+        let grammar_after = separates_reasoning
+            && grammar.is_some_and(|grammar| {
+                grammar.holds_from_the_start() && !moat_openai::writes_thinking(grammar)
+            });
+        Some(Thinking {
+            open: moat_openai::THINK_OPEN.to_owned(),
+            close: moat_openai::THINK_CLOSE.to_owned(),
+            opened: self.opens_thinking,
+            budget,
+            grammar_after,
+        })
+    }
 }
 
 /// The prompt tokens of a chat: the model's template with the generation prompt (and the
@@ -142,4 +171,72 @@ fn detokenize(engine: &dyn Engine, tokens: &[TokenId]) -> Result<String, ApiErro
         bytes.extend(engine.token_bytes(*token)?);
     }
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prompt(template_thinks: bool, opens_thinking: bool) -> ChatPrompt {
+        ChatPrompt {
+            tokens: vec![1],
+            template_thinks,
+            opens_thinking,
+        }
+    }
+
+    #[test]
+    fn the_engine_hears_of_thinking_only_where_a_model_thinks_or_it_is_read() {
+        let schema = Grammar::json_object();
+        assert_eq!(
+            prompt(false, false).thinking(false, Some(&schema), Some(4)),
+            None
+        );
+        let read = prompt(false, false).thinking(true, None, Some(4)).unwrap();
+        assert_eq!(
+            (read.opened, read.budget, read.grammar_after),
+            (false, Some(4), false)
+        );
+        // `reasoning_format: none` on a thinking model: bounded, but the grammar holds all.
+        let inline = prompt(true, true)
+            .thinking(false, Some(&schema), Some(2))
+            .unwrap();
+        assert_eq!(
+            (inline.opened, inline.budget, inline.grammar_after),
+            (true, Some(2), false)
+        );
+        assert_eq!(
+            (inline.open.as_str(), inline.close.as_str()),
+            ("<think>", "</think>")
+        );
+    }
+
+    #[test]
+    fn a_grammar_from_the_first_token_waits_for_the_thinking_unless_it_writes_it() {
+        let thinker = prompt(true, false);
+        let waits = |grammar: &Grammar| {
+            thinker
+                .thinking(true, Some(grammar), None)
+                .unwrap()
+                .grammar_after
+        };
+        assert!(waits(&Grammar::json_object()));
+        assert!(waits(&Grammar::Choice(vec!["yes".into()])));
+        assert!(waits(&Grammar::Tagged {
+            schema: "{}".into(),
+            open: "<tool_call>\n".into(),
+            close: "\n</tool_call>".into(),
+            many: false,
+            lazy: false,
+        }));
+        assert!(!waits(&Grammar::Choice(vec!["hm</think>yes".into()])));
+        // A lazy grammar (tools on `auto`) waits for its own tag anyway.
+        assert!(!waits(&Grammar::Tagged {
+            schema: "{}".into(),
+            open: "<tool_call>\n".into(),
+            close: "\n</tool_call>".into(),
+            many: false,
+            lazy: true,
+        }));
+    }
 }

@@ -29,6 +29,16 @@ pub fn smollm2(options: impl FnOnce(&mut LoadOptions)) -> Option<LlamaEngine> {
     Some(engine)
 }
 
+/// Qwen2.5-Coder-0.5B (it has `<tool_call>` as one token), or `None` when test models are off.
+pub fn qwen() -> Option<LlamaEngine> {
+    let path = test_model(models::QWEN25_CODER)?;
+    let mut options = LoadOptions::new("qwen2.5-coder:0.5b");
+    options.n_ctx_per_seq = 1024;
+    let engine = LlamaEngine::load(&path, options).unwrap();
+    engine.wait_until_loaded().unwrap();
+    Some(engine)
+}
+
 pub fn request(prompt: &str, max_tokens: u32) -> ValidGenerate {
     ValidGenerate {
         prompt: Prompt::Text(prompt.to_owned()),
@@ -45,6 +55,7 @@ pub fn request(prompt: &str, max_tokens: u32) -> ValidGenerate {
         prompt_logprobs: false,
         deadline: None,
         grammar: None,
+        thinking: None,
     }
 }
 

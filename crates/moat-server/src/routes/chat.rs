@@ -179,19 +179,20 @@ pub(crate) async fn local_chat(
     )
     .await?;
     let separates_reasoning = chat.reasoning.separates(prompt.template_thinks);
-    // A grammar that holds the answer from its first token leaves no room for thinking: what
-    // it allows is the answer, even after a prompt that opened the thinking.
-    let held_from_the_start = chat
-        .params
-        .grammar
-        .as_ref()
-        .is_some_and(moat_engine::Grammar::holds_from_the_start);
-    let opens_thinking = prompt.opens_thinking && !held_from_the_start;
+    // When thinking is read out, a grammar either waits for it or writes it (see
+    // `ChatPrompt::thinking`), so a prompt that opened the thinking is always read as such.
+    let thinking = prompt.thinking(
+        separates_reasoning,
+        chat.params.grammar.as_ref(),
+        chat.thinking_budget,
+    );
+    let opens_thinking = prompt.opens_thinking;
     let tokens = prompt.tokens;
     let params = &chat.params;
     let jobs = (0..params.n)
         .map(|index| {
-            let request = params.generate_request(tokens.clone(), index, false)?;
+            let mut request = params.generate_request(tokens.clone(), index, false)?;
+            request.thinking = thinking.clone();
             Ok(Job::new(index, index == 0, request))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
