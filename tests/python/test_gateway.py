@@ -718,6 +718,19 @@ model = "m"
                 assert time.monotonic() < deadline, server.output()
                 time.sleep(0.05)
             assert chat(client, "after").choices[0].message.content == "new route"
+            # Guards are read at start: a reload that would change one (here, a new guarded
+            # alias) keeps the old routes, so no alias is ever served without its guard.
+            write("after", fresh)
+            with open(config, "a") as extra:
+                extra.write(f'[aliases.guarded]\nguard = "strict"\n[[aliases.guarded.targets]]\ntype = "upstream"\nurl = "{fresh.url}"\nmodel = "m"\n')
+            server.process.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            while "the guard of alias guarded changed" not in server.output():
+                assert time.monotonic() < deadline, server.output()
+                time.sleep(0.05)
+            with pytest.raises(openai.NotFoundError):
+                chat(client, "guarded")
+            assert chat(client, "after").choices[0].message.content == "new route"
         finally:
             assert server.stop() == 0, server.output()
     finally:

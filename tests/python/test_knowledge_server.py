@@ -247,6 +247,10 @@ def test_kb_list_show_and_errors(server, handbook):
     assert status == 400 and body["error"]["code"] == "wrong_dimension", body
     status, _, body = http("POST", handbook + "/handbook/query", json.dumps({"query": "x", "mode": "fuzzy"}).encode())
     assert status == 400 and body["error"]["param"] == "mode", body
+    # Too many tag fields are refused before every file gets a copy of every tag.
+    body, content_type = multipart([(f"f{i}.txt", b"x") for i in range(100)], tags=[f"t{i}" for i in range(65)])
+    status, refused = post_raw(handbook + "/missing/documents", body, content_type)
+    assert status == 400 and "65 tag fields" in refused["error"]["message"], refused
 
 
 def test_kb_query_finds_the_right_document(server, handbook):

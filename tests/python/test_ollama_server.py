@@ -304,6 +304,9 @@ def test_embed_and_embeddings_agree_with_v1(server, client):
     legacy = client.embeddings(model=MINILM, prompt=texts[0]).embedding
     assert cosine(legacy, embedded.embeddings[0]) > 0.9999
     assert list(client.embeddings(model=MINILM, prompt="").embedding) == []
+    with pytest.raises(ollama.ResponseError) as unknown:
+        client.embeddings(model="no-such-model", prompt="")
+    assert unknown.value.status_code == 404
 
 
 # ----------------------------------------------------------------------------

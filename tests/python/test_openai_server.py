@@ -193,6 +193,17 @@ def client(server) -> openai.OpenAI:
     return server.client()
 
 
+def test_sighup_on_a_server_without_gateway_aliases_is_not_fatal(server, client):
+    # SIGHUP's default action ends a process; `kill -HUP` is how a moat server reloads.
+    server.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while "no routes to reload" not in server.output():
+        assert server.process.poll() is None, server.output()
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.05)
+    assert chat_once(client, max_tokens=1).choices[0].finish_reason == "length"
+
+
 def chat_once(client, model=SMOLLM2, content="Say hello.", **kwargs):
     return client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": content}], **kwargs

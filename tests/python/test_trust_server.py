@@ -166,6 +166,9 @@ def test_a_rate_limited_key_gets_429_with_retry_after_and_the_limit(server, keys
     assert response.headers["x-moat-limit"] == "requests_per_minute"
     assert 1 <= int(response.headers["retry-after"]) <= 60
     assert "requests_per_minute" in caught.value.message
+    # The moderation classifier runs the chat model too: the same limit holds there.
+    with pytest.raises(openai.RateLimitError):
+        c.moderations.create(model=SMOLLM2, input="hello")
 
 
 def test_a_blocked_prompt_is_a_bad_request_with_content_policy_violation(server, keys):

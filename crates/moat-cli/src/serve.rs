@@ -409,9 +409,10 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let reload = gateway.as_ref().map(|_| Reload {
+    let reload = gateway.as_ref().map(|config| Reload {
         home: home.to_path_buf(),
         config: args.config.clone(),
+        guards: gateway_guards(config),
     });
     let result = runtime.block_on(serve_models(
         models,
@@ -590,21 +591,67 @@ fn check_aliases(knowledge: &Knowledge, served: &[String], routed: &[&String]) -
 }
 
 /// Where `moat serve` re-reads the gateway's routes on SIGHUP.
+#[derive(Clone)]
 struct Reload {
     home: PathBuf,
     config: Option<PathBuf>,
+    /// The gateway aliases' guard policies the server started with: the trust layer took
+    /// them then, so a reload may not change them.
+    guards: BTreeMap<String, String>,
+}
+
+/// Each gateway alias's guard policy, by alias.
+fn gateway_guards(config: &moat_gateway::GatewayConfig) -> BTreeMap<String, String> {
+    config
+        .aliases
+        .iter()
+        .filter_map(|(name, alias)| Some((name.clone(), alias.guard.clone()?)))
+        .collect()
 }
 
 impl Reload {
-    /// Reads the routes again and swaps them in; on any error the old routes stay.
+    /// Reads the routes again and swaps them in; on any error the old routes stay. A change
+    /// to any alias's guard (a new alias with one included) is such an error: the guards are
+    /// read once, at start, and routes whose guard did not take effect would serve unguarded.
     fn apply(&self, gateway: &moat_gateway::Gateway) -> Result<()> {
         let mut config =
             crate::gateway::settings(&self.home, self.config.as_deref())?.unwrap_or_default();
+        let guards = gateway_guards(&config);
+        if guards != self.guards {
+            let changed: Vec<&String> = guards
+                .keys()
+                .chain(self.guards.keys())
+                .filter(|name| guards.get(*name) != self.guards.get(*name))
+                .collect();
+            bail!(
+                "the guard of alias {} changed; guards take effect on restart, so the new routes \
+                 are not used",
+                changed.first().map_or("?", |name| name.as_str())
+            );
+        }
         let store = open_store(&self.home)?;
         crate::gateway::resolve_local_models(&mut config, &store);
         gateway.reload(&config)?;
         Ok(())
     }
+}
+
+/// A server without gateway aliases has nothing to reload: SIGHUP says so rather than ending
+/// the process (its default action), since `kill -HUP` is how a moat server reloads.
+fn ignore_sighup() {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            eprintln!(
+                "SIGHUP: this server started without gateway aliases, so there are no routes \
+                 to reload; other settings take effect on restart"
+            );
+        }
+    });
 }
 
 /// Reloads the gateway's routes on every SIGHUP, for as long as the server runs. Requests in
@@ -619,10 +666,7 @@ fn reload_on_sighup(gateway: Arc<moat_gateway::Gateway>, reload: Reload) {
         };
         while hangup.recv().await.is_some() {
             let gateway = Arc::clone(&gateway);
-            let reload = Reload {
-                home: reload.home.clone(),
-                config: reload.config.clone(),
-            };
+            let reload = reload.clone();
             let outcome =
                 tokio::task::spawn_blocking(move || reload.apply(&gateway).map(|()| gateway)).await;
             match outcome {
@@ -674,9 +718,12 @@ async fn serve_models(
         eprintln!("gateway aliases: {}", gateway.aliases().join(", "));
         // The checker lives as long as the gateway: the task holds only a weak handle.
         let _ = gateway.spawn_health_checks();
-        if let Some(reload) = reload {
-            reload_on_sighup(Arc::clone(&gateway), reload);
+        match reload {
+            Some(reload) => reload_on_sighup(Arc::clone(&gateway), reload),
+            None => ignore_sighup(),
         }
+    } else {
+        ignore_sighup();
     }
     let fatal = Arc::new(Notify::new());
     let load_failed = Arc::new(AtomicBool::new(false));

@@ -186,8 +186,18 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-/// Converts a configured number of seconds, refusing negative, infinite and NaN values.
+/// The longest configured duration: a year. Deadlines and cooldowns are added to the clock's
+/// instants, which a duration near `Duration::MAX` would overflow.
+const MOST_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// Converts a configured number of seconds, refusing negative, infinite and NaN values and
+/// anything over a year.
 pub(crate) fn seconds(field: &str, value: f64) -> Result<Duration, GatewayError> {
+    if value > MOST_SECONDS {
+        return Err(GatewayError::Config {
+            reason: format!("{field} = {value} is more than a year ({MOST_SECONDS} seconds)"),
+        });
+    }
     Duration::try_from_secs_f64(value).map_err(|_| GatewayError::Config {
         reason: format!("{field} = {value} is not a number of seconds"),
     })

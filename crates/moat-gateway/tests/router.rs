@@ -509,15 +509,28 @@ async fn unknown_alias_and_bad_configs_give_named_errors() {
     let unknown_field = "[[aliases.u.targets]]\ntype = \"upstream\"\nurl = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\ntimeout = 3\n";
     assert!(toml::from_str::<GatewayConfig>(unknown_field).is_err());
 
+    let refused = |config: String| {
+        Gateway::new(
+            &parse(&config),
+            GatewayDeps {
+                local: None,
+                clock: Arc::new(SystemClock),
+            },
+        )
+        .unwrap_err()
+        .to_string()
+    };
     let negative = target("n", &upstream(&a, "timeout_secs = -1.0"));
-    assert!(Gateway::new(
-        &parse(&negative),
-        GatewayDeps {
-            local: None,
-            clock: Arc::new(SystemClock)
-        }
-    )
-    .is_err());
+    assert!(refused(negative).contains("timeout_secs"));
+    // Durations that a deadline or cooldown would overflow the clock with are refused at
+    // load, not a panic on the first request.
+    let endless = target("e", &upstream(&a, "max_duration_secs = 1e19"));
+    assert!(refused(endless).contains("more than a year"));
+    let cooldown = format!(
+        "[routing]\ncooldown_secs = 1e19\n{}",
+        target("c", &upstream(&a, ""))
+    );
+    assert!(refused(cooldown).contains("routing.cooldown_secs"));
 }
 
 /// A local "engine" whose queue is always full: the seam fake for overload, since the real

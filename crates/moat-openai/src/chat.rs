@@ -389,14 +389,15 @@ fn parse_message(
 
 /// Each tool message answers a call an earlier assistant message made, as OpenAI requires.
 fn answered_calls_only(messages: &[(Role, ChatMessage)]) -> Result<(), WireError> {
-    let mut calls: Vec<&str> = Vec::new();
+    // A set: a long history (tens of thousands of calls) is checked in linear time.
+    let mut calls: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for (index, (role, message)) in messages.iter().enumerate() {
         if let Some(Value::Array(made)) = &message.tool_calls {
             calls.extend(made.iter().filter_map(|call| call.get("id")?.as_str()));
         }
         if *role == Role::Tool {
             let id = message.tool_call_id.as_deref().unwrap_or_default();
-            if !calls.contains(&id) {
+            if !calls.contains(id) {
                 return Err(WireError::invalid(
                     format!("messages[{index}].tool_call_id"),
                     format!("no earlier assistant message made a tool call with id '{id}'"),

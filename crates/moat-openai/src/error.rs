@@ -21,7 +21,7 @@ pub enum WireError {
     /// The prompt, or the prompt plus the requested completion, does not fit the context.
     #[error(
         "This model's maximum context length is {n_ctx} tokens. However, you requested {} tokens ({prompt_tokens} in the prompt, {} in the completion). Please reduce the length of the prompt or completion.",
-        prompt_tokens + completion_tokens, completion_tokens
+        u64::from(*prompt_tokens) + u64::from(*completion_tokens), completion_tokens
     )]
     ContextExceeded {
         prompt_tokens: u32,
@@ -60,5 +60,25 @@ impl WireError {
             Self::Missing { .. } => Some("missing_required_parameter"),
             Self::ContextExceeded { .. } => Some("context_length_exceeded"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_completion_is_counted_without_overflow() {
+        let error = WireError::ContextExceeded {
+            prompt_tokens: 31,
+            completion_tokens: u32::MAX,
+            n_ctx: 2048,
+        };
+        assert!(
+            error
+                .to_string()
+                .contains("you requested 4294967326 tokens"),
+            "{error}"
+        );
     }
 }

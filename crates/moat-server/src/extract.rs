@@ -16,7 +16,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
@@ -24,6 +25,30 @@ use tokio::time::{Instant, Sleep};
 use crate::{ApiError, AppState};
 
 pub struct RawBody(pub Bytes);
+
+/// A route's path parameters; one that cannot be read (invalid UTF-8 after percent-decoding,
+/// say) is a 400 in OpenAI's error shape, not axum's plain text.
+pub struct PathParams<T>(pub T);
+
+impl<T> FromRequestParts<AppState> for PathParams<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(params)) => Ok(Self(params)),
+            Err(rejection) => Err(ApiError::invalid_request(format!(
+                "the request path cannot be read: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
 
 impl FromRequest<AppState> for RawBody {
     type Rejection = ApiError;

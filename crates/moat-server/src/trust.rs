@@ -544,10 +544,16 @@ impl Drop for TicketState {
         }
         let audited = self.audit_allowed || self.decision != Decision::Allowed;
         if let (Some(meter), true) = (&self.trust.inner.meter, audited) {
+            // The model as the client named it, which may be empty or very long: the entry
+            // is written anyway (every request has one), with "-" or the name cut short.
+            let model = match clip(&self.model) {
+                "" => "-".to_owned(),
+                name => name.to_owned(),
+            };
             let entry = AuditEntry {
                 at_ms: self.at_ms,
-                who: std::mem::take(&mut self.who),
-                model: std::mem::take(&mut self.model),
+                who: clip(&self.who).to_owned(),
+                model,
                 decision: self.decision,
                 rails: std::mem::take(&mut self.rails),
                 prompt_tokens: self.prompt_tokens,
@@ -564,8 +570,7 @@ impl Drop for TicketState {
 
 /// The key's form in the audit log and usage records: its public prefix and name.
 pub(crate) fn who(key: &Key) -> String {
-    let who = format!("{} {}", key.prefix, key.name);
-    who.chars().take(256).collect()
+    clip(&format!("{} {}", key.prefix, key.name)).to_owned()
 }
 
 /// Authenticates every request but `/health` (and `/metrics` when the configuration makes

@@ -135,6 +135,29 @@ async fn an_unknown_model_is_a_404() {
 }
 
 #[tokio::test]
+async fn a_path_that_cannot_be_read_is_a_400_in_openais_shape() {
+    let app = fake_app(FakeReply::ReversePrompt);
+    for uri in [
+        "/v1/models/%FF",
+        "/v1/knowledge_bases/%FF",
+        "/v1/knowledge_bases/kb/documents/%FF",
+    ] {
+        let method = if uri.contains("documents") {
+            "DELETE"
+        } else {
+            "GET"
+        };
+        let error = call(&app, method, uri, Body::empty())
+            .await
+            .error(StatusCode::BAD_REQUEST);
+        assert!(
+            error["message"].as_str().unwrap().contains("UTF-8"),
+            "{uri}: {error}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_prompt_longer_than_the_context_is_a_400_never_cut() {
     let app = fake_app(FakeReply::ReversePrompt);
     let long = "x".repeat(2000);

@@ -217,6 +217,28 @@ async fn without_keys_requests_pass_and_are_audited_as_anonymous() {
 }
 
 #[tokio::test]
+async fn a_request_naming_an_empty_or_very_long_model_is_still_audited() {
+    let s = setup(FakeReply::Fixed("hi".into()));
+    let scoped = key(&s.auth, "scoped", &["qwen"], Limits::default());
+    let long = "é".repeat(200);
+    let answer = post_chat(&s.app, Some(&scoped), chat("hello", json!({"model": long}))).await;
+    answer.error(StatusCode::FORBIDDEN);
+    let all = key(&s.auth, "all", &["*"], Limits::default());
+    let answer = post_chat(&s.app, Some(&all), chat("hello", json!({"model": ""}))).await;
+    answer.error(StatusCode::NOT_FOUND);
+    let log = audit(&s.meter);
+    assert_eq!(log.len(), 2, "{log:?}");
+    let models: Vec<&str> = log.iter().map(|r| r.entry.model.as_str()).collect();
+    assert!(models.contains(&"-"), "{models:?}");
+    let cut = models.iter().find(|m| m.starts_with('é')).unwrap();
+    assert_eq!(
+        cut.len(),
+        256,
+        "cut at a character boundary within 256 bytes"
+    );
+}
+
+#[tokio::test]
 async fn auth_bypass_attempts_are_401_and_health_stays_open() {
     let s = setup(FakeReply::Fixed("hi".into()));
     let good = key(&s.auth, "good", &["*"], Limits::default());

@@ -203,6 +203,16 @@ pub(crate) async fn local_embeddings(
             ));
         }
     }
+    // The key's limits apply: the inputs' bytes (or token ids) bound their tokens, and the
+    // real count settles the reservation when the request ends.
+    let bound: u64 = inputs
+        .iter()
+        .map(|input| match input {
+            EmbedInput::Text(text) => text.len() as u64 + 2,
+            EmbedInput::Tokens(tokens) => tokens.len() as u64,
+        })
+        .sum();
+    caller.admit(state.trust(), 0, bound)?;
     caller.ticket.answered_by(&request.model, true);
     // The embedder's busy time is the call's wall time: it runs on the compute executor.
     let began = std::time::Instant::now();

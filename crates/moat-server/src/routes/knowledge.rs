@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +32,7 @@ use moat_rag::{ingest_bytes, retrieve, DocumentOutcome, IdentityReranker, Ingest
 use moat_vector::{DocumentInfo, KbInfo, KbSpec, Location, VectorStore};
 use serde::{Deserialize, Serialize};
 
-use crate::extract::RawBody;
+use crate::extract::{PathParams, RawBody};
 use crate::knowledge::retrieve_params;
 use crate::trust::Caller;
 use crate::{ApiError, AppState};
@@ -159,7 +159,7 @@ async fn list(State(state): State<AppState>) -> Result<Json<KbList>, ApiError> {
 
 async fn show(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> Result<Json<KbBody>, ApiError> {
     let store = state.knowledge().store()?;
     let (info, documents) = blocking(move || {
@@ -173,7 +173,7 @@ async fn show(
 
 async fn remove(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let store = state.knowledge().store()?;
     let id = name.clone();
@@ -185,7 +185,7 @@ async fn remove(
 
 async fn remove_document(
     State(state): State<AppState>,
-    Path((name, path)): Path<(String, String)>,
+    PathParams((name, path)): PathParams<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let store = state.knowledge().store()?;
     let key = path.clone();
@@ -310,6 +310,15 @@ async fn uploads_from_multipart(
             }
         }
     }
+    // Every file gets every tag: the count is checked before the copies are made, so many
+    // tags times many files cannot take the memory the product would.
+    if tags.len() > moat_vector::validate::MAX_TAGS {
+        return Err(ApiError::invalid_request(format!(
+            "{} tag fields; the limit is {}",
+            tags.len(),
+            moat_vector::validate::MAX_TAGS
+        )));
+    }
     for file in &mut files {
         file.tags.clone_from(&tags);
     }
@@ -355,7 +364,7 @@ fn uploads_from_json(body: &[u8]) -> Result<Vec<Upload>, ApiError> {
 
 async fn add_documents(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
     request: Request,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let multipart = request
@@ -450,7 +459,7 @@ struct QueryHit {
 
 async fn query(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
     RawBody(body): RawBody,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let request: QueryRequest = parse(&body)?;

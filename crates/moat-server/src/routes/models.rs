@@ -3,13 +3,14 @@
 //! they stand for and the knowledge base they are grounded in; a gateway alias, routed to
 //! targets, names no single model).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::Extension;
 use axum::{Json, Router};
 use moat_openai::Model;
 use serde::Serialize;
 
+use crate::extract::PathParams;
 use crate::state::unix_now;
 use crate::trust::Caller;
 use crate::{ApiError, AppState};
@@ -95,7 +96,7 @@ async fn list(
 async fn one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<Listed>, ApiError> {
     entries(&state, &caller)
         .into_iter()

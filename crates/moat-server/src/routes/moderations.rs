@@ -168,6 +168,10 @@ async fn moderations(
     if let Some(model) = &model {
         caller.authorize(model, model)?;
         state.model(model)?;
+        // The classifier runs the chat model on every text: the key's limits apply, with the
+        // texts' bytes as the bound on their tokens.
+        let bound: u64 = texts.iter().map(|text| text.len() as u64 + 1).sum();
+        caller.admit(state.trust(), 0, bound)?;
     }
     caller.ticket.set_prompt(|| texts.join("\n"));
     let guard = state.trust().moderation_guard();

@@ -105,6 +105,11 @@ pub(super) async fn embeddings(
     let request: EmbeddingsRequest = parse(&body)?;
     let model = resolve(&state, &request.model);
     if request.prompt.is_empty() {
+        // Nothing to embed, but a model the server does not know is still a 404, as
+        // everywhere else.
+        if named(&state, &model).is_none() {
+            return Err(ApiError::model_not_found(&model));
+        }
         caller.authorize(&model, &model)?;
         return Ok(Json(json!({ "embedding": [] })));
     }
