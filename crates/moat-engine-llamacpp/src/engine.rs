@@ -127,7 +127,21 @@ impl Engine for LlamaEngine {
         add_special: bool,
         parse_special: bool,
     ) -> Result<Vec<TokenId>, EngineError> {
-        Ok(self.vocab()?.tokenize(text, add_special, parse_special))
+        let loaded = self.shared.loaded()?;
+        // A text longer than the context's positions times the longest token cannot fit, so
+        // it is refused without tokenizing: llama.cpp's search for special tokens takes time
+        // that grows with the square of their count, and a client could send a body full of
+        // them (the server checks the count against the context only after tokenizing).
+        let n_ctx = usize::try_from(self.info().n_ctx).unwrap_or(usize::MAX);
+        let most_bytes = n_ctx.saturating_mul(loaded.max_token_bytes);
+        if parse_special && text.len() > most_bytes {
+            let at_least = text.len().div_ceil(loaded.max_token_bytes);
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens: u32::try_from(at_least).unwrap_or(u32::MAX),
+                n_ctx: self.info().n_ctx,
+            });
+        }
+        Ok(Vocab::new(&loaded.model).tokenize(text, add_special, parse_special))
     }
 
     fn token_bytes(&self, token: TokenId) -> Result<Vec<u8>, EngineError> {

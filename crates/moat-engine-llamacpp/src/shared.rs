@@ -14,6 +14,9 @@ use moat_engine::{EngineError, EngineInfo, EngineStats, Health, SchedulerStats};
 pub(crate) struct Loaded {
     pub(crate) model: Arc<LlamaModel>,
     pub(crate) info: EngineInfo,
+    /// The most bytes of text one token stands for (special tokens as their text): no text
+    /// longer than this many bytes per context position can fit the context.
+    pub(crate) max_token_bytes: usize,
 }
 
 #[derive(Clone, Debug)]

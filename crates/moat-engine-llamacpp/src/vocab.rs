@@ -66,6 +66,15 @@ impl<'m> Vocab<'m> {
             .token_to_piece(LlamaToken(token), special, None)
     }
 
+    /// The most bytes of text any one token stands for, control tokens as their text.
+    pub(crate) fn max_token_bytes(&self) -> usize {
+        (0..self.n_vocab)
+            .map(|token| self.piece(token, true).len())
+            .max()
+            .unwrap_or(0)
+            .max(1)
+    }
+
     /// The model's end-of-sequence token, for a sequence that must end without a real sample.
     pub(crate) fn eog_token(&self) -> TokenId {
         self.model.vocab().eos().0

@@ -148,6 +148,7 @@ pub(crate) fn run(
     shared.set_ready(Loaded {
         model: Arc::clone(&model),
         info: vocab.info(options, n_ctx_per_seq, placement),
+        max_token_bytes: vocab.max_token_bytes(),
     });
     let n_batch = usize::try_from(options.n_batch).unwrap_or(usize::MAX);
     Worker {

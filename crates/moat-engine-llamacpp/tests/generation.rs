@@ -392,6 +392,21 @@ async fn a_prompt_that_does_not_fit_is_refused_at_once() {
     assert_eq!(n_ctx, 64);
     assert_eq!(engine.info().n_ctx, 64);
 
+    // A text too long to fit whatever its tokens is refused before it is tokenized: a body
+    // full of special tokens would otherwise keep llama.cpp's tokenizer busy for minutes.
+    let specials = "<|im_start|>".repeat(100_000);
+    let Err(EngineError::PromptTooLong { prompt_tokens, .. }) =
+        engine.tokenize(&specials, true, true)
+    else {
+        panic!("a 1.2 MB prompt for 64 positions was tokenized");
+    };
+    assert!(prompt_tokens > 64, "{prompt_tokens}");
+    // Without special tokens parsed (not a prompt) the text is tokenized as before.
+    let plain = engine
+        .tokenize(&"<|im_start|>".repeat(8), false, false)
+        .unwrap();
+    assert!(plain.len() > 8, "{plain:?}");
+
     // A prompt that fits ends with `length` when the context fills up.
     let output = generate(&engine, request(&"word ".repeat(50), 100)).await;
     assert_eq!(output.reason, FinishReason::Length);

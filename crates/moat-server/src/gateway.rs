@@ -132,10 +132,12 @@ pub(crate) async fn chat_answer(
         .iter()
         .find_map(|field| object.get(*field).and_then(Value::as_u64))
         .unwrap_or(DEFAULT_RESERVED_COMPLETION);
+    // Each of the `n` choices may write `max_tokens` (the upstream checks `n` itself).
+    let choices = object.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
     caller.admit(
         state.trust(),
         text_bytes,
-        text_bytes.saturating_add(max_tokens),
+        text_bytes.saturating_add(max_tokens.saturating_mul(choices)),
     )?;
     if stream && !client_usage {
         let options = object
