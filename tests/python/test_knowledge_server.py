@@ -337,3 +337,24 @@ def test_zz_document_removal_and_kb_delete(server, handbook):
     assert status == 200 and body["deleted"] is True
     status, _, body = http("POST", handbook + "/handbook/query", json.dumps({"query": "penguins"}).encode())
     assert status == 404, body
+
+
+def test_an_embedding_model_whose_license_forbids_the_deployment_is_refused(tmp_path):
+    # `moat serve` refuses such a model by name; a knowledge base must not load it either,
+    # from the CLI or over HTTP.
+    for source, name in [(model_file(SMOLLM2), SMOLLM2), (MINILM_DIR, MINILM)]:
+        done = moat(tmp_path, "pull", str(source), "--name", name, "--quiet")
+        assert done.returncode == 0, done.stderr
+    done = moat(tmp_path, "license", "set", MINILM, "cc-by-nc-4.0")
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "moat.toml").write_text("[deployment]\ncommercial = true\n")
+    refused = moat(tmp_path, "kb", "create", "notes", "--embed", MINILM)
+    assert refused.returncode != 0 and "refusing to serve" in refused.stderr, refused.stderr
+    server = Server(tmp_path, [SMOLLM2]).wait_ready()
+    try:
+        status, _, body = http(
+            "POST", server.url + "/v1/knowledge_bases", json.dumps({"name": "notes", "embed_model": MINILM}).encode()
+        )
+        assert status == 403 and body["error"]["code"] == "license_forbidden", body
+    finally:
+        assert server.stop() == 0, server.output()

@@ -143,7 +143,7 @@ pub fn run(home: &Path, command: KbCommand) -> Result<u8> {
 
 fn create(home: &Path, store: &dyn VectorStore, args: CreateArgs) -> Result<u8> {
     moat_vector::validate_kb_name(&args.name)?;
-    let embedder = StoreEmbedders::new(home).load_embedder(&args.embed)?;
+    let embedder = gated_embedders(home)?.load_embedder(&args.embed)?;
     let info = embedder.info();
     let created = store.create_kb(&KbSpec {
         name: args.name,
@@ -161,6 +161,13 @@ fn create(home: &Path, store: &dyn VectorStore, args: CreateArgs) -> Result<u8> 
     Ok(0)
 }
 
+/// Embedders behind the license gate of moat.toml's `[deployment]` (in the working folder or
+/// `$MOAT_HOME`), as `moat serve` loads them.
+fn gated_embedders(home: &Path) -> Result<StoreEmbedders> {
+    let profile = crate::license::config_profile(home, None)?;
+    Ok(StoreEmbedders::new(home).with_license_gate(profile, false))
+}
+
 /// The knowledge base's own embedder.
 fn kb_embedder(
     home: &Path,
@@ -168,7 +175,7 @@ fn kb_embedder(
     name: &str,
 ) -> Result<Arc<dyn moat_engine::Embedder>> {
     let info = store.kb(name)?;
-    StoreEmbedders::new(home)
+    gated_embedders(home)?
         .load_embedder(&info.embed_model)
         .with_context(|| {
             format!(

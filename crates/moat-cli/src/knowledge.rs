@@ -24,6 +24,7 @@ use anyhow::{bail, Context, Result};
 use moat_embed::SentenceEmbedder;
 use moat_engine::Embedder;
 use moat_engine_llamacpp::{EmbedderOptions, LlamaEmbedder};
+use moat_license::DeploymentProfile;
 use moat_server::{EmbedderLoadError, EmbedderSource, GroundingRequest};
 use moat_store::{Manifest, ModelFormat, Store};
 use moat_vector::{SqliteStore, VectorStore};
@@ -226,13 +227,31 @@ pub fn model_kind(store: &Store, manifest: &Manifest) -> Result<ModelKind> {
 #[derive(Clone)]
 pub struct StoreEmbedders {
     home: PathBuf,
+    /// The deployment's profile and `--allow-forbidden-license`: a model whose license
+    /// forbids the deployment is refused, as `moat serve` refuses a chat model.
+    license: Option<(DeploymentProfile, bool)>,
 }
 
 impl StoreEmbedders {
     pub fn new(home: &Path) -> Self {
         Self {
             home: home.to_path_buf(),
+            license: None,
         }
+    }
+
+    /// Refuses models whose license forbids this deployment, unless `allow_forbidden`.
+    pub fn with_license_gate(mut self, profile: DeploymentProfile, allow_forbidden: bool) -> Self {
+        self.license = Some((profile, allow_forbidden));
+        self
+    }
+
+    /// The license gate, where there is one: an error for a forbidden model.
+    fn check_license(&self, store: &Store, manifest: &Manifest) -> Result<()> {
+        if let Some((profile, allow_forbidden)) = &self.license {
+            crate::license::license_gate(store, manifest, profile, *allow_forbidden)?;
+        }
+        Ok(())
     }
 
     /// The stored model `name` as an embedder, with its canonical name (`name:tag`).
@@ -247,9 +266,16 @@ impl StoreEmbedders {
                  header names a pooling)"
             );
         }
+        self.check_license(&store, &manifest)?;
+        self.build(&store, &manifest)
+    }
+
+    /// The embedder for a stored embedding model whose license was checked.
+    fn build(&self, store: &Store, manifest: &Manifest) -> Result<Arc<dyn Embedder>> {
+        let canonical = manifest.name.to_string();
         match manifest.format {
             ModelFormat::Safetensors => {
-                let folder = self.linked_folder(&store, &manifest)?;
+                let folder = self.linked_folder(store, manifest)?;
                 let embedder = SentenceEmbedder::load(&folder, &canonical)
                     .with_context(|| format!("loading {canonical}"))?;
                 Ok(Arc::new(embedder))
@@ -258,7 +284,7 @@ impl StoreEmbedders {
                 let weights = manifest
                     .weights()
                     .with_context(|| format!("{canonical} has no weights file"))?;
-                let path = store.file_path(&manifest, &weights.digest)?;
+                let path = store.file_path(manifest, &weights.digest)?;
                 let embedder = LlamaEmbedder::load(&path, EmbedderOptions::new(&canonical))
                     .with_context(|| format!("loading {canonical}"))?;
                 Ok(Arc::new(embedder))
@@ -364,7 +390,9 @@ impl EmbedderSource for StoreEmbedders {
             }
             Err(error) => return Err(EmbedderLoadError::NotAnEmbedder(format!("{error:#}"))),
         }
-        self.load_embedder(model)
+        self.check_license(&store, &manifest)
+            .map_err(|error| EmbedderLoadError::Forbidden(format!("{error:#}")))?;
+        self.build(&store, &manifest)
             .map_err(|error| EmbedderLoadError::Failed(format!("{error:#}")))
     }
 }

@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use moat_license::{
     check, detect, DeploymentProfile, Detection, GgufLicenseKeys, LicenseDecisionInput,
-    LicenseEvidence, LicenseId, ProfileOverrides, Verdict,
+    LicenseEvidence, LicenseId, Outcome, ProfileOverrides, Verdict,
 };
 use moat_store::inspect::ModelInfo;
 use moat_store::{FileRole, Manifest, Store};
@@ -304,4 +304,42 @@ pub fn show_license(store: &Store, manifest: &Manifest, info: &ModelInfo) -> Lic
             error: Some(format!("{error:#}")),
         },
     }
+}
+
+/// Refuses a model whose license forbids the deployment, unless `allow_forbidden`; returns
+/// whether it was served through the override.
+pub(crate) fn license_gate(
+    store: &Store,
+    manifest: &Manifest,
+    profile: &DeploymentProfile,
+    allow_forbidden: bool,
+) -> Result<bool> {
+    let info = moat_store::inspect::inspect(store, manifest)?;
+    let detection = detect(&crate::license::evidence(store, manifest, &info)?);
+    let verdict = check(&LicenseDecisionInput {
+        detection,
+        profile: profile.clone(),
+    });
+    eprintln!(
+        "{}: license {}: {}",
+        manifest.name,
+        verdict.outcome.label(),
+        verdict.summary
+    );
+    if verdict.outcome == Outcome::Forbidden {
+        if let Some(finding) = &verdict.deciding {
+            eprintln!("  deciding clause: {}", finding.clause);
+        }
+        if !allow_forbidden {
+            bail!(
+                "refusing to serve {}: its license forbids this deployment (see `moat license check {}`); \
+                 pass --allow-forbidden-license to serve it anyway",
+                manifest.name,
+                manifest.name
+            );
+        }
+        eprintln!("  serving it anyway (--allow-forbidden-license; recorded in the audit log)");
+        return Ok(true);
+    }
+    Ok(false)
 }

@@ -24,7 +24,6 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use moat_engine::Engine;
 use moat_engine_llamacpp::{LlamaEngine, LoadOptions};
-use moat_license::{check, detect, DeploymentProfile, LicenseDecisionInput, Outcome};
 use moat_meter::{AuditEntry, Decision, Meter};
 use moat_openai::ModelLimits;
 use moat_otlp::Exporter;
@@ -362,7 +361,7 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
     let mut embedding_models = Vec::new();
     for name in &names {
         let manifest = store.resolve(name)?;
-        if license_gate(&store, &manifest, &profile, args.allow_forbidden_license)? {
+        if crate::license::license_gate(&store, &manifest, &profile, args.allow_forbidden_license)? {
             audit_license_override(&meter, &manifest.name.to_string())?;
         }
         if model_kind(&store, &manifest)? == ModelKind::Embedding {
@@ -372,7 +371,10 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
         models.push(model_file(&store, name)?);
     }
     let (knowledge, mut alias_guards) =
-        knowledge(home, &store, args.config.as_deref(), embedding_models)?;
+        knowledge(home, &store, args.config.as_deref(), embedding_models, {
+            // Embedding models loaded later (a knowledge base's) pass the same license gate.
+            StoreEmbedders::new(home).with_license_gate(profile.clone(), args.allow_forbidden_license)
+        })?;
     let served: Vec<String> = models.iter().map(|m| m.manifest.name.to_string()).collect();
     let routed: Vec<&String> = gateway.iter().flat_map(|g| g.aliases.keys()).collect();
     check_aliases(&knowledge, &served, &routed)?;
@@ -486,44 +488,6 @@ fn audit_license_override(meter: &Meter, model: &str) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a model whose license forbids the deployment, unless `allow_forbidden`; returns
-/// whether it was served through the override.
-fn license_gate(
-    store: &Store,
-    manifest: &Manifest,
-    profile: &DeploymentProfile,
-    allow_forbidden: bool,
-) -> Result<bool> {
-    let info = moat_store::inspect::inspect(store, manifest)?;
-    let detection = detect(&crate::license::evidence(store, manifest, &info)?);
-    let verdict = check(&LicenseDecisionInput {
-        detection,
-        profile: profile.clone(),
-    });
-    eprintln!(
-        "{}: license {}: {}",
-        manifest.name,
-        verdict.outcome.label(),
-        verdict.summary
-    );
-    if verdict.outcome == Outcome::Forbidden {
-        if let Some(finding) = &verdict.deciding {
-            eprintln!("  deciding clause: {}", finding.clause);
-        }
-        if !allow_forbidden {
-            bail!(
-                "refusing to serve {}: its license forbids this deployment (see `moat license check {}`); \
-                 pass --allow-forbidden-license to serve it anyway",
-                manifest.name,
-                manifest.name
-            );
-        }
-        eprintln!("  serving it anyway (--allow-forbidden-license; recorded in the audit log)");
-        return Ok(true);
-    }
-    Ok(false)
-}
-
 /// The server's knowledge side: the knowledge store, embedders from the model store, the
 /// embedding models named on the command line, and `moat.toml`'s aliases (their models by
 /// their full names, as the server knows them), and the aliases' guard policies.
@@ -532,6 +496,7 @@ fn knowledge(
     store: &Store,
     config: Option<&Path>,
     embedding_models: Vec<String>,
+    embedders: StoreEmbedders,
 ) -> Result<(Knowledge, BTreeMap<String, String>)> {
     let settings = crate::knowledge::settings(home, config)?;
     let vector_store = open_vector_store(home, &settings.backend)?;
@@ -559,7 +524,7 @@ fn knowledge(
         .collect();
     let knowledge = Knowledge {
         store: Some(vector_store),
-        embedders: Some(Arc::new(StoreEmbedders::new(home))),
+        embedders: Some(Arc::new(embedders)),
         embedding_models,
         aliases,
     };

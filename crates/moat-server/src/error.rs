@@ -177,7 +177,7 @@ impl ApiError {
     }
 
     /// An embedding model that could not be had: 404 unknown, 400 not an embedding model,
-    /// 503 failed to load.
+    /// 403 its license forbids the deployment, 503 failed to load.
     pub fn embedder_load(model: &str, error: EmbedderLoadError) -> Self {
         match error {
             EmbedderLoadError::NotFound(_) => Self::model_not_found(model),
@@ -187,6 +187,11 @@ impl ApiError {
             .with_param("model")
             .with_code("not_an_embedding_model"),
             EmbedderLoadError::Failed(reason) => Self::model_failed(model, &reason),
+            EmbedderLoadError::Forbidden(reason) => {
+                Self::new(StatusCode::FORBIDDEN, "permission_error", reason)
+                    .with_param("model")
+                    .with_code("license_forbidden")
+            }
         }
     }
 

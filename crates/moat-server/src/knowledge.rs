@@ -26,6 +26,8 @@ pub enum EmbedderLoadError {
     NotAnEmbedder(String),
     /// The model should load but did not (a missing file, a broken config) (503).
     Failed(String),
+    /// The model's license forbids this deployment (403); the text says why.
+    Forbidden(String),
 }
 
 /// Loads embedding models by name. Blocking; called on the blocking pool.
