@@ -68,12 +68,14 @@ fn parse_since(text: &str, now_ms: i64) -> Result<i64> {
     if let Some(date) = Date::parse(text) {
         return Ok(date.start_ms());
     }
-    let (digits, unit) = text.split_at(text.len().saturating_sub(1));
-    let unit_ms: i64 = match unit {
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => bail!("--since {text:?}: give a day (2026-11-26) or a duration (30m, 24h, 7d)"),
+    // Split off the unit by matching it as a suffix: slicing at `len - 1` lands inside the
+    // last character when it takes more than one byte (`1é`) and panics.
+    const UNITS: [(char, i64); 3] = [('m', 60_000), ('h', 3_600_000), ('d', 86_400_000)];
+    let Some((digits, unit_ms)) = UNITS
+        .iter()
+        .find_map(|&(unit, ms)| text.strip_suffix(unit).map(|digits| (digits, ms)))
+    else {
+        bail!("--since {text:?}: give a day (2026-11-26) or a duration (30m, 24h, 7d)");
     };
     let count: i64 = digits
         .parse()
@@ -168,4 +170,46 @@ fn when(at_ms: i64) -> String {
         seconds / 60 % 60,
         seconds % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW_MS: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn since_takes_a_day_or_a_duration_ago() {
+        assert_eq!(parse_since("30m", NOW_MS).ok(), Some(NOW_MS - 30 * 60_000));
+        assert_eq!(
+            parse_since("24h", NOW_MS).ok(),
+            Some(NOW_MS - 24 * 3_600_000)
+        );
+        assert_eq!(
+            parse_since("7d", NOW_MS).ok(),
+            Some(NOW_MS - 7 * 86_400_000)
+        );
+        let day = Date::parse("2026-11-26").map(|d| d.start_ms());
+        assert_eq!(parse_since("2026-11-26", NOW_MS).ok(), day);
+    }
+
+    #[test]
+    fn a_since_ending_in_a_multibyte_character_is_an_error_not_a_panic() {
+        for bad in [
+            "1é",
+            "é",
+            "7dé",
+            "1\u{1F600}",
+            "",
+            "d",
+            "-1d",
+            "1w",
+            "100001d",
+        ] {
+            let Err(err) = parse_since(bad, NOW_MS) else {
+                panic!("--since {bad:?} accepted");
+            };
+            assert!(err.to_string().contains("--since"), "{bad:?}: {err}");
+        }
+    }
 }

@@ -112,6 +112,22 @@ pub(crate) fn config_profile(home: &Path, explicit: Option<&Path>) -> Result<Dep
     Ok(parsed.deployment.unwrap_or_default())
 }
 
+/// One warning for each top-level table of the config file that no part of moat reads,
+/// worded as `moat serve` words it. `MoatToml` reads `[deployment]` alone and skips the rest,
+/// so a misspelt `[deploymnet]` would otherwise give the default profile without a word.
+/// (`config_profile` itself stays quiet, since `moat serve` calls it after its own warnings.)
+fn unknown_table_warnings(home: &Path, explicit: Option<&Path>) -> Vec<String> {
+    crate::knowledge::top_level_tables(home, explicit)
+        .into_iter()
+        .filter(|table| !crate::knowledge::is_known_table(table))
+        .map(|table| {
+            format!(
+                "warning: moat.toml: [{table}] is not a table moat reads; it is ignored (a typo?)"
+            )
+        })
+        .collect()
+}
+
 fn check_command(home: &Path, args: CheckArgs) -> Result<u8> {
     let store = open_store(home)?;
     let manifest = store.resolve(&args.model)?;
@@ -126,6 +142,9 @@ fn check_command(home: &Path, args: CheckArgs) -> Result<u8> {
         monthly_revenue_usd: args.revenue,
         multimodal: args.multimodal,
     };
+    for warning in unknown_table_warnings(home, args.config.as_deref()) {
+        eprintln!("{warning}");
+    }
     let profile = config_profile(home, args.config.as_deref())?.with_overrides(&overrides);
     let detection = detect(&evidence(&store, &manifest, &info)?);
     let verdict = check(&LicenseDecisionInput { detection, profile });
@@ -342,4 +361,36 @@ pub(crate) fn license_gate(
         return Ok(true);
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelt_table_in_the_license_config_is_warned_about() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("moat.toml");
+        std::fs::write(
+            &config,
+            "[deploymnet]\ncommercial = true\n\n[deployment]\neu_based = true\n\n[guard]\n",
+        )
+        .expect("config");
+        let warnings = unknown_table_warnings(dir.path(), Some(&config));
+        assert_eq!(
+            warnings,
+            ["warning: moat.toml: [deploymnet] is not a table moat reads; it is ignored (a typo?)"]
+        );
+        // The profile still comes from the table that is spelt right.
+        let profile = config_profile(dir.path(), Some(&config)).expect("profile");
+        assert!(profile.eu_based && !profile.commercial, "{profile:?}");
+    }
+
+    #[test]
+    fn a_config_of_known_tables_gives_no_warning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("moat.toml");
+        std::fs::write(&config, "[deployment]\ncommercial = true\n[audit]\n").expect("config");
+        assert!(unknown_table_warnings(dir.path(), Some(&config)).is_empty());
+    }
 }

@@ -361,7 +361,8 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
     let mut embedding_models = Vec::new();
     for name in &names {
         let manifest = store.resolve(name)?;
-        if crate::license::license_gate(&store, &manifest, &profile, args.allow_forbidden_license)? {
+        if crate::license::license_gate(&store, &manifest, &profile, args.allow_forbidden_license)?
+        {
             audit_license_override(&meter, &manifest.name.to_string())?;
         }
         if model_kind(&store, &manifest)? == ModelKind::Embedding {
@@ -373,7 +374,8 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
     let (knowledge, mut alias_guards) =
         knowledge(home, &store, args.config.as_deref(), embedding_models, {
             // Embedding models loaded later (a knowledge base's) pass the same license gate.
-            StoreEmbedders::new(home).with_license_gate(profile.clone(), args.allow_forbidden_license)
+            StoreEmbedders::new(home)
+                .with_license_gate(profile.clone(), args.allow_forbidden_license)
         })?;
     let served: Vec<String> = models.iter().map(|m| m.manifest.name.to_string()).collect();
     let routed: Vec<&String> = gateway.iter().flat_map(|g| g.aliases.keys()).collect();

@@ -1,7 +1,7 @@
 //! `Store`: the on-disk model store under `$MOAT_HOME/models`.
 //!
 //! ```text
-//! models/blobs/sha256-<hex>          content-addressed, immutable once renamed in
+//! models/blobs/sha256-<hex>          content-addressed; a pull renames a verified copy over it
 //! models/manifests/<name>/<tag>.json  what a name stands for
 //! models/tmp/*.partial                downloads in flight (each locked by its writer)
 //! models/.lock                        held while manifests change or blobs are collected
@@ -123,9 +123,11 @@ impl Store {
         let _lock = self.lock()?;
         for blob in blobs {
             let target = self.blob_path(&blob.digest);
-            if target.is_file() {
-                continue; // Same content already stored; the partial is removed on drop.
-            }
+            // A blob of the same digest may already be there, but nothing says it is still
+            // whole (a full disk or a hand edit can truncate it), and the errors that find a
+            // damaged blob tell the user to pull again. The new file was hashed as it was
+            // written, so it replaces the old one. The rename is atomic: readers see one file or
+            // the other, and one that has the old file open or mapped keeps its inode.
             fs::rename(&blob.path, &target).map_err(StoreError::io(format!(
                 "moving blob into {}",
                 target.display()
@@ -365,4 +367,69 @@ fn parse_manifest(path: &Path, bytes: &[u8], expected: Option<&ModelRef>) -> Res
         }
     }
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+    use crate::manifest::{FileRole, ManifestFile, ModelFormat, SourceRecord, MANIFEST_SCHEMA};
+
+    fn blob_of(store: &Store, bytes: &[u8]) -> FinishedBlob {
+        let mut writer = store.blob_writer(None).expect("writer");
+        writer.write_all(bytes).expect("write");
+        writer.finish().expect("finish")
+    }
+
+    fn manifest_for(blob: &FinishedBlob) -> Manifest {
+        Manifest {
+            schema: MANIFEST_SCHEMA,
+            name: ModelRef::new("test/model", "latest").expect("name"),
+            format: ModelFormat::Gguf,
+            files: vec![ManifestFile {
+                path: "model.gguf".into(),
+                digest: blob.digest,
+                size: blob.size,
+                role: FileRole::Weights,
+            }],
+            source: SourceRecord {
+                uri: "test".into(),
+                revision: None,
+            },
+            created_unix: 0,
+            sampling: Default::default(),
+            system_prompt: None,
+            chat_template: None,
+            license: None,
+            adapters: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn pulling_again_repairs_a_damaged_blob_of_the_same_digest() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(home.path()).expect("store");
+        let content = b"GGUF and then the rest of a model's weights".repeat(100);
+        let first = blob_of(&store, &content);
+        let manifest = manifest_for(&first);
+        let path = store.blob_path(&first.digest);
+        store.commit(vec![first], &manifest).expect("first commit");
+        // A full disk or a hand edit truncates the stored blob.
+        fs::write(&path, &content[..100]).expect("truncate");
+        let mut reader = File::open(&path).expect("open the damaged blob");
+
+        let second = blob_of(&store, &content);
+        store
+            .commit(vec![second], &manifest)
+            .expect("second commit");
+
+        assert_eq!(fs::read(&path).expect("blob"), content, "blob not repaired");
+        // A reader that had the old file open still reads the old file, whole.
+        let mut old = Vec::new();
+        reader.read_to_end(&mut old).expect("read old");
+        assert_eq!(old, &content[..100]);
+        let left = fs::read_dir(store.tmp_dir()).expect("tmp").count();
+        assert_eq!(left, 0, "a partial file was left behind");
+    }
 }

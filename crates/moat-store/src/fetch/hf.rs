@@ -5,7 +5,7 @@
 //! its `.sync.part` file. Each file is then copied into a blob and checked against the sha256
 //! the hub announced for it (the ETag of LFS files).
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use hf_hub::api::sync::{ApiBuilder, ApiError};
 use hf_hub::{Cache, Repo, RepoType};
@@ -51,9 +51,7 @@ impl HfSource {
             return Err(format!("bad revision '{revision}'"));
         }
         if let Some(file) = &file {
-            if file.split('/').any(|part| part.is_empty() || part == "..") {
-                return Err(format!("bad file path '{file}'"));
-            }
+            check_repo_file(file).map_err(|reason| format!("bad file path {file:?}: {reason}"))?;
         }
         Ok(Self {
             repo_id: format!("{org}/{repo}"),
@@ -77,6 +75,61 @@ impl HfSource {
     fn repo(&self) -> Repo {
         Repo::with_revision(self.repo_id.clone(), RepoType::Model, self.revision.clone())
     }
+}
+
+/// Checks that a file name in a repo is a plain relative path of normal components, so that
+/// joining it to a cache or snapshot folder stays inside that folder. Names come from the user
+/// and from the hub's listing; a hostile hub (or `HF_ENDPOINT` mirror) could otherwise list
+/// `../../x` and make a pull read, or `hf-hub` write, outside the cache.
+fn check_repo_file(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the name is empty".into());
+    }
+    if name.starts_with('/') {
+        return Err("the path is absolute".into());
+    }
+    // A backslash is a separator on Windows, and control characters (NUL included) have no
+    // place in a file name a terminal or a path API should see.
+    if name.contains('\\') {
+        return Err("it contains a backslash".into());
+    }
+    if name.chars().any(char::is_control) {
+        return Err("it contains a control character".into());
+    }
+    if let Some(part) = name
+        .split('/')
+        .find(|part| part.is_empty() || *part == "." || *part == "..")
+    {
+        return Err(if part.is_empty() {
+            "it has an empty path component".into()
+        } else {
+            format!("it has a '{part}' component")
+        });
+    }
+    // `Path::components` also catches what is special elsewhere (a Windows prefix such as `C:`
+    // is one on Windows builds).
+    if !Path::new(name)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
+    {
+        return Err("it is not a plain relative path".into());
+    }
+    Ok(())
+}
+
+/// Refuses a listing with a file name that cannot safely become a path, before anything is
+/// downloaded or opened. (`Hub::list` checks the commit, which also becomes a folder name.)
+fn check_listing(source: &HfSource, listing: &Listing) -> Result<()> {
+    for file in &listing.files {
+        check_repo_file(file).map_err(|reason| {
+            StoreError::Fetch(format!(
+                "{}: the hub lists a file named {file:?}, which is not a safe relative path \
+                 ({reason}); refusing to pull from it",
+                source.uri()
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// The hub cache folder, resolved as `huggingface_hub` resolves it.
@@ -109,9 +162,22 @@ pub(crate) fn fetch(ctx: &mut FetchContext<'_>, source: &HfSource) -> Result<Fet
     let hub = if offline() {
         Hub::Offline(cache)
     } else {
-        Hub::online(cache)?
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Hub::online(cache, env("HF_ENDPOINT"), env("HF_TOKEN"))?
     };
+    fetch_from(ctx, source, &hub)
+}
+
+fn fetch_from(ctx: &mut FetchContext<'_>, source: &HfSource, hub: &Hub) -> Result<Fetched> {
     let listing = hub.list(source)?;
+    check_listing(source, &listing)?;
+    if let Some(file) = &source.file {
+        // `parse` checked it, but the fields are public and this is where it becomes a path.
+        check_repo_file(file).map_err(|reason| StoreError::BadSource {
+            source_text: source.uri(),
+            reason: format!("bad file path {file:?}: {reason}"),
+        })?;
+    }
     let (files, format) = match &source.file {
         Some(file) => {
             let format = if file.ends_with(".gguf") {
@@ -188,15 +254,16 @@ enum Hub {
 }
 
 impl Hub {
-    fn online(cache: Cache) -> Result<Self> {
+    /// A client for the hub at `endpoint` (else huggingface.co), authenticated with `token`.
+    fn online(cache: Cache, endpoint: Option<String>, token: Option<String>) -> Result<Self> {
         let mut builder = ApiBuilder::from_cache(cache.clone())
             .with_progress(false)
             .with_retries(DOWNLOAD_RETRIES)
             .with_user_agent("moat", env!("CARGO_PKG_VERSION"));
-        if let Some(endpoint) = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty()) {
+        if let Some(endpoint) = endpoint {
             builder = builder.with_endpoint(endpoint.trim_end_matches('/').to_string());
         }
-        if let Some(token) = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()) {
+        if let Some(token) = token {
             builder = builder.with_token(Some(token));
         }
         let api = builder
@@ -213,6 +280,16 @@ impl Hub {
                     .repo(source.repo())
                     .info()
                     .map_err(|e| hub_error(source, None, e))?;
+                // The commit names a folder of the cache (`snapshots/COMMIT`), so it must be
+                // one name: a git hash, never a path.
+                if info.sha.is_empty() || !info.sha.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    return Err(StoreError::Fetch(format!(
+                        "{}: the hub gave {:?} as the revision's commit, which is not a commit \
+                         hash; refusing to pull from it",
+                        source.uri(),
+                        info.sha
+                    )));
+                }
                 let files = info.siblings.into_iter().map(|s| s.rfilename).collect();
                 Ok(Listing {
                     commit: info.sha,
@@ -376,7 +453,161 @@ impl hf_hub::api::Progress for ProgressAdapter<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+    use crate::progress::NoProgress;
+    use crate::store::Store;
+
+    /// A hub that answers every repo-info request with `info` and anything else with a 404,
+    /// and records the request lines it saw.
+    struct TinyHub {
+        endpoint: String,
+        requests: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl TinyHub {
+        fn start(info: String) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let seen = Arc::clone(&requests);
+            // The thread lives as long as the test process; each test starts its own hub.
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let mut reader = BufReader::new(&stream);
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).is_err() {
+                        continue;
+                    }
+                    let mut header = String::new();
+                    while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                        header.clear();
+                    }
+                    let (status, body) = if request_line.contains("/api/models/") {
+                        ("200 OK", info.clone())
+                    } else {
+                        ("404 Not Found", "{}".to_string())
+                    };
+                    seen.lock()
+                        .expect("requests")
+                        .push(request_line.trim_end().to_string());
+                    let _ = write!(
+                        &stream,
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+            });
+            Self { endpoint, requests }
+        }
+
+        fn hub(&self, cache: &Path) -> Hub {
+            Hub::online(
+                Cache::new(cache.to_path_buf()),
+                Some(self.endpoint.clone()),
+                None,
+            )
+            .expect("hub client")
+        }
+
+        fn requests(&self) -> Vec<String> {
+            self.requests.lock().expect("requests").clone()
+        }
+    }
+
+    fn pull_from(hub: &Hub, store: &Store, source: &str) -> Result<Fetched> {
+        let mut progress = NoProgress;
+        let mut ctx = FetchContext {
+            store,
+            cancel: None,
+            progress: &mut progress,
+            recipes_dir: store.root(),
+        };
+        let source = HfSource::parse(source).expect("source");
+        fetch_from(&mut ctx, &source, hub)
+    }
+
+    #[test]
+    fn a_hub_listing_a_file_outside_the_cache_is_refused_before_anything_is_read() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = root.path().join("hub");
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        // An earlier pull left the snapshot folder, so `..` from it resolves on disk.
+        std::fs::create_dir_all(cache.join("models--org--repo/snapshots").join(commit))
+            .expect("snapshot folder");
+        // A file of the user's that the hostile listing points at, GGUF-looking so that
+        // nothing but the name check stops it.
+        let outside = root.path().join("outside");
+        std::fs::create_dir_all(&outside).expect("outside");
+        let mut secret = b"GGUF".to_vec();
+        secret.resize(64, 0);
+        std::fs::write(outside.join("secret.gguf"), &secret).expect("secret");
+        let hostile = "../../../../outside/secret.gguf";
+        let info = serde_json::json!({"sha": commit, "siblings": [{"rfilename": hostile}]});
+        let tiny = TinyHub::start(info.to_string());
+        let store = Store::open(root.path().join("moat")).expect("store");
+
+        let Err(err) = pull_from(&tiny.hub(&cache), &store, "org/repo") else {
+            panic!("a file outside the cache was pulled");
+        };
+        assert!(matches!(err, StoreError::Fetch(_)), "{err}");
+        assert!(err.to_string().contains(hostile), "{err}");
+        let requests = tiny.requests();
+        assert!(
+            requests.iter().all(|r| r.contains("/api/models/")),
+            "downloaded after a bad listing: {requests:?}"
+        );
+        let partials = std::fs::read_dir(store.tmp_dir()).expect("tmp").count();
+        assert_eq!(partials, 0, "something was copied into the store");
+    }
+
+    #[test]
+    fn a_hub_commit_that_is_not_a_hash_is_refused() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let info = serde_json::json!({
+            "sha": "../../../outside",
+            "siblings": [{"rfilename": "model.gguf"}]
+        });
+        let tiny = TinyHub::start(info.to_string());
+        let store = Store::open(root.path().join("moat")).expect("store");
+        let Err(err) = pull_from(&tiny.hub(&root.path().join("hub")), &store, "org/repo") else {
+            panic!("a path was taken for a commit");
+        };
+        assert!(err.to_string().contains("not a commit hash"), "{err}");
+        assert!(!root.path().join("outside").exists());
+    }
+
+    #[test]
+    fn repo_file_names_must_be_plain_relative_paths() {
+        for good in [
+            "model.gguf",
+            ".gitattributes",
+            "sub/dir/model-00001-of-00002.safetensors",
+            "weird name..gguf",
+        ] {
+            assert_eq!(check_repo_file(good), Ok(()), "{good:?} refused");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x.gguf",
+            "a/../../x.gguf",
+            "a/./x.gguf",
+            ".",
+            "a//x.gguf",
+            "a/",
+            "a\\..\\x.gguf",
+            "a\0.gguf",
+            "a\nb.gguf",
+            "a\u{7f}.gguf",
+        ] {
+            assert!(check_repo_file(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn parses_repo_revision_and_file() {
@@ -395,6 +626,8 @@ mod tests {
             "org/",
             "/repo",
             "org/repo/../x",
+            "org/repo/./x.gguf",
+            "org/repo/a\\x.gguf",
             "o rg/repo",
             "org/repo@",
         ] {

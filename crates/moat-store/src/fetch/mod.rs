@@ -173,6 +173,9 @@ fn is_gguf_name(name: &str) -> bool {
 /// [`copy_reporting`], and when the bytes are to be a GGUF file, refused at the first read
 /// when they do not start with GGUF's magic, with the error the header check after the copy
 /// would give, without copying the rest first.
+///
+/// When `total` is known, at most one byte more than it is read: a source that declares a
+/// small size and sends more (a wheel whose RECORD lies) fails there, before it fills the disk.
 pub(crate) fn copy_checked(
     reader: &mut dyn std::io::Read,
     writer: &mut BlobWriter,
@@ -181,20 +184,31 @@ pub(crate) fn copy_checked(
     progress: &mut dyn Progress,
     gguf: bool,
 ) -> Result<u64> {
-    if !gguf {
-        return copy_reporting(reader, writer, label, total, progress);
-    }
-    let mut magic = GgufMagic::new(reader);
-    let copied = copy_reporting(&mut magic, writer, label, total, progress);
-    match magic.refused() {
-        Some(found) => Err(StoreError::NotAModel(
-            label.into(),
-            format!(
-                "corrupt or truncated GGUF: {}",
-                moat_gguf::GgufError::BadMagic { found }
-            ),
-        )),
-        None => copied,
+    let limit = total.map_or(u64::MAX, |total| total.saturating_add(1));
+    let mut bounded = std::io::Read::take(reader, limit);
+    let copied = if gguf {
+        let mut magic = GgufMagic::new(&mut bounded);
+        let copied = copy_reporting(&mut magic, writer, label, total, progress);
+        if let Some(found) = magic.refused() {
+            return Err(StoreError::NotAModel(
+                label.into(),
+                format!(
+                    "corrupt or truncated GGUF: {}",
+                    moat_gguf::GgufError::BadMagic { found }
+                ),
+            ));
+        }
+        copied?
+    } else {
+        copy_reporting(&mut bounded, writer, label, total, progress)?
+    };
+    match total {
+        Some(total) if copied > total => Err(StoreError::SizeMismatch {
+            what: format!("{label} (longer than declared; the copy stopped there)"),
+            expected: total,
+            actual: copied,
+        }),
+        _ => Ok(copied),
     }
 }
 
@@ -309,7 +323,10 @@ fn already_stored(store: &Store, source: &Source, name: Option<&ModelRef>) -> Op
     };
     let manifest = store.manifest(&name).ok()?;
     let weights = manifest.weights()?;
-    (weights.digest == want && store.has_blob(&want)).then_some(manifest)
+    // A blob of the wrong size (truncated) is pulled again, which repairs it.
+    let whole = std::fs::metadata(store.blob_path(&want))
+        .is_ok_and(|meta| meta.is_file() && meta.len() == weights.size);
+    (weights.digest == want && whole).then_some(manifest)
 }
 
 fn source_text(source: &Source) -> String {
@@ -416,6 +433,83 @@ mod tests {
         let mut zeros = std::io::repeat(0).take(64);
         ctx.ingest("tokenizer.json", &mut zeros, Some(64))
             .expect("not a GGUF name");
+    }
+
+    #[test]
+    fn a_member_longer_than_declared_stops_one_byte_past_its_size() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(home.path()).expect("store");
+        for label in ["tokenizer.json", "model.gguf"] {
+            let mut copied = Copied::default();
+            let mut ctx = FetchContext {
+                store: &store,
+                cancel: None,
+                progress: &mut copied,
+                recipes_dir: home.path(),
+            };
+            // A RECORD that declares 1 KiB for a member of 64 MiB.
+            let mut member = b"GGUF".chain(std::io::repeat(0).take(64 << 20));
+            let Err(err) = ctx.ingest(label, &mut member, Some(1024)) else {
+                panic!("{label}: a member longer than declared was taken");
+            };
+            assert!(matches!(err, StoreError::SizeMismatch { .. }), "{err}");
+            assert!(err.to_string().contains("expected 1024 bytes"), "{err}");
+            assert!(copied.0 <= 1025, "{label}: copied {} bytes", copied.0);
+        }
+        let left = std::fs::read_dir(store.tmp_dir()).expect("tmp").count();
+        assert_eq!(left, 0, "a partial file was left behind");
+    }
+
+    #[test]
+    fn a_recipe_whose_stored_blob_is_truncated_is_pulled_again() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(home.path()).expect("store");
+        let content = b"GGUF and the rest of the weights".repeat(10);
+        let mut writer = store.blob_writer(None).expect("writer");
+        std::io::Write::write_all(&mut writer, &content).expect("write");
+        let blob = writer.finish().expect("finish");
+        let digest = blob.digest;
+        let name = default_ref("smol").expect("name");
+        let manifest = Manifest {
+            schema: crate::manifest::MANIFEST_SCHEMA,
+            name: name.clone(),
+            format: ModelFormat::Gguf,
+            files: vec![ManifestFile {
+                path: "model.gguf".into(),
+                digest,
+                size: blob.size,
+                role: FileRole::Weights,
+            }],
+            source: SourceRecord {
+                uri: "smol".into(),
+                revision: None,
+            },
+            created_unix: 0,
+            sampling: Default::default(),
+            system_prompt: None,
+            chat_template: None,
+            license: None,
+            adapters: Vec::new(),
+        };
+        store.commit(vec![blob], &manifest).expect("commit");
+        let source = Source::Recipe(Box::new(Recipe {
+            name: "smol".into(),
+            description: String::new(),
+            model_name: "smol".into(),
+            file: None,
+            sha256: Some(digest),
+            folder: None,
+            parts: Vec::new(),
+        }));
+        assert!(
+            already_stored(&store, &source, None).is_some(),
+            "whole blob"
+        );
+        std::fs::write(store.blob_path(&digest), &content[..10]).expect("truncate");
+        assert!(
+            already_stored(&store, &source, None).is_none(),
+            "a truncated blob was taken as stored"
+        );
     }
 
     #[test]
