@@ -179,7 +179,15 @@ fn text_through(close: &[char]) -> String {
     let mut distinct: Vec<char> = close.to_vec();
     distinct.sort_unstable();
     distinct.dedup();
-    let class: String = distinct.iter().map(|&c| gbnf_class_char(c)).collect();
+    // A `-` goes last, where llama.cpp reads it as itself rather than a range.
+    let mut class: String = distinct
+        .iter()
+        .filter(|&&c| c != '-')
+        .map(|&c| gbnf_class_char(c))
+        .collect();
+    if distinct.contains(&'-') {
+        class.push('-');
+    }
     let mut rules = String::new();
     for matched in 0..close.len() {
         let mut alternatives = Vec::new();
@@ -210,10 +218,11 @@ fn text_through(close: &[char]) -> String {
     rules
 }
 
-/// A character inside a GBNF character class.
+/// A character inside a GBNF character class (after its first position, so `^` is itself;
+/// the caller puts `-` last), escaped as llama.cpp's grammar parser reads escapes.
 fn gbnf_class_char(c: char) -> String {
     match c {
-        '\\' | ']' | '[' | '^' | '-' => format!("\\{c}"),
+        '\\' | ']' | '[' => format!("\\{c}"),
         '\n' => "\\n".to_owned(),
         '\r' => "\\r".to_owned(),
         '\t' => "\\t".to_owned(),

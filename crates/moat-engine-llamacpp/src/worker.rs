@@ -97,6 +97,15 @@ pub(crate) fn default_host_cache_tokens(
 
 /// The model's sliding attention window from its GGUF (`{arch}.attention.sliding_window`), as
 /// llama.cpp reads it; `None` when the model has none.
+/// Whether llama.cpp drops the whitespace after special tokens for this model: it does so
+/// for Phi-3's vocabulary, which it recognises by the model's name.
+fn strips_after_special_tokens(model: &LlamaModel) -> bool {
+    model
+        .meta_val_str("general.name")
+        .map(|name| name.to_lowercase())
+        .is_ok_and(|name| name.contains("phi-3") || name.contains("phi3"))
+}
+
 fn sliding_window(model: &LlamaModel) -> Option<u32> {
     let arch = model.meta_val_str("general.architecture").ok()?;
     let window = model
@@ -148,7 +157,13 @@ pub(crate) fn run(
     shared.set_ready(Loaded {
         model: Arc::clone(&model),
         info: vocab.info(options, n_ctx_per_seq, placement),
-        max_token_bytes: vocab.max_token_bytes(),
+        max_token_bytes: if strips_after_special_tokens(&model) {
+            // No length bound holds for such a model: any run of whitespace after a special
+            // token tokenizes to nothing.
+            usize::MAX
+        } else {
+            vocab.max_token_bytes()
+        },
     });
     let n_batch = usize::try_from(options.n_batch).unwrap_or(usize::MAX);
     Worker {

@@ -65,12 +65,15 @@ impl BudgetWatch {
             State::Over => {}
             State::Before => {
                 self.seen.extend_from_slice(piece);
+                // Leading whitespace is dropped as it comes, so a long run of it is not read
+                // again at every token.
                 let start = self
                     .seen
                     .iter()
                     .position(|byte| !byte.is_ascii_whitespace())
                     .unwrap_or(self.seen.len());
-                let answer = &self.seen[start..];
+                self.seen.drain(..start);
+                let answer = self.seen.as_slice();
                 if let Some(after) = answer.strip_prefix(self.open.as_slice()) {
                     // The token that opens the thinking is not one of its tokens.
                     let after = after.to_vec();
@@ -196,6 +199,18 @@ mod tests {
         // Text after the tag in the same token is thinking, but the token is not counted.
         assert_eq!(spent_after(false, 1, &["<think>\nhm", "m"]), [false, true]);
         assert_eq!(spent_after(false, 0, &["<think>"]), [true]);
+    }
+
+    #[test]
+    fn whitespace_before_the_tag_is_not_kept() {
+        let mut watch = BudgetWatch::new(&thinking(false, 1)).unwrap();
+        for _ in 0..1000 {
+            watch.observe(b"  \n");
+        }
+        assert!(watch.seen.is_empty());
+        watch.observe(b"<think>");
+        watch.observe(b"x");
+        assert!(watch.spent());
     }
 
     #[test]

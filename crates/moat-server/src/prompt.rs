@@ -71,15 +71,21 @@ impl ChatPrompt {
         if !(separates_reasoning || self.template_thinks) {
             return None;
         }
+        let holds = grammar.is_some_and(Grammar::holds_from_the_start);
         let grammar_after = separates_reasoning
-            && grammar.is_some_and(|grammar| {
-                grammar.holds_from_the_start() && !moat_openai::writes_thinking(grammar)
-            });
+            && holds
+            && grammar.is_some_and(|grammar| !moat_openai::writes_thinking(grammar));
         Some(Thinking {
             open: moat_openai::THINK_OPEN.to_owned(),
             close: moat_openai::THINK_CLOSE.to_owned(),
             opened: self.opens_thinking,
-            budget,
+            // A grammar that holds the whole answer writes it all, thinking or not: a forced
+            // tag could only land inside what it holds.
+            budget: if holds && !grammar_after {
+                None
+            } else {
+                budget
+            },
             grammar_after,
         })
     }
@@ -197,14 +203,22 @@ mod tests {
             (read.opened, read.budget, read.grammar_after),
             (false, Some(4), false)
         );
-        // `reasoning_format: none` on a thinking model: bounded, but the grammar holds all.
-        let inline = prompt(true, true)
-            .thinking(false, Some(&schema), Some(2))
-            .unwrap();
+        // `reasoning_format: none` on a thinking model: bounded without a grammar; a grammar
+        // holds all of the answer, and no budget cuts into it.
+        let inline = prompt(true, true).thinking(false, None, Some(2)).unwrap();
         assert_eq!(
             (inline.opened, inline.budget, inline.grammar_after),
             (true, Some(2), false)
         );
+        let held = prompt(true, true)
+            .thinking(false, Some(&schema), Some(2))
+            .unwrap();
+        assert_eq!((held.budget, held.grammar_after), (None, false));
+        let scripted = Grammar::Choice(vec!["a</think>b".into()]);
+        let scripted = prompt(true, true)
+            .thinking(true, Some(&scripted), Some(2))
+            .unwrap();
+        assert_eq!((scripted.budget, scripted.grammar_after), (None, false));
         assert_eq!(
             (inline.open.as_str(), inline.close.as_str()),
             ("<think>", "</think>")

@@ -363,9 +363,20 @@ fn repo_cache_dir(cache: &Cache, source: &HfSource) -> PathBuf {
 
 fn list_cached(cache: &Cache, source: &HfSource) -> Result<Listing> {
     let repo_dir = repo_cache_dir(cache, source);
-    let commit = std::fs::read_to_string(repo_dir.join("refs").join(&source.revision))
-        .map(|c| c.trim().to_string())
-        .unwrap_or_else(|_| source.revision.clone());
+    let commit = match std::fs::read_to_string(repo_dir.join("refs").join(&source.revision)) {
+        // The ref's content names a folder: one a hostile hub wrote could name a path.
+        Ok(content) => {
+            let commit = content.trim().to_string();
+            if commit.is_empty() || !commit.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(StoreError::Fetch(format!(
+                    "{}: the cached ref names {commit:?}, which is not a commit hash",
+                    source.uri()
+                )));
+            }
+            commit
+        }
+        Err(_) => source.revision.clone(),
+    };
     let snapshot = repo_dir.join("snapshots").join(&commit);
     if !snapshot.is_dir() {
         return Err(StoreError::Fetch(format!(

@@ -106,11 +106,11 @@ pub(super) async fn embeddings(
     let model = resolve(&state, &request.model);
     if request.prompt.is_empty() {
         // Nothing to embed, but a model the server does not know is still a 404, as
-        // everywhere else.
+        // everywhere else (after the key's scopes, so a key learns nothing of other models).
+        caller.authorize(&model, &model)?;
         if named(&state, &model).is_none() {
             return Err(ApiError::model_not_found(&model));
         }
-        caller.authorize(&model, &model)?;
         return Ok(Json(json!({ "embedding": [] })));
     }
     let openai = json!({ "model": model, "input": request.prompt });
