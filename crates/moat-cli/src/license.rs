@@ -352,7 +352,7 @@ pub(crate) fn license_gate(
         if !allow_forbidden {
             bail!(
                 "refusing to serve {}: its license forbids this deployment (see `moat license check {}`); \
-                 pass --allow-forbidden-license to serve it anyway",
+                 `moat serve --allow-forbidden-license` serves it anyway",
                 manifest.name,
                 manifest.name
             );

@@ -78,9 +78,13 @@ impl Stream {
             budget: request.thinking.as_ref().and_then(BudgetWatch::new),
             // A newline first, so the tag stands on its own line (as reasoning models write
             // it), and a blank line after it, as Qwen3's and DeepSeek-R1's do.
-            closing: request.thinking.as_ref().map_or_else(Vec::new, |thinking| {
-                vocab.tokenize(&format!("\n{}\n\n", thinking.close), false, true)
-            }),
+            closing: request
+                .thinking
+                .as_ref()
+                .filter(|thinking| thinking.budget.is_some())
+                .map_or_else(Vec::new, |thinking| {
+                    vocab.tokenize(&format!("\n{}\n\n", thinking.close), false, true)
+                }),
             forced: VecDeque::new(),
         }
     }
