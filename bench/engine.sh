@@ -30,6 +30,12 @@
 #           run first, so a moat sees 16 at once right after 8).
 #   bench   llama-bench -p 512 -n 128 -t 2 -r 5 on the peer build (if it has llama-bench).
 #
+# On a GPU: MAXPAR (default 8) caps the load phase's parallel sequences (16 measures 16 streams
+# on 16 slots), MOAT_ARGS and PEER_ARGS are extra arguments for every moat serve and
+# llama-server (e.g. PEER_ARGS="-ngl 99"), SHARED_ARGS are extra arguments for serve_load.py's
+# shared mode (a GPU finishes A's 256 tokens too soon: "--a-tokens 512 --a-margin 0.1"), and PEER_BIN points at bench/gpu/build-peer.sh's
+# build (bench/gpu/peer.sh runs it so).
+#
 # SAMPLES (default 48) is the number of requests, so of TTFT samples, in one run. With 16, a
 # run's TTFT p95 lay between its two slowest requests (one of them often the first after the
 # other server's turn, with cold caches); with 48 it lies between the 45th and 46th of 48.
@@ -50,6 +56,11 @@ C16="${C16:-1}"
 SAMPLES="${SAMPLES:-48}"
 PHASES="${PHASES:-load prefix bench}"
 THREADS="${THREADS:-2}"
+MAXPAR="${MAXPAR:-8}"
+MOAT_ARGS="${MOAT_ARGS:-}"
+PEER_ARGS="${PEER_ARGS:-}"
+PEER_BENCH_ARGS="${PEER_BENCH_ARGS:-}"
+SHARED_ARGS="${SHARED_ARGS:-}"
 MOAT="${MOAT_BIN:-$REPO/target/release/moat}"
 PEER_BIN="${PEER_BIN:-$HOME/.cache/moat-bench/llama.cpp-0.3.36/build-avx2/bin}"
 MODEL_FILE="${MODEL_FILE:-$HOME/.cache/moat/test-models/smollm2-135m-instruct-q4_1.gguf}"
@@ -82,17 +93,17 @@ fi
 start_moat() { # port parallel ctx [extra...]; sets SPID
     local port=$1 par=$2 ctx=$3; shift 3
     "$MOAT" serve smollm2 --host 127.0.0.1 --port "$port" --parallel "$par" --ctx "$ctx" \
-        --threads "$THREADS" "$@" >"$OUT/moat-$port-$par$*.log" 2>&1 &
+        --threads "$THREADS" "$@" $MOAT_ARGS >"$OUT/moat-$port-$par$*.log" 2>&1 &
     SPID=$!; PIDS+=("$SPID")
-    echo "$MOAT serve smollm2 --host 127.0.0.1 --port $port --parallel $par --ctx $ctx --threads $THREADS $*" >>"$OUT/commands.txt"
+    echo "$MOAT serve smollm2 --host 127.0.0.1 --port $port --parallel $par --ctx $ctx --threads $THREADS $* $MOAT_ARGS" >>"$OUT/commands.txt"
     wait_up "$port" "$SPID" || { log "server on :$port did not come up"; return 1; }
 }
 
 start_llama() { # port np; sets SPID
     local port=$1 np=$2
     local args=(-m "$MODEL_FILE" --host 127.0.0.1 --port "$port" -t "$THREADS" -tb "$THREADS"
-                -np "$np" -c $((np * 2048)) --jinja -a smollm2:latest --no-webui)
-    LD_LIBRARY_PATH="$PEER_BIN" "$PEER_BIN/llama-server" "${args[@]}" >"$OUT/llama-$port-$np.log" 2>&1 &
+                -np "$np" -c $((np * 2048)) --jinja -a smollm2:latest --no-webui $PEER_ARGS)
+    LD_LIBRARY_PATH="$PEER_BIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$PEER_BIN/llama-server" "${args[@]}" >"$OUT/llama-$port-$np.log" 2>&1 &
     SPID=$!; PIDS+=("$SPID")
     echo "$PEER_BIN/llama-server ${args[*]}" >>"$OUT/commands.txt"
     wait_up "$port" "$SPID" || { log "server on :$port did not come up"; return 1; }
@@ -103,7 +114,10 @@ stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 hwm() { # server pid parallel
     local kb
     kb=$(awk '/VmHWM/ {print $2}' "/proc/$2/status")
-    echo "{\"mode\": \"hwm\", \"server\": \"$1\", \"parallel\": $3, \"vmhwm_kib\": $kb}" >>"$RES"
+    # GPU memory the process holds now, where nvidia-smi can say (null elsewhere)
+    gpu=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2>/dev/null \
+          | awk -F', *' -v p="$2" '$1 == p {print $2}' || true)
+    echo "{\"mode\": \"hwm\", \"server\": \"$1\", \"parallel\": $3, \"vmhwm_kib\": $kb, \"gpu_mib\": ${gpu:-null}}" >>"$RES"
 }
 
 load() { # server port C requests rep
@@ -129,7 +143,7 @@ for phase in $PHASES; do
   case "$phase" in
   load)
     for c in $CONC; do
-        par=$(( c < 8 ? c : 8 ))
+        par=$(( c < MAXPAR ? c : MAXPAR ))
         # SAMPLES requests per run (at least 2 per worker), so that a run's TTFT p95 does not
         # rest on its two slowest requests.
         per_worker=$(( SAMPLES / c > 2 ? SAMPLES / c : 2 ))
@@ -179,7 +193,7 @@ for phase in $PHASES; do
                 moat) port=$PORT_MOAT;; moat-kv-unified) port=$PORT_MOAT_KVU;;
                 moat-noreuse) port=$PORT_MOAT_NR;; llama) port=$PORT_LLAMA;;
             esac
-            "$PY" "$HERE/serve_load.py" shared --url "http://127.0.0.1:$port" --requests 4 \
+            "$PY" "$HERE/serve_load.py" shared --url "http://127.0.0.1:$port" --requests 4 $SHARED_ARGS \
                 --max-tokens 8 --tag "server=$s" --tag "rep=$rep" >>"$RES"
         done
     done
@@ -213,7 +227,7 @@ for phase in $PHASES; do
   bench)
     if [ -x "$PEER_BIN/llama-bench" ]; then
         log "llama-bench"
-        cmd=(env LD_LIBRARY_PATH="$PEER_BIN" "$PEER_BIN/llama-bench" -m "$MODEL_FILE" -t "$THREADS" -p 512 -n 128 -r 5 -o jsonl)
+        cmd=(env LD_LIBRARY_PATH="$PEER_BIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$PEER_BIN/llama-bench" -m "$MODEL_FILE" -t "$THREADS" -p 512 -n 128 -r 5 -o jsonl $PEER_BENCH_ARGS)
         echo "${cmd[*]}" >>"$OUT/commands.txt"
         "${cmd[@]}" 2>/dev/null | sed 's/^{/{"mode": "llama-bench", /' >>"$RES"
     else

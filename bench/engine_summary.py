@@ -27,6 +27,7 @@ def main(path):
     shared = defaultdict(list)
     burst = defaultdict(list)
     hwm = {}
+    gpu = {}
     bench = []
     for r in rows:
         m = r.get("mode")
@@ -42,6 +43,8 @@ def main(path):
             shared[r["server"]].append(r)
         elif m == "hwm":
             hwm[(r["parallel"], r["server"])] = r["vmhwm_kib"]
+            if r.get("gpu_mib") is not None:
+                gpu[(r["parallel"], r["server"])] = r["gpu_mib"]
         elif m == "llama-bench":
             bench.append(r)
 
@@ -49,6 +52,8 @@ def main(path):
         return med([r.get(k) for r in load.get((c, s), [])])
 
     concs = sorted({c for c, _ in load})
+    # the parallel sequences each concurrency ran with (engine.sh's MAXPAR)
+    par = {c: max([p for p, _ in hwm if p <= c] or [min(c, 8)]) for c in concs}
     print("### Server under load (streaming chat, max_tokens 64, temperature 0)\n")
     print("| streams | parallel | rounds | agg tok/s moat | agg tok/s llama | ratio | "
           "TTFT p50 moat / llama (ms) | TTFT p95 moat / llama (ms) | "
@@ -58,7 +63,7 @@ def main(path):
         am, al = lm(c, "moat", "agg_tok_s"), lm(c, "llama", "agg_tok_s")
         n = min(len(load.get((c, "moat"), [])), len(load.get((c, "llama"), [])))
         errs = sum(len(r["errors"]) for s in ("moat", "llama") for r in load.get((c, s), []))
-        print(f"| {c} | {min(c, 8)} | {n} | {f(am)} | {f(al)} | "
+        print(f"| {c} | {par[c]} | {n} | {f(am)} | {f(al)} | "
               f"{f(am / al if am and al else None, 2)} | "
               f"{f(lm(c, 'moat', 'ttft_p50_ms'))} / {f(lm(c, 'llama', 'ttft_p50_ms'))} | "
               f"{f(lm(c, 'moat', 'ttft_p95_ms'))} / {f(lm(c, 'llama', 'ttft_p95_ms'))} | "
@@ -144,8 +149,15 @@ def main(path):
             print(f"| {p} | moat {p}x2048, llama {p * 2048} | {f(a / 1024 if a else None)} | "
                   f"{f(b / 1024 if b else None)} | {f(a / b if a and b else None, 2)} |")
 
+    if gpu:
+        print("\n### GPU memory (nvidia-smi, per process, after the load rounds)\n")
+        print("| parallel | moat serve (MiB) | llama-server (MiB) |")
+        print("|---|---|---|")
+        for p in sorted({p for p, _ in gpu}):
+            print(f"| {p} | {gpu.get((p, 'moat'), '-')} | {gpu.get((p, 'llama'), '-')} |")
+
     if bench:
-        print("\n### llama-bench (peer build, -t 2, -r 5)\n")
+        print("\n### llama-bench (peer build, -r 5)\n")
         print("| test | tok/s | stddev |")
         print("|---|---|---|")
         for b in bench:

@@ -222,7 +222,7 @@ def mode_shared(a):
             try:
                 first["r"] = stream_chat(a.url, a.model,
                                          [sysmsg, {"role": "user", "content": LONG_ASK}],
-                                         256, first_token=started)
+                                         a.a_tokens, first_token=started)
             finally:
                 started.set()
 
@@ -236,8 +236,8 @@ def mode_shared(a):
         if "r" not in first:
             raise RuntimeError("request A failed")
         a_times = first["r"]["times"]
-        # B joins at the next step after it is sent (tens of ms); A must outlast that.
-        if not a_times or a_times[-1] < r["t0"] + 0.5:
+        # B joins at the next step after it is sent (tens of ms on a CPU); A must outlast that.
+        if not a_times or a_times[-1] < r["t0"] + a.a_margin:
             raise RuntimeError("A ended right after B was sent: B may not have run beside it")
         ttft.append(end - r["t0"])
         cached.append(((r["usage"] or {}).get("prompt_tokens_details") or {})
@@ -287,6 +287,10 @@ def main():
     p.add_argument("--requests", type=int, default=2,
                    help="load: per worker; prefix/pp: total (sequential); shared: rounds")
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--a-tokens", type=int, default=256,
+                   help="shared: max_tokens of the running request A")
+    p.add_argument("--a-margin", type=float, default=0.5,
+                   help="shared: seconds A must still run after B was sent (less on a GPU)")
     p.add_argument("--repeat", action="store_true",
                    help="load: the same prompts in every round instead of unique ones")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
