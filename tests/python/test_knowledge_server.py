@@ -20,6 +20,7 @@ import json
 import math
 import os
 import struct
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -358,3 +359,69 @@ def test_an_embedding_model_whose_license_forbids_the_deployment_is_refused(tmp_
         assert status == 403 and body["error"]["code"] == "license_forbidden", body
     finally:
         assert server.stop() == 0, server.output()
+    # Served anyway through the override, the embedding model is recorded in the audit log as
+    # a chat model named on the command line is.
+    server = Server(tmp_path, [SMOLLM2], "--allow-forbidden-license").wait_ready()
+    try:
+        status, _, body = http(
+            "POST", server.url + "/v1/knowledge_bases", json.dumps({"name": "notes", "embed_model": MINILM}).encode()
+        )
+        assert status == 201, body
+    finally:
+        assert server.stop() == 0, server.output()
+    done = moat(tmp_path, "audit", "--jsonl")
+    assert done.returncode == 0, done.stderr
+    entries = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    overrides = [e for e in entries if e["rails"] == ["license.forbidden_override"]]
+    assert [e["model"] for e in overrides] == [MINILM], entries
+
+
+def keyed(method: str, url: str, secret: str, body: dict) -> tuple[int, dict, dict]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method=method,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {secret}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+def test_a_kb_query_is_held_to_the_keys_limits(tmp_path):
+    for source, name in [(model_file(SMOLLM2), SMOLLM2), (MINILM_DIR, MINILM)]:
+        done = moat(tmp_path, "pull", str(source), "--name", name, "--quiet")
+        assert done.returncode == 0, done.stderr
+    for args in [("create", "notes", "--embed", MINILM), ("add", "notes", str(CORPUS / "notes.txt"))]:
+        done = moat(tmp_path, "kb", *args)
+        assert done.returncode == 0, done.stderr
+
+    def key(*args) -> str:
+        done = moat(tmp_path, "keys", "create", "--json", *args)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["secret"]
+
+    slow, tight, judge = key("--name", "slow", "--rpm", "1"), key("--name", "tight", "--tpm", "20"), key("--name", "q")
+    server = Server(tmp_path, [SMOLLM2, MINILM]).wait_ready()
+    try:
+        url = server.url + "/v1/knowledge_bases/notes/query"
+        status, _, body = keyed("POST", url, slow, {"query": "penguins"})
+        assert status == 200 and body["data"], body
+        status, headers, body = keyed("POST", url, slow, {"vector": [0.1] * 384})
+        assert status == 429 and headers["x-moat-limit"] == "requests_per_minute", body
+        # 40 bytes of query may take up to 42 tokens: more than a 20-token limit admits
+        status, headers, body = keyed("POST", url, tight, {"query": "where do the penguins of the roof sleep?"})
+        assert status == 429 and headers["x-moat-limit"] == "tokens_per_minute", body
+        status, _, body = keyed("POST", url, judge, {"query": "what do the penguins eat?"})
+        assert status == 200, body
+        status, _, body = keyed(
+            "POST", server.url + "/v1/embeddings", judge, {"model": MINILM, "input": "what do the penguins eat?"}
+        )
+        assert status == 200, body
+        tokens = body["usage"]["prompt_tokens"]
+    finally:
+        assert server.stop() == 0, server.output()
+    done = moat(tmp_path, "audit", "--jsonl", "--key", "q")
+    entries = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    # the query was settled with its real count, the one the embeddings endpoint reports
+    assert [e["prompt_tokens"] for e in entries] == [tokens, tokens], entries

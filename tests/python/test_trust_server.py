@@ -171,6 +171,23 @@ def test_a_rate_limited_key_gets_429_with_retry_after_and_the_limit(server, keys
         c.moderations.create(model=SMOLLM2, input="hello")
 
 
+def test_the_moderation_classifier_charges_its_tokens_to_the_key(home, server, keys):
+    # The classifier's prompt (Llama Guard's categories and the text) is what it costs: a key
+    # whose tokens-per-minute limit is below it may chat but not moderate with a model.
+    tight = client(server, create_key(home, "--name", "tight", "--tpm", "600")["secret"])
+    assert ask(tight).choices[0].message is not None
+    with pytest.raises(openai.RateLimitError) as caught:
+        tight.moderations.create(model=QWEN, input="How do I bake bread?")
+    assert caught.value.response.headers["x-moat-limit"] == "tokens_per_minute"
+    # What it took is settled as the key's tokens, and audited so.
+    judge = client(server, create_key(home, "--name", "judge")["secret"])
+    judge.moderations.create(model=QWEN, input=["How do I bake bread?", "Nice weather."])
+    entries = audit(home, "--key", "judge")
+    assert len(entries) == 1 and entries[0]["model"] == QWEN, entries
+    # two classifier prompts of well over 100 tokens each, and at least one answer token each
+    assert entries[0]["prompt_tokens"] > 200 and entries[0]["completion_tokens"] >= 2, entries
+
+
 def test_a_blocked_prompt_is_a_bad_request_with_content_policy_violation(server, keys):
     c = client(server, keys["full"]["secret"])
     with pytest.raises(openai.BadRequestError) as caught:

@@ -25,6 +25,7 @@ use moat_embed::SentenceEmbedder;
 use moat_engine::Embedder;
 use moat_engine_llamacpp::{EmbedderOptions, LlamaEmbedder};
 use moat_license::DeploymentProfile;
+use moat_meter::Meter;
 use moat_server::{EmbedderLoadError, EmbedderSource, GroundingRequest};
 use moat_store::{Manifest, ModelFormat, Store};
 use moat_vector::{SqliteStore, VectorStore};
@@ -230,6 +231,9 @@ pub struct StoreEmbedders {
     /// The deployment's profile and `--allow-forbidden-license`: a model whose license
     /// forbids the deployment is refused, as `moat serve` refuses a chat model.
     license: Option<(DeploymentProfile, bool)>,
+    /// Where a model served through `--allow-forbidden-license` is recorded (`moat serve`'s
+    /// audit log), as the chat models named on its command line are.
+    audit: Option<Arc<Meter>>,
 }
 
 impl StoreEmbedders {
@@ -237,7 +241,14 @@ impl StoreEmbedders {
         Self {
             home: home.to_path_buf(),
             license: None,
+            audit: None,
         }
+    }
+
+    /// Records every model loaded through the license override in `meter`'s audit log.
+    pub fn with_audit(mut self, meter: Arc<Meter>) -> Self {
+        self.audit = Some(meter);
+        self
     }
 
     /// Refuses models whose license forbids this deployment, unless `allow_forbidden`.
@@ -249,7 +260,11 @@ impl StoreEmbedders {
     /// The license gate, where there is one: an error for a forbidden model.
     fn check_license(&self, store: &Store, manifest: &Manifest) -> Result<()> {
         if let Some((profile, allow_forbidden)) = &self.license {
-            crate::license::license_gate(store, manifest, profile, *allow_forbidden)?;
+            let overridden =
+                crate::license::license_gate(store, manifest, profile, *allow_forbidden)?;
+            if let (true, Some(meter)) = (overridden, &self.audit) {
+                crate::license::audit_override(meter, &manifest.name.to_string())?;
+            }
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use moat_license::{
     check, detect, DeploymentProfile, Detection, GgufLicenseKeys, LicenseDecisionInput,
     LicenseEvidence, LicenseId, Outcome, ProfileOverrides, Verdict,
 };
+use moat_meter::{AuditEntry, Decision, Meter};
 use moat_store::inspect::ModelInfo;
 use moat_store::{FileRole, Manifest, Store};
 use moat_types::ModelRef;
@@ -361,6 +362,35 @@ pub(crate) fn license_gate(
         return Ok(true);
     }
     Ok(false)
+}
+
+pub(crate) fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Records that the operator served a model its license forbids (`--allow-forbidden-license`).
+pub(crate) fn audit_override(meter: &Meter, model: &str) -> Result<()> {
+    let operator = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map_or_else(|| "operator".to_owned(), |u| format!("operator {u}"));
+    meter
+        .audit_append(&AuditEntry {
+            at_ms: unix_ms(),
+            who: operator.chars().take(256).collect(),
+            model: model.chars().take(256).collect(),
+            decision: Decision::Flagged,
+            rails: vec!["license.forbidden_override".into()],
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            request_id: String::new(),
+            prompt: None,
+        })
+        .context("writing the license override to the audit log")?;
+    Ok(())
 }
 
 #[cfg(test)]

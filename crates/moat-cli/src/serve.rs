@@ -24,7 +24,6 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use moat_engine::Engine;
 use moat_engine_llamacpp::{LlamaEngine, LoadOptions};
-use moat_meter::{AuditEntry, Decision, Meter};
 use moat_openai::ModelLimits;
 use moat_otlp::Exporter;
 use moat_server::{
@@ -308,7 +307,7 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
     let retention = trust_settings.audit.retention_days;
     let meter = Arc::new(open_meter(home, trust_settings.audit.clone())?);
     if let Some(days) = retention {
-        let removed = meter.retain(days, unix_ms())?;
+        let removed = meter.retain(days, crate::license::unix_ms())?;
         if removed > 0 {
             eprintln!("audit log: removed {removed} entries older than {days} days");
         }
@@ -363,7 +362,7 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
         let manifest = store.resolve(name)?;
         if crate::license::license_gate(&store, &manifest, &profile, args.allow_forbidden_license)?
         {
-            audit_license_override(&meter, &manifest.name.to_string())?;
+            crate::license::audit_override(&meter, &manifest.name.to_string())?;
         }
         if model_kind(&store, &manifest)? == ModelKind::Embedding {
             embedding_models.push(manifest.name.to_string());
@@ -376,6 +375,7 @@ pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
             // Embedding models loaded later (a knowledge base's) pass the same license gate.
             StoreEmbedders::new(home)
                 .with_license_gate(profile.clone(), args.allow_forbidden_license)
+                .with_audit(Arc::clone(&meter))
         })?;
     let served: Vec<String> = models.iter().map(|m| m.manifest.name.to_string()).collect();
     let routed: Vec<&String> = gateway.iter().flat_map(|g| g.aliases.keys()).collect();
@@ -459,35 +459,6 @@ fn default_model(home: &Path, store: &Store) -> Result<String> {
         recipes_dir: recipes_dir(home),
     };
     Ok(moat_store::pull(store, &source, options)?.name.to_string())
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
-/// Records that the operator served a model its license forbids (`--allow-forbidden-license`).
-fn audit_license_override(meter: &Meter, model: &str) -> Result<()> {
-    let operator = std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .map_or_else(|| "operator".to_owned(), |u| format!("operator {u}"));
-    meter
-        .audit_append(&AuditEntry {
-            at_ms: unix_ms(),
-            who: operator.chars().take(256).collect(),
-            model: model.chars().take(256).collect(),
-            decision: Decision::Flagged,
-            rails: vec!["license.forbidden_override".into()],
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            request_id: String::new(),
-            prompt: None,
-        })
-        .context("writing the license override to the audit log")?;
-    Ok(())
 }
 
 /// The server's knowledge side: the knowledge store, embedders from the model store, the

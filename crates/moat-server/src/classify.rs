@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use moat_engine::{
@@ -29,6 +30,19 @@ const MAX_ANSWER_TOKENS: u32 = 24;
 pub(crate) struct EngineClassifier {
     name: String,
     model: Result<Arc<ServedModel>, String>,
+    /// Tokens of the prompts it was asked and of its answers, over every question.
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+    busy_nanos: AtomicU64,
+}
+
+/// The tokens a classifier's questions and answers took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ClassifierTokens {
+    pub(crate) prompt: u64,
+    pub(crate) completion: u64,
+    /// The engine's time on them (`Usage::busy`).
+    pub(crate) busy: std::time::Duration,
 }
 
 impl EngineClassifier {
@@ -37,6 +51,18 @@ impl EngineClassifier {
         EngineClassifier {
             name: name.to_owned(),
             model: state.model(name).map_err(|error| error.message),
+            prompt_tokens: AtomicU64::new(0),
+            completion_tokens: AtomicU64::new(0),
+            busy_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// The tokens its questions and answers took so far.
+    pub(crate) fn tokens(&self) -> ClassifierTokens {
+        ClassifierTokens {
+            prompt: self.prompt_tokens.load(Ordering::Relaxed),
+            completion: self.completion_tokens.load(Ordering::Relaxed),
+            busy: std::time::Duration::from_nanos(self.busy_nanos.load(Ordering::Relaxed)),
         }
     }
 
@@ -50,6 +76,8 @@ impl EngineClassifier {
             .await
             .map_err(|error| ClassifierError(error.message))?
             .tokens;
+        self.prompt_tokens
+            .fetch_add(tokens.len() as u64, Ordering::Relaxed);
         let request = ValidGenerate {
             prompt: Prompt::Tokens(tokens),
             sampling: SamplingParams {
@@ -74,8 +102,15 @@ impl EngineClassifier {
         let mut answer = String::new();
         while let Some(event) = stream.next().await {
             match event.map_err(|error| ClassifierError(error.to_string()))? {
-                GenerationEvent::Token(token) => answer.push_str(&token.text),
-                GenerationEvent::Finished { .. } => break,
+                GenerationEvent::Token(token) => {
+                    self.completion_tokens.fetch_add(1, Ordering::Relaxed);
+                    answer.push_str(&token.text);
+                }
+                GenerationEvent::Finished { usage, .. } => {
+                    let nanos = u64::try_from(usage.busy.as_nanos()).unwrap_or(u64::MAX);
+                    self.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
+                    break;
+                }
                 GenerationEvent::Started { .. } => {}
             }
         }
@@ -152,8 +187,36 @@ pub(crate) async fn classify(
     turns: &[Turn],
     judged: Speaker,
 ) -> ClassifierOutcome {
+    classify_counted(state, model, policy, turns, judged)
+        .await
+        .0
+}
+
+/// A bound on the tokens [`classify_counted`] takes to judge `text` alone as the user's turn:
+/// the classifier prompt's bytes (a token is at least a byte, but for the chat template's
+/// special tokens, which the margin covers) and the longest answer.
+pub(crate) fn token_bound(policy: &ClassifierPolicy, text: &str) -> u64 {
+    const TEMPLATE_MARGIN: u64 = 64;
+    let turn = [Turn {
+        speaker: Speaker::User,
+        text: text.to_owned(),
+    }];
+    let prompt = moat_guard::classifier::build_prompt(&turn, Speaker::User, &policy.categories);
+    prompt.len() as u64 + TEMPLATE_MARGIN + u64::from(MAX_ANSWER_TOKENS)
+}
+
+/// [`classify`], with the tokens the classifier's question and answer took (for a request
+/// whose work is the classification, as `/v1/moderations` with a model).
+pub(crate) async fn classify_counted(
+    state: &AppState,
+    model: &str,
+    policy: &ClassifierPolicy,
+    turns: &[Turn],
+    judged: Speaker,
+) -> (ClassifierOutcome, ClassifierTokens) {
     let classifier = EngineClassifier::new(state, model);
-    policy.check(&classifier, turns, judged).await
+    let outcome = policy.check(&classifier, turns, judged).await;
+    (outcome, classifier.tokens())
 }
 
 /// The classifier rail on a chat's input, when the request's policy has one and the server

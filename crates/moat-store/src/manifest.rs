@@ -106,6 +106,32 @@ fn default_scale() -> f32 {
 }
 
 impl Manifest {
+    /// A manifest of one GGUF file (`model.gguf`) under `name`, for tests.
+    #[cfg(test)]
+    pub(crate) fn single_gguf(name: ModelRef, digest: Digest, size: u64) -> Manifest {
+        Manifest {
+            schema: MANIFEST_SCHEMA,
+            name,
+            format: ModelFormat::Gguf,
+            files: vec![ManifestFile {
+                path: "model.gguf".into(),
+                digest,
+                size,
+                role: FileRole::Weights,
+            }],
+            source: SourceRecord {
+                uri: "test".into(),
+                revision: None,
+            },
+            created_unix: 0,
+            sampling: Default::default(),
+            system_prompt: None,
+            chat_template: None,
+            license: None,
+            adapters: Vec::new(),
+        }
+    }
+
     /// The main weights file (the GGUF, or the first safetensors shard).
     pub fn weights(&self) -> Option<&ManifestFile> {
         self.files

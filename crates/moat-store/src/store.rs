@@ -374,7 +374,6 @@ mod tests {
     use std::io::{Read, Write};
 
     use super::*;
-    use crate::manifest::{FileRole, ManifestFile, ModelFormat, SourceRecord, MANIFEST_SCHEMA};
 
     fn blob_of(store: &Store, bytes: &[u8]) -> FinishedBlob {
         let mut writer = store.blob_writer(None).expect("writer");
@@ -383,27 +382,8 @@ mod tests {
     }
 
     fn manifest_for(blob: &FinishedBlob) -> Manifest {
-        Manifest {
-            schema: MANIFEST_SCHEMA,
-            name: ModelRef::new("test/model", "latest").expect("name"),
-            format: ModelFormat::Gguf,
-            files: vec![ManifestFile {
-                path: "model.gguf".into(),
-                digest: blob.digest,
-                size: blob.size,
-                role: FileRole::Weights,
-            }],
-            source: SourceRecord {
-                uri: "test".into(),
-                revision: None,
-            },
-            created_unix: 0,
-            sampling: Default::default(),
-            system_prompt: None,
-            chat_template: None,
-            license: None,
-            adapters: Vec::new(),
-        }
+        let name = ModelRef::new("test/model", "latest").expect("name");
+        Manifest::single_gguf(name, blob.digest, blob.size)
     }
 
     #[test]

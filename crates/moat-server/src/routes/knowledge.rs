@@ -25,7 +25,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use base64::Engine as _;
 use moat_engine::Embedder;
 use moat_rag::{ingest_bytes, retrieve, DocumentOutcome, IdentityReranker, IngestOptions};
@@ -459,6 +459,7 @@ struct QueryHit {
 
 async fn query(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     PathParams(name): PathParams<String>,
     RawBody(body): RawBody,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -471,6 +472,13 @@ async fn query(
         request.path_glob,
         request.tags,
     )?;
+    // The key's limits apply: a query is a request, and a text query's bytes bound the tokens
+    // its embedding takes (settled with the real count).
+    let bound = request
+        .query
+        .as_ref()
+        .map_or(0, |text| text.len() as u64 + 2);
+    caller.admit(state.trust(), 0, bound)?;
     let hits = match (request.query, request.vector) {
         (Some(_), Some(_)) | (None, None) => {
             return Err(ApiError::invalid_request(
@@ -501,7 +509,9 @@ async fn query(
         }
         (Some(text), None) => {
             let (store, embedder) = kb_and_embedder(&state, &name).await?;
-            blocking(move || {
+            let began = std::time::Instant::now();
+            let (hits, tokens) = blocking(move || {
+                let tokens = embedder.count_tokens(&text).map_or(0, u64::from);
                 let hits = retrieve(
                     store.as_ref(),
                     embedder.as_ref(),
@@ -510,7 +520,7 @@ async fn query(
                     &params,
                     &IdentityReranker,
                 )?;
-                Ok(hits
+                let hits = hits
                     .into_iter()
                     .map(|retrieved| QueryHit {
                         path: retrieved.hit.path,
@@ -523,9 +533,13 @@ async fn query(
                         vector_rank: retrieved.vector_rank,
                         text_rank: retrieved.text_rank,
                     })
-                    .collect::<Vec<_>>())
+                    .collect::<Vec<_>>();
+                Ok((hits, tokens))
             })
-            .await?
+            .await?;
+            caller.ticket.add_busy(began.elapsed());
+            caller.ticket.set_prompt_tokens(tokens);
+            hits
         }
     };
     Ok(Json(serde_json::json!({ "object": "list", "data": hits })))

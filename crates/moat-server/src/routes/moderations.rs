@@ -19,7 +19,7 @@ use moat_meter::Decision;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::classify::{classify, outcome_rails};
+use crate::classify::{classify_counted, outcome_rails, token_bound, ClassifierTokens};
 use crate::extract::RawBody;
 use crate::guarding::decision_of;
 use crate::trust::Caller;
@@ -124,13 +124,13 @@ async fn classifier_result(
     model: &str,
     text: &str,
     findings: Vec<Finding>,
-) -> (ModerationResult, Vec<String>) {
+) -> (ModerationResult, Vec<String>, ClassifierTokens) {
     let policy = ClassifierPolicy::default();
     let turns = [Turn {
         speaker: Speaker::User,
         text: text.to_owned(),
     }];
-    let outcome = classify(state, model, &policy, &turns, Speaker::User).await;
+    let (outcome, tokens) = classify_counted(state, model, &policy, &turns, Speaker::User).await;
     let rails = outcome_rails(&outcome);
     let mut result = ModerationResult {
         findings: rules_result(findings).findings,
@@ -151,7 +151,7 @@ async fn classifier_result(
         result.classifier_error = Some(error.clone());
     }
     result.flagged = outcome.action != moat_guard::Action::Allow;
-    (result, rails)
+    (result, rails, tokens)
 }
 
 async fn moderations(
@@ -169,13 +169,15 @@ async fn moderations(
         caller.authorize(model, model)?;
         state.model(model)?;
         // The classifier runs the chat model on every text: the key's limits apply, with the
-        // texts' bytes as the bound on their tokens.
-        let bound: u64 = texts.iter().map(|text| text.len() as u64 + 1).sum();
+        // classifier prompts' bytes as the bound on their tokens; the real count settles it.
+        let policy = ClassifierPolicy::default();
+        let bound: u64 = texts.iter().map(|text| token_bound(&policy, text)).sum();
         caller.admit(state.trust(), 0, bound)?;
     }
     caller.ticket.set_prompt(|| texts.join("\n"));
     let guard = state.trust().moderation_guard();
     let mut results = Vec::with_capacity(texts.len());
+    let mut used = ClassifierTokens::default();
     for text in &texts {
         let findings = guard.findings(text)?;
         let result = match &model {
@@ -195,7 +197,11 @@ async fn moderations(
                 result
             }
             Some(model) => {
-                let (result, rails) = classifier_result(&state, model, text, findings).await;
+                let (result, rails, tokens) =
+                    classifier_result(&state, model, text, findings).await;
+                used.prompt += tokens.prompt;
+                used.completion += tokens.completion;
+                used.busy += tokens.busy;
                 let decision = if result.flagged {
                     decision_of(moat_guard::Action::Flag)
                 } else {
@@ -206,6 +212,12 @@ async fn moderations(
             }
         };
         results.push(result);
+    }
+    // The classifier's tokens settle the key's reservation and count as its usage.
+    if let Some(model) = &model {
+        caller.ticket.set_tokens(used.prompt, used.completion);
+        caller.ticket.add_busy(used.busy);
+        caller.ticket.answered_by(model, true);
     }
     let ids = state.response_ids("modr", model.as_deref().unwrap_or(RULES_MODEL));
     Ok(Json(Moderation {

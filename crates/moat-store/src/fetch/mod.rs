@@ -470,27 +470,7 @@ mod tests {
         let blob = writer.finish().expect("finish");
         let digest = blob.digest;
         let name = default_ref("smol").expect("name");
-        let manifest = Manifest {
-            schema: crate::manifest::MANIFEST_SCHEMA,
-            name: name.clone(),
-            format: ModelFormat::Gguf,
-            files: vec![ManifestFile {
-                path: "model.gguf".into(),
-                digest,
-                size: blob.size,
-                role: FileRole::Weights,
-            }],
-            source: SourceRecord {
-                uri: "smol".into(),
-                revision: None,
-            },
-            created_unix: 0,
-            sampling: Default::default(),
-            system_prompt: None,
-            chat_template: None,
-            license: None,
-            adapters: Vec::new(),
-        };
+        let manifest = Manifest::single_gguf(name.clone(), digest, blob.size);
         store.commit(vec![blob], &manifest).expect("commit");
         let source = Source::Recipe(Box::new(Recipe {
             name: "smol".into(),
