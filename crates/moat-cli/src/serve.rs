@@ -135,8 +135,10 @@ pub struct EngineArgs {
     /// entries hold, at least parallel × ctx; on a GPU 0; 0 turns it off).
     #[arg(long, value_name = "TOKENS")]
     pub cache_tokens: Option<u32>,
-    /// Niceness of the compute threads, 0 to 19: they yield to the rest of the process, so
-    /// that token delivery and HTTP never wait behind a decode (0: no lower priority).
+    /// Niceness of the compute threads, 0 to 19. Above 0 they yield to the rest of the
+    /// process, so token delivery never waits behind a decode (steadier gaps between tokens
+    /// on a machine of its own), but beside other busy processes the decode then gets far
+    /// less than its share of the CPU; 0 (the default) is the process's own priority.
     #[arg(long, value_name = "N", default_value_t = moat_engine::compute::DEFAULT_COMPUTE_NICE,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     pub compute_nice: i32,

@@ -16,15 +16,18 @@
 //! forward pass (`decode`, `encode`, a candle `forward`) through [`run_on_executor`], and size
 //! its threads with [`free_cores`].
 //!
-//! The thread runs at a lower priority than the rest of the process (nice
-//! [`DEFAULT_COMPUTE_NICE`], see [`set_compute_nice`]), and so do the pool threads it starts,
-//! which inherit it. A decode keeps every core busy; without this the thread that writes a
-//! finished token to its client waits for a core until the scheduler preempts a decode thread,
-//! a few milliseconds later, so tokens arrive in uneven pairs (measured at one stream: gaps
-//! from 5 to 12.4 ms around a median of 9, against 8.8 to 10.5 ms with nice 19). With a lower
-//! priority the short jobs that deliver tokens, answer HTTP and write the audit log run as soon
-//! as they wake, and the decode gets all the rest. The cost: against other busy processes on
-//! the machine, the engine gets a smaller share of the CPU (nice 5 weighs a third of nice 0).
+//! The thread can run at a lower priority than the rest of the process ([`set_compute_nice`];
+//! [`DEFAULT_COMPUTE_NICE`] is 0, the process's own), and so do the pool threads it starts,
+//! which inherit it. A decode keeps every core busy, so at the same priority the thread that
+//! writes a finished token to its client waits for a core until the scheduler preempts a
+//! decode thread, a few milliseconds later, and tokens arrive in uneven pairs (measured at one
+//! stream: gaps from 5 to 12.4 ms around a median of 9, against 8.8 to 10.5 ms with nice 19).
+//! A niceness above 0 evens them out, but against other busy processes on the machine it
+//! starves the decode far beyond its CPU weight: ggml's threads meet at a barrier after every
+//! operation, so each waits for the one the scheduler put behind a neighbour (measured on 2
+//! cores beside two busy processes: 1.9 tok/s at nice 5, 11.8-18.3 at nice 0, llama-server
+//! 14.6-28.8; docs/PERFORMANCE.md). So the default is 0, and a dedicated machine may choose
+//! more.
 //!
 //! It knows nothing of requests, sequences or backends.
 
@@ -47,8 +50,9 @@ pub fn free_cores() -> u32 {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The compute thread's default niceness (0 to 19; higher yields more readily).
-pub const DEFAULT_COMPUTE_NICE: i32 = 5;
+/// The compute thread's default niceness (0 to 19; higher yields more readily): 0, since a
+/// higher one starves the decode beside other busy processes (see the module documentation).
+pub const DEFAULT_COMPUTE_NICE: i32 = 0;
 
 /// The niceness the compute thread takes when it starts.
 static COMPUTE_NICE: AtomicI32 = AtomicI32::new(DEFAULT_COMPUTE_NICE);
