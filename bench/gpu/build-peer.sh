@@ -9,7 +9,8 @@
 #
 #   bench/gpu/build-peer.sh        # prints the bin folder as its last line
 #
-# Run scripts/build-cuda.sh first (it fetches the toolkit). About 40 minutes on 2 cores.
+# Run scripts/build-cuda.sh first (it fetches the toolkit). About 50 minutes on 2 cores (measured
+# while a CUDA build of moat ran beside it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 version=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
