@@ -132,6 +132,8 @@ pub fn run(home: &Path, args: RunArgs) -> Result<u8> {
         gpu_layers: args.gpu_layers,
         // One request at a time: no burst to wait for.
         arrival_window: 0,
+        // The default: it polls only with a core to spare.
+        compute_poll: None,
     };
     let engine = load_engine(&model, &engine_args, 1)?;
     engine

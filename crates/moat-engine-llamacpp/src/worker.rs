@@ -35,7 +35,7 @@ use crate::shared::{Loaded, Shared};
 use crate::stream::{Job, Stream};
 use crate::vocab::Vocab;
 use crate::{FlashAttention, LoadOptions};
-use moat_engine::compute::run_on_executor;
+use moat_engine::compute::{run_on_executor_with, Handoff};
 
 /// How soon a worker with nothing to decode retries handing events to a lagging client.
 const BACKLOG_WAIT: Duration = Duration::from_millis(2);
@@ -178,6 +178,8 @@ pub(crate) fn run(
         next_id: 0,
         saved: HashMap::new(),
         arrival: ArrivalWindow::new(options.arrival),
+        poll: options.compute_poll(),
+        last_decode: Duration::ZERO,
     }
     .serve(commands)
 }
@@ -235,6 +237,11 @@ struct Worker<'m> {
     saved: HashMap<u64, SeqState>,
     /// When to wait for the rest of a burst of requests before planning.
     arrival: ArrivalWindow,
+    /// How long this thread and the compute thread poll for each other's hand-off of a step.
+    poll: Duration,
+    /// The last decode's time on the compute thread: the next one's expected time, which says
+    /// when to start polling for it.
+    last_decode: Duration,
 }
 
 impl Worker<'_> {
@@ -500,13 +507,15 @@ impl Worker<'_> {
                 return Err(format!("batch: {error}"));
             }
         }
-        let (compute, result, decoded) = run_on_executor(move || {
+        let handoff = Handoff::polling(self.poll, self.last_decode);
+        let (compute, result, decoded) = run_on_executor_with(handoff, move || {
             let began = Instant::now();
             let result = compute.decode();
             (compute, result, began.elapsed())
         })
         .map_err(|error| error.to_string())?;
         self.compute = Some(compute);
+        self.last_decode = decoded;
         result.map(|()| decoded)
     }
 

@@ -74,6 +74,42 @@ async fn two_concurrent_generations_both_finish_with_correct_usage() {
     }
 }
 
+/// The polling hand-off (`LoadOptions::compute_poll`, on by default only with a core to spare)
+/// decodes the same as the sleeping one: each step's result comes back to the right stream.
+#[tokio::test]
+async fn a_polling_handoff_decodes_as_the_sleeping_one() {
+    let prompts = [chat("Name three colors."), chat("Count to five.")];
+    let outputs = |poll: Duration| {
+        let prompts = prompts.clone();
+        async move {
+            let engine = smollm2(|options| {
+                options.parallel = 2;
+                options.compute_poll = Some(poll);
+                repeatable(options);
+            })?;
+            let streams: Vec<_> = prompts
+                .iter()
+                .map(|prompt| engine.generate(request(prompt, 16)).unwrap())
+                .collect();
+            let mut texts = Vec::new();
+            for stream in streams {
+                let output = collect(stream).await;
+                assert_eq!(output.usage.completion_tokens, 16);
+                texts.push(output.text());
+            }
+            Some(texts)
+        }
+    };
+    let Some(polling) = outputs(Duration::from_millis(2)).await else {
+        return;
+    };
+    let sleeping = outputs(Duration::ZERO).await.unwrap();
+    // On a GPU a batch's results depend on its shape, which timing may change.
+    if !on_gpu() {
+        assert_eq!(polling, sleeping);
+    }
+}
+
 #[tokio::test]
 async fn dropping_a_stream_frees_its_sequence() {
     let Some(engine) = smollm2(|options| options.parallel = 1) else {
