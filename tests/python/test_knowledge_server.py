@@ -388,7 +388,7 @@ def keyed(method: str, url: str, secret: str, body: dict) -> tuple[int, dict, di
         return error.code, dict(error.headers), json.loads(error.read())
 
 
-def test_a_kb_query_is_held_to_the_keys_limits(tmp_path):
+def test_kb_queries_and_grounded_chats_are_held_to_the_keys_limits(tmp_path):
     for source, name in [(model_file(SMOLLM2), SMOLLM2), (MINILM_DIR, MINILM)]:
         done = moat(tmp_path, "pull", str(source), "--name", name, "--quiet")
         assert done.returncode == 0, done.stderr
@@ -402,9 +402,13 @@ def test_a_kb_query_is_held_to_the_keys_limits(tmp_path):
         return json.loads(done.stdout)["secret"]
 
     slow, tight, judge = key("--name", "slow", "--rpm", "1"), key("--name", "tight", "--tpm", "20"), key("--name", "q")
+    grounded = key("--name", "g", "--rpm", "1")
     server = Server(tmp_path, [SMOLLM2, MINILM]).wait_ready()
     try:
         url = server.url + "/v1/knowledge_bases/notes/query"
+        # a malformed query is refused before it counts as one of the key's requests
+        status, _, body = keyed("POST", url, slow, {"query": "penguins", "vector": [0.1] * 384})
+        assert status == 400, body
         status, _, body = keyed("POST", url, slow, {"query": "penguins"})
         assert status == 200 and body["data"], body
         status, headers, body = keyed("POST", url, slow, {"vector": [0.1] * 384})
@@ -419,9 +423,32 @@ def test_a_kb_query_is_held_to_the_keys_limits(tmp_path):
         )
         assert status == 200, body
         tokens = body["usage"]["prompt_tokens"]
+        # A grounded chat embeds its question: one request (--rpm 1 lets it through), whose
+        # embedding counts as the key's usage of the embedding model.
+        chat = {
+            "model": SMOLLM2,
+            "messages": [{"role": "user", "content": PENGUIN_QUESTION}],
+            "max_tokens": 8,
+            "knowledge_base": {"name": "notes", "top_k": 1},
+        }
+        status, _, answer = keyed("POST", server.url + "/v1/chat/completions", grounded, chat)
+        assert status == 200 and answer["citations"], answer
+        status, _, body = keyed("POST", server.url + "/v1/embeddings", judge, {"model": MINILM, "input": PENGUIN_QUESTION})
+        assert status == 200, body
+        question_tokens = body["usage"]["prompt_tokens"]
+        status, headers, body = keyed("POST", server.url + "/v1/chat/completions", grounded, chat)
+        assert status == 429 and headers["x-moat-limit"] == "requests_per_minute", body
     finally:
         assert server.stop() == 0, server.output()
     done = moat(tmp_path, "audit", "--jsonl", "--key", "q")
     entries = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     # the query was settled with its real count, the one the embeddings endpoint reports
-    assert [e["prompt_tokens"] for e in entries] == [tokens, tokens], entries
+    assert [e["prompt_tokens"] for e in entries[:2]] == [tokens, tokens], entries
+    done = moat(tmp_path, "usage", "--group-by", "key", "--json")
+    assert done.returncode == 0, done.stderr
+    [row] = [row for row in json.loads(done.stdout)["rows"] if row["group"].endswith(" g")]
+    # one request, whose tokens are the chat's and its question's embedding
+    assert row["requests"] == 1, row
+    assert row["prompt_tokens"] == answer["usage"]["prompt_tokens"] + question_tokens, (row, answer["usage"])
+    assert row["completion_tokens"] == answer["usage"]["completion_tokens"], row
+    assert MINILM in row["unpriced_models"], row

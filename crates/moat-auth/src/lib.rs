@@ -371,6 +371,49 @@ impl Auth {
         }))
     }
 
+    /// Reserves `more` tokens for a request already admitted with `reservation` (a grounded
+    /// chat, admitted for its query's embedding before its prompt is known), under the key's
+    /// token limits only: it is still one request. `Some` says which limit turned it away;
+    /// the reservation then stays as it was, to be settled.
+    pub fn extend(
+        &self,
+        key: &Key,
+        reservation: &mut Reservation,
+        more: u64,
+    ) -> Result<Option<Denied>, AuthError> {
+        let limits = &key.limits;
+        let state = self.key_state(key.id);
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.clock.now_ms();
+        state.expire(now);
+        if let Some(budget) = limits.budget {
+            let (period, _) = budget.period.containing(now);
+            if state
+                .budget
+                .as_ref()
+                .is_none_or(|(loaded, _)| *loaded != period)
+            {
+                let spent = self.load_spend(key.id, &period)?;
+                state.budget = Some((period, spent));
+            }
+        }
+        if let Check::Deny(denied) = state.check_tokens(limits, more, now) {
+            return Ok(Some(denied));
+        }
+        // Charged to the period the reservation was, which is where settling corrects it.
+        if let Some(period) = &reservation.budget_period {
+            self.add_spend(key.id, period, more.min(i64::MAX as u64) as i64)?;
+            if let Some((loaded, spent)) = state.budget.as_mut() {
+                if loaded == period {
+                    *spent = spent.saturating_add(more);
+                }
+            }
+        }
+        state.extend(limits, reservation.id, more, now);
+        reservation.tokens = reservation.tokens.saturating_add(more);
+        Ok(None)
+    }
+
     /// Corrects a reservation to the `actual` tokens used and returns the tokens given back
     /// (reserved − actual; negative if the request used more than it reserved, which is then
     /// charged in full).

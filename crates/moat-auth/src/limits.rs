@@ -242,6 +242,12 @@ impl KeyState {
                 });
             }
         }
+        self.check_tokens(limits, tokens, now_ms)
+    }
+
+    /// Checks only the token limits (per minute and budget) for `tokens` more: for a request
+    /// already admitted that needs more ([`KeyState::extend`]). Changes nothing.
+    pub(crate) fn check_tokens(&self, limits: &Limits, tokens: u64, now_ms: i64) -> Check {
         if let Some(tpm) = limits.tokens_per_minute {
             if tokens > tpm {
                 return Check::Deny(Denied {
@@ -292,6 +298,27 @@ impl KeyState {
                 tokens,
             });
             self.tokens_in_window += tokens;
+        }
+    }
+
+    /// Adds `more` tokens to an admitted reservation's window entry (a new entry now if it
+    /// has left the window); the request count is unchanged.
+    pub(crate) fn extend(&mut self, limits: &Limits, reservation: u64, more: u64, now_ms: i64) {
+        if limits.tokens_per_minute.is_none() {
+            return;
+        }
+        self.tokens_in_window = self.tokens_in_window.saturating_add(more);
+        match self
+            .tokens
+            .iter_mut()
+            .find(|e| e.reservation == reservation)
+        {
+            Some(entry) => entry.tokens = entry.tokens.saturating_add(more),
+            None => self.tokens.push_back(TokenEntry {
+                at_ms: now_ms,
+                reservation,
+                tokens: more,
+            }),
         }
     }
 

@@ -274,6 +274,43 @@ fn settling_returns_the_difference_and_a_restart_keeps_the_days_spend() {
 }
 
 #[test]
+fn an_extended_reservation_holds_to_the_token_limits_but_stays_one_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(MAR_31_2359 - 600_000));
+    let auth = open(&dir, &clock);
+    let limits = Limits {
+        requests_per_minute: Some(1),
+        tokens_per_minute: Some(100),
+        budget: Some(Budget {
+            tokens: 1_000,
+            period: BudgetPeriod::Day,
+        }),
+    };
+    let key = auth.create_key(&new_key("g", &["*"], limits)).unwrap().key;
+    let mut reservation = admitted(auth.reserve(&key, 10).unwrap());
+    // With one request a minute, an extension is not a second request.
+    assert_eq!(auth.extend(&key, &mut reservation, 60).unwrap(), None);
+    assert_eq!(reservation.tokens(), 70);
+    assert_eq!(auth.budget_spent(&key).unwrap(), Some(70));
+    // 70 of the minute's 100 are held: 31 more do not fit, and the reservation is unchanged.
+    let d = auth
+        .extend(&key, &mut reservation, 31)
+        .unwrap()
+        .expect("denied");
+    assert_eq!(d.limit, LimitKind::TokensPerMinute);
+    assert_eq!(reservation.tokens(), 70);
+    assert_eq!(auth.extend(&key, &mut reservation, 30).unwrap(), None);
+    // Settled to what was used, the window and the budget hold that.
+    assert_eq!(auth.settle(reservation, 40).unwrap(), 60);
+    assert_eq!(auth.budget_spent(&key).unwrap(), Some(40));
+    clock.advance_ms(61_000);
+    let mut next = admitted(auth.reserve(&key, 100).unwrap());
+    let d = auth.extend(&key, &mut next, 1).unwrap().expect("denied");
+    assert_eq!(d.limit, LimitKind::TokensPerMinute);
+    auth.settle(next, 0).unwrap();
+}
+
+#[test]
 fn a_monthly_budget_resets_on_the_first_utc() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(MAR_31_2359));

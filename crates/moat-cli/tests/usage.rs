@@ -39,6 +39,7 @@ fn record(home: &std::path::Path, events: &[Event<'_>]) {
                 prompt_tokens: e.tokens.0,
                 completion_tokens: e.tokens.1,
                 busy_ms: e.busy_ms,
+                requests: 1,
             })
             .unwrap();
     }

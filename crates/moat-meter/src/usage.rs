@@ -27,6 +27,14 @@ pub struct UsageEvent {
     pub completion_tokens: u64,
     /// Milliseconds the local engine spent on it (prefill and decode steps), 0 for upstreams.
     pub busy_ms: u64,
+    /// Requests it counts as: 1, or 0 for work one model did for a request that another
+    /// model's event counts (a grounded chat's query embedding).
+    #[serde(default = "one")]
+    pub requests: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// Which days to read, inclusive, as `YYYY-MM-DD` (UTC).
@@ -111,6 +119,7 @@ struct UsageRow {
     prompt_tokens: i64,
     completion_tokens: i64,
     busy_ms: i64,
+    requests: i64,
 }
 
 impl UsageRow {
@@ -139,6 +148,7 @@ impl UsageRow {
             prompt_tokens: as_i64(event.prompt_tokens)?,
             completion_tokens: as_i64(event.completion_tokens)?,
             busy_ms: as_i64(event.busy_ms)?,
+            requests: as_i64(event.requests)?,
         })
     }
 
@@ -147,9 +157,9 @@ impl UsageRow {
         conn.prepare_cached(
             "INSERT INTO meter_usage (day, key, alias, model, local, requests, prompt_tokens,
                  completion_tokens, busy_ms)
-             VALUES (date(?1, 'unixepoch'), ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8)
+             VALUES (date(?1, 'unixepoch'), ?2, ?3, ?4, ?5, ?9, ?6, ?7, ?8)
              ON CONFLICT (day, key, alias, model, local) DO UPDATE SET
-                 requests = requests + 1,
+                 requests = requests + ?9,
                  prompt_tokens = prompt_tokens + ?6,
                  completion_tokens = completion_tokens + ?7,
                  busy_ms = busy_ms + ?8",
@@ -163,6 +173,7 @@ impl UsageRow {
             self.prompt_tokens,
             self.completion_tokens,
             self.busy_ms,
+            self.requests,
         ])
         .map(drop)
     }

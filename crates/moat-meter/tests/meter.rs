@@ -285,6 +285,43 @@ fn invalid_entries_are_refused_with_a_reason() {
 }
 
 #[test]
+fn work_done_for_another_models_request_adds_tokens_but_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let meter = open(&dir, AuditConfig::default());
+    let event = |prompt_tokens, busy_ms, requests| UsageEvent {
+        at_ms: 1_764_201_599_500,
+        key: "moat-sk-AAAAAAAA ci".into(),
+        alias: "minilm".into(),
+        model: "minilm".into(),
+        local: true,
+        prompt_tokens,
+        completion_tokens: 0,
+        busy_ms,
+        requests,
+    };
+    meter.record_usage(&event(12, 3, 1)).unwrap();
+    // A grounded chat's query embedding: the chat model's event counts the request.
+    meter.record_usage(&event(9, 2, 0)).unwrap();
+    let records = meter.usage_records(&UsageRange::default()).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (
+            records[0].requests,
+            records[0].prompt_tokens,
+            records[0].busy_ms
+        ),
+        (1, 21, 5)
+    );
+    // An event from before the field existed counts as one request.
+    let old: UsageEvent = serde_json::from_str(
+        r#"{"at_ms":1764201599500,"key":"k","alias":"a","model":"m","local":true,
+            "prompt_tokens":1,"completion_tokens":1,"busy_ms":1}"#,
+    )
+    .unwrap();
+    assert_eq!(old.requests, 1);
+}
+
+#[test]
 fn usage_records_by_utc_day_feed_reports_and_the_comparison() {
     let dir = tempfile::tempdir().unwrap();
     let meter = open(&dir, AuditConfig::default());
@@ -299,6 +336,7 @@ fn usage_records_by_utc_day_feed_reports_and_the_comparison() {
         prompt_tokens: tokens.0,
         completion_tokens: tokens.1,
         busy_ms,
+        requests: 1,
     };
     meter
         .record_usage(&event(

@@ -27,5 +27,6 @@ pub use ingest::{
 };
 pub use parse::{parse_bytes, Block, BlockKind, Format, ParseError, ParseOptions, ParsedDocument};
 pub use retrieve::{
-    fuse, retrieve, IdentityReranker, Reranker, RetrieveParams, RetrievedHit, SearchMode,
+    fuse, retrieve, retrieve_counted, IdentityReranker, Reranker, RetrieveParams, Retrieved,
+    RetrievedHit, SearchMode,
 };

@@ -110,6 +110,27 @@ pub fn retrieve(
     params: &RetrieveParams,
     reranker: &dyn Reranker,
 ) -> Result<Vec<RetrievedHit>, RagError> {
+    retrieve_counted(store, embedder, kb, query, params, reranker).map(|found| found.hits)
+}
+
+/// What [`retrieve_counted`] found, and what embedding the query cost.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Retrieved {
+    pub hits: Vec<RetrievedHit>,
+    /// The tokens the query's embedding took, special tokens included (0 when the query was
+    /// not embedded: a text search, or `top_k` 0): what to charge for it.
+    pub embed_tokens: u64,
+}
+
+/// [`retrieve`], also saying how many tokens embedding the query took.
+pub fn retrieve_counted(
+    store: &dyn VectorStore,
+    embedder: &dyn Embedder,
+    kb: &str,
+    query: &str,
+    params: &RetrieveParams,
+    reranker: &dyn Reranker,
+) -> Result<Retrieved, RagError> {
     if query.trim().is_empty() {
         return Err(RagError::Invalid("the query is empty".into()));
     }
@@ -120,13 +141,17 @@ pub fn retrieve(
         )));
     }
     if params.top_k == 0 {
-        return Ok(Vec::new());
+        return Ok(Retrieved {
+            hits: Vec::new(),
+            embed_tokens: 0,
+        });
     }
     let candidates = params
         .candidates
         .unwrap_or_else(|| params.top_k.saturating_mul(4).max(20))
         .clamp(params.top_k.min(MAX_CANDIDATES), MAX_CANDIDATES);
     let info = store.kb(kb)?;
+    let mut embed_tokens = 0;
     let vector_hits = match params.mode {
         SearchMode::Text => Vec::new(),
         SearchMode::Hybrid | SearchMode::Vector => {
@@ -139,7 +164,8 @@ pub fn retrieve(
                     embedder: dimension,
                 });
             }
-            let vector = embed_query(embedder, query)?;
+            let (vector, tokens) = embed_query(embedder, query)?;
+            embed_tokens = tokens;
             store.search_vector(kb, &vector, candidates, &params.filter)?
         }
     };
@@ -152,16 +178,22 @@ pub fn retrieve(
     let fused = fuse(vector_hits, text_hits, params);
     let mut reranked = reranker.rerank(query, fused)?;
     reranked.truncate(params.top_k);
-    Ok(reranked)
+    Ok(Retrieved {
+        hits: reranked,
+        embed_tokens,
+    })
 }
 
-fn embed_query(embedder: &dyn Embedder, query: &str) -> Result<Vec<f32>, RagError> {
+/// The query's embedding and the tokens it took.
+fn embed_query(embedder: &dyn Embedder, query: &str) -> Result<(Vec<f32>, u64), RagError> {
     let embeddings = embedder.embed(&[EmbedInput::Text(query.to_owned())])?;
-    embeddings.vectors.into_iter().next().ok_or_else(|| {
+    let tokens = embeddings.prompt_tokens;
+    let vector = embeddings.vectors.into_iter().next().ok_or_else(|| {
         RagError::Embed(moat_engine::EngineError::Internal(
             "the embedder returned no vector for the query".into(),
         ))
-    })
+    })?;
+    Ok((vector, tokens))
 }
 
 /// Reciprocal-rank fusion of the two candidate lists (each best first), with `min_score`

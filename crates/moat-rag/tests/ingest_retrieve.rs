@@ -8,10 +8,12 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use common::{fixture_tree, HashEmbedder, MemoryStore};
+use moat_engine::Embedder;
 use moat_rag::grounded::DEFAULT_NO_ANSWER_REPLY;
 use moat_rag::{
-    ground, ingest, ingest_bytes, retrieve, DocumentOutcome, ErrorKind, Grounded, GroundingConfig,
-    IdentityReranker, IngestOptions, IngestReport, RagError, RetrieveParams, SearchMode,
+    ground, ingest, ingest_bytes, retrieve, retrieve_counted, DocumentOutcome, ErrorKind, Grounded,
+    GroundingConfig, IdentityReranker, IngestOptions, IngestReport, RagError, RetrieveParams,
+    SearchMode,
 };
 use moat_vector::{Filter, KbSpec, VectorStore};
 
@@ -418,7 +420,7 @@ fn hybrid_retrieval_finds_the_passage_and_reports_both_ranks() {
             top_k: 1,
             ..RetrieveParams::default()
         };
-        let hits = retrieve(
+        let found = retrieve_counted(
             &store,
             &embedder,
             "kb",
@@ -427,6 +429,13 @@ fn hybrid_retrieval_finds_the_passage_and_reports_both_ranks() {
             &IdentityReranker,
         )
         .expect("retrieve");
+        // The query's embedding is what there is to charge; a text search embeds nothing.
+        let embedded = match mode {
+            SearchMode::Text => 0,
+            _ => u64::from(embedder.count_tokens("warranty repairs").expect("count")),
+        };
+        assert_eq!(found.embed_tokens, embedded, "{mode:?}");
+        let hits = found.hits;
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].hit.path, "corpus/manual.pdf", "{mode:?}");
         assert_eq!(hits[0].hit.location.page, 1);

@@ -293,30 +293,63 @@ impl Caller {
 
     /// Reserves `tokens` (prompt + `max_tokens`) under the key's limits; settled when the
     /// ticket closes. A request admitted once already (the gateway admits an alias's request
-    /// before a local target counts its real prompt) only records the prompt tokens.
+    /// before a local target counts its real prompt) only records the prompt tokens, unless
+    /// that admission was only a first part ([`Caller::admit_first`]): then `tokens` are
+    /// reserved on top of it.
     pub(crate) fn admit(
         &self,
         trust: &Trust,
         prompt_tokens: u64,
         tokens: u64,
     ) -> Result<(), ApiError> {
-        let mut admitted = false;
-        self.ticket.update(|t| {
-            t.prompt_tokens = prompt_tokens;
-            admitted = t.reservation.is_some();
-        });
-        if admitted {
-            return Ok(());
-        }
+        self.ticket.update(|t| t.prompt_tokens = prompt_tokens);
+        self.reserve(trust, tokens, false)
+    }
+
+    /// Admits a request for the work it does before its prompt is known (a grounded chat's
+    /// query embedding), reserving `bound` tokens, so a key past its limits is turned away
+    /// before that work; [`Caller::admit`] later reserves the rest. After an admission that
+    /// was not a first part (the gateway's), it does nothing.
+    pub(crate) fn admit_first(&self, trust: &Trust, bound: u64) -> Result<(), ApiError> {
+        self.reserve(trust, bound, true)
+    }
+
+    fn reserve(&self, trust: &Trust, tokens: u64, first: bool) -> Result<(), ApiError> {
         let (Some(key), Some(auth)) = (&self.key, &trust.inner.auth) else {
             return Ok(());
         };
-        match auth.reserve(key, tokens)? {
-            Admission::Admitted(reservation) => {
-                self.ticket.update(|t| t.reservation = Some(reservation));
-                Ok(())
-            }
-            Admission::Denied(denied) => {
+        let mut held = None;
+        let mut partial = false;
+        self.ticket.update(|t| {
+            held = t.reservation.take();
+            partial = t.partial;
+        });
+        // Whether the reservation holds only a first part after this call.
+        let (denied, partial) = match held {
+            None => match auth.reserve(key, tokens)? {
+                Admission::Admitted(reservation) => {
+                    held = Some(reservation);
+                    (None, first)
+                }
+                Admission::Denied(denied) => (Some(denied), false),
+            },
+            Some(ref mut reservation) if partial => match auth.extend(key, reservation, tokens) {
+                Ok(denied) => (denied, first),
+                Err(error) => {
+                    self.ticket.update(|t| t.reservation = held);
+                    return Err(error.into());
+                }
+            },
+            // Admitted whole before (the gateway): nothing more to reserve.
+            Some(_) => (None, false),
+        };
+        self.ticket.update(|t| {
+            t.reservation = held;
+            t.partial = partial;
+        });
+        match denied {
+            None => Ok(()),
+            Some(denied) => {
                 self.ticket
                     .deny(&format!("limit.{}", denied.limit.as_str()));
                 Err(ApiError::limit_exceeded(&denied))
@@ -351,6 +384,11 @@ struct TicketState {
     prompt: Option<String>,
     request_id: String,
     reservation: Option<Reservation>,
+    /// Whether `reservation` holds only a first part of the request (`Caller::admit_first`).
+    partial: bool,
+    /// Tokens other models spent for this request (a grounded chat's query embedding): held
+    /// to the key's limits with the request's own, and counted as usage of those models.
+    side: Vec<SideUsage>,
     /// The request's observation record (metrics, log line); it gets the token counts.
     record: Option<Arc<RequestRecord>>,
     /// Whether an allowed request leaves an audit entry (not a metrics scrape: one every few
@@ -380,6 +418,8 @@ impl Ticket {
             prompt: None,
             request_id,
             reservation: None,
+            partial: false,
+            side: Vec::new(),
             record,
             audit_allowed: route != "/metrics",
         })))
@@ -461,6 +501,22 @@ impl Ticket {
         self.update(|t| t.busy = t.busy.saturating_add(busy));
     }
 
+    /// Records `tokens` that `model` (local) spent for this request besides the model that
+    /// answers, taking `busy` of engine time: they count against the key's token limits and as
+    /// that model's usage.
+    pub(crate) fn add_side_usage(&self, model: &str, tokens: u64, busy: Duration) {
+        let model = clip(model).to_owned();
+        self.update(|t| {
+            if t.side.len() < 8 {
+                t.side.push(SideUsage {
+                    model,
+                    tokens,
+                    busy,
+                });
+            }
+        });
+    }
+
     /// Sets the prompt tokens (for a request with no admission step, such as embeddings).
     pub(crate) fn set_prompt_tokens(&self, n: u64) {
         self.update(|t| t.prompt_tokens = n);
@@ -474,6 +530,13 @@ impl Ticket {
             }
         });
     }
+}
+
+/// What another model spent for a request ([`Ticket::add_side_usage`]).
+struct SideUsage {
+    model: String,
+    tokens: u64,
+    busy: Duration,
 }
 
 /// At most 256 bytes (what a usage record keeps), cut at a character boundary.
@@ -501,8 +564,22 @@ fn rank(decision: Decision) -> u8 {
 
 impl Drop for TicketState {
     fn drop(&mut self) {
-        let total = self.prompt_tokens.saturating_add(self.completion_tokens);
+        let side_tokens = self
+            .side
+            .iter()
+            .fold(0_u64, |sum, side| sum.saturating_add(side.tokens));
+        let total = self
+            .prompt_tokens
+            .saturating_add(self.completion_tokens)
+            .saturating_add(side_tokens);
         if let Some(auth) = &self.trust.inner.auth {
+            for side in &self.side {
+                if let Err(error) =
+                    auth.submit_usage(self.key.as_ref(), &side.model, side.tokens, 0)
+                {
+                    eprintln!("moat: counting usage of {}: {error}", self.request_id);
+                }
+            }
             if let Some(reservation) = self.reservation.take() {
                 if let Err(error) = auth.settle(reservation, total) {
                     eprintln!("moat: settling {}: {error}", self.request_id);
@@ -536,6 +613,24 @@ impl Drop for TicketState {
                     prompt_tokens: self.prompt_tokens,
                     completion_tokens: self.completion_tokens,
                     busy_ms: rounded_ms(self.busy),
+                    requests: 1,
+                };
+                if let Err(error) = meter.submit_usage(&event) {
+                    eprintln!("moat: usage record of {}: {error}", self.request_id);
+                }
+            }
+            for side in &self.side {
+                let event = UsageEvent {
+                    at_ms: unix_ms(),
+                    key: clip(&self.who).to_owned(),
+                    alias: side.model.clone(),
+                    model: side.model.clone(),
+                    local: true,
+                    prompt_tokens: side.tokens,
+                    completion_tokens: 0,
+                    busy_ms: rounded_ms(side.busy),
+                    // The request is counted once, under the model that answered it.
+                    requests: 0,
                 };
                 if let Err(error) = meter.submit_usage(&event) {
                     eprintln!("moat: usage record of {}: {error}", self.request_id);

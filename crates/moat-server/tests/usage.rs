@@ -353,6 +353,7 @@ async fn an_unpriced_model_is_reported_as_unpriced_never_as_zero() {
                 prompt_tokens: tokens,
                 completion_tokens: tokens,
                 busy_ms: 0,
+                requests: 1,
             })
             .unwrap();
     }

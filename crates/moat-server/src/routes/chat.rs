@@ -17,7 +17,9 @@ use moat_engine::ChatMessage;
 use moat_openai::{
     parse_chat_request, ChatChoice, ChatCompletion, ChatCompletionChunk, ResponseIds, UsageTally,
 };
-use moat_rag::{ground, query_from_messages, retrieve, Citation, Grounded, IdentityReranker};
+use moat_rag::{
+    ground, query_from_messages, retrieve_counted, Citation, Grounded, IdentityReranker,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -146,7 +148,7 @@ pub(crate) async fn local_chat(
     }
     let mut citations = None;
     if let Some(grounding) = grounding {
-        match ground_messages(state, &grounding, &chat.messages).await? {
+        match ground_messages(state, caller, &grounding, &chat.messages).await? {
             Grounded::Prompt {
                 messages,
                 citations: found,
@@ -311,9 +313,13 @@ fn tool_call_list(calls: &Value) -> &[Value] {
     calls.as_array().map(Vec::as_slice).unwrap_or_default()
 }
 
-/// Retrieves for the last user message and builds the grounded messages.
+/// Retrieves for the last user message and builds the grounded messages. The query's
+/// embedding is charged to the caller: the request is admitted for it first (its bytes bound
+/// its tokens), so a key past its limits is turned away before it, and its real tokens count
+/// against the key's limits and as the embedding model's usage.
 async fn ground_messages(
     state: &AppState,
+    caller: &Caller,
     grounding: &GroundingRequest,
     messages: &[ChatMessage],
 ) -> Result<Grounded, ApiError> {
@@ -324,14 +330,16 @@ async fn ground_messages(
         )
         .with_param("messages")
     })?;
+    caller.admit_first(state.trust(), query.len() as u64 + 2)?;
     let store = state.knowledge().store()?;
     let lookup = Arc::clone(&store);
     let name = grounding.name.clone();
     let info = blocking(move || Ok(lookup.kb(&name)?)).await?;
     let embedder = state.knowledge().embedder(&info.embed_model).await?;
     let name = grounding.name.clone();
-    let hits = blocking(move || {
-        Ok(retrieve(
+    let began = std::time::Instant::now();
+    let found = blocking(move || {
+        Ok(retrieve_counted(
             store.as_ref(),
             embedder.as_ref(),
             &name,
@@ -341,7 +349,12 @@ async fn ground_messages(
         )?)
     })
     .await?;
-    Ok(ground(messages, &hits, &config))
+    if found.embed_tokens > 0 {
+        caller
+            .ticket
+            .add_side_usage(&info.embed_model, found.embed_tokens, began.elapsed());
+    }
+    Ok(ground(messages, &found.hits, &config))
 }
 
 fn citations_chunk(ids: &ResponseIds, citations: Vec<WireCitation>) -> Value {

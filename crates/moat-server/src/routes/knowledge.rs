@@ -28,7 +28,7 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use base64::Engine as _;
 use moat_engine::Embedder;
-use moat_rag::{ingest_bytes, retrieve, DocumentOutcome, IdentityReranker, IngestOptions};
+use moat_rag::{ingest_bytes, retrieve_counted, DocumentOutcome, IdentityReranker, IngestOptions};
 use moat_vector::{DocumentInfo, KbInfo, KbSpec, Location, VectorStore};
 use serde::{Deserialize, Serialize};
 
@@ -472,20 +472,21 @@ async fn query(
         request.path_glob,
         request.tags,
     )?;
-    // The key's limits apply: a query is a request, and a text query's bytes bound the tokens
-    // its embedding takes (settled with the real count).
-    let bound = request
-        .query
-        .as_ref()
-        .map_or(0, |text| text.len() as u64 + 2);
-    caller.admit(state.trust(), 0, bound)?;
-    let hits = match (request.query, request.vector) {
+    let search = match (request.query, request.vector) {
+        (Some(text), None) => Ok(text),
+        (None, Some(vector)) => Err(vector),
         (Some(_), Some(_)) | (None, None) => {
             return Err(ApiError::invalid_request(
                 "give either query (text) or vector (an embedding), not both",
             ))
         }
-        (None, Some(vector)) => {
+    };
+    // The key's limits apply to a well-formed query: it is a request, and a text query's bytes
+    // bound the tokens its embedding takes (settled with the real count).
+    let bound = search.as_ref().map_or(0, |text| text.len() as u64 + 2);
+    caller.admit(state.trust(), 0, bound)?;
+    let hits = match search {
+        Err(vector) => {
             let store = state.knowledge().store()?;
             blocking(move || {
                 let hits = store.search_vector(&name, &vector, params.top_k, &params.filter)?;
@@ -507,12 +508,11 @@ async fn query(
             })
             .await?
         }
-        (Some(text), None) => {
+        Ok(text) => {
             let (store, embedder) = kb_and_embedder(&state, &name).await?;
             let began = std::time::Instant::now();
             let (hits, tokens) = blocking(move || {
-                let tokens = embedder.count_tokens(&text).map_or(0, u64::from);
-                let hits = retrieve(
+                let found = retrieve_counted(
                     store.as_ref(),
                     embedder.as_ref(),
                     &name,
@@ -520,7 +520,8 @@ async fn query(
                     &params,
                     &IdentityReranker,
                 )?;
-                let hits = hits
+                let hits = found
+                    .hits
                     .into_iter()
                     .map(|retrieved| QueryHit {
                         path: retrieved.hit.path,
@@ -534,7 +535,7 @@ async fn query(
                         text_rank: retrieved.text_rank,
                     })
                     .collect::<Vec<_>>();
-                Ok((hits, tokens))
+                Ok((hits, found.embed_tokens))
             })
             .await?;
             caller.ticket.add_busy(began.elapsed());
