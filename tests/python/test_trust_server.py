@@ -188,6 +188,36 @@ def test_the_moderation_classifier_charges_its_tokens_to_the_key(home, server, k
     assert entries[0]["prompt_tokens"] > 200 and entries[0]["completion_tokens"] >= 2, entries
 
 
+def test_the_chat_input_classifier_charges_its_tokens_to_the_key(home, server, keys):
+    # The classifier rail reads the whole classifier prompt: a key whose tokens-per-minute
+    # limit is below it may chat, but not through an alias whose policy asks the classifier;
+    # it is turned away before the classifier runs.
+    tight = client(server, create_key(home, "--name", "tight-rail", "--tpm", "600")["secret"])
+    assert ask(tight).choices[0].message is not None
+    with pytest.raises(openai.RateLimitError) as caught:
+        ask(tight, "judged-chat", "How do I bake bread?")
+    assert caught.value.response.headers["x-moat-limit"] == "tokens_per_minute"
+    # What the classifier read and wrote is the key's usage of the classifier model, with the
+    # request counted once, under the chat model.
+    # (A 0.5B model as Llama Guard may answer outside the format; the policy then blocks, and
+    # the classifier's work is charged all the same.)
+    c = client(server, create_key(home, "--name", "railed")["secret"])
+    try:
+        usage = ask(c, "judged-chat", "How do I bake bread?").usage
+        chat = (usage.prompt_tokens, usage.completion_tokens)
+    except openai.BadRequestError as refused:
+        assert refused.code == "content_policy_violation", refused
+        chat = (0, 0)
+    done = moat(home, "usage", "--group-by", "key", "--json")
+    assert done.returncode == 0, done.stderr
+    [row] = [row for row in json.loads(done.stdout)["rows"] if row["group"].endswith(" railed")]
+    assert row["requests"] == 1, row
+    assert QWEN in row["unpriced_models"], row
+    # the classifier prompt is well over 100 tokens, and its answer at least one
+    assert row["prompt_tokens"] > chat[0] + 100, (row, chat)
+    assert row["completion_tokens"] > chat[1], (row, chat)
+
+
 def test_a_blocked_prompt_is_a_bad_request_with_content_policy_violation(server, keys):
     c = client(server, keys["full"]["secret"])
     with pytest.raises(openai.BadRequestError) as caught:

@@ -73,6 +73,22 @@ impl Auth {
         Ok(())
     }
 
+    /// [`Auth::submit_usage`] for tokens `model` read and wrote for a request that another
+    /// model's usage counts (a grounded chat's question embedding, a chat's input classifier):
+    /// tokens, but no request.
+    pub fn submit_side_usage(
+        &self,
+        key: Option<&Key>,
+        model: &str,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+    ) -> Result<(), AuthError> {
+        let mut count = self.usage_count(key, model, prompt_tokens, completion_tokens)?;
+        count.requests = 0;
+        self.writes.submit("key usage", move |conn| count.add(conn));
+        Ok(())
+    }
+
     fn usage_count(
         &self,
         key: Option<&Key>,
@@ -88,6 +104,7 @@ impl Auth {
             key: key.map_or(ANONYMOUS, |k| k.id),
             day: Date::from_unix_ms(self.clock.now_ms()).iso(),
             model: model.to_owned(),
+            requests: 1,
             prompt_tokens: as_i64(prompt_tokens),
             completion_tokens: as_i64(completion_tokens),
         })
@@ -131,6 +148,7 @@ struct UsageCount {
     key: KeyId,
     day: String,
     model: String,
+    requests: i64,
     prompt_tokens: i64,
     completion_tokens: i64,
 }
@@ -139,9 +157,9 @@ impl UsageCount {
     fn add(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
         conn.prepare_cached(
             "INSERT INTO auth_usage (key_id, day, model, requests, prompt_tokens, completion_tokens)
-             VALUES (?1, ?2, ?3, 1, ?4, ?5)
+             VALUES (?1, ?2, ?3, ?6, ?4, ?5)
              ON CONFLICT (key_id, day, model) DO UPDATE SET
-                 requests = requests + 1,
+                 requests = requests + ?6,
                  prompt_tokens = prompt_tokens + ?4,
                  completion_tokens = completion_tokens + ?5",
         )?
@@ -150,7 +168,8 @@ impl UsageCount {
             self.day,
             self.model,
             self.prompt_tokens,
-            self.completion_tokens
+            self.completion_tokens,
+            self.requests
         ])
         .map(drop)
     }

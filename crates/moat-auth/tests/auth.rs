@@ -367,6 +367,8 @@ fn usage_is_counted_per_key_model_and_utc_day() {
     auth.record_usage(None, "qwen", 5, 5).unwrap();
     clock.advance_ms(120_000);
     auth.record_usage(Some(&key), "llama", 7, 8).unwrap();
+    // Another model's work for that request: its tokens, no request.
+    auth.submit_side_usage(Some(&key), "minilm", 4, 0).unwrap();
 
     let all = auth.usage(&UsageFilter::default()).unwrap();
     let summary: Vec<_> = all
@@ -388,6 +390,7 @@ fn usage_is_counted_per_key_model_and_utc_day() {
             ("2026-03-31", ANONYMOUS, "qwen", 1, 5, 5),
             ("2026-03-31", key.id, "qwen", 2, 11, 22),
             ("2026-04-01", key.id, "llama", 1, 7, 8),
+            ("2026-04-01", key.id, "minilm", 0, 4, 0),
         ]
     );
     let april = moat_auth::Date::parse("2026-04-01").unwrap();
@@ -396,7 +399,7 @@ fn usage_is_counted_per_key_model_and_utc_day() {
         since: Some(april),
         ..UsageFilter::default()
     };
-    assert_eq!(auth.usage(&filter).unwrap().len(), 1);
+    assert_eq!(auth.usage(&filter).unwrap().len(), 2);
     assert!(auth.record_usage(None, "", 1, 1).is_err());
 }
 

@@ -20,7 +20,7 @@ use moat_guard::{Action, GuardError, Rail};
 
 use crate::guarding::decision_of;
 use crate::state::ServedModel;
-use crate::trust::{ChosenGuard, Ticket};
+use crate::trust::{Caller, ChosenGuard};
 use crate::{prompt, ApiError, AppState};
 
 /// Tokens the classifier may answer with: `unsafe\nS1,S2,...` fits easily.
@@ -179,34 +179,26 @@ pub(crate) fn outcome_rails(outcome: &ClassifierOutcome) -> Vec<String> {
     }
 }
 
-/// Asks the configured classifier model about `turns`, judging `judged`.
-pub(crate) async fn classify(
-    state: &AppState,
-    model: &str,
-    policy: &ClassifierPolicy,
-    turns: &[Turn],
-    judged: Speaker,
-) -> ClassifierOutcome {
-    classify_counted(state, model, policy, turns, judged)
-        .await
-        .0
-}
-
-/// A bound on the tokens [`classify_counted`] takes to judge `text` alone as the user's turn:
-/// the classifier prompt's bytes (a token is at least a byte, but for the chat template's
-/// special tokens, which the margin covers) and the longest answer.
+/// A bound on the tokens [`classify_counted`] takes to judge `text` alone as the user's turn.
 pub(crate) fn token_bound(policy: &ClassifierPolicy, text: &str) -> u64 {
-    const TEMPLATE_MARGIN: u64 = 64;
     let turn = [Turn {
         speaker: Speaker::User,
         text: text.to_owned(),
     }];
-    let prompt = moat_guard::classifier::build_prompt(&turn, Speaker::User, &policy.categories);
+    turns_bound(policy, &turn, Speaker::User)
+}
+
+/// A bound on the tokens [`classify_counted`] takes to judge `turns`: the classifier prompt's
+/// bytes (a token is at least a byte, but for the chat template's special tokens, which the
+/// margin covers) and the longest answer.
+fn turns_bound(policy: &ClassifierPolicy, turns: &[Turn], judged: Speaker) -> u64 {
+    const TEMPLATE_MARGIN: u64 = 64;
+    let prompt = moat_guard::classifier::build_prompt(turns, judged, &policy.categories);
     prompt.len() as u64 + TEMPLATE_MARGIN + u64::from(MAX_ANSWER_TOKENS)
 }
 
-/// [`classify`], with the tokens the classifier's question and answer took (for a request
-/// whose work is the classification, as `/v1/moderations` with a model).
+/// Asks the configured classifier model about `turns`, judging `judged`; returns its verdict
+/// and the tokens its questions and answers took, which are the caller's to pay.
 pub(crate) async fn classify_counted(
     state: &AppState,
     model: &str,
@@ -220,12 +212,15 @@ pub(crate) async fn classify_counted(
 }
 
 /// The classifier rail on a chat's input, when the request's policy has one and the server
-/// names a classifier model: block → `content_policy_violation`, flag → recorded.
+/// names a classifier model: block → `content_policy_violation`, flag → recorded. The
+/// classifier's work is the caller's: the request is admitted for a bound on it first (a key
+/// past its limits is turned away before the classifier runs), and its tokens count against
+/// the key's limits and as its usage of the classifier model.
 pub(crate) async fn input_rail(
     state: &AppState,
     guard: &ChosenGuard,
     messages: &[ChatMessage],
-    ticket: &Ticket,
+    caller: &Caller,
 ) -> Result<(), ApiError> {
     let Some(policy) = &guard.classifier else {
         return Ok(());
@@ -234,8 +229,15 @@ pub(crate) async fn input_rail(
     if turns.is_empty() {
         return Ok(());
     }
+    let ticket = &caller.ticket;
     let outcome = match state.trust().classifier_model() {
-        Some(model) => classify(state, model, policy, &turns, Speaker::User).await,
+        Some(model) => {
+            caller.admit_first(state.trust(), turns_bound(policy, &turns, Speaker::User))?;
+            let (outcome, tokens) =
+                classify_counted(state, model, policy, &turns, Speaker::User).await;
+            ticket.add_side_usage(model, tokens.prompt, tokens.completion, tokens.busy);
+            outcome
+        }
         // A policy that asks for a classifier on a server without one fails closed too.
         None => policy.decide(Err(ClassifierError(
             "no classifier model is configured ([guard] classifier_model)".into(),

@@ -306,7 +306,7 @@ async fn guard_messages(
             object.get_mut("tools"),
             &caller.ticket,
         )?;
-        crate::classify::input_rail(state, guard, &messages, &caller.ticket).await?;
+        crate::classify::input_rail(state, guard, &messages, caller).await?;
         let redacted = serde_json::to_value(&messages)
             .map_err(|error| ApiError::internal(format!("re-encoding messages: {error}")))?;
         object.insert("messages".into(), redacted);

@@ -501,16 +501,27 @@ impl Ticket {
         self.update(|t| t.busy = t.busy.saturating_add(busy));
     }
 
-    /// Records `tokens` that `model` (local) spent for this request besides the model that
-    /// answers, taking `busy` of engine time: they count against the key's token limits and as
-    /// that model's usage.
-    pub(crate) fn add_side_usage(&self, model: &str, tokens: u64, busy: Duration) {
+    /// Records the tokens that `model` (local) read and wrote for this request besides the
+    /// model that answers (a grounded chat's question embedding, the input rail's classifier),
+    /// taking `busy` of engine time: they count against the key's token limits and as that
+    /// model's usage, without a request of their own.
+    pub(crate) fn add_side_usage(
+        &self,
+        model: &str,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        busy: Duration,
+    ) {
+        if prompt_tokens == 0 && completion_tokens == 0 {
+            return;
+        }
         let model = clip(model).to_owned();
         self.update(|t| {
             if t.side.len() < 8 {
                 t.side.push(SideUsage {
                     model,
-                    tokens,
+                    prompt_tokens,
+                    completion_tokens,
                     busy,
                 });
             }
@@ -535,8 +546,15 @@ impl Ticket {
 /// What another model spent for a request ([`Ticket::add_side_usage`]).
 struct SideUsage {
     model: String,
-    tokens: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
     busy: Duration,
+}
+
+impl SideUsage {
+    fn tokens(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
 }
 
 /// At most 256 bytes (what a usage record keeps), cut at a character boundary.
@@ -567,16 +585,20 @@ impl Drop for TicketState {
         let side_tokens = self
             .side
             .iter()
-            .fold(0_u64, |sum, side| sum.saturating_add(side.tokens));
+            .fold(0_u64, |sum, side| sum.saturating_add(side.tokens()));
         let total = self
             .prompt_tokens
             .saturating_add(self.completion_tokens)
             .saturating_add(side_tokens);
         if let Some(auth) = &self.trust.inner.auth {
             for side in &self.side {
-                if let Err(error) =
-                    auth.submit_usage(self.key.as_ref(), &side.model, side.tokens, 0)
-                {
+                let counted = auth.submit_side_usage(
+                    self.key.as_ref(),
+                    &side.model,
+                    side.prompt_tokens,
+                    side.completion_tokens,
+                );
+                if let Err(error) = counted {
                     eprintln!("moat: counting usage of {}: {error}", self.request_id);
                 }
             }
@@ -626,8 +648,8 @@ impl Drop for TicketState {
                     alias: side.model.clone(),
                     model: side.model.clone(),
                     local: true,
-                    prompt_tokens: side.tokens,
-                    completion_tokens: 0,
+                    prompt_tokens: side.prompt_tokens,
+                    completion_tokens: side.completion_tokens,
                     busy_ms: rounded_ms(side.busy),
                     // The request is counted once, under the model that answered it.
                     requests: 0,

@@ -141,7 +141,7 @@ pub(crate) async fn local_chat(
             chat.tools.as_mut().map(|tools| &mut tools.definitions),
             &caller.ticket,
         )?;
-        crate::classify::input_rail(state, guard, &chat.messages, &caller.ticket).await?;
+        crate::classify::input_rail(state, guard, &chat.messages, caller).await?;
         if state.trust().restore_redactions() {
             redactions = Some(Arc::new(map));
         }
@@ -349,11 +349,9 @@ async fn ground_messages(
         )?)
     })
     .await?;
-    if found.embed_tokens > 0 {
-        caller
-            .ticket
-            .add_side_usage(&info.embed_model, found.embed_tokens, began.elapsed());
-    }
+    caller
+        .ticket
+        .add_side_usage(&info.embed_model, found.embed_tokens, 0, began.elapsed());
     Ok(ground(messages, &found.hits, &config))
 }
 
