@@ -55,14 +55,15 @@ impl LlamaEngine {
         let shared = Arc::new(Shared::new());
         let max_in_flight = usize::try_from(options.parallel.saturating_add(options.max_queue))
             .unwrap_or(usize::MAX);
-        // Room for every request in flight plus a shutdown: `generate` counts them itself, so a
-        // full channel only happens if the worker is gone.
+        // Room for every request in flight plus a shutdown and the one wake-up for compute jobs
+        // (`Command::Compute`): `generate` counts them itself, so a full channel only happens
+        // if the worker is gone.
         let (commands, receiver) = mpsc::sync_channel(max_in_flight.saturating_add(8));
         let worker = spawn_worker(
             path.to_path_buf(),
             options.clone(),
             Arc::clone(&shared),
-            receiver,
+            (commands.clone(), receiver),
         )?;
         Ok(Self {
             shared,
@@ -240,13 +241,13 @@ fn spawn_worker(
     path: PathBuf,
     options: LoadOptions,
     shared: Arc<Shared>,
-    commands: mpsc::Receiver<Command>,
+    (wake, commands): (mpsc::SyncSender<Command>, mpsc::Receiver<Command>),
 ) -> Result<JoinHandle<()>, EngineError> {
     std::thread::Builder::new()
         .name("moat-llamacpp".to_owned())
         .spawn(move || {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                worker::run(&path, &options, &shared, &commands)
+                worker::run(&path, &options, &shared, wake, &commands)
             }));
             let failure = match outcome {
                 Ok(Ok(())) => None,

@@ -12,7 +12,8 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,13 +36,16 @@ use crate::shared::{Loaded, Shared};
 use crate::stream::{Job, Stream};
 use crate::vocab::Vocab;
 use crate::{FlashAttention, LoadOptions};
-use moat_engine::compute::{run_on_executor_with, Handoff};
+use moat_engine::compute::{adopt, run_on_executor_with, Adopted, Handoff};
 
 /// How soon a worker with nothing to decode retries handing events to a lagging client.
 const BACKLOG_WAIT: Duration = Duration::from_millis(2);
 
 pub(crate) enum Command {
     Generate(Box<Job>),
+    /// Another thread queued compute jobs for this one, which holds the executor's role
+    /// (`moat_engine::compute::adopt`); at most one is in the channel at a time.
+    Compute,
     Shutdown,
 }
 
@@ -122,11 +126,14 @@ fn kv_bytes_per_token(model: &LlamaModel) -> u64 {
     2 * 2 * u64::from(model.n_layer()) * kv_width
 }
 
-/// The thread's body: load, then serve until shutdown. An error is a load failure.
+/// The thread's body: load, then serve until shutdown. An error is a load failure. `wake`
+/// sends to `commands`: it tells this thread that another queued a compute job, when this one
+/// holds the executor's role.
 pub(crate) fn run(
     path: &Path,
     options: &LoadOptions,
     shared: &Shared,
+    wake: SyncSender<Command>,
     commands: &Receiver<Command>,
 ) -> Result<(), String> {
     header::check_before_load(path)?;
@@ -166,6 +173,9 @@ pub(crate) fn run(
         },
     });
     let n_batch = usize::try_from(options.n_batch).unwrap_or(usize::MAX);
+    // The first model to get here decodes on its own thread, with no hand-off per step, and
+    // runs other threads' compute between its steps; later ones hand their steps to it.
+    let executor = Executor::adopt(wake);
     Worker {
         compute: Some(Compute {
             context,
@@ -180,6 +190,7 @@ pub(crate) fn run(
         arrival: ArrivalWindow::new(options.arrival),
         poll: options.compute_poll(),
         last_decode: Duration::ZERO,
+        executor,
     }
     .serve(commands)
 }
@@ -242,6 +253,36 @@ struct Worker<'m> {
     /// The last decode's time on the compute thread: the next one's expected time, which says
     /// when to start polling for it.
     last_decode: Duration,
+    /// The executor's role, when this thread holds it.
+    executor: Option<Executor>,
+}
+
+/// The compute executor's role held by a model's thread, and the flag that keeps at most one
+/// `Command::Compute` in its channel.
+struct Executor {
+    role: Adopted,
+    woken: Arc<AtomicBool>,
+}
+
+impl Executor {
+    fn adopt(wake: SyncSender<Command>) -> Option<Executor> {
+        let woken = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&woken);
+        let role = adopt(Box::new(move || {
+            if !flag.swap(true, Ordering::AcqRel) {
+                // Full only when the engine is gone; its thread then ends and lets go.
+                let _ = wake.try_send(Command::Compute);
+            }
+        }))?;
+        Some(Executor { role, woken })
+    }
+
+    /// Runs the compute jobs other threads queued.
+    fn run_pending(&self) {
+        // Cleared first: a job queued from here on sends a new wake-up.
+        self.woken.store(false, Ordering::Release);
+        self.role.run_pending();
+    }
 }
 
 impl Worker<'_> {
@@ -249,6 +290,7 @@ impl Worker<'_> {
     /// thread), after every request got it.
     fn serve(mut self, commands: &Receiver<Command>) -> Result<(), String> {
         loop {
+            self.run_compute_jobs();
             self.deliver_all();
             // Published before `receive`, which may block while idle, so a scrape then sees
             // the idle state rather than the last busy step.
@@ -298,6 +340,7 @@ impl Worker<'_> {
                     self.submit(*job);
                     arrived = true;
                 }
+                Command::Compute => self.run_compute_jobs(),
                 Command::Shutdown => return false,
             }
             next = commands.try_recv().ok();
@@ -332,12 +375,20 @@ impl Worker<'_> {
                     self.submit(*job);
                     self.observe_load();
                 }
+                Ok(Command::Compute) => self.run_compute_jobs(),
                 Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => return false,
                 Err(RecvTimeoutError::Timeout) => {
                     self.arrival.quiet_passed(load.in_engine, wait);
                     return true;
                 }
             }
+        }
+    }
+
+    /// Runs what other threads queued for the executor, when this thread holds its role.
+    fn run_compute_jobs(&self) {
+        if let Some(executor) = &self.executor {
+            executor.run_pending();
         }
     }
 

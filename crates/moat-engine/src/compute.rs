@@ -32,10 +32,11 @@
 //! It knows nothing of requests, sequences or backends.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvError, RecvTimeoutError, SyncSender, TryRecvError};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::EngineError;
@@ -134,7 +135,7 @@ pub fn set_compute_nice(nice: i32) -> Result<(), String> {
     if !(0..=19).contains(&nice) {
         return Err(format!("compute niceness {nice} is not within 0 to 19"));
     }
-    if EXECUTOR.get().is_some() {
+    if !matches!(*executor_mode(), Mode::Unset) {
         return Err("the compute thread already runs; set its niceness at startup".to_owned());
     }
     COMPUTE_NICE.store(nice, Ordering::Relaxed);
@@ -192,14 +193,122 @@ where
         // The submitter may have given up; then nobody needs the result.
         let _ = reply.send(job());
     });
-    executor()?
-        .send(Job {
-            run,
-            poll: handoff.next,
-        })
-        .map_err(|_| EngineError::Internal("the compute thread is gone".to_owned()))?;
+    submit(Job {
+        run,
+        poll: handoff.next,
+    })?;
     receive(&result, handoff)
         .map_err(|_| EngineError::Internal("a compute step panicked".to_owned()))
+}
+
+/// Hands `job` to the executor: the compute thread, started on first use, or the thread that
+/// adopted the role ([`adopt`]), which runs it between its own steps.
+fn submit(job: Job) -> Result<(), EngineError> {
+    loop {
+        let sender = {
+            let mut mode = executor_mode();
+            match &mut *mode {
+                Mode::Adopted { queue, wake } => {
+                    // Every submitter waits for its own job, so this holds one job per
+                    // submitting thread; the bound only keeps the rule that every queue has one.
+                    if queue.len() < QUEUE {
+                        queue.push_back(job);
+                        wake();
+                        return Ok(());
+                    }
+                    None
+                }
+                Mode::Thread(sender) => Some(sender.clone()),
+                Mode::Unset => {
+                    let sender = start_thread()?;
+                    *mode = Mode::Thread(sender.clone());
+                    Some(sender)
+                }
+            }
+        };
+        match sender {
+            Some(sender) => {
+                return sender
+                    .send(job)
+                    .map_err(|_| EngineError::Internal("the compute thread is gone".to_owned()))
+            }
+            None => std::thread::sleep(Duration::from_micros(100)),
+        }
+    }
+}
+
+/// The role of the process's compute executor, taken by the calling thread (a model's own
+/// thread, which then decodes without handing each step to another thread and back): every
+/// compute job that other threads submit from now on waits in a queue until this thread runs
+/// it with [`Adopted::run_pending`], and `wake` is called after each one is queued so that the
+/// thread does so soon (between its own steps, as the compute thread would have). `None` when
+/// the executor already exists (a compute thread, or another thread's adoption): the caller
+/// then submits its work like any other.
+///
+/// When the returned guard drops (the thread ends, or unwinds), the role passes to a compute
+/// thread started then, with the jobs still queued.
+pub fn adopt(wake: Box<dyn Fn() + Send>) -> Option<Adopted> {
+    let mut mode = executor_mode();
+    if !matches!(*mode, Mode::Unset) || ON_EXECUTOR.with(Cell::get) {
+        return None;
+    }
+    *mode = Mode::Adopted {
+        queue: VecDeque::new(),
+        wake,
+    };
+    ON_EXECUTOR.with(|flag| flag.set(true));
+    lower_priority(COMPUTE_NICE.load(Ordering::Relaxed));
+    Some(Adopted {
+        _not_send: std::marker::PhantomData,
+    })
+}
+
+/// The calling thread's role as the compute executor ([`adopt`]).
+pub struct Adopted {
+    /// The role belongs to the thread that adopted it.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Adopted {
+    /// Runs the jobs other threads queued, in the order they were queued.
+    pub fn run_pending(&self) {
+        loop {
+            let job = match &mut *executor_mode() {
+                Mode::Adopted { queue, .. } => queue.pop_front(),
+                _ => None,
+            };
+            let Some(job) = job else {
+                return;
+            };
+            // A panicking job drops its reply sender, which tells its submitter.
+            let _ = catch_unwind(AssertUnwindSafe(job.run));
+        }
+    }
+}
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        ON_EXECUTOR.with(|flag| flag.set(false));
+        let mut mode = executor_mode();
+        let Mode::Adopted { queue, .. } = std::mem::replace(&mut *mode, Mode::Unset) else {
+            return;
+        };
+        if queue.is_empty() {
+            // The next job starts a compute thread, as the first one did.
+            return;
+        }
+        match start_thread() {
+            Ok(sender) => {
+                for job in queue {
+                    // Its queue has room for every submitter's job.
+                    let _ = sender.try_send(job);
+                }
+                *mode = Mode::Thread(sender);
+            }
+            // Dropping the jobs tells their submitters (their reply senders go).
+            Err(error) => eprintln!("moat: {error}"),
+        }
+    }
 }
 
 /// Receives from `channel`: sleeps up to `handoff.sleep`, then polls up to `handoff.poll`,
@@ -235,36 +344,53 @@ thread_local! {
     static ON_EXECUTOR: Cell<bool> = const { Cell::new(false) };
 }
 
-static EXECUTOR: OnceLock<Result<SyncSender<Job>, String>> = OnceLock::new();
+/// Who runs compute jobs.
+enum Mode {
+    /// Nobody yet: the first job starts a compute thread, unless a thread adopts the role first.
+    Unset,
+    /// The compute thread, fed through its channel.
+    Thread(SyncSender<Job>),
+    /// A thread that took the role ([`adopt`]): jobs wait here until it runs them, and `wake`
+    /// tells it one came.
+    Adopted {
+        queue: VecDeque<Job>,
+        wake: Box<dyn Fn() + Send>,
+    },
+}
 
-fn executor() -> Result<&'static SyncSender<Job>, EngineError> {
-    EXECUTOR
-        .get_or_init(|| {
-            let (sender, jobs) = mpsc::sync_channel::<Job>(QUEUE);
-            std::thread::Builder::new()
-                .name("moat-compute".to_owned())
-                .spawn(move || {
-                    ON_EXECUTOR.with(|flag| flag.set(true));
-                    lower_priority(COMPUTE_NICE.load(Ordering::Relaxed));
-                    let mut poll = Duration::ZERO;
-                    let next = |poll| {
-                        let handoff = Handoff {
-                            poll,
-                            ..Handoff::SLEEP
-                        };
-                        receive(&jobs, handoff)
-                    };
-                    while let Ok(job) = next(poll) {
-                        poll = job.poll;
-                        // A panicking job drops its reply sender, which tells its submitter.
-                        let _ = catch_unwind(AssertUnwindSafe(job.run));
-                    }
-                })
-                .map(|_| sender)
-                .map_err(|error| format!("could not start the compute thread: {error}"))
+static EXECUTOR: Mutex<Mode> = Mutex::new(Mode::Unset);
+
+fn executor_mode() -> MutexGuard<'static, Mode> {
+    // A job never runs under this lock, so a poisoned one still holds a consistent mode.
+    EXECUTOR.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Starts the compute thread and returns its queue.
+fn start_thread() -> Result<SyncSender<Job>, EngineError> {
+    let (sender, jobs) = mpsc::sync_channel::<Job>(QUEUE);
+    std::thread::Builder::new()
+        .name("moat-compute".to_owned())
+        .spawn(move || {
+            ON_EXECUTOR.with(|flag| flag.set(true));
+            lower_priority(COMPUTE_NICE.load(Ordering::Relaxed));
+            let mut poll = Duration::ZERO;
+            let next = |poll| {
+                let handoff = Handoff {
+                    poll,
+                    ..Handoff::SLEEP
+                };
+                receive(&jobs, handoff)
+            };
+            while let Ok(job) = next(poll) {
+                poll = job.poll;
+                // A panicking job drops its reply sender, which tells its submitter.
+                let _ = catch_unwind(AssertUnwindSafe(job.run));
+            }
         })
-        .as_ref()
-        .map_err(|message| EngineError::Internal(message.clone()))
+        .map(|_| sender)
+        .map_err(|error| {
+            EngineError::Internal(format!("could not start the compute thread: {error}"))
+        })
 }
 
 #[cfg(test)]

@@ -397,17 +397,22 @@ mod tests {
         fn end(&mut self) {}
     }
 
+    /// A fetch into `store` that counts what it copies in `copied`.
+    fn context<'a>(store: &'a Store, copied: &'a mut Copied, dir: &'a Path) -> FetchContext<'a> {
+        FetchContext {
+            store,
+            cancel: None,
+            progress: copied,
+            recipes_dir: dir,
+        }
+    }
+
     #[test]
     fn a_gguf_that_does_not_start_with_the_magic_is_refused_before_it_is_copied() {
         let home = tempfile::tempdir().expect("tempdir");
         let store = Store::open(home.path()).expect("store");
         let mut copied = Copied::default();
-        let mut ctx = FetchContext {
-            store: &store,
-            cancel: None,
-            progress: &mut copied,
-            recipes_dir: home.path(),
-        };
+        let mut ctx = context(&store, &mut copied, home.path());
         // 256 MiB of zeros, as a zero-filled member of a wheel would read.
         let total = 256 << 20;
         let mut zeros = std::io::repeat(0).take(total);
@@ -419,12 +424,7 @@ mod tests {
         // One read of the copy's buffer at most, not the whole file.
         assert!(copied.0 <= 1 << 20, "copied {} bytes", copied.0);
         let mut ggufish = b"GGUF".chain(std::io::repeat(0).take(60));
-        let mut ctx = FetchContext {
-            store: &store,
-            cancel: None,
-            progress: &mut copied,
-            recipes_dir: home.path(),
-        };
+        let mut ctx = context(&store, &mut copied, home.path());
         let blob = ctx
             .ingest("model.gguf", &mut ggufish, Some(64))
             .expect("copied");
@@ -441,12 +441,7 @@ mod tests {
         let store = Store::open(home.path()).expect("store");
         for label in ["tokenizer.json", "model.gguf"] {
             let mut copied = Copied::default();
-            let mut ctx = FetchContext {
-                store: &store,
-                cancel: None,
-                progress: &mut copied,
-                recipes_dir: home.path(),
-            };
+            let mut ctx = context(&store, &mut copied, home.path());
             // A RECORD that declares 1 KiB for a member of 64 MiB.
             let mut member = b"GGUF".chain(std::io::repeat(0).take(64 << 20));
             let Err(err) = ctx.ingest(label, &mut member, Some(1024)) else {
