@@ -153,11 +153,13 @@ pub struct EngineArgs {
           default_value_t = moat_engine::arrival::DEFAULT_QUIET.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub arrival_window: u64,
-    /// Microseconds the model's thread and the compute thread poll for each other's hand-off
-    /// of a decode step before they sleep: saves two wake-ups a step (some 100 µs), which
-    /// counts where steps are short, as for a small model on a GPU, but holds a core while
-    /// it polls (default: 2000 when the process has a core beyond --threads and one more,
-    /// else 0, which turns it off).
+    /// Microseconds a model's thread and the compute executor poll for each other's hand-off
+    /// of a decode step before they sleep. The first model decodes on its own thread with no
+    /// hand-off; a second model, or any model when an embedder took the executor first, hands
+    /// each step over. Polling saves two wake-ups a step (some 100 µs), which counts where
+    /// steps are short, as for a small model on a GPU, but holds a core while it polls
+    /// (default: 2000 when the process has a core beyond --threads and one more, else 0,
+    /// which turns it off).
     #[arg(long, value_name = "MICROS",
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub compute_poll: Option<u64>,

@@ -51,8 +51,9 @@ pub struct LoadOptions {
     /// estimated cost. Only while fewer requests are in the engine than at its peak and
     /// a slot is free (`moat_engine::arrival`). A zero `quiet` turns it off.
     pub arrival: ArrivalConfig,
-    /// How long the model's thread and the compute thread poll for each other's hand-off of a
-    /// decode step before they sleep (`moat_engine::compute::Handoff`); `None` polls for
+    /// How long the model's thread and the executor poll for each other's hand-off of a decode
+    /// step before they sleep (`moat_engine::compute::Handoff`), when this model's thread does
+    /// not hold the executor's role itself (it is not the first model); `None` polls for
     /// `moat_engine::compute::DEFAULT_POLL` when a core is free beyond `n_threads` and one
     /// more, else not at all. Polling saves two wake-ups a step (some 100 µs), which counts
     /// where steps are short (a small model on a GPU).
