@@ -337,21 +337,7 @@ impl Auth {
         let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.clock.now_ms();
         state.expire(now);
-        let period = match limits.budget {
-            Some(budget) => {
-                let (period, _) = budget.period.containing(now);
-                if state
-                    .budget
-                    .as_ref()
-                    .is_none_or(|(loaded, _)| *loaded != period)
-                {
-                    let spent = self.load_spend(key.id, &period)?;
-                    state.budget = Some((period.clone(), spent));
-                }
-                Some(period)
-            }
-            None => None,
-        };
+        let period = self.load_budget(key, &mut state, now)?;
         if let Check::Deny(denied) = state.check(limits, tokens, now) {
             return Ok(Admission::Denied(denied));
         }
@@ -386,17 +372,7 @@ impl Auth {
         let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.clock.now_ms();
         state.expire(now);
-        if let Some(budget) = limits.budget {
-            let (period, _) = budget.period.containing(now);
-            if state
-                .budget
-                .as_ref()
-                .is_none_or(|(loaded, _)| *loaded != period)
-            {
-                let spent = self.load_spend(key.id, &period)?;
-                state.budget = Some((period, spent));
-            }
-        }
+        self.load_budget(key, &mut state, now)?;
         if let Check::Deny(denied) = state.check_tokens(limits, more, now) {
             return Ok(Some(denied));
         }
@@ -412,6 +388,29 @@ impl Auth {
         state.extend(limits, reservation.id, more, now);
         reservation.tokens = reservation.tokens.saturating_add(more);
         Ok(None)
+    }
+
+    /// The key's budget period at `now`, if it has a budget, with that period's spend loaded
+    /// into `state` (read from SQLite when the period is not the one loaded).
+    fn load_budget(
+        &self,
+        key: &Key,
+        state: &mut KeyState,
+        now: i64,
+    ) -> Result<Option<String>, AuthError> {
+        let Some(budget) = key.limits.budget else {
+            return Ok(None);
+        };
+        let (period, _) = budget.period.containing(now);
+        if state
+            .budget
+            .as_ref()
+            .is_none_or(|(loaded, _)| *loaded != period)
+        {
+            let spent = self.load_spend(key.id, &period)?;
+            state.budget = Some((period.clone(), spent));
+        }
+        Ok(Some(period))
     }
 
     /// Corrects a reservation to the `actual` tokens used and returns the tokens given back

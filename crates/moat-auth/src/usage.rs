@@ -59,32 +59,19 @@ impl Auth {
     }
 
     /// [`Auth::record_usage`] queued for the next group commit: returns at once (a server's
-    /// path). A bad model name is refused here; a failed write is logged. [`Auth::usage`]
-    /// sees it.
+    /// path), counting `requests` requests: 1, or 0 for the tokens `model` read and wrote for a
+    /// request that another model's usage counts (a grounded chat's question embedding, a
+    /// chat's input classifier). A bad model name is refused here; a failed write is logged.
+    /// [`Auth::usage`] sees it.
     pub fn submit_usage(
         &self,
         key: Option<&Key>,
         model: &str,
-        prompt_tokens: u64,
-        completion_tokens: u64,
-    ) -> Result<(), AuthError> {
-        let count = self.usage_count(key, model, prompt_tokens, completion_tokens)?;
-        self.writes.submit("key usage", move |conn| count.add(conn));
-        Ok(())
-    }
-
-    /// [`Auth::submit_usage`] for tokens `model` read and wrote for a request that another
-    /// model's usage counts (a grounded chat's question embedding, a chat's input classifier):
-    /// tokens, but no request.
-    pub fn submit_side_usage(
-        &self,
-        key: Option<&Key>,
-        model: &str,
-        prompt_tokens: u64,
-        completion_tokens: u64,
+        (prompt_tokens, completion_tokens): (u64, u64),
+        requests: u64,
     ) -> Result<(), AuthError> {
         let mut count = self.usage_count(key, model, prompt_tokens, completion_tokens)?;
-        count.requests = 0;
+        count.requests = i64::try_from(requests).unwrap_or(i64::MAX);
         self.writes.submit("key usage", move |conn| count.add(conn));
         Ok(())
     }

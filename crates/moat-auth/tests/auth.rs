@@ -368,7 +368,7 @@ fn usage_is_counted_per_key_model_and_utc_day() {
     clock.advance_ms(120_000);
     auth.record_usage(Some(&key), "llama", 7, 8).unwrap();
     // Another model's work for that request: its tokens, no request.
-    auth.submit_side_usage(Some(&key), "minilm", 4, 0).unwrap();
+    auth.submit_usage(Some(&key), "minilm", (4, 0), 0).unwrap();
 
     let all = auth.usage(&UsageFilter::default()).unwrap();
     let summary: Vec<_> = all

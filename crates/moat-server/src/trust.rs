@@ -344,6 +344,10 @@ impl Caller {
             Some(_) => (None, false),
         };
         self.ticket.update(|t| {
+            // Refused after a first part: only that part's work (settled at the end) ran.
+            if denied.is_some() && held.is_some() {
+                t.prompt_tokens = 0;
+            }
             t.reservation = held;
             t.partial = partial;
         });
@@ -592,12 +596,9 @@ impl Drop for TicketState {
             .saturating_add(side_tokens);
         if let Some(auth) = &self.trust.inner.auth {
             for side in &self.side {
-                let counted = auth.submit_side_usage(
-                    self.key.as_ref(),
-                    &side.model,
-                    side.prompt_tokens,
-                    side.completion_tokens,
-                );
+                // Its tokens; the request counts once, under the model that answered.
+                let tokens = (side.prompt_tokens, side.completion_tokens);
+                let counted = auth.submit_usage(self.key.as_ref(), &side.model, tokens, 0);
                 if let Err(error) = counted {
                     eprintln!("moat: counting usage of {}: {error}", self.request_id);
                 }
@@ -608,12 +609,8 @@ impl Drop for TicketState {
                 }
             }
             if self.counts_usage {
-                let counted = auth.submit_usage(
-                    self.key.as_ref(),
-                    &self.model,
-                    self.prompt_tokens,
-                    self.completion_tokens,
-                );
+                let tokens = (self.prompt_tokens, self.completion_tokens);
+                let counted = auth.submit_usage(self.key.as_ref(), &self.model, tokens, 1);
                 if let Err(error) = counted {
                     eprintln!("moat: counting usage of {}: {error}", self.request_id);
                 }
