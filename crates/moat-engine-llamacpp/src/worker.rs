@@ -248,10 +248,11 @@ struct Worker<'m> {
     saved: HashMap<u64, SeqState>,
     /// When to wait for the rest of a burst of requests before planning.
     arrival: ArrivalWindow,
-    /// How long this thread and the compute thread poll for each other's hand-off of a step.
+    /// How long this thread and the executor poll for each other's hand-off of a step, when
+    /// this thread does not hold the executor's role (then it decodes in place).
     poll: Duration,
-    /// The last decode's time on the compute thread: the next one's expected time, which says
-    /// when to start polling for it.
+    /// The last decode's time: the next one's expected time, which says when to start polling
+    /// for it.
     last_decode: Duration,
     /// The executor's role, when this thread holds it.
     executor: Option<Executor>,

@@ -457,6 +457,12 @@ struct QueryHit {
     text_rank: Option<usize>,
 }
 
+/// What a knowledge-base query searches with.
+enum Search {
+    Text(String),
+    Vector(Vec<f32>),
+}
+
 async fn query(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -473,8 +479,8 @@ async fn query(
         request.tags,
     )?;
     let search = match (request.query, request.vector) {
-        (Some(text), None) => Ok(text),
-        (None, Some(vector)) => Err(vector),
+        (Some(text), None) => Search::Text(text),
+        (None, Some(vector)) => Search::Vector(vector),
         (Some(_), Some(_)) | (None, None) => {
             return Err(ApiError::invalid_request(
                 "give either query (text) or vector (an embedding), not both",
@@ -483,10 +489,13 @@ async fn query(
     };
     // The key's limits apply to a well-formed query: it is a request, and a text query's bytes
     // bound the tokens its embedding takes (settled with the real count).
-    let bound = search.as_ref().map_or(0, |text| text.len() as u64 + 2);
+    let bound = match &search {
+        Search::Text(text) => text.len() as u64 + 2,
+        Search::Vector(_) => 0,
+    };
     caller.admit(state.trust(), 0, bound)?;
     let hits = match search {
-        Err(vector) => {
+        Search::Vector(vector) => {
             let store = state.knowledge().store()?;
             blocking(move || {
                 let hits = store.search_vector(&name, &vector, params.top_k, &params.filter)?;
@@ -508,7 +517,7 @@ async fn query(
             })
             .await?
         }
-        Ok(text) => {
+        Search::Text(text) => {
             let (store, embedder) = kb_and_embedder(&state, &name).await?;
             let began = std::time::Instant::now();
             let (hits, tokens) = blocking(move || {
