@@ -452,3 +452,9 @@ def test_kb_queries_and_grounded_chats_are_held_to_the_keys_limits(tmp_path):
     assert row["prompt_tokens"] == answer["usage"]["prompt_tokens"] + question_tokens, (row, answer["usage"])
     assert row["completion_tokens"] == answer["usage"]["completion_tokens"], row
     assert MINILM in row["unpriced_models"], row
+    # by alias, the question's embedding is part of what the alias the chat named cost
+    done = moat(tmp_path, "usage", "--group-by", "alias", "--json")
+    assert done.returncode == 0, done.stderr
+    [row] = [row for row in json.loads(done.stdout)["rows"] if row["group"] == SMOLLM2]
+    assert row["requests"] == 1, row
+    assert row["prompt_tokens"] == answer["usage"]["prompt_tokens"] + question_tokens, (row, answer["usage"])

@@ -639,10 +639,13 @@ impl Drop for TicketState {
                 }
             }
             for side in &self.side {
+                // Under the name the client asked for, so an alias's cost includes the work
+                // done for it; side usage exists only once that name resolved to a served
+                // model (`answered_by` comes first).
                 let event = UsageEvent {
                     at_ms: unix_ms(),
                     key: clip(&self.who).to_owned(),
-                    alias: side.model.clone(),
+                    alias: clip(&self.model).to_owned(),
                     model: side.model.clone(),
                     local: true,
                     prompt_tokens: side.prompt_tokens,
