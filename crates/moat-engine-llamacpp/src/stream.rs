@@ -94,6 +94,10 @@ impl Stream {
         self.outbox.deliver()
     }
 
+    pub(crate) fn in_channel(&self) -> bool {
+        self.outbox.in_channel()
+    }
+
     pub(crate) fn has_backlog(&self) -> bool {
         self.outbox.has_backlog()
     }

@@ -292,7 +292,16 @@ impl Worker<'_> {
     fn serve(mut self, commands: &Receiver<Command>) -> Result<(), String> {
         loop {
             self.run_compute_jobs();
-            self.deliver_all();
+            if self.deliver_all() && !self.scheduler.is_idle() {
+                // The thread that takes these events (a tokio worker, woken by them) needs a
+                // core to write them to the client, and the next decode is about to take every
+                // core. Let it run first: otherwise it preempts a compute thread somewhere in
+                // the decode, the other one waits for it at the next barrier, and the token
+                // reaches the client late while the next comes early (docs/PERFORMANCE.md,
+                // "Yielding to the delivery"). With nothing else runnable here it returns at
+                // once.
+                std::thread::yield_now();
+            }
             // Published before `receive`, which may block while idle, so a scrape then sees
             // the idle state rather than the last busy step.
             self.shared.publish_stats(self.scheduler.stats());
@@ -420,19 +429,23 @@ impl Worker<'_> {
     }
 
     /// Hands every stream what its channel has room for and forgets finished ones; a request
-    /// whose client dropped its stream is cancelled (its slot frees at the next plan).
-    fn deliver_all(&mut self) {
+    /// whose client dropped its stream is cancelled (its slot frees at the next plan). True
+    /// when a channel holds events its client's side has not taken yet.
+    fn deliver_all(&mut self) -> bool {
         let mut gone = Vec::new();
+        let mut waiting = false;
         self.streams.retain(|&id, stream| {
             if !stream.deliver() {
                 gone.push(id);
                 return false;
             }
+            waiting |= stream.in_channel();
             !stream.is_done()
         });
         for id in gone {
             self.scheduler.cancel(id);
         }
+        waiting
     }
 
     fn step(&mut self, plan: &StepPlan) {

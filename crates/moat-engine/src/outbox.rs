@@ -104,6 +104,11 @@ impl EventOutbox {
         !self.sender.is_closed()
     }
 
+    /// Events are in the channel that the client's side has not taken yet.
+    pub fn in_channel(&self) -> bool {
+        self.sender.capacity() < self.sender.max_capacity()
+    }
+
     pub fn has_backlog(&self) -> bool {
         !self.queue.is_empty()
     }
@@ -140,18 +145,22 @@ mod tests {
             usage: Usage::default(),
         }));
         outbox.end_with(Err(EngineError::ShuttingDown));
+        assert!(!outbox.in_channel());
         assert!(outbox.deliver());
         assert!(outbox.has_backlog() && !outbox.is_done());
+        assert!(outbox.in_channel());
         assert!(matches!(
             receiver.try_recv(),
             Ok(Ok(GenerationEvent::Started { .. }))
         ));
+        assert!(!outbox.in_channel());
         assert!(outbox.deliver());
-        assert!(outbox.is_done());
+        assert!(outbox.is_done() && outbox.in_channel());
         assert!(matches!(
             receiver.try_recv(),
             Ok(Ok(GenerationEvent::Finished { .. }))
         ));
+        assert!(!outbox.in_channel());
         drop(receiver);
         assert!(!outbox.deliver());
     }
