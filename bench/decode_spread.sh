@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Where the spread of the gaps between tokens comes from, at one stream: the decode itself, or
+# what happens after it. For moat serve and llama-server in turn (ROUNDS rounds, default 3),
+# times every llama.cpp decode with uprobes on its entry and return (`llama_decode` in moat's
+# binary; `llama_context::decode(llama_batch_ext const&)`, which llama-server calls, in the peer's
+# libllama.so) while bench/token_gaps.py sends 10 requests of 64 tokens, and prints one JSON
+# line per server and round: the client's gap quantiles, the decodes' and the time between one
+# decode's return and the next one's entry (sampling, delivery, planning).
+#
+#   sudo bench/decode_spread.sh OUT.jsonl
+#
+# Needs perf and the right to add uprobes (root). MOAT_BIN, PEER_BIN (llama-server's folder),
+# MODEL_FILE as for bench/engine.sh. Servers listen on 127.0.0.1 and are stopped by their PIDs;
+# the probes are removed at the end.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=$1
+moat=${MOAT_BIN:-$here/../target/release/moat}
+peer=${PEER_BIN:-$HOME/.cache/moat-bench/llama.cpp-0.3.36/build-avx2/bin}
+model=${MODEL_FILE:-$HOME/.cache/moat/test-models/smollm2-135m-instruct-q4_1.gguf}
+work=$(mktemp -d)
+export MOAT_HOME=$work/home
+lib=$(readlink -f "$peer/libllama.so")
+method=_ZN13llama_context6decodeERK15llama_batch_ext
+cleanup() { perf probe -q -d 'probe_moat:spread_*' -d 'probe_libllama:spread_*' 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+perf probe -q -x "$moat" -a spread_moat_in=llama_decode -a 'spread_moat_out=llama_decode%return' || exit 1
+# perf also puts the return probe on the method's PLT stub and then fails for want of its debug
+# information; the probes it needs are there all the same, so check for them instead.
+perf probe -q -x "$lib" --no-demangle -a "spread_llama_in=$method" -a "spread_llama_out=$method%return" 2>/dev/null
+probes=$(perf probe -l 2>/dev/null)
+[[ $probes == *"probe_libllama:spread_llama_in "* ]] || { echo "no probe on $method in $lib" >&2; exit 1; }
+"$moat" pull -q "$model" --name smollm2 >/dev/null
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+
+for round in $(seq 1 "${ROUNDS:-3}"); do
+  for server in moat llama; do
+    port=$(free_port)
+    case $server in
+      moat) "$moat" serve smollm2 --host 127.0.0.1 --port "$port" --parallel 1 --ctx 2048 \
+              --threads 2 >/dev/null 2>&1 &
+            probes=(-e probe_moat:spread_moat_in -e probe_moat:spread_moat_out__return) ;;
+      llama) LD_LIBRARY_PATH=$peer "$peer/llama-server" -m "$model" --host 127.0.0.1 --port "$port" \
+               -t 2 -tb 2 -np 1 -c 2048 --jinja -a smollm2:latest --no-webui >/dev/null 2>&1 &
+             probes=(-e probe_libllama:spread_llama_in -e probe_libllama:spread_llama_out__return) ;;
+    esac
+    pid=$!
+    if ! wait_up "$port" "$pid"; then echo "$server did not start" >&2; kill "$pid"; continue; fi
+    python3 "$here/token_gaps.py" --url "http://127.0.0.1:$port" --requests 2 >/dev/null
+    perf record -q "${probes[@]}" -p "$pid" \
+      -o "$work/perf.data" >/dev/null 2>&1 &
+    rec=$!
+    sleep 0.3
+    gaps=$(python3 "$here/token_gaps.py" --url "http://127.0.0.1:$port" --requests 10)
+    kill -INT "$rec"; wait "$rec"
+    kill "$pid"; wait "$pid" 2>/dev/null
+    perf script -i "$work/perf.data" -F time,event 2>/dev/null | python3 -c '
+import json, sys
+gaps = json.loads(sys.argv[1])
+spans, entered = [], None
+for line in sys.stdin:
+    stamp, event = line.split()[:2]
+    t = float(stamp.rstrip(":")) * 1000
+    if "out" in event:
+        if entered is not None:
+            spans.append((entered, t))
+        entered = None
+    else:
+        entered = t
+decode = sorted(b - a for a, b in spans)
+between = sorted(n[0] - p[1] for p, n in zip(spans, spans[1:]) if n[0] - p[1] < 30)
+def q(xs):
+    return {f"p{p}": round(xs[int(p / 100 * (len(xs) - 1))], 3) for p in (5, 50, 95, 99)} if xs else {}
+gaps.pop("url", None)
+print(json.dumps({"server": sys.argv[2], "round": int(sys.argv[3]), "client_gaps": gaps,
+                  "decodes": len(decode), "decode_ms": q(decode), "between_ms": q(between)}))
+' "$gaps" "$server" "$round" >>"$out"
+  done
+done
