@@ -12,16 +12,14 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=$1
-moat=${MOAT_BIN:-$here/../target/release/moat}
-peer=${PEER_BIN:-$HOME/.cache/moat-bench/llama.cpp-0.3.36/build-avx2/bin}
-model=${MODEL_FILE:-$HOME/.cache/moat/test-models/smollm2-135m-instruct-q4_1.gguf}
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+bench_paths "$here"
 MOAT_HOME=$(mktemp -d)
 export MOAT_HOME
 hogs=()
 trap 'kill "${hogs[@]}" 2>/dev/null; rm -rf "$MOAT_HOME"' EXIT
 "$moat" pull -q "$model" --name smollm2 >/dev/null
-# shellcheck source=bench/lib.sh
-. "$here/lib.sh"
 
 for round in $(seq 1 "${ROUNDS:-2}"); do
   for server in moat-nice0 moat-nice5 llama; do

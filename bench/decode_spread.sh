@@ -15,9 +15,9 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=$1
-moat=${MOAT_BIN:-$here/../target/release/moat}
-peer=${PEER_BIN:-$HOME/.cache/moat-bench/llama.cpp-0.3.36/build-avx2/bin}
-model=${MODEL_FILE:-$HOME/.cache/moat/test-models/smollm2-135m-instruct-q4_1.gguf}
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+bench_paths "$here"
 work=$(mktemp -d)
 export MOAT_HOME=$work/home
 lib=$(readlink -f "$peer/libllama.so")
@@ -31,8 +31,6 @@ perf probe -q -x "$lib" --no-demangle -a "spread_llama_in=$method" -a "spread_ll
 probes=$(perf probe -l 2>/dev/null)
 [[ $probes == *"probe_libllama:spread_llama_in "* ]] || { echo "no probe on $method in $lib" >&2; exit 1; }
 "$moat" pull -q "$model" --name smollm2 >/dev/null
-# shellcheck source=bench/lib.sh
-. "$here/lib.sh"
 
 for round in $(seq 1 "${ROUNDS:-3}"); do
   for server in moat llama; do
