@@ -3,9 +3,14 @@
 # what happens after it. For moat serve and llama-server in turn (ROUNDS rounds, default 3),
 # times every llama.cpp decode with uprobes on its entry and return (`llama_decode` in moat's
 # binary; `llama_context::decode(llama_batch_ext const&)`, which llama-server calls, in the peer's
-# libllama.so) while bench/token_gaps.py sends 10 requests of 64 tokens, and prints one JSON
-# line per server and round: the client's gap quantiles, the decodes' and the time between one
-# decode's return and the next one's entry (sampling, delivery, planning).
+# libllama.so) and every write to a socket (`writev` for moat, `sendto` for llama-server) while
+# bench/token_gaps.py sends 10 requests of 64 tokens, and prints one JSON line per server and
+# round: the client's gap quantiles, the decodes' and the time between one decode's return and
+# the next one's entry (sampling, delivery, planning). The probes and the client's token times
+# share one clock (CLOCK_MONOTONIC), so each gap also splits into the decode before it, the time
+# from that decode's return to the socket write (`write_after_decode_ms`) and from the write to
+# the client's read (`client_after_write_ms`); `tail` gives their means over the gaps at or
+# above the client's p95.
 #
 #   sudo bench/decode_spread.sh OUT.jsonl
 #
@@ -46,21 +51,24 @@ for round in $(seq 1 "${ROUNDS:-3}"); do
     pid=$!
     if ! wait_up "$port" "$pid"; then echo "$server did not start" >&2; kill "$pid"; continue; fi
     python3 "$here/token_gaps.py" --url "http://127.0.0.1:$port" --requests 2 >/dev/null
-    perf record -q "${probes[@]}" -p "$pid" \
-      -o "$work/perf.data" >/dev/null 2>&1 &
+    perf record -q -k CLOCK_MONOTONIC "${probes[@]}" -e syscalls:sys_enter_writev \
+      -e syscalls:sys_enter_sendto -p "$pid" -o "$work/perf.data" >/dev/null 2>&1 &
     rec=$!
     sleep 0.3
-    gaps=$(python3 "$here/token_gaps.py" --url "http://127.0.0.1:$port" --requests 10)
+    gaps=$(python3 "$here/token_gaps.py" --url "http://127.0.0.1:$port" --requests 10 \
+      --times "$work/times.jsonl")
     kill -INT "$rec"; wait "$rec"
     kill "$pid"; wait "$pid" 2>/dev/null
     perf script -i "$work/perf.data" -F time,event 2>/dev/null | python3 -c '
-import json, sys
+import bisect, json, sys
 gaps = json.loads(sys.argv[1])
-spans, entered = [], None
+spans, entered, writes = [], None, []
 for line in sys.stdin:
     stamp, event = line.split()[:2]
     t = float(stamp.rstrip(":")) * 1000
-    if "out" in event:
+    if event.startswith("syscalls:"):
+        writes.append(t)
+    elif "out" in event:
         if entered is not None:
             spans.append((entered, t))
         entered = None
@@ -68,11 +76,30 @@ for line in sys.stdin:
         entered = t
 decode = sorted(b - a for a, b in spans)
 between = sorted(n[0] - p[1] for p, n in zip(spans, spans[1:]) if n[0] - p[1] < 30)
+ends = [b for _, b in spans]
+# Each client gap: the socket write just before the later token, the decode that returned last
+# before that write.
+split = []
+for line in open(sys.argv[4]):
+    times = json.loads(line)
+    for a, b in zip(times, times[1:]):
+        w = bisect.bisect_right(writes, b) - 1
+        d = bisect.bisect_right(ends, writes[w]) - 1 if w >= 0 else -1
+        if d >= 0:
+            split.append((b - a, spans[d][1] - spans[d][0], writes[w] - ends[d], b - writes[w]))
 def q(xs):
+    xs = sorted(xs)
     return {f"p{p}": round(xs[int(p / 100 * (len(xs) - 1))], 3) for p in (5, 50, 95, 99)} if xs else {}
+p95 = q([s[0] for s in split]).get("p95", 0)
+tail = [s for s in split if s[0] >= p95]
+mean = lambda i: round(sum(s[i] for s in tail) / len(tail), 3) if tail else None
 gaps.pop("url", None)
 print(json.dumps({"server": sys.argv[2], "round": int(sys.argv[3]), "client_gaps": gaps,
-                  "decodes": len(decode), "decode_ms": q(decode), "between_ms": q(between)}))
-' "$gaps" "$server" "$round" >>"$out"
+                  "decodes": len(decode), "decode_ms": q(decode), "between_ms": q(between),
+                  "write_after_decode_ms": q([s[2] for s in split]),
+                  "client_after_write_ms": q([s[3] for s in split]),
+                  "tail": {"gaps": len(tail), "decode_ms": mean(1), "write_after_decode_ms": mean(2),
+                           "client_after_write_ms": mean(3)}}))
+' "$gaps" "$server" "$round" "$work/times.jsonl" >>"$out"
   done
 done

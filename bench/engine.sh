@@ -28,6 +28,11 @@
 #           each round, each running serve_load.py's `load` mode with 8 workers x 6 requests
 #           and then 16 workers x 3 on each server (unique prompts unless REPEAT=1; the 8-worker
 #           run first, so a moat sees 16 at once right after 8).
+#   gaps    one stream: moat serve and llama-server at --parallel 1 / -np 1, up side by side;
+#           bench/paired_gaps.py compares their gaps between tokens in GAP_BLOCKS paired blocks
+#           (default 30) of 4 requests each, and gives the ratios of p50 / p95 / p99 with 95 %
+#           intervals (the run-to-run spread of a 5-round load run hides a 10 % difference in
+#           a tail).
 #   bench   llama-bench -p 512 -n 128 -t 2 -r 5 on the peer build (if it has llama-bench).
 #
 # On a GPU: MAXPAR (default 8) caps the load phase's parallel sequences (16 measures 16 streams
@@ -166,6 +171,17 @@ for phase in $PHASES; do
         hwm moat "$MP" "$par"; hwm llama "$LP" "$par"
         stop "$MP"; stop "$LP"
     done
+    ;;
+  gaps)
+    log "gaps (one stream, ${GAP_BLOCKS:-30} paired blocks)"
+    start_moat "$PORT_MOAT" 1 2048; MP=$SPID
+    start_llama "$PORT_LLAMA" 1; LP=$SPID
+    "$PY" "$HERE/token_gaps.py" --url "http://127.0.0.1:$PORT_MOAT" --requests 2 >/dev/null
+    "$PY" "$HERE/token_gaps.py" --url "http://127.0.0.1:$PORT_LLAMA" --requests 2 >/dev/null
+    "$PY" "$HERE/paired_gaps.py" --server "llama=http://127.0.0.1:$PORT_LLAMA" \
+        --server "moat=http://127.0.0.1:$PORT_MOAT" --blocks "${GAP_BLOCKS:-30}" --requests 4 \
+        2>/dev/null >>"$RES"
+    stop "$MP"; stop "$LP"
     ;;
   prefix)
     log "prefix"

@@ -19,6 +19,25 @@ def f(x, nd=1):
     return "-" if x is None else f"{x:.{nd}f}"
 
 
+def print_gaps(rows):
+    """The `gaps` phase: bench/paired_gaps.py's pooled quantiles and ratios at one stream."""
+    pooled = {r["server"]: r for r in rows if r["mode"] == "paired_gaps"}
+    for r in (r for r in rows if r["mode"] == "paired"):
+        s, b = pooled.get(r["server"]), pooled.get(r["base"])
+        if not s or not b:
+            continue
+        print(f"### Gaps between tokens at one stream ({s['blocks']} paired blocks, "
+              f"{s['gaps']} gaps each)\n")
+        print(f"| quantile | {r['server']} (ms) | {r['base']} (ms) | ratio | 95 % interval |")
+        print("|---|---|---|---|---|")
+        for q in (50, 95, 99):
+            lo, hi = r[f"p{q}_ratio_ci95"]
+            print(f"| p{q} | {s[f'p{q}_ms']} | {b[f'p{q}_ms']} | {r[f'p{q}_ratio']} | "
+                  f"{lo}–{hi} |")
+        print(f"\nBlocks in which {r['server']}'s p95 was the lower: {r['blocks_p95_lower']} "
+              f"of {s['blocks']}\n")
+
+
 def main(path):
     rows = [json.loads(line) for line in open(path) if line.strip()]
     load = defaultdict(list)
@@ -29,6 +48,7 @@ def main(path):
     hwm = {}
     gpu = {}
     bench = []
+    gaps = []
     for r in rows:
         m = r.get("mode")
         if m == "load" and r.get("phase") == "burst":
@@ -47,6 +67,10 @@ def main(path):
                 gpu[(r["parallel"], r["server"])] = r["gpu_mib"]
         elif m == "llama-bench":
             bench.append(r)
+        elif m in ("paired_gaps", "paired"):
+            gaps.append(r)
+
+    print_gaps(gaps)
 
     def lm(c, s, k):
         return med([r.get(k) for r in load.get((c, s), [])])
@@ -54,21 +78,22 @@ def main(path):
     concs = sorted({c for c, _ in load})
     # the parallel sequences each concurrency ran with (engine.sh's MAXPAR)
     par = {c: max([p for p, _ in hwm if p <= c] or [min(c, 8)]) for c in concs}
-    print("### Server under load (streaming chat, max_tokens 64, temperature 0)\n")
-    print("| streams | parallel | rounds | agg tok/s moat | agg tok/s llama | ratio | "
-          "TTFT p50 moat / llama (ms) | TTFT p95 moat / llama (ms) | "
-          "ITL p50 moat / llama (ms) | ITL p95 moat / llama (ms) | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for c in concs:
-        am, al = lm(c, "moat", "agg_tok_s"), lm(c, "llama", "agg_tok_s")
-        n = min(len(load.get((c, "moat"), [])), len(load.get((c, "llama"), [])))
-        errs = sum(len(r["errors"]) for s in ("moat", "llama") for r in load.get((c, s), []))
-        print(f"| {c} | {par[c]} | {n} | {f(am)} | {f(al)} | "
-              f"{f(am / al if am and al else None, 2)} | "
-              f"{f(lm(c, 'moat', 'ttft_p50_ms'))} / {f(lm(c, 'llama', 'ttft_p50_ms'))} | "
-              f"{f(lm(c, 'moat', 'ttft_p95_ms'))} / {f(lm(c, 'llama', 'ttft_p95_ms'))} | "
-              f"{f(lm(c, 'moat', 'itl_p50_ms'))} / {f(lm(c, 'llama', 'itl_p50_ms'))} | "
-              f"{f(lm(c, 'moat', 'itl_p95_ms'))} / {f(lm(c, 'llama', 'itl_p95_ms'))} | {errs} |")
+    if concs:
+        print("### Server under load (streaming chat, max_tokens 64, temperature 0)\n")
+        print("| streams | parallel | rounds | agg tok/s moat | agg tok/s llama | ratio | "
+              "TTFT p50 moat / llama (ms) | TTFT p95 moat / llama (ms) | "
+              "ITL p50 moat / llama (ms) | ITL p95 moat / llama (ms) | errors |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for c in concs:
+            am, al = lm(c, "moat", "agg_tok_s"), lm(c, "llama", "agg_tok_s")
+            n = min(len(load.get((c, "moat"), [])), len(load.get((c, "llama"), [])))
+            errs = sum(len(r["errors"]) for s in ("moat", "llama") for r in load.get((c, s), []))
+            print(f"| {c} | {par[c]} | {n} | {f(am)} | {f(al)} | "
+                  f"{f(am / al if am and al else None, 2)} | "
+                  f"{f(lm(c, 'moat', 'ttft_p50_ms'))} / {f(lm(c, 'llama', 'ttft_p50_ms'))} | "
+                  f"{f(lm(c, 'moat', 'ttft_p95_ms'))} / {f(lm(c, 'llama', 'ttft_p95_ms'))} | "
+                  f"{f(lm(c, 'moat', 'itl_p50_ms'))} / {f(lm(c, 'llama', 'itl_p50_ms'))} | "
+                  f"{f(lm(c, 'moat', 'itl_p95_ms'))} / {f(lm(c, 'llama', 'itl_p95_ms'))} | {errs} |")
     if 1 in concs and 8 in concs:
         print("\nScaling, aggregate tok/s at 8 streams / at 1 stream: moat "
               f"{f(lm(8, 'moat', 'agg_tok_s') / lm(1, 'moat', 'agg_tok_s'), 2)}x, llama-server "

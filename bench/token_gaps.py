@@ -26,14 +26,22 @@ def main():
     p.add_argument("--requests", type=int, default=10)
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--times", metavar="FILE",
+                   help="also write each request's token arrival times (ms on the clock of "
+                   "time.perf_counter, CLOCK_MONOTONIC on Linux), one JSON list per line")
     a = p.parse_args()
     gaps = []
+    times = open(a.times, "w") if a.times else None
     for _ in range(a.requests):
         prompt = f"{time.time_ns()} Tell me a long story about the sea and ships."
         r = serve_load.stream_chat(a.url, a.model, [{"role": "user", "content": prompt}],
                                    a.max_tokens)
         t = r["times"]
         gaps += [b - x for x, b in zip(t, t[1:])]
+        if times:
+            times.write(json.dumps([round(x * 1000, 4) for x in t]) + "\n")
+    if times:
+        times.close()
     if not gaps:
         print(json.dumps({"error": "no token gaps"}))
         return 1
