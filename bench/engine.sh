@@ -66,9 +66,10 @@ MOAT_ARGS="${MOAT_ARGS:-}"
 PEER_ARGS="${PEER_ARGS:-}"
 PEER_BENCH_ARGS="${PEER_BENCH_ARGS:-}"
 SHARED_ARGS="${SHARED_ARGS:-}"
-MOAT="${MOAT_BIN:-$REPO/target/release/moat}"
-PEER_BIN="${PEER_BIN:-$HOME/.cache/moat-bench/llama.cpp-0.3.36/build-avx2/bin}"
-MODEL_FILE="${MODEL_FILE:-$HOME/.cache/moat/test-models/smollm2-135m-instruct-q4_1.gguf}"
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+bench_paths "$HERE"
+MOAT=$moat PEER_BIN=$peer MODEL_FILE=$model
 PY="${PY:-python3}"
 OUT="${OUT:-$(mktemp -d -t moat-engine-bench-XXXXXX)}"
 PORT_MOAT="${PORT_MOAT:-18801}"
@@ -91,9 +92,6 @@ trap cleanup EXIT
 if [ ! -d "$MOAT_HOME/models" ] || ! "$MOAT" list 2>/dev/null | grep -q smollm2; then
     "$MOAT" pull -q "$MODEL_FILE" --name smollm2 >/dev/null
 fi
-
-# shellcheck source=bench/lib.sh
-. "$HERE/lib.sh"
 
 start_moat() { # port parallel ctx [extra...]; sets SPID
     local port=$1 par=$2 ctx=$3; shift 3
