@@ -174,6 +174,46 @@ def test_a_thinking_budget_ends_the_thinking_and_the_answer_follows(client):
         )
 
 
+def test_the_servers_default_budget_holds_requests_that_set_none(server, client):
+    """`moat serve --reasoning-budget N` is llama-server's flag of that name: the budget of every
+    chat request that sets none; a request's own budget, or -1 (no limit), wins over it."""
+    free = client.chat.completions.create(model=OPENER, messages=QUESTION, temperature=0, max_tokens=24)
+    five = client.chat.completions.create(
+        model=OPENER, messages=QUESTION, temperature=0, max_tokens=24, extra_body={"thinking_token_budget": 5}
+    )
+    # -1, the default, parses as a number, not as an option.
+    unlimited = Server(server.home, [OPENER], "--parallel", "1", "--ctx", "2048", "--reasoning-budget", "-1").wait_ready()
+    try:
+        same = unlimited.client().chat.completions.create(model=OPENER, messages=QUESTION, temperature=0, max_tokens=24)
+        assert same.choices[0].message == free.choices[0].message, same
+    finally:
+        assert unlimited.stop() == 0, unlimited.output()
+    bounded = Server(server.home, [OPENER], "--parallel", "1", "--ctx", "2048", "--reasoning-budget", "5").wait_ready()
+    try:
+        other = bounded.client()
+        default = other.chat.completions.create(model=OPENER, messages=QUESTION, temperature=0, max_tokens=24)
+        assert default.choices[0].message == five.choices[0].message, default
+        assert default.usage.completion_tokens_details.reasoning_tokens == 5 + 4, default.usage
+        lifted = other.chat.completions.create(
+            model=OPENER, messages=QUESTION, temperature=0, max_tokens=24, extra_body={"reasoning_budget_tokens": -1}
+        )
+        assert lifted.choices[0].message == free.choices[0].message, lifted
+        none = other.chat.completions.create(
+            model=OPENER, messages=QUESTION, temperature=0, max_tokens=8, extra_body={"thinking_token_budget": 0}
+        )
+        assert not getattr(none.choices[0].message, "reasoning_content", None), none
+        # Ollama's API goes through the same chat path, so the default holds there too.
+        answer = ollama.Client(host=bounded.url).chat(model=OPENER, messages=QUESTION, think=True, options={"temperature": 0, "num_predict": 24})
+        assert answer.message.thinking == five.choices[0].message.reasoning_content, answer
+        assert answer.message.content == five.choices[0].message.content, answer
+    finally:
+        assert bounded.stop() == 0, bounded.output()
+    for bad in ("-2", "4294967296", "lots"):
+        done = moat(server.home, "serve", OPENER, "--reasoning-budget", bad)
+        assert done.returncode == 2, (bad, done.stdout, done.stderr)
+        assert "--reasoning-budget" in done.stderr, done.stderr
+
+
 def test_a_schema_holds_the_answer_after_the_thinking(client):
     streamed = client.chat.completions.create(
         model=OPENER,

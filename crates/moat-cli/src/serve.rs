@@ -79,6 +79,12 @@ pub struct ServeArgs {
     /// --insecure). Without it browsers keep other sites' pages from reading the answers.
     #[arg(long = "cors-origin", value_name = "ORIGIN", value_parser = parse_origin)]
     cors_origins: Vec<String>,
+    /// Most tokens a reasoning model may spend thinking in a chat request that sets no budget
+    /// of its own (`thinking_token_budget`, `reasoning_budget_tokens`); then it is made to end
+    /// its thinking and answer. -1: no limit; 0: it answers at once.
+    #[arg(long, default_value_t = -1, value_name = "TOKENS", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(-1..=i64::from(u32::MAX)))]
+    reasoning_budget: i64,
     /// The request log on stderr: one text line per request, or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
     log_format: LogFormatArg,
@@ -652,6 +658,8 @@ async fn serve_models(
         cors_origins: args.cors_origins.clone(),
         log_format: args.log_format.into(),
         otlp,
+        // -1, the one value the parser lets through that does not fit, means no limit.
+        thinking_budget: u32::try_from(args.reasoning_budget).ok(),
         ..ServerConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(config.bind)

@@ -59,7 +59,30 @@ pub struct ValidChat {
     /// Further chat-template variables (`chat_template_kwargs`).
     pub template_kwargs: Map<String, Value>,
     /// Most tokens of thinking (`thinking_token_budget`, `reasoning_budget_tokens`).
-    pub thinking_budget: Option<u32>,
+    pub thinking_budget: ThinkingBudget,
+}
+
+/// What a request says about its thinking budget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ThinkingBudget {
+    /// Nothing: the server's default applies (`moat serve --reasoning-budget`).
+    #[default]
+    Unset,
+    /// No limit, whatever the default (`reasoning_budget_tokens: -1`).
+    Unlimited,
+    /// At most this many tokens of thinking.
+    Tokens(u32),
+}
+
+impl ThinkingBudget {
+    /// The budget to apply, given the server's default (`None`: no limit).
+    pub fn or_default(self, default: Option<u32>) -> Option<u32> {
+        match self {
+            Self::Unset => default,
+            Self::Unlimited => None,
+            Self::Tokens(tokens) => Some(tokens),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -118,33 +141,46 @@ fn apply_reasoning_effort(
 fn thinking_budget(
     vllm: Option<&Value>,
     llama_server: Option<&Value>,
-) -> Result<Option<u32>, WireError> {
+) -> Result<ThinkingBudget, WireError> {
     let read = |field: &str, value: Option<&Value>, unlimited: Option<i64>| {
         let count = match value {
-            None | Some(Value::Null) => return Ok(None),
+            None | Some(Value::Null) => return Ok(ThinkingBudget::Unset),
             Some(value) => value
                 .as_i64()
                 .ok_or_else(|| WireError::invalid(field, "expected an integer number of tokens"))?,
         };
         if Some(count) == unlimited {
-            return Ok(None);
+            return Ok(ThinkingBudget::Unlimited);
         }
         let low = unlimited.map_or("0", |_| "-1 (no limit)");
-        u32::try_from(count).map(Some).map_err(|_| {
-            WireError::invalid(
-                field,
-                format!("{count} is out of range: expected {low} to {}", u32::MAX),
-            )
-        })
+        u32::try_from(count)
+            .map(ThinkingBudget::Tokens)
+            .map_err(|_| {
+                WireError::invalid(
+                    field,
+                    format!("{count} is out of range: expected {low} to {}", u32::MAX),
+                )
+            })
     };
     let vllm_budget = read("thinking_token_budget", vllm, None)?;
     let llama_budget = read("reasoning_budget_tokens", llama_server, Some(-1))?;
     match (vllm_budget, llama_budget) {
-        (Some(a), Some(b)) if a != b => Err(WireError::invalid(
-            "reasoning_budget_tokens",
-            format!("{b} disagrees with thinking_token_budget ({a}); send one of them"),
-        )),
-        (a, b) => Ok(a.or(b)),
+        (ThinkingBudget::Unset, budget) | (budget, ThinkingBudget::Unset) => Ok(budget),
+        (a, b) if a == b => Ok(a),
+        (a, b) => {
+            let say = |budget| match budget {
+                ThinkingBudget::Tokens(tokens) => tokens.to_string(),
+                _ => "-1 (no limit)".to_owned(),
+            };
+            Err(WireError::invalid(
+                "reasoning_budget_tokens",
+                format!(
+                    "{} disagrees with thinking_token_budget ({}); send one of them",
+                    say(b),
+                    say(a)
+                ),
+            ))
+        }
     }
 }
 
@@ -726,17 +762,27 @@ mod tests {
                 format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}]{fields}}}"#);
             validate(&body).map(|chat| chat.thinking_budget)
         };
-        assert_eq!(budget("").unwrap(), None);
-        assert_eq!(budget(r#","thinking_token_budget":0"#).unwrap(), Some(0));
+        use ThinkingBudget::{Tokens, Unlimited, Unset};
+        assert_eq!(budget("").unwrap(), Unset);
+        assert_eq!(budget(r#","thinking_token_budget":null"#).unwrap(), Unset);
+        assert_eq!(budget(r#","thinking_token_budget":0"#).unwrap(), Tokens(0));
         assert_eq!(
             budget(r#","reasoning_budget_tokens":64"#).unwrap(),
-            Some(64)
+            Tokens(64)
         );
-        assert_eq!(budget(r#","reasoning_budget_tokens":-1"#).unwrap(), None);
+        assert_eq!(
+            budget(r#","reasoning_budget_tokens":-1"#).unwrap(),
+            Unlimited
+        );
         assert_eq!(
             budget(r#","thinking_token_budget":8,"reasoning_budget_tokens":8"#).unwrap(),
-            Some(8)
+            Tokens(8)
         );
+        // What a request says wins over the server's default; -1 lifts it.
+        assert_eq!(Unset.or_default(Some(5)), Some(5));
+        assert_eq!(Unset.or_default(None), None);
+        assert_eq!(Unlimited.or_default(Some(5)), None);
+        assert_eq!(Tokens(0).or_default(Some(5)), Some(0));
         let refused = [
             (r#","thinking_token_budget":-1"#, "thinking_token_budget"),
             (r#","thinking_token_budget":1.5"#, "thinking_token_budget"),
@@ -751,6 +797,10 @@ mod tests {
             ),
             (
                 r#","thinking_token_budget":8,"reasoning_budget_tokens":9"#,
+                "reasoning_budget_tokens",
+            ),
+            (
+                r#","thinking_token_budget":8,"reasoning_budget_tokens":-1"#,
                 "reasoning_budget_tokens",
             ),
         ];

@@ -20,7 +20,7 @@ mod tools;
 
 pub use chat::{
     parse_chat_request, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
-    ChatDelta, ChatRequest, ChatResponseMessage, ValidChat,
+    ChatDelta, ChatRequest, ChatResponseMessage, ThinkingBudget, ValidChat,
 };
 pub use common::{
     finish_reason, CompletionTokensDetails, ErrorBody, ErrorResponse, Model, ModelList,

@@ -29,6 +29,9 @@ pub struct ServerConfig {
     /// Where request traces go (OTLP/HTTP); `None` (the default) builds no spans at all.
     /// The caller starts the exporter and keeps a clone to flush it at shutdown.
     pub otlp: Option<moat_otlp::Exporter>,
+    /// Most tokens of thinking for a chat request that sets no budget of its own; `None` (the
+    /// default) sets no limit.
+    pub thinking_budget: Option<u32>,
 }
 
 /// Whether `origin` can be a `cors_origins` entry: `*`, or `http(s)://host[:port]` with no
@@ -80,6 +83,7 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             log_format: LogFormat::Text,
             otlp: None,
+            thinking_budget: None,
         }
     }
 }

@@ -186,7 +186,8 @@ pub(crate) async fn local_chat(
     let thinking = prompt.thinking(
         separates_reasoning,
         chat.params.grammar.as_ref(),
-        chat.thinking_budget,
+        chat.thinking_budget
+            .or_default(state.config().thinking_budget),
     );
     let opens_thinking = prompt.opens_thinking;
     let tokens = prompt.tokens;
