@@ -427,3 +427,24 @@ def test_moat_run_prints_the_thinking_apart_from_the_answer(server):
     plain = moat(server.home, "run", QWEN, "Say hi.", "--max-tokens", "4", "--temperature", "0")
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout.strip()
+
+
+def test_moat_run_bounds_the_thinking_and_holds_json_after_it(server, client):
+    # --reasoning-budget ends the thinking as a request's budget does: the same answer.
+    bounded = client.chat.completions.create(
+        model=OPENER, messages=QUESTION, temperature=0, max_tokens=24, extra_body={"thinking_token_budget": 5}
+    )
+    args = ("run", OPENER, QUESTION[0]["content"], "--max-tokens", "24", "--temperature", "0")
+    done = moat(server.home, *args, "--reasoning-budget", "5")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == bounded.choices[0].message.content.strip(), (done.stdout, bounded)
+    assert bounded.choices[0].message.reasoning_content in done.stderr, done.stderr
+    # --json holds what follows the thinking, not the thinking: the model thinks (on stderr),
+    # then writes one JSON object (on stdout).
+    held = moat(server.home, *args[:3], "--max-tokens", "80", "--temperature", "0", "--json", "--reasoning-budget", "5")
+    assert held.returncode == 0, held.stderr
+    assert isinstance(json.loads(held.stdout), dict), held.stdout
+    assert bounded.choices[0].message.reasoning_content in held.stderr, held.stderr
+    for bad in ("-2", "x"):
+        refused = moat(server.home, *args, "--reasoning-budget", bad)
+        assert refused.returncode == 2 and "--reasoning-budget" in refused.stderr, refused.stderr

@@ -64,6 +64,11 @@ pub struct RunArgs {
     /// from the answer on stdout.
     #[arg(long)]
     hide_thinking: bool,
+    /// Most tokens a reasoning model may spend thinking before it is made to end its thinking
+    /// and answer. -1 (the default): no limit; 0: it answers at once.
+    #[arg(long, default_value_t = -1, value_name = "TOKENS", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(-1..=i64::from(u32::MAX)))]
+    reasoning_budget: i64,
 }
 
 /// The grammar `--json` or `--json-schema FILE` asks for.
@@ -110,6 +115,8 @@ struct Session {
     /// The template is a reasoning model's: its thinking is read out of the answer.
     thinks: bool,
     hide_thinking: bool,
+    /// Most tokens of thinking (`--reasoning-budget`; `None`: no limit).
+    thinking_budget: Option<u32>,
 }
 
 pub fn run(home: &Path, args: RunArgs) -> Result<u8> {
@@ -154,6 +161,8 @@ pub fn run(home: &Path, args: RunArgs) -> Result<u8> {
         engine,
         thinks,
         hide_thinking: args.hide_thinking,
+        // -1, the one value the parser lets through that does not fit, means no limit.
+        thinking_budget: u32::try_from(args.reasoning_budget).ok(),
         template,
         sampling: run_sampling(&model.manifest.sampling, &args),
         grammar,
@@ -271,6 +280,15 @@ impl Session {
             bail!("{what} is {prompt_tokens} tokens; the context holds {n_ctx} (--ctx){hint}");
         }
         let room = n_ctx - prompt_tokens;
+        // A chat with a reasoning model reads its thinking out; a grammar (`--json`) then
+        // holds what follows the thinking.
+        let thinking = moat_openai::answer_thinking(
+            self.thinks && message.is_some(),
+            false,
+            opened,
+            self.grammar.as_ref(),
+            self.thinking_budget,
+        );
         let request = ValidGenerate {
             prompt: Prompt::Tokens(tokens),
             sampling: self.sampling.clone(),
@@ -283,11 +301,9 @@ impl Session {
             prompt_logprobs: false,
             deadline: None,
             grammar: self.grammar.clone(),
-            thinking: None,
+            thinking: thinking.clone(),
         };
-        // A grammar (`--json`) holds the answer from its first token: no thinking then.
-        let mut reader = (self.thinks && message.is_some() && self.grammar.is_none())
-            .then(|| moat_openai::ReasoningReader::new(opened));
+        let mut reader = thinking.map(|_| moat_openai::ReasoningReader::new(opened));
         let mut out = Output::new(self.hide_thinking);
         let mut stream = self.engine.generate(request)?;
         while let Some(event) = stream.blocking_next() {

@@ -34,8 +34,8 @@ pub use error::WireError;
 pub use logprobs::{ChatLogprobToken, ChatLogprobs, ChatTopLogprob, CompletionLogprobs, TopMap};
 pub use params::{GenerationParams, ModelLimits, MAX_CHOICES, MAX_STOP_STRINGS};
 pub use reasoning::{
-    prompt_opens_thinking, template_thinks, writes_thinking, ReasoningFormat, ReasoningReader,
-    Split, REASONING_CONTENT, THINK_CLOSE, THINK_OPEN,
+    answer_thinking, prompt_opens_thinking, template_thinks, writes_thinking, ReasoningFormat,
+    ReasoningReader, Split, REASONING_CONTENT, THINK_CLOSE, THINK_OPEN,
 };
 pub use tools::{
     parse_calls, FunctionCall, ParsedCalls, ToolCall, ToolCallReader, ToolChoice, ValidTools,

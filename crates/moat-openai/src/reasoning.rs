@@ -6,7 +6,7 @@
 //! [`ReasoningFormat`] is the request's `reasoning_format` (llama-server's field);
 //! [`ReasoningReader`] splits a choice's text as it streams.
 
-use moat_engine::Grammar;
+use moat_engine::{Grammar, Thinking};
 use serde_json::Value;
 
 use crate::WireError;
@@ -78,6 +78,38 @@ pub fn writes_thinking(grammar: &Grammar) -> bool {
             .any(|text| text.contains(THINK_OPEN) || text.contains(THINK_CLOSE)),
         Grammar::JsonSchema(_) | Grammar::Tagged { .. } => false,
     }
+}
+
+/// What the engine is told of an answer's thinking: nothing for a model that does not think
+/// (`template_thinks`) when its thinking is not read out either (`reads_thinking`), so a
+/// budget has nothing to bound there. When the thinking is read out, a grammar that holds the
+/// answer from its first token waits for the thinking, unless it writes the tags itself
+/// ([`writes_thinking`]). `opened`: the prompt ended inside the thinking.
+pub fn answer_thinking(
+    reads_thinking: bool,
+    template_thinks: bool,
+    opened: bool,
+    grammar: Option<&Grammar>,
+    budget: Option<u32>,
+) -> Option<Thinking> {
+    if !(reads_thinking || template_thinks) {
+        return None;
+    }
+    let holds = grammar.is_some_and(Grammar::holds_from_the_start);
+    let grammar_after = reads_thinking && holds && grammar.is_some_and(|g| !writes_thinking(g));
+    Some(Thinking {
+        open: THINK_OPEN.to_owned(),
+        close: THINK_CLOSE.to_owned(),
+        opened,
+        // A grammar that holds the whole answer writes it all, thinking or not: a forced tag
+        // could only land inside what it holds.
+        budget: if holds && !grammar_after {
+            None
+        } else {
+            budget
+        },
+        grammar_after,
+    })
 }
 
 /// Whether a chat template is a reasoning model's: it writes or reads `<think>` or
@@ -351,6 +383,30 @@ fn tag_prefix_len(text: &str, tag: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_the_engine_is_told_of_the_thinking() {
+        let json = Grammar::json_object();
+        // Neither read out nor a thinking template: nothing to bound.
+        assert_eq!(answer_thinking(false, false, false, None, Some(5)), None);
+        let free = answer_thinking(true, true, true, None, Some(5)).unwrap();
+        assert!(free.opened && !free.grammar_after);
+        assert_eq!(free.budget, Some(5));
+        // Read out, a JSON grammar waits for the thinking and the budget still bounds it.
+        let held = answer_thinking(true, true, false, Some(&json), Some(5)).unwrap();
+        assert!(held.grammar_after);
+        assert_eq!(held.budget, Some(5));
+        // A choice that writes the tags holds everything: no budget, nothing to wait for.
+        let scripted = Grammar::Choice(vec!["<think>x</think>y".into()]);
+        let written = answer_thinking(true, true, false, Some(&scripted), Some(5)).unwrap();
+        assert!(!written.grammar_after);
+        assert_eq!(written.budget, None);
+        // Not read out (reasoning_format none) but a thinking template: the grammar holds
+        // the whole answer, so no budget either.
+        let inline = answer_thinking(false, true, false, Some(&json), Some(5)).unwrap();
+        assert!(!inline.grammar_after);
+        assert_eq!(inline.budget, None);
+    }
 
     #[test]
     fn only_a_choice_that_carries_the_tags_writes_the_thinking() {

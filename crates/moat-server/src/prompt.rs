@@ -57,37 +57,20 @@ pub(crate) struct ChatPrompt {
 }
 
 impl ChatPrompt {
-    /// What the engine is told of the answer's thinking: nothing for a model that does not
-    /// think (and a request that does not ask to read thinking), so a budget has nothing to
-    /// bound there. When the thinking is read out, a grammar that holds the answer from its
-    /// first token waits for the thinking, unless it writes the tags itself
-    /// (`moat_openai::writes_thinking`).
+    /// What the engine is told of the answer's thinking (`moat_openai::answer_thinking`).
     pub(crate) fn thinking(
         &self,
         separates_reasoning: bool,
         grammar: Option<&Grammar>,
         budget: Option<u32>,
     ) -> Option<Thinking> {
-        if !(separates_reasoning || self.template_thinks) {
-            return None;
-        }
-        let holds = grammar.is_some_and(Grammar::holds_from_the_start);
-        let grammar_after = separates_reasoning
-            && holds
-            && grammar.is_some_and(|grammar| !moat_openai::writes_thinking(grammar));
-        Some(Thinking {
-            open: moat_openai::THINK_OPEN.to_owned(),
-            close: moat_openai::THINK_CLOSE.to_owned(),
-            opened: self.opens_thinking,
-            // A grammar that holds the whole answer writes it all, thinking or not: a forced
-            // tag could only land inside what it holds.
-            budget: if holds && !grammar_after {
-                None
-            } else {
-                budget
-            },
-            grammar_after,
-        })
+        moat_openai::answer_thinking(
+            separates_reasoning,
+            self.template_thinks,
+            self.opens_thinking,
+            grammar,
+            budget,
+        )
     }
 }
 
