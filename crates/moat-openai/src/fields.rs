@@ -122,7 +122,7 @@ pub const CHAT_FIELDS: &[FieldRule] = &[
     rule(
         "reasoning_budget_tokens",
         Supported,
-        "moat extension (as in llama-server): most tokens of thinking, 0 or more (-1: no limit); the model is then made to end its thinking; see Reasoning models",
+        "moat extension (as in llama-server): most tokens of thinking, 0 or more (-1: no limit); the model is then made to end its thinking; without it `moat serve --reasoning-budget` applies; see Reasoning models",
     ),
     rule(
         "reasoning_effort",
@@ -171,7 +171,7 @@ pub const CHAT_FIELDS: &[FieldRule] = &[
     rule(
         "thinking_token_budget",
         Supported,
-        "moat extension (as in vLLM): most tokens of thinking, 0 or more; the model is then made to end its thinking; see Reasoning models",
+        "moat extension (as in vLLM): most tokens of thinking, 0 or more; the model is then made to end its thinking; without it `moat serve --reasoning-budget` applies; see Reasoning models",
     ),
     rule(
         "tool_choice",
