@@ -145,6 +145,7 @@ pub struct EngineArgs {
     /// process, so token delivery never waits behind a decode (steadier gaps between tokens
     /// on a machine of its own), but beside other busy processes the decode then gets far
     /// less than its share of the CPU; 0 (the default) is the process's own priority.
+    /// --compute-slice evens the gaps too, without that cost.
     #[arg(long, value_name = "N", default_value_t = moat_engine::compute::DEFAULT_COMPUTE_NICE,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     pub compute_nice: i32,
@@ -169,6 +170,16 @@ pub struct EngineArgs {
     #[arg(long, value_name = "MICROS",
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub compute_poll: Option<u64>,
+    /// Milliseconds of CPU time the thread that decodes asks the kernel for at a stretch (its
+    /// time slice; Linux 6.12 and later, else ignored). Longer than the kernel's default (about
+    /// 1-3 ms), it lets threads that wake up during a decode, the one that writes a token to
+    /// its client or a client on the same machine, run before the decode ends, without giving
+    /// the decode less than its share of the CPU as --compute-nice does. 0 keeps the kernel's
+    /// default.
+    #[arg(long, value_name = "MS",
+          default_value_t = LoadOptions::DEFAULT_COMPUTE_SLICE.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub compute_slice: u64,
 }
 
 /// A stored model ready to load: its manifest and GGUF file.
@@ -208,6 +219,7 @@ pub fn load_engine(model: &ModelFile, engine: &EngineArgs, max_queue: u32) -> Re
     options.gpu_layers = engine.gpu_layers;
     options.arrival.quiet = std::time::Duration::from_millis(engine.arrival_window);
     options.compute_poll = engine.compute_poll.map(std::time::Duration::from_micros);
+    options.compute_slice = std::time::Duration::from_millis(engine.compute_slice);
     if let Some(threads) = engine.threads {
         options.n_threads = threads;
     }

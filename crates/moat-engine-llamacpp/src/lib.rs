@@ -12,8 +12,9 @@
 //! collapse throughput.
 //!
 //! This crate knows nothing of HTTP or wire formats; it is the only crate that touches llama.cpp.
-//! It has no `unsafe` of its own and keeps the workspace's `forbid(unsafe_code)`: `llama-cpp-2`
-//! holds the FFI, and `self_cell` the one self-reference (a context with its model).
+//! `llama-cpp-2` holds the FFI, and `self_cell` the one self-reference (a context with its
+//! model). Its own `unsafe` is two system calls in `slice.rs` (the decode thread's time slice,
+//! which nothing safe wraps), each allowed where it stands; the crate otherwise denies it.
 
 mod embedder;
 mod engine;
@@ -26,6 +27,7 @@ mod placement;
 mod sampling;
 mod schema_check;
 mod shared;
+mod slice;
 mod stream;
 mod vocab;
 mod worker;
@@ -36,3 +38,4 @@ pub use executor::backend;
 pub use moat_engine::compute::{free_cores, run_on_executor};
 pub use options::{FlashAttention, LoadOptions};
 pub use placement::{gpu_devices, GpuDevice};
+pub use slice::{request_slice, SliceOutcome, MAX_COMPUTE_SLICE};

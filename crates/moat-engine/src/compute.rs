@@ -33,7 +33,8 @@
 //! operation, so each waits for the one the scheduler put behind a neighbour (measured on 2
 //! cores beside two busy processes: 1.9 tok/s at nice 5, 11.8-18.3 at nice 0, llama-server
 //! 14.6-28.8; docs/PERFORMANCE.md). So the default is 0, and a dedicated machine may choose
-//! more.
+//! more. What evens the gaps by default is a longer time slice for the thread that decodes,
+//! which keeps its share of the CPU (`moat-engine-llamacpp`'s `slice.rs`, `--compute-slice`).
 //!
 //! It knows nothing of requests, sequences or backends.
 
