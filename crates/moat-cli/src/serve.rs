@@ -178,7 +178,8 @@ pub struct EngineArgs {
     /// default.
     #[arg(long, value_name = "MS",
           default_value_t = LoadOptions::DEFAULT_COMPUTE_SLICE.as_millis() as u64,
-          value_parser = clap::value_parser!(u64).range(0..=100))]
+          value_parser = clap::value_parser!(u64)
+              .range(0..=moat_engine_llamacpp::MAX_COMPUTE_SLICE.as_millis() as u64))]
     pub compute_slice: u64,
 }
 
