@@ -141,7 +141,7 @@ pub fn run(home: &Path, args: RunArgs) -> Result<u8> {
         arrival_window: 0,
         // The default: it polls only with a core to spare.
         compute_poll: None,
-        compute_slice: moat_engine_llamacpp::LoadOptions::DEFAULT_COMPUTE_SLICE.as_millis() as u64,
+        compute_slice: moat_engine_llamacpp::DEFAULT_COMPUTE_SLICE.as_millis() as u64,
     };
     let engine = load_engine(&model, &engine_args, 1)?;
     engine

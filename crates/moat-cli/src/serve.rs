@@ -170,14 +170,15 @@ pub struct EngineArgs {
     #[arg(long, value_name = "MICROS",
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub compute_poll: Option<u64>,
-    /// Milliseconds of CPU time the thread that decodes asks the kernel for at a stretch (its
-    /// time slice; Linux 6.12 and later, else ignored). Longer than the kernel's default (about
+    /// Milliseconds of CPU time the thread that decodes (the compute executor's: the first
+    /// model's own, or a compute thread) asks the kernel for at a stretch (its time slice;
+    /// Linux 6.12 and later, else ignored). Longer than the kernel's default (about
     /// 1-3 ms), it lets threads that wake up during a decode, the one that writes a token to
     /// its client or a client on the same machine, run before the decode ends, without giving
     /// the decode less than its share of the CPU as --compute-nice does. 0 keeps the kernel's
     /// default.
     #[arg(long, value_name = "MS",
-          default_value_t = LoadOptions::DEFAULT_COMPUTE_SLICE.as_millis() as u64,
+          default_value_t = moat_engine_llamacpp::DEFAULT_COMPUTE_SLICE.as_millis() as u64,
           value_parser = clap::value_parser!(u64)
               .range(0..=moat_engine_llamacpp::MAX_COMPUTE_SLICE.as_millis() as u64))]
     pub compute_slice: u64,
@@ -206,11 +207,18 @@ pub fn model_file(store: &Store, name: &str) -> Result<ModelFile> {
     Ok(ModelFile { manifest, gguf })
 }
 
+/// The compute executor's niceness and time slice, for whichever thread takes its role first
+/// (the first model's, or a compute thread that an embedder starts). Called at startup and again
+/// by each load, which then finds the thread running with what the first call set: the same
+/// flags.
+pub fn configure_compute(engine: &EngineArgs) {
+    let _ = moat_engine::compute::set_compute_nice(engine.compute_nice);
+    moat_engine_llamacpp::set_compute_slice(std::time::Duration::from_millis(engine.compute_slice));
+}
+
 /// Starts loading `model` with llama.cpp (the manifest's chat template replaces the GGUF's).
 pub fn load_engine(model: &ModelFile, engine: &EngineArgs, max_queue: u32) -> Result<LlamaEngine> {
-    // The compute thread starts with the first model's first step; later calls find it running
-    // with the niceness the first one set, which is the same flag.
-    let _ = moat_engine::compute::set_compute_nice(engine.compute_nice);
+    configure_compute(engine);
     let mut options = LoadOptions::new(model.manifest.name.to_string());
     options.n_ctx_per_seq = engine.ctx;
     options.parallel = engine.parallel;
@@ -220,7 +228,6 @@ pub fn load_engine(model: &ModelFile, engine: &EngineArgs, max_queue: u32) -> Re
     options.gpu_layers = engine.gpu_layers;
     options.arrival.quiet = std::time::Duration::from_millis(engine.arrival_window);
     options.compute_poll = engine.compute_poll.map(std::time::Duration::from_micros);
-    options.compute_slice = std::time::Duration::from_millis(engine.compute_slice);
     if let Some(threads) = engine.threads {
         options.n_threads = threads;
     }
@@ -282,6 +289,7 @@ const EXIT_REFUSED: u8 = 2;
 const TRACE_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 pub fn run(home: &Path, args: ServeArgs) -> Result<u8> {
+    configure_compute(&args.engine);
     let observability = crate::observability::section(home, args.config.as_deref())?;
     let otlp = match crate::observability::exporter_config(
         args.otlp_endpoint.as_deref(),

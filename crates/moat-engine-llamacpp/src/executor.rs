@@ -16,6 +16,8 @@ static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 pub fn backend() -> Result<&'static LlamaBackend, EngineError> {
     BACKEND
         .get_or_init(|| {
+            // Before any llama.cpp compute: the thread that decodes asks for its time slice.
+            crate::slice::install_default();
             llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
             LlamaBackend::init().map_err(|error| format!("llama.cpp backend: {error}"))
         })

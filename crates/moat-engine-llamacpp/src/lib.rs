@@ -38,4 +38,7 @@ pub use executor::backend;
 pub use moat_engine::compute::{free_cores, run_on_executor};
 pub use options::{FlashAttention, LoadOptions};
 pub use placement::{gpu_devices, GpuDevice};
-pub use slice::{request_slice, SliceOutcome, MAX_COMPUTE_SLICE};
+pub use slice::{
+    compute_slice, request_slice, set_compute_slice, SliceOutcome, DEFAULT_COMPUTE_SLICE,
+    MAX_COMPUTE_SLICE,
+};

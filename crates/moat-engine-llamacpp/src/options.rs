@@ -58,12 +58,6 @@ pub struct LoadOptions {
     /// more, else not at all. Polling saves two wake-ups a step (some 100 µs), which counts
     /// where steps are short (a small model on a GPU).
     pub compute_poll: Option<Duration>,
-    /// The time slice the thread that decodes asks the kernel for when it takes the compute
-    /// executor's role, before its first decode, so that ggml's pool threads inherit it
-    /// (`slice.rs`; Linux 6.12 and later, elsewhere nothing). Longer than the kernel's default,
-    /// it lets a thread that wakes up during a decode (the one that writes a token, a client
-    /// on the same machine) preempt the decode rather than wait. Zero keeps the default.
-    pub compute_slice: Duration,
 }
 
 /// llama.cpp's flash-attention policy.
@@ -80,11 +74,6 @@ impl LoadOptions {
     pub const DEFAULT_PARALLEL: u32 = 4;
     pub const DEFAULT_N_BATCH: u32 = 512;
     pub const DEFAULT_MAX_QUEUE: u32 = 64;
-    /// 30 ms: at one stream on 2 cores it brought the gaps between tokens level with
-    /// llama-server's at p95 (the kernel's 1.4 ms: 12 % behind; 10 ms: 3 %), without the loss
-    /// beside other busy processes that a higher niceness costs (docs/PERFORMANCE.md, "A longer
-    /// time slice for the decode").
-    pub const DEFAULT_COMPUTE_SLICE: Duration = Duration::from_millis(30);
 
     pub fn new(model_name: impl Into<String>) -> Self {
         Self {
@@ -102,7 +91,6 @@ impl LoadOptions {
             gpu_layers: None,
             arrival: ArrivalConfig::default(),
             compute_poll: None,
-            compute_slice: Self::DEFAULT_COMPUTE_SLICE,
         }
     }
 

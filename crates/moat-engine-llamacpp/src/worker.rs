@@ -33,7 +33,6 @@ use crate::header;
 use crate::model_context::ModelContext;
 use crate::placement;
 use crate::shared::{Loaded, Shared};
-use crate::slice::request_slice;
 use crate::stream::{Job, Stream};
 use crate::vocab::Vocab;
 use crate::{FlashAttention, LoadOptions};
@@ -176,13 +175,9 @@ pub(crate) fn run(
     let n_batch = usize::try_from(options.n_batch).unwrap_or(usize::MAX);
     // The first model to get here decodes on its own thread, with no hand-off per step, and
     // runs other threads' compute between its steps; later ones hand their steps to it.
+    // Taking the role runs the executor's setup here, before the first decode: the time slice
+    // (slice.rs), which ggml's pool threads, started by that decode, inherit.
     let executor = Executor::adopt(wake);
-    if executor.is_some() {
-        // Before the first decode, so that ggml's pool threads, started by it, inherit it.
-        if let Err(error) = request_slice(options.compute_slice) {
-            eprintln!("moat: the kernel refused the decode thread's time slice ({error}); it keeps the default");
-        }
-    }
     Worker {
         compute: Some(Compute {
             context,

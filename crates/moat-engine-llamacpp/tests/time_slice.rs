@@ -1,8 +1,9 @@
-//! The decode thread's time slice (`LoadOptions::compute_slice`, slice.rs) with a real model:
-//! the first engine takes the compute executor's role and asks the kernel for its slice before
-//! its first decode, so that ggml's pool threads, which that decode starts, inherit it. A test
-//! binary of its own, because the role is the process's: an engine loaded by another test
-//! could take it first, with another slice.
+//! The compute executor's time slice (`set_compute_slice`, slice.rs) with a real model: the
+//! first engine takes the executor's role and asks the kernel for its slice before its first
+//! decode, so that ggml's pool threads, which that decode starts, inherit it; when that engine
+//! goes, the compute thread that takes the role over for a second engine asks for it too. A
+//! test binary of its own, because the role and the setting are the process's: an engine
+//! loaded by another test could take the role first.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::{generate, request, smollm2, CHAT_PROMPT};
-use moat_engine_llamacpp::{request_slice, SliceOutcome};
+use moat_engine_llamacpp::{request_slice, set_compute_slice, SliceOutcome};
 
 /// The slice the kernel shows for each of this process's threads named `name`, where it shows
 /// one (/proc/PID/task/TID/sched, on kernels with scheduler debugging).
@@ -35,29 +36,39 @@ fn slices_of(name: &str) -> Vec<u64> {
 }
 
 #[tokio::test]
-async fn the_decode_thread_and_its_pool_threads_run_with_the_slice_asked_for() {
+async fn the_threads_that_decode_run_with_the_slice_asked_for() {
     // Whether this kernel keeps custom slices (Linux 6.12 and later), asked on a scratch thread.
     let supported = std::thread::spawn(|| request_slice(Duration::from_millis(1)).unwrap())
         .join()
         .unwrap();
-    let Some(engine) = smollm2(|options| {
-        options.n_threads = 2;
-        options.compute_slice = Duration::from_millis(7);
-    }) else {
+    set_compute_slice(Duration::from_millis(7));
+    let Some(first) = smollm2(|options| options.n_threads = 2) else {
         return;
     };
-    let output = generate(&engine, request(CHAT_PROMPT, 8)).await;
+    let output = generate(&first, request(CHAT_PROMPT, 8)).await;
     assert_eq!(output.usage.completion_tokens, 8);
-    let slices = slices_of("moat-llamacpp");
+    // Only the first engine's thread and the pool it started exist yet under this name.
+    let decoding = slices_of("moat-llamacpp");
+
+    // A second engine hands its steps to the first one's thread; when that one goes, a compute
+    // thread takes the role and runs them, with the same slice.
+    let second = smollm2(|options| options.n_threads = 2).unwrap();
+    drop(first);
+    let output = generate(&second, request(CHAT_PROMPT, 8)).await;
+    assert_eq!(output.usage.completion_tokens, 8);
+    let taken_over = slices_of("moat-compute");
+
     if !matches!(supported, SliceOutcome::Set(_)) || !cfg!(target_os = "linux") {
         return;
     }
     if std::path::Path::new("/proc/thread-self/sched").exists() {
-        // The model's thread, which decodes, and ggml's one pool thread for 2 threads.
-        assert!(slices.len() >= 2, "threads named moat-llamacpp: {slices:?}");
-        assert!(
-            slices.iter().all(|&slice| slice == 7_000_000),
-            "slices: {slices:?}"
-        );
+        for (who, slices) in [("moat-llamacpp", decoding), ("moat-compute", taken_over)] {
+            // The thread that decodes, and ggml's one pool thread for 2 threads.
+            assert!(slices.len() >= 2, "threads named {who}: {slices:?}");
+            assert!(
+                slices.iter().all(|&slice| slice == 7_000_000),
+                "slices of {who}: {slices:?}"
+            );
+        }
     }
 }

@@ -34,7 +34,9 @@
 //! cores beside two busy processes: 1.9 tok/s at nice 5, 11.8-18.3 at nice 0, llama-server
 //! 14.6-28.8; docs/PERFORMANCE.md). So the default is 0, and a dedicated machine may choose
 //! more. What evens the gaps by default is a longer time slice for the thread that decodes,
-//! which keeps its share of the CPU (`moat-engine-llamacpp`'s `slice.rs`, `--compute-slice`).
+//! which keeps its share of the CPU (`moat-engine-llamacpp`'s `slice.rs`, `--compute-slice`),
+//! asked for by the setup that every thread taking the executor's role runs first
+//! ([`set_executor_setup`]).
 //!
 //! It knows nothing of requests, sequences or backends.
 
@@ -43,7 +45,7 @@ use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvError, RecvTimeoutError, SyncSender, TryRecvError};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::EngineError;
@@ -147,6 +149,39 @@ pub fn set_compute_nice(nice: i32) -> Result<(), String> {
     }
     COMPUTE_NICE.store(nice, Ordering::Relaxed);
     Ok(())
+}
+
+/// What a thread does once when it becomes the compute executor ([`set_executor_setup`]).
+pub type ExecutorSetup = Arc<dyn Fn() + Send + Sync>;
+
+static SETUP: Mutex<Option<ExecutorSetup>> = Mutex::new(None);
+
+/// Sets what every thread that takes the compute executor's role runs once, before its first
+/// job: a thread that [`adopt`]s it, and each compute thread, the first one and any started
+/// when an adopting thread lets go. Pool threads that its jobs start then inherit what it set.
+/// The setting that needs it, the decode's time slice, belongs to a backend crate
+/// (`moat-engine-llamacpp`'s `slice.rs`) because it takes a system call that this crate, with
+/// no `unsafe`, cannot make. A later call replaces the setup for threads that take the role
+/// after it; one that holds the role keeps what it ran.
+pub fn set_executor_setup(setup: ExecutorSetup) {
+    *SETUP.lock().unwrap_or_else(PoisonError::into_inner) = Some(setup);
+}
+
+/// Whether a setup is set ([`set_executor_setup`]).
+pub fn has_executor_setup() -> bool {
+    SETUP
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_some()
+}
+
+/// Runs the setup, if any, on the calling thread, which has just taken the executor's role.
+fn run_setup() {
+    let setup = SETUP.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    if let Some(setup) = setup {
+        // A setup that panics must not cost the process its executor.
+        let _ = catch_unwind(AssertUnwindSafe(|| setup()));
+    }
 }
 
 /// Lowers the calling thread's priority to `nice`, never raises it (a process started with a
@@ -264,7 +299,9 @@ pub fn adopt(wake: Box<dyn Fn() + Send>) -> Option<Adopted> {
         wake,
     };
     ON_EXECUTOR.with(|flag| flag.set(true));
+    drop(mode);
     lower_priority(COMPUTE_NICE.load(Ordering::Relaxed));
+    run_setup();
     Some(Adopted {
         _not_send: std::marker::PhantomData,
     })
@@ -380,6 +417,7 @@ fn start_thread() -> Result<SyncSender<Job>, EngineError> {
         .spawn(move || {
             ON_EXECUTOR.with(|flag| flag.set(true));
             lower_priority(COMPUTE_NICE.load(Ordering::Relaxed));
+            run_setup();
             let mut poll = Duration::ZERO;
             let next = |poll| {
                 let handoff = Handoff {

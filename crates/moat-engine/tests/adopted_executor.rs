@@ -1,19 +1,28 @@
 //! A thread that adopts the compute executor's role (`moat_engine::compute::adopt`): its own
 //! work runs in place, other threads' jobs wait until it runs them, and when it lets go a
-//! compute thread takes over the jobs still queued. Its own test binary, since the executor
+//! compute thread takes over the jobs still queued. Each thread that takes the role runs the
+//! executor's setup once, before its first job. Its own test binary, since the executor
 //! is process-wide and the library's unit tests start the compute thread.
 
 #![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use moat_engine::compute::{adopt, run_on_executor};
+use moat_engine::compute::{adopt, has_executor_setup, run_on_executor, set_executor_setup};
 
 #[test]
 fn an_adopting_thread_runs_every_job_and_hands_the_rest_on_when_it_lets_go() {
+    // The setup records the threads it ran on.
+    let set_up = Arc::new(Mutex::new(Vec::new()));
+    assert!(!has_executor_setup());
+    set_executor_setup({
+        let set_up = Arc::clone(&set_up);
+        Arc::new(move || set_up.lock().unwrap().push(std::thread::current().id()))
+    });
+    assert!(has_executor_setup());
     let woken = Arc::new(AtomicUsize::new(0));
     let (wakes, woke) = mpsc::channel::<()>();
     let (results, collected) = mpsc::channel();
@@ -74,6 +83,11 @@ fn an_adopting_thread_runs_every_job_and_hands_the_rest_on_when_it_lets_go() {
         "a job ran elsewhere"
     );
     assert_eq!(woken.load(Ordering::SeqCst), 6);
+    assert_eq!(
+        *set_up.lock().unwrap(),
+        [adopter_id],
+        "set up once, on the adopter"
+    );
 
     // Queued while the adopter lets go: a compute thread runs them.
     let late: Vec<_> = (6..8).map(submit).collect();
@@ -85,6 +99,11 @@ fn an_adopting_thread_runs_every_job_and_hands_the_rest_on_when_it_lets_go() {
     assert_eq!(late_threads[0], late_threads[1], "one compute thread");
     let named = run_on_executor(|| std::thread::current().name().map(str::to_owned)).unwrap();
     assert_eq!(named.as_deref(), Some("moat-compute"));
+    assert_eq!(
+        *set_up.lock().unwrap(),
+        [adopter_id, late_threads[0]],
+        "then once on the compute thread that took over"
+    );
     // With the compute thread running, the role is taken.
     assert!(adopt(Box::new(|| {})).is_none());
 }
