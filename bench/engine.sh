@@ -33,7 +33,11 @@
 #           (default 30) of 4 requests each, and gives the ratios of p50 / p95 / p99 with 95 %
 #           intervals (the run-to-run spread of a 5-round load run hides a 10 % difference in
 #           a tail).
-#   bench   llama-bench -p 512 -n 128 -t 2 -r 5 on the peer build (if it has llama-bench).
+#   bench   llama-bench's pp512 and tg128 at $THREADS threads: REPS rounds, each running
+#           llama-bench -r BENCH_R (default 3) on the peer build and moat's engine_bench example
+#           with the same arguments (ENGINE_BENCH, default examples/engine_bench beside MOAT_BIN:
+#           `cargo build --release -p moat-engine-llamacpp --example engine_bench`), the order
+#           flipping every round; no HTTP on either side.
 #
 # On a GPU: MAXPAR (default 8) caps the load phase's parallel sequences (16 measures 16 streams
 # on 16 slots), MOAT_ARGS and PEER_ARGS are extra arguments for every moat serve and
@@ -66,10 +70,12 @@ MOAT_ARGS="${MOAT_ARGS:-}"
 PEER_ARGS="${PEER_ARGS:-}"
 PEER_BENCH_ARGS="${PEER_BENCH_ARGS:-}"
 SHARED_ARGS="${SHARED_ARGS:-}"
+BENCH_R="${BENCH_R:-3}"
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
 bench_paths "$HERE"
 MOAT=$moat PEER_BIN=$peer MODEL_FILE=$model
+ENGINE_BENCH="${ENGINE_BENCH:-$(dirname "$MOAT")/examples/engine_bench}"
 PY="${PY:-python3}"
 OUT="${OUT:-$(mktemp -d -t moat-engine-bench-XXXXXX)}"
 PORT_MOAT="${PORT_MOAT:-18801}"
@@ -240,10 +246,26 @@ for phase in $PHASES; do
     ;;
   bench)
     if [ -x "$PEER_BIN/llama-bench" ]; then
-        log "llama-bench"
-        cmd=(env LD_LIBRARY_PATH="$PEER_BIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$PEER_BIN/llama-bench" -m "$MODEL_FILE" -t "$THREADS" -p 512 -n 128 -r 5 -o jsonl $PEER_BENCH_ARGS)
-        echo "${cmd[*]}" >>"$OUT/commands.txt"
-        "${cmd[@]}" 2>/dev/null | sed 's/^{/{"mode": "llama-bench", /' >>"$RES"
+        peer_bench=(env LD_LIBRARY_PATH="$PEER_BIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$PEER_BIN/llama-bench" -m "$MODEL_FILE" -t "$THREADS" -p 512 -n 128 -r "$BENCH_R" -o jsonl $PEER_BENCH_ARGS)
+        echo "${peer_bench[*]}" >>"$OUT/commands.txt"
+        if [ -x "$ENGINE_BENCH" ]; then
+            moat_bench=("$ENGINE_BENCH" "$MODEL_FILE" -t "$THREADS" -p 512 -n 128 -r "$BENCH_R")
+            echo "${moat_bench[*]}" >>"$OUT/commands.txt"
+        else
+            log "no $ENGINE_BENCH (cargo build --release -p moat-engine-llamacpp --example engine_bench); llama-bench alone"
+            moat_bench=()
+        fi
+        for r in $(seq 1 "$REPS"); do
+            log "bench round $r/$REPS"
+            run_peer_bench() {
+                "${peer_bench[@]}" 2>/dev/null | sed "s/^{/{\"mode\": \"llama-bench\", \"round\": $r, /" >>"$RES"
+            }
+            run_moat_bench() {
+                [ ${#moat_bench[@]} -gt 0 ] || return 0
+                "${moat_bench[@]}" 2>/dev/null | sed "s/^{/{\"round\": $r, /" >>"$RES"
+            }
+            if [ $((r % 2)) -eq 1 ]; then run_moat_bench; run_peer_bench; else run_peer_bench; run_moat_bench; fi
+        done
     else
         log "no llama-bench in $PEER_BIN; skipped"
     fi

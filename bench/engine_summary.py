@@ -65,7 +65,7 @@ def main(path):
             hwm[(r["parallel"], r["server"])] = r["vmhwm_kib"]
             if r.get("gpu_mib") is not None:
                 gpu[(r["parallel"], r["server"])] = r["gpu_mib"]
-        elif m == "llama-bench":
+        elif m in ("llama-bench", "moat-engine"):
             bench.append(r)
         elif m in ("paired_gaps", "paired"):
             gaps.append(r)
@@ -182,13 +182,31 @@ def main(path):
             print(f"| {p} | {gpu.get((p, 'moat'), '-')} | {gpu.get((p, 'llama'), '-')} |")
 
     if bench:
-        print("\n### llama-bench (peer build, -r 5)\n")
-        print("| test | tok/s | stddev |")
-        print("|---|---|---|")
-        for b in bench:
-            test = f"pp{b['n_prompt']}" if b.get("n_prompt") else f"tg{b['n_gen']}"
-            print(f"| {test} | {f(b.get('avg_ts'))} | {f(b.get('stddev_ts'))} |")
+        print_bench(bench)
 
+
+def print_bench(bench):
+    """llama-bench's pp and tg next to moat's engine_bench, the ratio per round (a round ran
+    both, one after the other), and their median."""
+    def test(b):
+        return f"pp{b['n_prompt']}" if b.get("n_prompt") else f"tg{b['n_gen']}"
+
+    rows = {}
+    for b in bench:
+        rows.setdefault((test(b), b.get("round")), {})[b["mode"]] = b.get("avg_ts")
+    print("\n### Raw pp and tg: moat's engine (engine_bench) against llama-bench\n")
+    print("| test | round | moat tok/s | llama-bench tok/s | ratio |")
+    print("|---|---|---|---|---|")
+    ratios = {}
+    for (t, rnd), v in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        m, l = v.get("moat-engine"), v.get("llama-bench")
+        ratio = m / l if m and l else None
+        if ratio:
+            ratios.setdefault(t, []).append(ratio)
+        print(f"| {t} | {rnd if rnd is not None else '-'} | {f(m)} | {f(l)} | {f(ratio, 3)} |")
+    for t, rs in sorted(ratios.items()):
+        print(f"\n{t}: median ratio {med(rs):.3f} over {len(rs)} rounds "
+              f"(range {min(rs):.3f}-{max(rs):.3f})")
 
 if __name__ == "__main__":
     main(sys.argv[1])
