@@ -18,13 +18,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use moat_engine::{
-    Engine, GenerationEvent, Prompt, SamplingParams, StopConditions, TokenId, ValidGenerate,
-};
+use moat_engine::{Engine, GenerationEvent, Prompt, TokenId, ValidGenerate};
 use moat_engine_llamacpp::{LlamaEngine, LoadOptions};
 
 struct Args {
@@ -84,26 +85,6 @@ fn random_tokens(seed: u64, n: u32, n_vocab: u32) -> Vec<TokenId> {
             TokenId::try_from((state >> 33) % u64::from(n_vocab)).unwrap()
         })
         .collect()
-}
-
-fn request(prompt: Vec<TokenId>, max_tokens: u32) -> ValidGenerate {
-    ValidGenerate {
-        prompt: Prompt::Tokens(prompt),
-        sampling: SamplingParams {
-            temperature: 0.0,
-            ..SamplingParams::default()
-        },
-        stop: StopConditions {
-            max_tokens,
-            stop_strings: Vec::new(),
-            ignore_eos: true,
-        },
-        logprobs: None,
-        prompt_logprobs: false,
-        deadline: None,
-        grammar: None,
-        thinking: None,
-    }
 }
 
 /// Runs one request; returns the seconds from submitting it to its first token, and from its
@@ -187,7 +168,7 @@ async fn main() -> ExitCode {
     let mut pp = Vec::new();
     for rep in 0..=args.reps {
         let prompt = random_tokens(u64::from(rep) + 1, args.n_prompt, n_vocab);
-        let (to_first, _, _) = timed(&engine, request(prompt, 1)).await;
+        let (to_first, _, _) = timed(&engine, common::greedy(Prompt::Tokens(prompt), 1)).await;
         if rep > 0 {
             pp.push(f64::from(args.n_prompt) / to_first);
         }
@@ -198,7 +179,11 @@ async fn main() -> ExitCode {
     for rep in 0..=args.reps {
         // A short prompt, then one token more than measured: the first one ends the prefill.
         let prompt = random_tokens(u64::from(rep) + 1000, 4, n_vocab);
-        let (_, generating, tokens) = timed(&engine, request(prompt, args.n_gen + 1)).await;
+        let (_, generating, tokens) = timed(
+            &engine,
+            common::greedy(Prompt::Tokens(prompt), args.n_gen + 1),
+        )
+        .await;
         if rep > 0 {
             tg.push(f64::from(tokens) / generating);
         }

@@ -40,8 +40,13 @@ pub fn qwen() -> Option<LlamaEngine> {
 }
 
 pub fn request(prompt: &str, max_tokens: u32) -> ValidGenerate {
+    greedy(Prompt::Text(prompt.to_owned()), max_tokens)
+}
+
+/// A greedy request for `max_tokens` tokens, whatever the model says (EOS ignored).
+pub fn greedy(prompt: Prompt, max_tokens: u32) -> ValidGenerate {
     ValidGenerate {
-        prompt: Prompt::Text(prompt.to_owned()),
+        prompt,
         sampling: SamplingParams {
             temperature: 0.0,
             ..SamplingParams::default()
