@@ -255,16 +255,21 @@ for phase in $PHASES; do
             log "no $ENGINE_BENCH (cargo build --release -p moat-engine-llamacpp --example engine_bench); llama-bench alone"
             moat_bench=()
         fi
+        # ROUND: one run of each, tagged with the round; odd rounds start with moat.
+        run_peer_bench() {
+            "${peer_bench[@]}" 2>/dev/null | sed "s/^{/{\"mode\": \"llama-bench\", \"round\": $1, /" >>"$RES"
+        }
+        run_moat_bench() {
+            [ ${#moat_bench[@]} -gt 0 ] || return 0
+            "${moat_bench[@]}" 2>/dev/null | sed "s/^{/{\"round\": $1, /" >>"$RES"
+        }
         for r in $(seq 1 "$REPS"); do
             log "bench round $r/$REPS"
-            run_peer_bench() {
-                "${peer_bench[@]}" 2>/dev/null | sed "s/^{/{\"mode\": \"llama-bench\", \"round\": $r, /" >>"$RES"
-            }
-            run_moat_bench() {
-                [ ${#moat_bench[@]} -gt 0 ] || return 0
-                "${moat_bench[@]}" 2>/dev/null | sed "s/^{/{\"round\": $r, /" >>"$RES"
-            }
-            if [ $((r % 2)) -eq 1 ]; then run_moat_bench; run_peer_bench; else run_peer_bench; run_moat_bench; fi
+            if [ $((r % 2)) -eq 1 ]; then
+                run_moat_bench "$r"; run_peer_bench "$r"
+            else
+                run_peer_bench "$r"; run_moat_bench "$r"
+            fi
         done
     else
         log "no llama-bench in $PEER_BIN; skipped"

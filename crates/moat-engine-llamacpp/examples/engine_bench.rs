@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo build --release -p moat-engine-llamacpp --example engine_bench
-//! target/release/examples/engine_bench MODEL.gguf [-p 512] [-n 128] [-t 2] [-r 5]
+//! target/release/examples/engine_bench MODEL.gguf [-p 512] [-n 128] [-t 2] [-r 5] [-s SLICE_MS]
 //! ```
 //!
 //! It prints one JSON object per test, as `llama-bench -o jsonl` does (`n_prompt`, `n_gen`,
@@ -23,7 +23,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use moat_engine::{Engine, GenerationEvent, Prompt, TokenId, ValidGenerate};
 use moat_engine_llamacpp::{LlamaEngine, LoadOptions};
@@ -34,10 +34,12 @@ struct Args {
     n_gen: u32,
     threads: u32,
     reps: u32,
+    /// The compute thread's time slice in ms (`-s`; default: moat's).
+    slice_ms: Option<u32>,
 }
 
 const USAGE: &str =
-    "usage: engine_bench MODEL.gguf [-p N_PROMPT] [-n N_GEN] [-t THREADS] [-r REPS]";
+    "usage: engine_bench MODEL.gguf [-p N_PROMPT] [-n N_GEN] [-t THREADS] [-r REPS] [-s SLICE_MS]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
@@ -47,7 +49,9 @@ fn parse_args() -> Result<Args, String> {
         n_gen: 128,
         threads: moat_engine_llamacpp::free_cores(),
         reps: 5,
+        slice_ms: None,
     };
+    let mut slice = u32::MAX;
     let mut model = None;
     while let Some(arg) = args.next() {
         let slot = match arg.as_str() {
@@ -55,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
             "-n" => &mut parsed.n_gen,
             "-t" => &mut parsed.threads,
             "-r" => &mut parsed.reps,
+            "-s" => &mut slice,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             _ if model.is_none() && !arg.starts_with('-') => {
                 model = Some(PathBuf::from(arg));
@@ -68,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
             .map_err(|_| format!("{arg} {value:?} is not a whole number"))?;
     }
     parsed.model = model.ok_or(USAGE)?;
+    parsed.slice_ms = (slice != u32::MAX).then_some(slice);
     if parsed.threads == 0 || parsed.reps == 0 || parsed.n_prompt == 0 || parsed.n_gen == 0 {
         return Err("-p, -n, -t and -r must be at least 1".to_owned());
     }
@@ -146,6 +152,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(slice) = args.slice_ms {
+        moat_engine_llamacpp::set_compute_slice(Duration::from_millis(u64::from(slice)));
+    }
     let mut options = LoadOptions::new("bench");
     options.parallel = 1;
     options.n_threads = args.threads;
