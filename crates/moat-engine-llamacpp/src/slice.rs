@@ -13,7 +13,7 @@
 //! `sched_setattr(2)`, which neither the standard library nor rustix wraps.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The longest slice Linux grants a normal thread (it clamps what it is asked for to 0.1-100 ms).
@@ -27,8 +27,6 @@ pub const DEFAULT_COMPUTE_SLICE: Duration = Duration::from_millis(30);
 
 /// The slice the compute executor's thread asks for, in nanoseconds ([`set_compute_slice`]).
 static COMPUTE_SLICE: AtomicU64 = AtomicU64::new(DEFAULT_COMPUTE_SLICE.as_nanos() as u64);
-
-static INSTALLED: Once = Once::new();
 
 /// Sets the time slice that the thread running the process's compute (moat-engine's executor:
 /// the first model's own thread, or a compute thread) asks the kernel for when it takes that
@@ -50,15 +48,13 @@ pub fn compute_slice() -> Duration {
 
 /// Makes every thread that takes the compute executor's role ask for [`compute_slice`].
 fn install() {
-    INSTALLED.call_once(|| {
-        moat_engine::compute::set_executor_setup(Arc::new(|| {
-            if let Err(error) = request_slice(compute_slice()) {
-                eprintln!(
-                    "moat: the kernel refused the compute thread's time slice ({error}); it keeps the default"
-                );
-            }
-        }));
-    });
+    moat_engine::compute::set_executor_setup(Arc::new(|| {
+        if let Err(error) = request_slice(compute_slice()) {
+            eprintln!(
+                "moat: the kernel refused the compute thread's time slice ({error}); it keeps the default"
+            );
+        }
+    }));
 }
 
 /// Sets [`DEFAULT_COMPUTE_SLICE`] (or what [`set_compute_slice`] chose) up for the compute
