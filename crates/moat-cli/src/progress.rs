@@ -108,6 +108,10 @@ impl Progress for TermProgress {
             eprintln!("{message}");
         }
     }
+
+    fn warn(&mut self, message: &str) {
+        eprintln!("warning: {message}");
+    }
 }
 
 pub fn human_bytes(bytes: u64) -> String {

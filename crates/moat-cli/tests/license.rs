@@ -98,6 +98,41 @@ fn qwen_coder_is_unknown_until_its_license_is_set() {
 }
 
 #[test]
+fn a_license_override_stays_with_its_model_not_with_the_name() {
+    let (Some(qwen), Some(smol)) = (
+        test_model(models::QWEN25_CODER),
+        test_model(models::SMOLLM2),
+    ) else {
+        return;
+    };
+    let home = TempHome::new();
+    let pull = |model: &Path| {
+        let output = run(
+            home.path(),
+            &["pull", "-q", model.to_str().unwrap(), "--name", "m"],
+        );
+        assert!(output.status.success(), "{}", stderr(&output));
+        stderr(&output)
+    };
+    pull(&qwen);
+    ok(home.path(), &["license", "set", "m", "apache-2.0"]);
+    // The same model pulled again is an update: the override stays, without a word.
+    let said = pull(&qwen);
+    assert!(said.is_empty(), "{said}");
+    let (code, doc) = check(home.path(), &["m", "--commercial"]);
+    assert_eq!((code, &doc["overridden"]), (0, &serde_json::json!(true)));
+    // Another model under the name does not inherit it; `-q` does not hide the warning.
+    let said = pull(&smol);
+    assert!(
+        said.contains("warning:") && said.contains("license override"),
+        "{said}"
+    );
+    let (_, doc) = check(home.path(), &["m", "--commercial"]);
+    assert_eq!(doc["overridden"], false, "{doc}");
+    assert!(json(home.path(), &["show", "m", "--json"])["settings"]["license_override"].is_null());
+}
+
+#[test]
 fn llama_3_1_at_800m_users_is_forbidden_via_moat_toml() {
     let Some(home) = pulled(models::SMOLLM2, "llama") else {
         return;

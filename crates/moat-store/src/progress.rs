@@ -15,6 +15,11 @@ pub trait Progress {
     fn end(&mut self);
     /// A one-line status message between transfers.
     fn note(&mut self, _message: &str) {}
+    /// Something the user should know even when status messages are off (a setting the pull
+    /// did not keep, say).
+    fn warn(&mut self, message: &str) {
+        self.note(message);
+    }
 }
 
 /// A [`Progress`] that reports nothing.

@@ -298,17 +298,53 @@ pub fn pull(store: &Store, source: &Source, options: PullOptions<'_>) -> Result<
         adapters: Vec::new(),
     };
     let mut manifest = manifest;
-    // A re-pull keeps the user's settings.
     if let Ok(previous) = store.manifest(&manifest.name) {
-        manifest.sampling = previous.sampling;
-        manifest.system_prompt = previous.system_prompt;
-        manifest.chat_template = previous.chat_template;
-        manifest.license = previous.license;
-        manifest.adapters = previous.adapters;
+        let from = previous.source.uri.clone();
+        let dropped = carry_settings(previous, &mut manifest);
+        if !dropped.is_empty() {
+            ctx.progress.warn(&format!(
+                "{} held another model (from {from}); its {} did not carry over to this one",
+                manifest.name,
+                dropped.join(", ")
+            ));
+        }
     }
     let blobs = fetched.files.into_iter().map(|(_, blob)| blob).collect();
     store.commit(blobs, &manifest)?;
     Ok(manifest)
+}
+
+/// What a pull under a name that already holds a model keeps of that model's settings. The
+/// same model again (the same source, or the same weights pulled from elsewhere) is an update
+/// and keeps them all. Another model under the name keeps how the name is used (sampling
+/// defaults, the system prompt) but not what was set for the old files: a license the user
+/// asserted for them, a chat template written for them, adapters trained on them. Carrying
+/// those over would serve the new weights under a license no one asserted for them. Returns
+/// the settings dropped, for the warning.
+fn carry_settings(previous: Manifest, manifest: &mut Manifest) -> Vec<&'static str> {
+    let same_weights = match (previous.weights(), manifest.weights()) {
+        (Some(old), Some(new)) => old.digest == new.digest,
+        _ => false,
+    };
+    manifest.sampling = previous.sampling;
+    manifest.system_prompt = previous.system_prompt;
+    if previous.source.uri == manifest.source.uri || same_weights {
+        manifest.chat_template = previous.chat_template;
+        manifest.license = previous.license;
+        manifest.adapters = previous.adapters;
+        return Vec::new();
+    }
+    let mut dropped = Vec::new();
+    if previous.license.is_some() {
+        dropped.push("license override");
+    }
+    if previous.chat_template.is_some() {
+        dropped.push("chat template override");
+    }
+    if !previous.adapters.is_empty() {
+        dropped.push("adapters");
+    }
+    dropped
 }
 
 /// A recipe whose result is already stored under the name it would get: nothing to fetch.
@@ -485,6 +521,67 @@ mod tests {
             already_stored(&store, &source, None).is_none(),
             "a truncated blob was taken as stored"
         );
+    }
+
+    #[test]
+    fn another_model_under_a_name_keeps_its_use_but_not_what_was_set_for_the_old_files() {
+        let name = default_ref("m").expect("name");
+        let digest = |byte: u8| Digest::from_bytes([byte; 32]);
+        let with_settings = |uri: &str, weights: u8| {
+            let mut manifest = Manifest::single_gguf(name.clone(), digest(weights), 10);
+            manifest.source.uri = uri.into();
+            manifest.sampling.temperature = Some(0.2);
+            manifest.system_prompt = Some("Be brief.".into());
+            manifest.chat_template = Some("{{ messages }}".into());
+            manifest.license = Some("apache-2.0".into());
+            manifest.adapters = vec![crate::manifest::Adapter {
+                name: "style".into(),
+                digest: digest(9),
+                scale: 1.0,
+            }];
+            manifest
+        };
+        let pulled = |uri: &str, weights: u8| {
+            let mut manifest = Manifest::single_gguf(name.clone(), digest(weights), 10);
+            manifest.source.uri = uri.into();
+            manifest
+        };
+        let old = with_settings("hf:org/a/a.gguf", 1);
+
+        // The same source with new weights (a new revision), and the same weights from
+        // elsewhere: updates, everything kept.
+        for (uri, weights) in [("hf:org/a/a.gguf", 2), ("./copy-of-a.gguf", 1)] {
+            let mut new = pulled(uri, weights);
+            assert!(carry_settings(old.clone(), &mut new).is_empty(), "{uri}");
+            let kept = Manifest {
+                source: new.source.clone(),
+                files: new.files.clone(),
+                created_unix: new.created_unix,
+                ..old.clone()
+            };
+            assert_eq!(new, kept, "{uri}");
+        }
+
+        // Another model: the name's use stays, the old files' settings go, and are named.
+        let mut new = pulled("hf:org/b/b.gguf", 3);
+        let dropped = carry_settings(old.clone(), &mut new);
+        assert_eq!(
+            dropped,
+            ["license override", "chat template override", "adapters"]
+        );
+        assert_eq!(new.sampling, old.sampling);
+        assert_eq!(new.system_prompt, old.system_prompt);
+        assert_eq!(
+            (new.chat_template, new.license, new.adapters.len()),
+            (None, None, 0)
+        );
+
+        // Nothing set for the old files: nothing to warn about.
+        let mut plain = pulled("hf:org/a/a.gguf", 1);
+        plain.sampling.temperature = Some(0.5);
+        let mut new = pulled("hf:org/b/b.gguf", 3);
+        assert!(carry_settings(plain, &mut new).is_empty());
+        assert_eq!(new.sampling.temperature, Some(0.5));
     }
 
     #[test]
