@@ -41,7 +41,8 @@ struct Args {
 const USAGE: &str =
     "usage: engine_bench MODEL.gguf [-p N_PROMPT] [-n N_GEN] [-t THREADS] [-r REPS] [-s SLICE_MS]";
 
-fn parse_args() -> Result<Args, String> {
+/// The arguments, or `None` for `-h` / `--help`.
+fn parse_args() -> Result<Option<Args>, String> {
     let mut args = std::env::args().skip(1);
     let mut parsed = Args {
         model: PathBuf::new(),
@@ -60,7 +61,7 @@ fn parse_args() -> Result<Args, String> {
             "-t" => &mut parsed.threads,
             "-r" => &mut parsed.reps,
             "-s" => &mut slice,
-            "-h" | "--help" => return Err(USAGE.to_owned()),
+            "-h" | "--help" => return Ok(None),
             _ if model.is_none() && !arg.starts_with('-') => {
                 model = Some(PathBuf::from(arg));
                 continue;
@@ -77,7 +78,7 @@ fn parse_args() -> Result<Args, String> {
     if parsed.threads == 0 || parsed.reps == 0 || parsed.n_prompt == 0 || parsed.n_gen == 0 {
         return Err("-p, -n, -t and -r must be at least 1".to_owned());
     }
-    Ok(parsed)
+    Ok(Some(parsed))
 }
 
 /// `n` pseudo-random token ids below `n_vocab` (a 64-bit LCG; Knuth's constants).
@@ -146,7 +147,11 @@ fn report(args: &Args, n_prompt: u32, n_gen: u32, samples: &[f64]) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(args) => args,
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::from(2);
