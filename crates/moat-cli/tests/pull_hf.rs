@@ -164,6 +164,59 @@ fn a_token_is_sent_from_hf_token_and_its_absence_is_explained() {
 }
 
 #[test]
+fn an_lfs_file_redirected_to_a_cdn_lands_in_the_cache_layout_of_the_python_client() {
+    let Some(hub) = smol_hub(FakeHubOptions {
+        token: Some("s3cret".into()),
+        lfs_redirect: true,
+        ..FakeHubOptions::default()
+    }) else {
+        return;
+    };
+    let home = TempHome::new();
+    let output = hub
+        .command(
+            home.path(),
+            &[
+                "hf:HuggingFaceTB/SmolLM2-GGUF/smollm2.Q4_1.gguf",
+                "--name",
+                "smol",
+            ],
+        )
+        .env("HF_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let requests = hub.hub.requests();
+    let from_cdn = requests.iter().any(|r| {
+        let r: serde_json::Value = serde_json::from_str(r).unwrap();
+        r["path"].as_str().unwrap().contains("/_cdn/") && r["bytes"] == 98_362_432
+    });
+    assert!(from_cdn, "{requests:?}");
+    let repo = hub
+        .hf_home
+        .path()
+        .join("hub/models--HuggingFaceTB--SmolLM2-GGUF");
+    let sha = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+    let snapshots: Vec<_> = std::fs::read_dir(repo.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(snapshots.len(), 1);
+    let pointer = snapshots[0].path().join("smollm2.Q4_1.gguf");
+    assert_eq!(
+        std::fs::read_link(&pointer).unwrap(),
+        Path::new("../../blobs").join(sha)
+    );
+    assert_eq!(std::fs::metadata(&pointer).unwrap().len(), 98_362_432);
+    let commit = std::fs::read_to_string(repo.join("refs/main")).unwrap();
+    assert_eq!(snapshots[0].file_name().to_str().unwrap(), commit.trim());
+    assert_eq!(
+        json(home.path(), &["show", "smol", "--json"])["info"]["weights_size"],
+        98_362_432
+    );
+}
+
+#[test]
 fn missing_repos_and_files_are_clear_errors() {
     let Some(hub) = smol_hub(FakeHubOptions::default()) else {
         return;

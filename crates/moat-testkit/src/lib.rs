@@ -93,6 +93,8 @@ pub fn repo_root() -> PathBuf {
 pub struct FakeHubOptions {
     pub token: Option<String>,
     pub fail_after_bytes: Option<u64>,
+    /// LFS files answer with a redirect to a CDN URL on another host name (`--lfs-redirect`).
+    pub lfs_redirect: bool,
 }
 
 /// A local Hugging Face hub on 127.0.0.1 serving `root/ORG/REPO/...`; stopped on drop.
@@ -120,6 +122,9 @@ impl FakeHub {
         }
         if let Some(n) = options.fail_after_bytes {
             command.arg("--fail-after-bytes").arg(n.to_string());
+        }
+        if options.lfs_redirect {
+            command.arg("--lfs-redirect");
         }
         let mut child = command
             .stdout(Stdio::piped())

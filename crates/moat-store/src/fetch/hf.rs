@@ -1,4 +1,5 @@
-//! Pulls from a Hugging Face hub through the `hf-hub` crate, the way the Python client does:
+//! Pulls from a Hugging Face hub the way the Python client does (listing through the `hf-hub`
+//! crate, files downloaded by [`Downloader`] into the same cache layout):
 //! `HF_ENDPOINT` picks the hub, `HF_TOKEN` authenticates, the standard cache
 //! (`HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`) is shared with other
 //! tools, `HF_HUB_OFFLINE=1` reads only that cache, and an interrupted download resumes from
@@ -249,6 +250,7 @@ enum Hub {
     Online {
         api: hf_hub::api::sync::Api,
         cache: Cache,
+        files: Box<Downloader>,
     },
     Offline(Cache),
 }
@@ -260,16 +262,18 @@ impl Hub {
             .with_progress(false)
             .with_retries(DOWNLOAD_RETRIES)
             .with_user_agent("moat", env!("CARGO_PKG_VERSION"));
-        if let Some(endpoint) = endpoint {
-            builder = builder.with_endpoint(endpoint.trim_end_matches('/').to_string());
-        }
-        if let Some(token) = token {
-            builder = builder.with_token(Some(token));
+        let endpoint = endpoint
+            .map(|e| e.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+        builder = builder.with_endpoint(endpoint.clone());
+        if let Some(token) = &token {
+            builder = builder.with_token(Some(token.clone()));
         }
         let api = builder
             .build()
             .map_err(|e| StoreError::Fetch(format!("hub client: {e}")))?;
-        Ok(Self::Online { api, cache })
+        let files = Box::new(Downloader::new(endpoint, token));
+        Ok(Self::Online { api, cache, files })
     }
 
     /// The revision's commit and files.
@@ -308,7 +312,7 @@ impl Hub {
         progress: &mut dyn Progress,
     ) -> Result<PathBuf> {
         match self {
-            Self::Online { api, cache } => {
+            Self::Online { cache, files, .. } => {
                 // A file already in the cache for this exact commit is not downloaded again.
                 let snapshot = repo_cache_dir(cache, source)
                     .join("snapshots")
@@ -318,16 +322,9 @@ impl Hub {
                     progress.note(&format!("{file}: found in the Hugging Face cache"));
                     return Ok(snapshot);
                 }
-                let adapter = ProgressAdapter {
-                    inner: progress,
-                    started: false,
-                };
-                match api
-                    .repo(source.repo())
-                    .download_with_progress(file, adapter)
-                {
+                match files.download(cache, source, commit, file, progress) {
                     Ok(path) => Ok(path),
-                    Err(error) => {
+                    Err(Failure::Hub(error)) => {
                         // A hub that cannot be reached still leaves the cache usable.
                         let unreachable = matches!(&error, ApiError::RequestError(e)
                             if matches!(**e, ureq::Error::Transport(_)));
@@ -336,6 +333,7 @@ impl Hub {
                             _ => Err(hub_error(source, Some(file), error)),
                         }
                     }
+                    Err(Failure::Store(error)) => Err(error),
                 }
             }
             Self::Offline(cache) => cache.repo(source.repo()).get(file).ok_or_else(|| {
@@ -435,31 +433,329 @@ fn hub_error(source: &HfSource, file: Option<&str>, error: ApiError) -> StoreErr
     StoreError::Fetch(message)
 }
 
-/// Bridges `hf-hub`'s progress callbacks to ours.
-struct ProgressAdapter<'a> {
-    inner: &'a mut dyn Progress,
-    started: bool,
+/// The hub `HF_ENDPOINT` stands in for.
+const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+/// Most redirects followed within the hub's own host while reading a file's metadata.
+const MAX_RELATIVE_REDIRECTS: usize = 5;
+/// The suffix of a download in progress, as hf-hub names it, so either resumes the other's.
+const PARTIAL_SUFFIX: &str = "sync.part";
+
+/// Why a download failed: the hub's answer (mapped to a message by [`hub_error`]), or
+/// something moat refused or could not write.
+enum Failure {
+    Hub(ApiError),
+    Store(StoreError),
 }
 
-impl hf_hub::api::Progress for ProgressAdapter<'_> {
-    fn init(&mut self, size: usize, filename: &str) {
-        if self.started {
-            self.inner.end(); // A retry starts the transfer again from where it stopped.
+impl From<ureq::Error> for Failure {
+    fn from(error: ureq::Error) -> Self {
+        Failure::Hub(ApiError::RequestError(Box::new(error)))
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure::Store(error)
+    }
+}
+
+/// Downloads files into the hub cache in hf-hub's layout (`blobs/ETAG`, `snapshots/COMMIT/FILE`
+/// linking to it, `refs/REVISION` naming the commit), so the cache stays shared with other
+/// tools and a cut download resumes from its `.sync.part`. moat does this itself rather than
+/// through `hf-hub` because hf-hub 0.4.3 joins the response's `ETag` and `X-Repo-Commit`
+/// headers to the cache folder unchecked: a hostile hub or mirror could answer
+/// `ETag: "../../x"` and have it write outside the cache. Here the commit is the listing's
+/// (already checked) and an ETag must be one plain name.
+struct Downloader {
+    endpoint: String,
+    token: Option<String>,
+    /// Follows redirects (to a CDN, say) for the download itself.
+    agent: ureq::Agent,
+    /// Follows none, so the metadata comes from the hub's own answer.
+    plain: ureq::Agent,
+}
+
+/// What the hub says of a file before it is downloaded.
+struct FileMeta {
+    etag: String,
+    size: u64,
+}
+
+impl Downloader {
+    fn new(endpoint: String, token: Option<String>) -> Self {
+        let user_agent = format!("moat/{}", env!("CARGO_PKG_VERSION"));
+        let builder = || {
+            ureq::AgentBuilder::new()
+                .try_proxy_from_env(true)
+                .user_agent(&user_agent)
+        };
+        Self {
+            endpoint,
+            token,
+            agent: builder().build(),
+            plain: builder().redirects(0).build(),
         }
-        self.started = true;
-        self.inner
-            .begin(&format!("downloading {filename}"), Some(size as u64));
     }
 
-    fn update(&mut self, size: usize) {
-        self.inner.advance(size as u64);
-    }
-
-    fn finish(&mut self) {
-        if std::mem::take(&mut self.started) {
-            self.inner.end();
+    fn get(&self, agent: &ureq::Agent, url: &str) -> ureq::Request {
+        let request = agent.get(url);
+        match &self.token {
+            Some(token) => request.set("Authorization", &format!("Bearer {token}")),
+            None => request,
         }
     }
+
+    fn download(
+        &self,
+        cache: &Cache,
+        source: &HfSource,
+        commit: &str,
+        file: &str,
+        progress: &mut dyn Progress,
+    ) -> std::result::Result<PathBuf, Failure> {
+        let url = format!(
+            "{}/{}/resolve/{commit}/{file}",
+            self.endpoint, source.repo_id
+        );
+        let meta = self.metadata(&url, source, commit, file)?;
+        let repo_dir = repo_cache_dir(cache, source);
+        let blobs = repo_dir.join("blobs");
+        std::fs::create_dir_all(&blobs).map_err(StoreError::io("creating the hub cache"))?;
+        let blob = blobs.join(&meta.etag);
+        let whole = || std::fs::metadata(&blob).is_ok_and(|m| m.is_file() && m.len() == meta.size);
+        if !whole() {
+            let partial = blobs.join(format!("{}.{PARTIAL_SUFFIX}", meta.etag));
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&partial)
+                .map_err(cache_io)?;
+            // Another pull of the same blob (another revision of the repo, say) waits here,
+            // then finds it whole.
+            out.lock().map_err(cache_io)?;
+            if !whole() {
+                self.fetch_resuming(&url, &mut out, meta.size, file, progress)?;
+                std::fs::rename(&partial, &blob).map_err(StoreError::io("finishing a download"))?;
+            }
+        }
+        let pointer = repo_dir.join("snapshots").join(commit).join(file);
+        if let Some(parent) = pointer.parent() {
+            std::fs::create_dir_all(parent).map_err(StoreError::io("creating a snapshot"))?;
+        }
+        link_blob(&blob, &pointer, &meta.etag, file)?;
+        cache
+            .repo(source.repo())
+            .create_ref(commit)
+            .map_err(StoreError::io("writing the hub cache's ref"))?;
+        Ok(pointer)
+    }
+
+    /// The file's ETag and size, from the hub's answer to a one-byte request (following only
+    /// redirects within its own host, as the Python client does: a CDN's answer would not
+    /// carry them).
+    fn metadata(
+        &self,
+        url: &str,
+        source: &HfSource,
+        commit: &str,
+        file: &str,
+    ) -> std::result::Result<FileMeta, Failure> {
+        let mut url = url.to_string();
+        let mut redirects = 0;
+        let response = loop {
+            let response = self
+                .get(&self.plain, &url)
+                .set("Range", "bytes=0-0")
+                .call()?;
+            let relative = response
+                .header("Location")
+                .filter(|location| location.starts_with('/') && !location.starts_with("//"));
+            match relative {
+                Some(location)
+                    if (300..400).contains(&response.status())
+                        && redirects < MAX_RELATIVE_REDIRECTS =>
+                {
+                    url = format!("{}{location}", origin(&url));
+                    redirects += 1;
+                }
+                _ => break response,
+            }
+        };
+        let refuse = |what: String| {
+            Failure::Store(StoreError::Fetch(format!(
+                "{} ({file}): {what}; refusing to pull from it",
+                source.uri()
+            )))
+        };
+        if let Some(answered) = response.header("x-repo-commit") {
+            if answered != commit {
+                return Err(refuse(format!(
+                    "the hub answered for commit {answered:?}, not the listed {commit}"
+                )));
+            }
+        }
+        let etag = response
+            .header("x-linked-etag")
+            .or_else(|| response.header("etag"))
+            .map(|etag| etag.trim().trim_start_matches("W/").replace('"', ""))
+            .ok_or_else(|| refuse("the hub sent no ETag for the file".into()))?;
+        check_etag(&etag).map_err(|reason| refuse(format!("its ETag {etag:?} {reason}")))?;
+        let size = response
+            .header("content-range")
+            .and_then(|range| range.rsplit_once('/'))
+            .and_then(|(_, total)| total.trim().parse().ok())
+            .or_else(|| {
+                response
+                    .header("x-linked-size")
+                    .and_then(|size| size.trim().parse().ok())
+            })
+            .or_else(|| {
+                (response.status() == 200)
+                    .then(|| response.header("content-length"))
+                    .flatten()
+                    .and_then(|size| size.trim().parse().ok())
+            })
+            .ok_or_else(|| refuse("the hub sent no size for the file".into()))?;
+        Ok(FileMeta { etag, size })
+    }
+
+    /// Downloads into `out` (a partial file opened for appending), resuming from what it
+    /// holds, with retries that resume too.
+    fn fetch_resuming(
+        &self,
+        url: &str,
+        out: &mut std::fs::File,
+        size: u64,
+        file: &str,
+        progress: &mut dyn Progress,
+    ) -> std::result::Result<(), Failure> {
+        let io = cache_io;
+        let mut attempt = 0;
+        loop {
+            let mut start = out.metadata().map_err(io)?.len();
+            if start > size {
+                out.set_len(0).map_err(io)?;
+                start = 0;
+            }
+            if start == size {
+                return Ok(());
+            }
+            progress.begin(&format!("downloading {file}"), Some(size));
+            progress.advance(start);
+            let result = self.fetch_from(url, start, out, size, progress);
+            progress.end();
+            match result {
+                Ok(()) => {
+                    let got = out.metadata().map_err(io)?.len();
+                    if got == size {
+                        return Ok(());
+                    }
+                    if attempt >= DOWNLOAD_RETRIES {
+                        return Err(Failure::Store(StoreError::SizeMismatch {
+                            what: format!("{file} (downloaded)"),
+                            expected: size,
+                            actual: got,
+                        }));
+                    }
+                }
+                // A cut connection or a server error: retried from where the file stands.
+                Err(Failure::Hub(_)) if attempt < DOWNLOAD_RETRIES => {}
+                Err(error) => return Err(error),
+            }
+            attempt += 1;
+            std::thread::sleep(std::time::Duration::from_millis(300 << attempt));
+        }
+    }
+
+    fn fetch_from(
+        &self,
+        url: &str,
+        start: u64,
+        out: &mut std::fs::File,
+        size: u64,
+        progress: &mut dyn Progress,
+    ) -> std::result::Result<(), Failure> {
+        let io = cache_io;
+        let response = self
+            .get(&self.agent, url)
+            .set("Range", &format!("bytes={start}-"))
+            .call()?;
+        if start > 0 && response.status() != 206 {
+            // The server sent the whole file: start the partial over.
+            out.set_len(0).map_err(io)?;
+        }
+        let left = size.saturating_sub(out.metadata().map_err(io)?.len());
+        // Never more than the announced size, whatever the server sends.
+        let mut body = std::io::Read::take(response.into_reader(), left);
+        let mut buffer = vec![0_u8; 1 << 16];
+        loop {
+            let n = match std::io::Read::read(&mut body, &mut buffer) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    return Err(Failure::Hub(ApiError::IoError(error)));
+                }
+            };
+            std::io::Write::write_all(out, &buffer[..n]).map_err(io)?;
+            progress.advance(n as u64);
+        }
+    }
+}
+
+fn cache_io(error: std::io::Error) -> StoreError {
+    StoreError::io("writing a download into the hub cache")(error)
+}
+
+/// `scheme://host[:port]` of `url`.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find('/') {
+        Some(i) => &url[..after_scheme + i],
+        None => url,
+    }
+}
+
+/// An ETag names a blob file in the cache, so it must be one plain name: the hub's are hex
+/// digests (sha256 for LFS files, a git sha1 otherwise).
+fn check_etag(etag: &str) -> std::result::Result<(), &'static str> {
+    if etag.is_empty() || etag.len() > 128 {
+        return Err("is empty or too long");
+    }
+    if !etag
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err("is not a plain name (letters, digits, '-' and '_' only)");
+    }
+    Ok(())
+}
+
+/// Makes `pointer` (`snapshots/COMMIT/FILE`) a relative link to `blobs/ETAG`, as the Python
+/// client does; an existing one is left as it is.
+fn link_blob(
+    blob: &Path,
+    pointer: &Path,
+    etag: &str,
+    file: &str,
+) -> std::result::Result<(), Failure> {
+    if pointer.exists() {
+        return Ok(());
+    }
+    // From the pointer's folder up to the repo folder: COMMIT, then one per folder in FILE.
+    let depth = 1 + file.split('/').count();
+    let mut target = PathBuf::new();
+    for _ in 0..depth {
+        target.push("..");
+    }
+    target.push("blobs");
+    target.push(etag);
+    #[cfg(unix)]
+    let linked = std::os::unix::fs::symlink(&target, pointer);
+    #[cfg(not(unix))]
+    let linked = std::fs::copy(blob, pointer).map(|_| ());
+    let _ = blob; // read on non-Unix systems only
+    linked.map_err(|e| Failure::Store(StoreError::io("linking a snapshot to its blob")(e)))
 }
 
 #[cfg(test)]
@@ -472,8 +768,9 @@ mod tests {
     use crate::progress::NoProgress;
     use crate::store::Store;
 
-    /// A hub that answers every repo-info request with `info` and anything else with a 404,
-    /// and records the request lines it saw.
+    /// A hub that answers every repo-info request with `info` and anything else with a 404
+    /// (or, from [`TinyHub::serving`], with a one-byte 206 carrying the given headers), and
+    /// records the request lines it saw.
     struct TinyHub {
         endpoint: String,
         requests: Arc<Mutex<Vec<String>>>,
@@ -481,6 +778,10 @@ mod tests {
 
     impl TinyHub {
         fn start(info: String) -> Self {
+            Self::serving(info, None)
+        }
+
+        fn serving(info: String, file_headers: Option<String>) -> Self {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
             let endpoint = format!("http://{}", listener.local_addr().expect("address"));
             let requests = Arc::new(Mutex::new(Vec::new()));
@@ -497,17 +798,19 @@ mod tests {
                     while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
                         header.clear();
                     }
-                    let (status, body) = if request_line.contains("/api/models/") {
-                        ("200 OK", info.clone())
+                    let (status, body, extra) = if request_line.contains("/api/models/") {
+                        ("200 OK", info.clone(), String::new())
+                    } else if let Some(headers) = &file_headers {
+                        ("206 Partial Content", "G".to_string(), headers.clone())
                     } else {
-                        ("404 Not Found", "{}".to_string())
+                        ("404 Not Found", "{}".to_string(), String::new())
                     };
                     seen.lock()
                         .expect("requests")
                         .push(request_line.trim_end().to_string());
                     let _ = write!(
                         &stream,
-                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n\
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra}\
                          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
                     );
@@ -590,6 +893,78 @@ mod tests {
         };
         assert!(err.to_string().contains("not a commit hash"), "{err}");
         assert!(!root.path().join("outside").exists());
+    }
+
+    /// Pulls `org/repo` from a hub that lists `model.gguf` at `commit` and answers its
+    /// metadata request with `headers`; returns the error and the root of the test's files.
+    fn pull_answered_with(headers: &str) -> (StoreError, tempfile::TempDir) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let info = serde_json::json!({
+            "sha": "0123456789abcdef0123456789abcdef01234567",
+            "siblings": [{"rfilename": "model.gguf"}]
+        });
+        let tiny = TinyHub::serving(info.to_string(), Some(headers.to_string()));
+        let store = Store::open(root.path().join("moat")).expect("store");
+        let Err(err) = pull_from(&tiny.hub(&root.path().join("hub")), &store, "org/repo") else {
+            panic!("pulled with headers {headers:?}");
+        };
+        let requests = tiny.requests();
+        assert!(
+            requests.iter().all(|r| !r.contains("bytes=1-")),
+            "downloaded after the metadata: {requests:?}"
+        );
+        (err, root)
+    }
+
+    #[test]
+    fn a_hub_etag_that_is_not_a_plain_name_is_refused_before_anything_is_written() {
+        let commit = "X-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\r\n";
+        for etag in ["../../../outside/evil", "a/b", "..", "x.sync.part", ""] {
+            let headers = format!("{commit}ETag: \"{etag}\"\r\nContent-Range: bytes 0-0/4\r\n");
+            let (err, root) = pull_answered_with(&headers);
+            assert!(matches!(err, StoreError::Fetch(_)), "{etag:?}: {err}");
+            assert!(err.to_string().contains("ETag"), "{etag:?}: {err}");
+            assert!(!root.path().join("outside").exists(), "{etag:?}");
+            let blobs = root.path().join("hub/models--org--repo/blobs");
+            let written = std::fs::read_dir(&blobs).map_or(0, |d| d.count());
+            assert_eq!(written, 0, "{etag:?}: something was written to {blobs:?}");
+        }
+        // X-Linked-Etag wins over ETag, and is checked the same way.
+        let headers = format!(
+            "{commit}X-Linked-Etag: \"../evil\"\r\nETag: \"abc\"\r\nContent-Range: bytes 0-0/4\r\n"
+        );
+        assert!(pull_answered_with(&headers)
+            .0
+            .to_string()
+            .contains("../evil"));
+    }
+
+    #[test]
+    fn a_file_answered_for_another_commit_or_without_a_size_is_refused() {
+        let (err, _root) = pull_answered_with(
+            "X-Repo-Commit: ../../../outside\r\nETag: \"abc\"\r\nContent-Range: bytes 0-0/4\r\n",
+        );
+        assert!(err.to_string().contains("not the listed"), "{err}");
+        let (err, _root) = pull_answered_with("ETag: \"abc\"\r\n");
+        assert!(err.to_string().contains("no size"), "{err}");
+    }
+
+    #[test]
+    fn etags_must_be_plain_names() {
+        for good in [
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            "5f3c-1a2b",
+        ] {
+            assert_eq!(check_etag(good), Ok(()), "{good:?}");
+        }
+        for bad in ["", "..", "a/b", "a\\b", "a.b", "a b", &"f".repeat(129)] {
+            assert!(check_etag(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            origin("http://127.0.0.1:8080/org/repo"),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(origin("https://localhost"), "https://localhost");
     }
 
     #[test]
