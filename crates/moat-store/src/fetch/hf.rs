@@ -479,6 +479,10 @@ struct Downloader {
 struct FileMeta {
     etag: String,
     size: u64,
+    /// Where to download it from: the file's URL after the hub's redirects within its own
+    /// host, which keep the token (the agent drops it on the redirects it follows itself, as
+    /// to a CDN).
+    url: String,
 }
 
 impl Downloader {
@@ -534,7 +538,7 @@ impl Downloader {
             // then finds it whole.
             out.lock().map_err(cache_io)?;
             if !whole() {
-                self.fetch_resuming(&url, &mut out, meta.size, file, progress)?;
+                self.fetch_resuming(&meta.url, &mut out, meta.size, file, progress)?;
                 std::fs::rename(&partial, &blob).map_err(StoreError::io("finishing a download"))?;
             }
         }
@@ -616,7 +620,7 @@ impl Downloader {
                     .and_then(|size| size.trim().parse().ok())
             })
             .ok_or_else(|| refuse("the hub sent no size for the file".into()))?;
-        Ok(FileMeta { etag, size })
+        Ok(FileMeta { etag, size, url })
     }
 
     /// Downloads into `out` (a partial file opened for appending), resuming from what it
