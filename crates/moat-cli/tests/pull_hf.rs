@@ -354,6 +354,21 @@ fn a_corrupt_cached_file_fails_its_sha256_check() {
 }
 
 #[test]
+fn a_cached_link_whose_blob_is_gone_is_downloaded_again() {
+    let Some(hub) = smol_hub(FakeHubOptions::default()) else {
+        return;
+    };
+    let home = TempHome::new();
+    let source = "hf:HuggingFaceTB/SmolLM2-GGUF/smollm2.Q4_1.gguf";
+    assert!(hub.pull(home.path(), &[source]).status.success());
+    let blob = hub.hf_home.path().join("hub/models--HuggingFaceTB--SmolLM2-GGUF/blobs/b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
+    std::fs::remove_file(&blob).unwrap();
+    let output = hub.pull(home.path(), &[source, "--name", "again"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(std::fs::metadata(&blob).unwrap().len(), 98_362_432);
+}
+
+#[test]
 fn pulls_a_safetensors_repo_with_its_model_card_license() {
     let Some(minilm) = test_model(models::MINILM) else {
         return;

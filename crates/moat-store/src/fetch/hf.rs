@@ -743,10 +743,12 @@ fn link_blob(
     etag: &str,
     file: &str,
 ) -> std::result::Result<(), Failure> {
+    // A link whose blob was deleted resolves again once the blob is downloaded again.
     if pointer.exists() {
         return Ok(());
     }
-    // From the pointer's folder up to the repo folder: COMMIT, then one per folder in FILE.
+    // Up from the pointer's folder to the repo's: COMMIT and snapshots, then one level per
+    // folder in FILE.
     let depth = 1 + file.split('/').count();
     let mut target = PathBuf::new();
     for _ in 0..depth {
