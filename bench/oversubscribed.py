@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Generation beside other llama.cpp decodes on the same cores: moat's engine (engine_bench)
 against llama-bench, each run beside CONTENDERS loops of `llama-bench -p 0 -n 512` (2 threads
-each), so with 2 threads of its own the cores are oversubscribed (3x on 2 cores with the
-default 2 contenders). Rounds alternate the two, order flipped each round.
+each), so with --threads 2 (the default) of its own the cores are oversubscribed (3x on 2
+cores with the default 2 contenders). Rounds alternate the two, order flipped each round.
 
     python3 bench/oversubscribed.py --engine-bench target/release/examples/engine_bench \
         --peer ~/.cache/moat-bench/llama.cpp-0.3.36/build-avx2/bin \
@@ -70,16 +70,18 @@ def main():
     ap.add_argument("--contenders", type=int, default=2)
     ap.add_argument("--n-gen", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="threads of the measured run")
     ap.add_argument("--limit", type=float, default=300.0)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
     peer_env = dict(os.environ, LD_LIBRARY_PATH=args.peer)
-    common = ["-m", args.model, "-t", "2", "-p", "0", "-n", str(args.n_gen), "-r", str(args.reps)]
+    threads = str(args.threads)
+    common = ["-m", args.model, "-t", threads, "-p", "0", "-n", str(args.n_gen), "-r", str(args.reps)]
     commands = {
         "llama-bench": ([os.path.join(args.peer, "llama-bench"), *common, "-o", "jsonl"], peer_env),
         # engine_bench always measures a prompt too: one token keeps it short.
-        "moat-engine": ([args.engine_bench, args.model, "-t", "2", "-p", "1", "-n",
+        "moat-engine": ([args.engine_bench, args.model, "-t", threads, "-p", "1", "-n",
                          str(args.n_gen), "-r", str(args.reps)], dict(os.environ)),
     }
     with open(args.out, "a") as out:
@@ -101,6 +103,7 @@ def main():
                 cpu = (after.children_user - before.children_user
                        + after.children_system - before.children_system)
                 row = {"which": which, "round": rnd, "contenders": args.contenders,
+                       "threads": args.threads,
                        "n_gen": args.n_gen, "samples_ts": tg_samples(stdout),
                        "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "cut": cut}
                 out.write(json.dumps(row) + "\n")
