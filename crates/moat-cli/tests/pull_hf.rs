@@ -11,6 +11,9 @@ use std::path::Path;
 use common::*;
 use moat_testkit::{FakeHub, FakeHubOptions};
 
+/// The sha256 of the SmolLM2 GGUF: its ETag and blob name in the hub cache.
+const SMOL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
 struct Hub {
     hub: FakeHub,
     _root: tempfile::TempDir,
@@ -83,9 +86,7 @@ fn pulls_one_gguf_into_the_standard_cache_and_the_store() {
         .join("hub/models--HuggingFaceTB--SmolLM2-GGUF");
     let cached = files_under(&repo_cache);
     assert!(
-        cached.contains(
-            &"blobs/b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53".to_string()
-        ),
+        cached.contains(&format!("blobs/{SMOL_SHA256}")),
         "{cached:?}"
     );
     assert!(cached.contains(&"refs/main".to_string()), "{cached:?}");
@@ -196,7 +197,6 @@ fn an_lfs_file_redirected_to_a_cdn_lands_in_the_cache_layout_of_the_python_clien
         .hf_home
         .path()
         .join("hub/models--HuggingFaceTB--SmolLM2-GGUF");
-    let sha = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
     let snapshots: Vec<_> = std::fs::read_dir(repo.join("snapshots"))
         .unwrap()
         .flatten()
@@ -205,7 +205,7 @@ fn an_lfs_file_redirected_to_a_cdn_lands_in_the_cache_layout_of_the_python_clien
     let pointer = snapshots[0].path().join("smollm2.Q4_1.gguf");
     assert_eq!(
         std::fs::read_link(&pointer).unwrap(),
-        Path::new("../../blobs").join(sha)
+        Path::new("../../blobs").join(SMOL_SHA256)
     );
     assert_eq!(std::fs::metadata(&pointer).unwrap().len(), 98_362_432);
     let commit = std::fs::read_to_string(repo.join("refs/main")).unwrap();
@@ -333,7 +333,11 @@ fn a_corrupt_cached_file_fails_its_sha256_check() {
         )
         .status
         .success());
-    let blob = hub.hf_home.path().join("hub/models--HuggingFaceTB--SmolLM2-GGUF/blobs/b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
+    let blob = hub
+        .hf_home
+        .path()
+        .join("hub/models--HuggingFaceTB--SmolLM2-GGUF/blobs")
+        .join(SMOL_SHA256);
     let mut bytes = std::fs::read(&blob).unwrap();
     bytes[5_000_000] ^= 0xff;
     std::fs::write(&blob, bytes).unwrap();
@@ -361,7 +365,11 @@ fn a_cached_link_whose_blob_is_gone_is_downloaded_again() {
     let home = TempHome::new();
     let source = "hf:HuggingFaceTB/SmolLM2-GGUF/smollm2.Q4_1.gguf";
     assert!(hub.pull(home.path(), &[source]).status.success());
-    let blob = hub.hf_home.path().join("hub/models--HuggingFaceTB--SmolLM2-GGUF/blobs/b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
+    let blob = hub
+        .hf_home
+        .path()
+        .join("hub/models--HuggingFaceTB--SmolLM2-GGUF/blobs")
+        .join(SMOL_SHA256);
     std::fs::remove_file(&blob).unwrap();
     let output = hub.pull(home.path(), &[source, "--name", "again"]);
     assert!(output.status.success(), "{}", stderr(&output));

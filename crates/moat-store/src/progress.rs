@@ -53,9 +53,11 @@ pub(crate) fn copy_reporting(
     })
 }
 
-fn copy_loop(
+/// Copies `reader` into `writer`, reporting each chunk, without `begin`/`end`. Returns the
+/// bytes copied.
+pub(crate) fn copy_loop(
     reader: &mut dyn Read,
-    writer: &mut BlobWriter,
+    writer: &mut dyn Write,
     progress: &mut dyn Progress,
 ) -> io::Result<u64> {
     let mut buffer = vec![0u8; BUFFER_BYTES];

@@ -689,21 +689,12 @@ impl Downloader {
             out.set_len(0).map_err(io)?;
         }
         let left = size.saturating_sub(out.metadata().map_err(io)?.len());
-        // Never more than the announced size, whatever the server sends.
+        // Never more than the announced size, whatever the server sends. An error of the
+        // write side (a full disk) is retried like a cut connection, and then reported.
         let mut body = std::io::Read::take(response.into_reader(), left);
-        let mut buffer = vec![0_u8; 1 << 16];
-        loop {
-            let n = match std::io::Read::read(&mut body, &mut buffer) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    return Err(Failure::Hub(ApiError::IoError(error)));
-                }
-            };
-            std::io::Write::write_all(out, &buffer[..n]).map_err(io)?;
-            progress.advance(n as u64);
-        }
+        crate::progress::copy_loop(&mut body, out, progress)
+            .map(|_| ())
+            .map_err(|error| Failure::Hub(ApiError::IoError(error)))
     }
 }
 
