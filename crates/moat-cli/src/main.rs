@@ -143,9 +143,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// The first Ctrl-C asks running copies to stop and clean up; if the process is still alive
-/// two seconds later (in a download the store does not drive), or on a second Ctrl-C, it
-/// exits. Partial files left then are removed by the next store open.
+/// The first Ctrl-C asks running copies and downloads to stop and clean up; if the process is
+/// still alive two seconds later (a read waiting on a stalled connection, say), or on a second
+/// Ctrl-C, it exits. Partial files left then are removed by the next store open (a hub
+/// download's part in the Hugging Face cache is kept for the next pull to resume).
 fn install_ctrl_c() {
     let _ = ctrlc::set_handler(|| {
         if CANCEL.swap(true, Ordering::SeqCst) {

@@ -7,6 +7,7 @@
 //! the hub announced for it (the ETag of LFS files).
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hf_hub::api::sync::{ApiBuilder, ApiError};
 use hf_hub::{Cache, Repo, RepoType};
@@ -197,7 +198,7 @@ fn fetch_from(ctx: &mut FetchContext<'_>, source: &HfSource, hub: &Hub) -> Resul
     };
     let mut fetched = Vec::with_capacity(files.len());
     for file in &files {
-        let local = hub.get(source, &listing.commit, file, ctx.progress)?;
+        let local = hub.get(source, &listing.commit, file, ctx.progress, ctx.cancel)?;
         let expected = announced_sha256(&local);
         ctx.progress.note(&format!("copying {file} into the store"));
         let blob = ctx.ingest_path(file, &local)?;
@@ -310,6 +311,7 @@ impl Hub {
         commit: &str,
         file: &str,
         progress: &mut dyn Progress,
+        cancel: Option<&'static AtomicBool>,
     ) -> Result<PathBuf> {
         match self {
             Self::Online { cache, files, .. } => {
@@ -322,7 +324,7 @@ impl Hub {
                     progress.note(&format!("{file}: found in the Hugging Face cache"));
                     return Ok(snapshot);
                 }
-                match files.download(cache, source, commit, file, progress) {
+                match files.download(cache, source, commit, file, progress, cancel) {
                     Ok(path) => Ok(path),
                     Err(Failure::Hub(error)) => {
                         // A hub that cannot be reached still leaves the cache usable.
@@ -354,9 +356,12 @@ struct Listing {
 }
 
 fn repo_cache_dir(cache: &Cache, source: &HfSource) -> PathBuf {
-    cache
-        .path()
-        .join(format!("models--{}", source.repo_id.replace('/', "--")))
+    cache.path().join(repo_folder(source))
+}
+
+/// The repo's folder name in the hub cache (`models--ORG--NAME`).
+fn repo_folder(source: &HfSource) -> String {
+    format!("models--{}", source.repo_id.replace('/', "--"))
 }
 
 fn list_cached(cache: &Cache, source: &HfSource) -> Result<Listing> {
@@ -516,6 +521,7 @@ impl Downloader {
         commit: &str,
         file: &str,
         progress: &mut dyn Progress,
+        cancel: Option<&'static AtomicBool>,
     ) -> std::result::Result<PathBuf, Failure> {
         let url = format!(
             "{}/{}/resolve/{commit}/{file}",
@@ -528,17 +534,39 @@ impl Downloader {
         let blob = blobs.join(&meta.etag);
         let whole = || std::fs::metadata(&blob).is_ok_and(|m| m.is_file() && m.len() == meta.size);
         if !whole() {
+            // The Python client's lock for this blob (`.locks/models--ORG--NAME/ETAG.lock`,
+            // an flock, as this one is), so that moat and the Python client downloading the
+            // same file at once take turns instead of both fetching it.
+            let shared_lock = shared_lock(cache, source, &meta.etag)?;
+            match shared_lock.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    progress.note(&format!("{file}: waiting for another download of it"));
+                    shared_lock.lock().map_err(cache_io)?;
+                }
+                Err(std::fs::TryLockError::Error(error)) => return Err(cache_io(error).into()),
+            }
             let partial = blobs.join(format!("{}.{PARTIAL_SUFFIX}", meta.etag));
-            let mut out = std::fs::OpenOptions::new()
+            let out = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&partial)
                 .map_err(cache_io)?;
-            // Another pull of the same blob (another revision of the repo, say) waits here,
-            // then finds it whole.
+            // Another moat (or hf-hub) pull of the same blob, from another revision of the
+            // repo say, waits here, then finds it whole.
             out.lock().map_err(cache_io)?;
             if !whole() {
-                self.fetch_resuming(&meta.url, &mut out, meta.size, file, progress)?;
+                let mut out = Cancellable { file: out, cancel };
+                let fetched = self.fetch_resuming(&meta.url, &mut out, meta.size, file, progress);
+                if let Err(Failure::Store(StoreError::Interrupted)) = &fetched {
+                    let kept = out.file.metadata().map_or(0, |m| m.len());
+                    progress.warn(&format!(
+                        "{file}: {kept} of {} bytes kept in the Hugging Face cache; pulling \
+                         again resumes from there",
+                        meta.size
+                    ));
+                }
+                fetched?;
                 std::fs::rename(&partial, &blob).map_err(StoreError::io("finishing a download"))?;
             }
         }
@@ -628,7 +656,7 @@ impl Downloader {
     fn fetch_resuming(
         &self,
         url: &str,
-        out: &mut std::fs::File,
+        out: &mut Cancellable,
         size: u64,
         file: &str,
         progress: &mut dyn Progress,
@@ -636,9 +664,12 @@ impl Downloader {
         let io = cache_io;
         let mut attempt = 0;
         loop {
-            let mut start = out.metadata().map_err(io)?.len();
+            if out.cancelled() {
+                return Err(Failure::Store(StoreError::Interrupted));
+            }
+            let mut start = out.file.metadata().map_err(io)?.len();
             if start > size {
-                out.set_len(0).map_err(io)?;
+                out.file.set_len(0).map_err(io)?;
                 start = 0;
             }
             if start == size {
@@ -650,7 +681,7 @@ impl Downloader {
             progress.end();
             match result {
                 Ok(()) => {
-                    let got = out.metadata().map_err(io)?.len();
+                    let got = out.file.metadata().map_err(io)?.len();
                     if got == size {
                         return Ok(());
                     }
@@ -675,7 +706,7 @@ impl Downloader {
         &self,
         url: &str,
         start: u64,
-        out: &mut std::fs::File,
+        out: &mut Cancellable,
         size: u64,
         progress: &mut dyn Progress,
     ) -> std::result::Result<(), Failure> {
@@ -686,16 +717,63 @@ impl Downloader {
             .call()?;
         if start > 0 && response.status() != 206 {
             // The server sent the whole file: start the partial over.
-            out.set_len(0).map_err(io)?;
+            out.file.set_len(0).map_err(io)?;
         }
-        let left = size.saturating_sub(out.metadata().map_err(io)?.len());
+        let left = size.saturating_sub(out.file.metadata().map_err(io)?.len());
         // Never more than the announced size, whatever the server sends. An error of the
-        // write side (a full disk) is retried like a cut connection, and then reported.
+        // write side (a full disk) is retried like a cut connection, and then reported. A
+        // cancelled pull keeps what it has in the partial file, for the next pull to resume.
         let mut body = std::io::Read::take(response.into_reader(), left);
-        crate::progress::copy_loop(&mut body, out, progress)
-            .map(|_| ())
-            .map_err(|error| Failure::Hub(ApiError::IoError(error)))
+        match crate::progress::copy_loop(&mut body, out, progress) {
+            Ok(_) => Ok(()),
+            Err(error) if crate::atomic::is_cancelled(&error) => {
+                Err(Failure::Store(StoreError::Interrupted))
+            }
+            Err(error) => Err(Failure::Hub(ApiError::IoError(error))),
+        }
     }
+}
+
+/// A partial download that stops taking bytes once the pull's cancel flag (Ctrl-C) is set.
+struct Cancellable {
+    file: std::fs::File,
+    cancel: Option<&'static AtomicBool>,
+}
+
+impl Cancellable {
+    fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|flag| flag.load(Ordering::Relaxed))
+    }
+}
+
+impl std::io::Write for Cancellable {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.cancelled() {
+            return Err(std::io::Error::other(crate::atomic::Cancelled));
+        }
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The Python client's lock file for `etag`'s download, opened (and its folder made).
+fn shared_lock(
+    cache: &Cache,
+    source: &HfSource,
+    etag: &str,
+) -> std::result::Result<std::fs::File, Failure> {
+    let dir = cache.path().join(".locks").join(repo_folder(source));
+    std::fs::create_dir_all(&dir).map_err(cache_io)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("{etag}.lock")))
+        .map_err(cache_io)?;
+    Ok(lock)
 }
 
 fn cache_io(error: std::io::Error) -> StoreError {
@@ -831,15 +909,158 @@ mod tests {
     }
 
     fn pull_from(hub: &Hub, store: &Store, source: &str) -> Result<Fetched> {
-        let mut progress = NoProgress;
+        pull_with(hub, store, source, &mut NoProgress, None)
+    }
+
+    fn pull_with(
+        hub: &Hub,
+        store: &Store,
+        source: &str,
+        progress: &mut dyn Progress,
+        cancel: Option<&'static AtomicBool>,
+    ) -> Result<Fetched> {
         let mut ctx = FetchContext {
             store,
-            cancel: None,
-            progress: &mut progress,
+            cancel,
+            progress,
             recipes_dir: store.root(),
         };
         let source = HfSource::parse(source).expect("source");
         fetch_from(&mut ctx, &source, hub)
+    }
+
+    const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+    const TOKEN: &str = "hf_test_token";
+
+    /// A request [`FileHub`] saw: its path, Range header and Authorization header.
+    type Seen = (String, String, Option<String>);
+
+    /// A hub that lists `org/repo`'s `model.gguf` at [`COMMIT`] and serves `body` for it as
+    /// the hub serves a file to a client with a token: the resolve URL redirects, with a
+    /// relative `Location`, to another path of the same host, which answers range requests
+    /// with the file's headers, and only with the token.
+    struct FileHub {
+        endpoint: String,
+        requests: Arc<Mutex<Vec<Seen>>>,
+        etag: String,
+    }
+
+    impl FileHub {
+        fn start(body: Vec<u8>) -> Self {
+            use sha2::Digest as _;
+            let etag = Digest::from_bytes(sha2::Sha256::digest(&body).into()).hex();
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let seen = Arc::clone(&requests);
+            let info =
+                serde_json::json!({"sha": COMMIT, "siblings": [{"rfilename": "model.gguf"}]})
+                    .to_string();
+            let served_etag = etag.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let mut reader = BufReader::new(&stream);
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).is_err() {
+                        continue;
+                    }
+                    let (mut auth, mut range) = (None, String::new());
+                    let mut header = String::new();
+                    while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                        let (name, value) = header.split_once(':').unwrap_or((&header, ""));
+                        if name.eq_ignore_ascii_case("authorization") {
+                            auth = Some(value.trim().to_string());
+                        } else if name.eq_ignore_ascii_case("range") {
+                            range = value.trim().to_string();
+                        }
+                        header.clear();
+                    }
+                    let line = request_line.trim_end().to_string();
+                    let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                    seen.lock().expect("requests").push((
+                        path.clone(),
+                        range.clone(),
+                        auth.clone(),
+                    ));
+                    let resolve = format!("/org/repo/resolve/{COMMIT}/model.gguf");
+                    let response = if path.starts_with("/api/models/") {
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{info}",
+                            info.len()
+                        )
+                        .into_bytes()
+                    } else if path == resolve {
+                        format!(
+                            "HTTP/1.1 307 Temporary Redirect\r\nLocation: \
+                             /api/resolve-cache/models/org/repo/{COMMIT}/model.gguf\r\n\
+                             Content-Length: 0\r\n\r\n"
+                        )
+                        .into_bytes()
+                    } else if !path.starts_with("/api/resolve-cache/") {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()
+                    } else if auth.as_deref() != Some(&format!("Bearer {TOKEN}")) {
+                        b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".to_vec()
+                    } else {
+                        // `bytes=FROM-` or `bytes=FROM-TO` (inclusive).
+                        let (from, to) = range
+                            .trim_start_matches("bytes=")
+                            .split_once('-')
+                            .unwrap_or(("0", ""));
+                        let from = from.parse().unwrap_or(0).min(body.len());
+                        let to = to.parse().map_or(body.len(), |to: usize| to + 1);
+                        let part = &body[from..to.clamp(from, body.len())];
+                        let mut response = format!(
+                            "HTTP/1.1 206 Partial Content\r\nX-Repo-Commit: {COMMIT}\r\n\
+                             ETag: \"{served_etag}\"\r\nContent-Range: bytes {from}-{}/{}\r\n\
+                             Content-Length: {}\r\n\r\n",
+                            (from + part.len()).saturating_sub(1),
+                            body.len(),
+                            part.len()
+                        )
+                        .into_bytes();
+                        response.extend_from_slice(part);
+                        response
+                    };
+                    let _ = (&stream).write_all(&response);
+                }
+            });
+            Self {
+                endpoint,
+                requests,
+                etag,
+            }
+        }
+
+        fn hub(&self, cache: &Path) -> Hub {
+            Hub::online(
+                Cache::new(cache.to_path_buf()),
+                Some(self.endpoint.clone()),
+                Some(TOKEN.to_string()),
+            )
+            .expect("hub client")
+        }
+
+        /// The ranges asked of the file's bytes (after the redirect), each with whether it
+        /// carried the token.
+        fn file_requests(&self) -> Vec<(String, bool)> {
+            let requests = self.requests.lock().expect("requests");
+            requests
+                .iter()
+                .filter(|(path, _, _)| path.starts_with("/api/resolve-cache/"))
+                .map(|(_, range, auth)| (range.clone(), auth.is_some()))
+                .collect()
+        }
+
+        fn blobs(&self, cache: &Path) -> PathBuf {
+            cache.join("models--org--repo/blobs")
+        }
+    }
+
+    /// A GGUF-looking file of `len` bytes.
+    fn gguf_bytes(len: usize) -> Vec<u8> {
+        let mut body = b"GGUF".to_vec();
+        body.extend((0..len - 4).map(|i| (i % 251) as u8));
+        body
     }
 
     #[test]
@@ -990,6 +1211,136 @@ mod tests {
         ] {
             assert!(check_repo_file(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_relative_redirect_within_the_hub_keeps_the_token() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = root.path().join("hub");
+        let body = gguf_bytes(64 * 1024);
+        let hub = FileHub::start(body.clone());
+        let store = Store::open(root.path().join("moat")).expect("store");
+
+        let fetched = pull_from(&hub.hub(&cache), &store, "org/repo").expect("pull");
+
+        assert_eq!(fetched.files[0].1.digest.hex(), hub.etag);
+        let requests = hub.file_requests();
+        assert_eq!(
+            requests,
+            [
+                ("bytes=0-0".to_string(), true),
+                ("bytes=0-".to_string(), true)
+            ],
+            "the metadata and the download, each from the redirected path with the token"
+        );
+        let blob = hub.blobs(&cache).join(&hub.etag);
+        assert_eq!(std::fs::read(blob).expect("blob"), body);
+        let snapshot = cache.join("models--org--repo/snapshots").join(COMMIT);
+        assert_eq!(
+            std::fs::read(snapshot.join("model.gguf")).expect("link"),
+            body
+        );
+    }
+
+    /// Sets the flag once the first bytes of a download have been written, and keeps the
+    /// warnings.
+    struct CancelOnFirstBytes(&'static AtomicBool, Vec<String>);
+
+    impl Progress for CancelOnFirstBytes {
+        fn begin(&mut self, _label: &str, _total: Option<u64>) {}
+        fn advance(&mut self, bytes: u64) {
+            if bytes > 0 {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        fn end(&mut self) {}
+        fn warn(&mut self, message: &str) {
+            self.1.push(message.to_string());
+        }
+    }
+
+    #[test]
+    fn a_cancelled_download_stops_keeps_its_part_and_the_next_pull_resumes_it() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = root.path().join("hub");
+        let body = gguf_bytes(8 << 20);
+        let hub = FileHub::start(body.clone());
+        let store = Store::open(root.path().join("moat")).expect("store");
+        let cancel: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+
+        let mut progress = CancelOnFirstBytes(cancel, Vec::new());
+        let Err(err) = pull_with(
+            &hub.hub(&cache),
+            &store,
+            "org/repo",
+            &mut progress,
+            Some(cancel),
+        ) else {
+            panic!("a cancelled pull finished");
+        };
+        assert!(matches!(err, StoreError::Interrupted), "{err}");
+        let blobs = hub.blobs(&cache);
+        assert!(
+            !blobs.join(&hub.etag).exists(),
+            "a cut download was made whole"
+        );
+        let part = blobs.join(format!("{}.{PARTIAL_SUFFIX}", hub.etag));
+        let kept = std::fs::metadata(&part).expect("the partial file").len();
+        assert!(
+            kept > 0 && kept < body.len() as u64,
+            "kept {kept} bytes of {}",
+            body.len()
+        );
+        assert_eq!(hub.file_requests().len(), 2, "retried after a cancel");
+        let told = format!("{kept} of {} bytes kept", body.len());
+        assert!(
+            progress.1.len() == 1 && progress.1[0].contains(&told),
+            "{:?}",
+            progress.1
+        );
+
+        let fetched = pull_from(&hub.hub(&cache), &store, "org/repo").expect("resumed pull");
+        assert_eq!(fetched.files[0].1.digest.hex(), hub.etag);
+        let last = hub.file_requests().pop().expect("a request");
+        assert_eq!(last.0, format!("bytes={kept}-"), "did not resume");
+        assert_eq!(std::fs::read(blobs.join(&hub.etag)).expect("blob"), body);
+    }
+
+    #[test]
+    fn a_download_waits_for_the_python_clients_lock_on_the_same_blob() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = root.path().join("hub");
+        let hub = FileHub::start(gguf_bytes(64 * 1024));
+        // huggingface_hub locks `.locks/models--ORG--NAME/ETAG.lock` (an flock) while it
+        // downloads a blob.
+        let locks = cache.join(".locks/models--org--repo");
+        std::fs::create_dir_all(&locks).expect("locks folder");
+        let python = std::fs::File::create(locks.join(format!("{}.lock", hub.etag))).expect("lock");
+        python.lock().expect("flock");
+
+        let (endpoint, store_dir, cache_dir) = (
+            hub.endpoint.clone(),
+            root.path().join("moat"),
+            cache.clone(),
+        );
+        let pull = std::thread::spawn(move || {
+            let hub = Hub::online(Cache::new(cache_dir), Some(endpoint), Some(TOKEN.into()))
+                .expect("hub client");
+            let store = Store::open(store_dir).expect("store");
+            pull_from(&hub, &store, "org/repo").map(|fetched| fetched.files.len())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(!pull.is_finished(), "the pull did not wait for the lock");
+        assert_eq!(
+            hub.file_requests(),
+            [("bytes=0-0".to_string(), true)],
+            "downloaded while the Python client held the lock"
+        );
+
+        python.unlock().expect("unlock");
+        assert_eq!(pull.join().expect("pull thread").expect("pull"), 1);
+        assert_eq!(hub.file_requests().len(), 2);
+        assert!(hub.blobs(&cache).join(&hub.etag).is_file());
     }
 
     #[test]
