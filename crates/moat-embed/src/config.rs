@@ -257,7 +257,7 @@ fn check_bert_config(c: &BertConfig) -> Result<(), String> {
             return Err(format!("{name} is {value}; expected 1 to {max}"));
         }
     }
-    if c.hidden_size % c.num_attention_heads != 0 {
+    if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
         return Err(format!(
             "hidden_size {} is not a multiple of num_attention_heads {}",
             c.hidden_size, c.num_attention_heads

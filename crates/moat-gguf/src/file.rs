@@ -395,7 +395,7 @@ fn check_tensor_shape(tensor: &TensorInfo, alignment: u64) -> Result<(), GgufErr
     if tensor.ggml_type.is_known() {
         tensor.n_bytes()?;
     }
-    if tensor.offset % alignment != 0 {
+    if !tensor.offset.is_multiple_of(alignment) {
         return Err(GgufError::TensorMisaligned {
             name: tensor.name.clone(),
             offset: tensor.offset,
