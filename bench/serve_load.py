@@ -25,6 +25,11 @@ Modes (one JSON object on stdout per run):
   pp      --requests sequential requests with a ~512-token user prompt that differs from its
           first word on (so no prefix cache helps), max_tokens 1. Reports prompt tokens (from
           usage) / TTFT = prompt processing tokens/s, median over requests.
+  short   --requests sequential streaming /v1/completions requests, max_tokens 1, whose
+          prompts are "z" and a number counting up from a random start (about 7 tokens): each
+          shares its first tokens with the one before, and none repeats. Reports the TTFT of
+          every request, their p50, and the cached prompt tokens (usage) of each. What a
+          one-slot server does with a short shared start: llama-server keeps it in its slot.
 """
 import argparse
 import http.client
@@ -277,15 +282,63 @@ def mode_pp(a):
     }
 
 
+def stream_completion(url, model, prompt, max_tokens, timeout=300):
+    """One streaming /v1/completions request; returns its start, first-text and end times
+    and its usage."""
+    u = urlparse(url)
+    body = json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens,
+                       "temperature": 0, "stream": True,
+                       "stream_options": {"include_usage": True}})
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    t0 = time.perf_counter()
+    conn.request("POST", "/v1/completions", body=body,
+                 headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:300]!r}")
+    first = None
+    usage = None
+    for raw in resp:
+        line = raw.decode("utf-8", "replace").strip()
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        chunk = json.loads(line[6:])
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        for ch in chunk.get("choices") or []:
+            if ch.get("text") and first is None:
+                first = time.perf_counter()
+    t_end = time.perf_counter()
+    conn.close()
+    return {"t0": t0, "first": first, "t_end": t_end, "usage": usage}
+
+
+def mode_short(a):
+    import random
+    start = random.randint(100_000, 800_000)
+    ttfts = []
+    cached = []
+    for i in range(a.requests):
+        r = stream_completion(a.url, a.model, f"z{start + i}", 1)
+        ttfts.append((r["first"] or r["t_end"]) - r["t0"])
+        details = (r["usage"] or {}).get("prompt_tokens_details") or {}
+        cached.append(details.get("cached_tokens"))
+    return {
+        "mode": "short", "requests": len(ttfts), "cached_tokens": cached,
+        "ttft_ms": [round(1e3 * t, 2) for t in ttfts],
+        "ttft_p50_ms": ms(statistics.median(ttfts)),
+    }
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["load", "prefix", "shared", "pp"])
+    p.add_argument("mode", choices=["load", "prefix", "shared", "pp", "short"])
     p.add_argument("--url", default="http://127.0.0.1:8080")
     p.add_argument("--model", default="smollm2:latest")
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--requests", type=int, default=2,
-                   help="load: per worker; prefix/pp: total (sequential); shared: rounds")
+                   help="load: per worker; prefix/pp/short: total (sequential); shared: rounds")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--a-tokens", type=int, default=256,
                    help="shared: max_tokens of the running request A")
@@ -297,7 +350,7 @@ def main():
                    help="extra fields copied into the JSON result (repeatable)")
     a = p.parse_args()
     out = {"load": mode_load, "prefix": mode_prefix, "shared": mode_shared,
-           "pp": mode_pp}[a.mode](a)
+           "pp": mode_pp, "short": mode_short}[a.mode](a)
     out["url"] = a.url
     for t in a.tag:
         k, _, v = t.partition("=")

@@ -59,15 +59,54 @@ impl Scheduler {
     }
 
     /// What admission would reuse for `request` now: the longest prefix of its prompt that a
-    /// slot holds (slot index, length), and a host-cache entry that beats it (position in
+    /// slot holds (slot index, length; at least `min_prefix` long, or any length in the slot
+    /// that admission would evict anyway), and a host-cache entry that beats it (position in
     /// `saved`, length). Nothing without prefix reuse or with prompt logprobs.
     pub(super) fn reusable(&self, request: &Queued) -> (Found, Found) {
         if !self.config.prefix_reuse || request.options.prompt_logprobs {
             return (None, None);
         }
-        let found = self.find_prefix(&request.prompt);
+        let found = self
+            .find_prefix(&request.prompt)
+            .or_else(|| self.victim_prefix(&request.prompt));
         let held = found.map_or(0, |(_, len)| len);
         (found, self.find_saved(&request.prompt, held))
+    }
+
+    /// The slot a request without a prefix worth reusing would take from an idle sequence
+    /// (none while a slot is empty), with however much of `prompt` it holds, at least one
+    /// token. The slot is given up anyway, so cutting it back to that start costs nothing,
+    /// however short: no `min_prefix` here. This is what a one-slot server meets with short
+    /// prompts that share their first tokens (llama-server's slot keeps any common prefix too).
+    fn victim_prefix(&self, prompt: &[TokenId]) -> Option<(usize, usize)> {
+        let index = self.victim()?;
+        let held = self.slots[index].tokens.as_slice();
+        if !self.can_reuse(held, prompt) {
+            return None;
+        }
+        let found = longest_prefix(prompt, [(index, held)], 1)?;
+        Some((found.key, found.len))
+    }
+
+    /// The idle slot [`Self::take_free_slot`] would evict: the least recently released one,
+    /// when no slot is empty.
+    fn victim(&self) -> Option<usize> {
+        if self
+            .slots
+            .iter()
+            .any(|slot| matches!(slot.state, SlotState::Empty))
+        {
+            return None;
+        }
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(index, slot)| match slot.state {
+                SlotState::Idle { released } => Some((released, index)),
+                _ => None,
+            })
+            .min()
+            .map(|(_, index)| index)
     }
 
     /// Starts `request` in slot `index`, whose first `cached` positions hold its prompt.
@@ -221,17 +260,7 @@ impl Scheduler {
             .slots
             .iter()
             .position(|slot| matches!(slot.state, SlotState::Empty));
-        let index = empty.or_else(|| {
-            let idle = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter_map(|(index, slot)| match slot.state {
-                    SlotState::Idle { released } => Some((released, index)),
-                    _ => None,
-                });
-            idle.min().map(|(_, index)| index)
-        })?;
+        let index = empty.or_else(|| self.victim())?;
         if matches!(self.slots[index].state, SlotState::Idle { .. }) {
             self.save_before_dropping(index);
         }

@@ -208,6 +208,87 @@ fn prefixes_shorter_than_the_minimum_are_not_reused() {
 }
 
 #[test]
+fn the_slot_given_up_anyway_keeps_a_start_of_the_prompt_shorter_than_the_minimum() {
+    // One slot, so the next request takes it whatever it holds: its first 5 tokens serve.
+    let mut h = Harness::new(cached_config(0));
+    run_one(&mut h, 1, prompt(1, 40));
+    h.scheduler
+        .submit(2, concat(&[&prompt(1, 5), &prompt(2, 20)]), short(4))
+        .expect("admitted");
+    assert_eq!(h.scheduler.prefill_backlog(), 20);
+    let (plan, _) = h.step();
+    assert_eq!(plan.kv_ops, [KvOp::Truncate { seq: 0, from: 5 }]);
+    let prefilled = tokens_for(&plan, 0);
+    assert_eq!((prefilled.len(), prefilled[0].1), (20, 5));
+    assert_eq!(
+        first_token_kind(&plan, 2),
+        Some(LogitsKind::FirstToken {
+            prompt_tokens: 25,
+            cached_tokens: 5
+        })
+    );
+    // With a host cache, what the cut drops is saved first, as for any eviction.
+    let mut h = Harness::new(cached_config(10_000));
+    run_one(&mut h, 1, prompt(1, 40));
+    h.scheduler
+        .submit(2, concat(&[&prompt(1, 5), &prompt(2, 20)]), short(4))
+        .expect("admitted");
+    let (plan, _) = h.step();
+    assert_eq!(
+        plan.kv_ops,
+        [
+            KvOp::Save { seq: 0, entry: 0 },
+            KvOp::Truncate { seq: 0, from: 5 }
+        ]
+    );
+    // An identical one-token prompt still computes its token: nothing is cut away for it.
+    let mut h = Harness::new(cached_config(0));
+    run_one(&mut h, 1, prompt(1, 1));
+    assert_eq!(run_one(&mut h, 2, prompt(1, 1)).cached_tokens, 0);
+}
+
+#[test]
+fn a_short_shared_start_takes_no_idle_slot_that_would_not_be_evicted() {
+    let one = short(1);
+    // An empty slot is free: the idle one keeps its cells for a longer match later.
+    let mut h = Harness::new(config());
+    run_one(&mut h, 1, prompt(1, 40));
+    h.scheduler
+        .submit(2, concat(&[&prompt(1, 5), &prompt(2, 20)]), one.clone())
+        .expect("admitted");
+    let (plan, _) = h.step();
+    assert!(plan.kv_ops.is_empty(), "{:?}", plan.kv_ops);
+    assert_eq!(
+        tokens_for(&plan, 1).len(),
+        25,
+        "the empty slot, from scratch"
+    );
+    assert_eq!(h.kv.tokens(0).len(), 43, "request 1's cells stay");
+    // Both slots idle: a short match with the more recently released one does not evict it;
+    // the least recently released one goes, as without the match.
+    let mut h = Harness::new(config());
+    h.scheduler
+        .submit(1, prompt(1, 30), one.clone())
+        .expect("admitted");
+    h.scheduler
+        .submit(2, prompt(2, 30), one.clone())
+        .expect("admitted");
+    h.step();
+    h.scheduler
+        .submit(3, concat(&[&prompt(2, 5), &prompt(3, 20)]), one.clone())
+        .expect("admitted");
+    let (plan, _) = h.step();
+    assert_eq!(plan.kv_ops, [KvOp::Clear { seq: 0 }]);
+    assert_eq!(h.kv.tokens(1), prompt(2, 30), "request 2's cells stay");
+    // Now request 2's slot is the least recently released: the next short match uses it.
+    h.scheduler
+        .submit(4, concat(&[&prompt(2, 5), &prompt(4, 20)]), one)
+        .expect("admitted");
+    let (plan, _) = h.step();
+    assert_eq!(plan.kv_ops, [KvOp::Truncate { seq: 1, from: 5 }]);
+}
+
+#[test]
 fn with_reuse_off_nothing_is_copied_and_finished_slots_are_cleared() {
     let mut h = Harness::new(SchedulerConfig {
         prefix_reuse: false,
