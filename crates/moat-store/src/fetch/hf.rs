@@ -830,7 +830,15 @@ fn link_blob(
     #[cfg(not(unix))]
     let linked = std::fs::copy(blob, pointer).map(|_| ());
     let _ = blob; // read on non-Unix systems only
-    linked.map_err(|e| Failure::Store(StoreError::io("linking a snapshot to its blob")(e)))
+    match linked {
+        // Another client (the Python one, say) made the same link in the meantime.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists && pointer.exists() => {
+            Ok(())
+        }
+        linked => {
+            linked.map_err(|e| Failure::Store(StoreError::io("linking a snapshot to its blob")(e)))
+        }
+    }
 }
 
 #[cfg(test)]
