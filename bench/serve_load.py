@@ -34,6 +34,7 @@ Modes (one JSON object on stdout per run):
 import argparse
 import http.client
 import json
+import random
 import statistics
 import sys
 import threading
@@ -314,7 +315,6 @@ def stream_completion(url, model, prompt, max_tokens, timeout=300):
 
 
 def mode_short(a):
-    import random
     start = random.randint(100_000, 800_000)
     ttfts = []
     cached = []
