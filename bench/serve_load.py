@@ -69,11 +69,24 @@ def percentile(xs, p):
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
+def post_stream(url, path, body, timeout):
+    """POSTs `body` (JSON text) to `path` asking for an event stream; returns the connection,
+    the response (status 200, else an error) and the time the request was sent."""
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    t0 = time.perf_counter()
+    conn.request("POST", path, body=body,
+                 headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:300]!r}")
+    return conn, resp, t0
+
+
 def stream_chat(url, model, messages, max_tokens, timeout=300, first_token=None, extra=None):
     """One streaming chat completion. Returns dict with t0, token times, usage. Sets the
     threading.Event `first_token` (if given) when the first token arrives. `extra` adds or
     replaces body fields (`response_format`, ...)."""
-    u = urlparse(url)
     body = json.dumps({
         "model": model,
         "messages": messages,
@@ -84,13 +97,7 @@ def stream_chat(url, model, messages, max_tokens, timeout=300, first_token=None,
         "stream_options": {"include_usage": True},
         **(extra or {}),
     })
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
-    t0 = time.perf_counter()
-    conn.request("POST", "/v1/chat/completions", body=body,
-                 headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
-    resp = conn.getresponse()
-    if resp.status != 200:
-        raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:300]!r}")
+    conn, resp, t0 = post_stream(url, "/v1/chat/completions", body, timeout)
     times = []
     usage = None
     text = []
@@ -286,17 +293,10 @@ def mode_pp(a):
 def stream_completion(url, model, prompt, max_tokens, timeout=300):
     """One streaming /v1/completions request; returns its start, first-text and end times
     and its usage."""
-    u = urlparse(url)
     body = json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens,
                        "temperature": 0, "stream": True,
                        "stream_options": {"include_usage": True}})
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
-    t0 = time.perf_counter()
-    conn.request("POST", "/v1/completions", body=body,
-                 headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
-    resp = conn.getresponse()
-    if resp.status != 200:
-        raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:300]!r}")
+    conn, resp, t0 = post_stream(url, "/v1/completions", body, timeout)
     first = None
     usage = None
     for raw in resp:
