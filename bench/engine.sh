@@ -33,6 +33,13 @@
 #           (default 30) of 4 requests each, and gives the ratios of p50 / p95 / p99 with 95 %
 #           intervals (the run-to-run spread of a 5-round load run hides a 10 % difference in
 #           a tail).
+#   paired  for each C in $CONC (and 16 with C16=1): moat serve and llama-server at --parallel
+#           min(C,MAXPAR), up side by side; bench/paired_gaps.py --concurrency C compares their
+#           times to first token and gaps between tokens in PAIRED_BLOCKS (default 16) paired
+#           blocks, each PAIRED_BURSTS (default 2) bursts of C streams of 64 tokens per server
+#           after one uncounted burst, with 95 % intervals: the ratios the load phase's
+#           5-round medians leave inside the machine's drift, above all its TTFT p95, which at
+#           C streams rests on the slowest few bursts of a run.
 #   bench   llama-bench's pp512 and tg128 at $THREADS threads: REPS rounds, each running
 #           llama-bench -r BENCH_R (default 3) on the peer build and moat's engine_bench example
 #           with the same arguments (ENGINE_BENCH, default examples/engine_bench beside MOAT_BIN:
@@ -186,6 +193,20 @@ for phase in $PHASES; do
         --server "moat=http://127.0.0.1:$PORT_MOAT" --blocks "${GAP_BLOCKS:-30}" --requests 4 \
         2>/dev/null >>"$RES"
     stop "$MP"; stop "$LP"
+    ;;
+  paired)
+    cs="$CONC"; [ "$C16" = 1 ] && cs="$cs 16"
+    for c in $cs; do
+        par=$(( c < MAXPAR ? c : MAXPAR ))
+        log "paired C=$c (parallel $par, ${PAIRED_BLOCKS:-16} blocks)"
+        start_moat "$PORT_MOAT" "$par" 2048; MP=$SPID
+        start_llama "$PORT_LLAMA" "$par"; LP=$SPID
+        "$PY" "$HERE/paired_gaps.py" --server "llama=http://127.0.0.1:$PORT_LLAMA" \
+            --server "moat=http://127.0.0.1:$PORT_MOAT" --blocks "${PAIRED_BLOCKS:-16}" \
+            --requests "${PAIRED_BURSTS:-2}" --concurrency "$c" --warm 1 --max-tokens 64 \
+            2>/dev/null >>"$RES"
+        stop "$MP"; stop "$LP"
+    done
     ;;
   prefix)
     log "prefix"

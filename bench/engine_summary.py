@@ -20,19 +20,25 @@ def f(x, nd=1):
 
 
 def print_gaps(rows):
-    """The `gaps` phase: bench/paired_gaps.py's pooled quantiles and ratios at one stream."""
-    pooled = {r["server"]: r for r in rows if r["mode"] == "paired_gaps"}
-    for r in (r for r in rows if r["mode"] == "paired"):
-        s, b = pooled.get(r["server"]), pooled.get(r["base"])
+    """The `gaps` and `paired` phases: bench/paired_gaps.py's pooled quantiles and ratios."""
+    pooled = {(r["server"], r.get("concurrency", 1)): r
+              for r in rows if r["mode"] == "paired_gaps"}
+    what = {"paired": ("Gaps between tokens", "gaps", ""),
+            "paired_ttft": ("Time to first token", "requests", "ttft_")}
+    for r in (r for r in rows if r["mode"] in what):
+        c = r.get("concurrency", 1)
+        s, b = pooled.get((r["server"], c)), pooled.get((r["base"], c))
         if not s or not b:
             continue
-        print(f"### Gaps between tokens at one stream ({s['blocks']} paired blocks, "
-              f"{s['gaps']} gaps each)\n")
+        title, count, key = what[r["mode"]]
+        streams = "one stream" if c == 1 else f"{c} streams"
+        print(f"### {title} at {streams} ({s['blocks']} paired blocks, "
+              f"{s.get(count, '?')} {count} each)\n")
         print(f"| quantile | {r['server']} (ms) | {r['base']} (ms) | ratio | 95 % interval |")
         print("|---|---|---|---|---|")
         for q in (50, 95, 99):
             lo, hi = r[f"p{q}_ratio_ci95"]
-            print(f"| p{q} | {s[f'p{q}_ms']} | {b[f'p{q}_ms']} | {r[f'p{q}_ratio']} | "
+            print(f"| p{q} | {s[f'{key}p{q}_ms']} | {b[f'{key}p{q}_ms']} | {r[f'p{q}_ratio']} | "
                   f"{lo}–{hi} |")
         print(f"\nBlocks in which {r['server']}'s p95 was the lower: {r['blocks_p95_lower']} "
               f"of {s['blocks']}\n")
@@ -67,7 +73,7 @@ def main(path):
                 gpu[(r["parallel"], r["server"])] = r["gpu_mib"]
         elif m in ("llama-bench", "moat-engine"):
             bench.append(r)
-        elif m in ("paired_gaps", "paired"):
+        elif m in ("paired_gaps", "paired", "paired_ttft"):
             gaps.append(r)
 
     print_gaps(gaps)
